@@ -1,0 +1,27 @@
+"""webllm-widget: run a large language model in the notebook's browser page on the user's GPU."""
+from __future__ import annotations
+
+from ._version import __version__
+from .errors import (
+    Aborted, BadArtifact, BadModel, CompileError, ContextWindowExceeded, DeviceLost, KernelError,
+    OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, WebGPUUnavailable, WebLLMWidgetError,
+)
+
+__all__ = [
+    "__version__", "Aborted", "BadArtifact", "BadModel", "CompileError", "ContextWindowExceeded",
+    "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "ToolchainMissing",
+    "WebGPUUnavailable", "WebLLMWidgetError",
+]
+
+
+def __getattr__(name: str):
+    # Widgets import anywidget and the JS bundle; load them only when asked for.
+    if name == "WebGPU":
+        from .gpu import WebGPU
+
+        return WebGPU
+    if name == "Chat":
+        from .chat import Chat
+
+        return Chat
+    raise AttributeError(name)
