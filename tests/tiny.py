@@ -1,0 +1,234 @@
+"""Tiny random-weight Llama checkpoints for fast tests: an HF folder and a GGUF file of the same model.
+
+    m = TinyLlama.make(seed=0)                 # config + float32 weights (HF names, [out, in])
+    folder = m.write_hf(tmp_path / "hf")       # config.json + model.safetensors + tokenizer.json
+    path = m.write_gguf(tmp_path / "t.gguf")   # llama.cpp layout: q/k rows permuted, Q8_0/Q4_1/F32
+    m.gguf_weights                             # what the GGUF holds after its quantization, as float32
+
+The GGUF is written with PyPI ``gguf``'s own writer and quantizer (not the project's code), and the
+HF safetensors with a writer here, so the project's readers are checked against independent files.
+The tokenizer is a small byte-level BPE: 3 ChatML special tokens, the 256 byte symbols, a few merges.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\nYou are a tiny test model<|im_end|>\n' }}{% endif %}"
+          "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+_MERGE_WORDS = ["the", "and", "in", "is", "Paris", "capital", "France", "hello", "world", "def", "return"]
+
+
+def byte_symbols() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for bytes 0..255 (GPT-2's convention)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def tiny_vocab() -> tuple[list[str], list[str]]:
+    """Tokens (specials, bytes, merged pieces) and merges ("a b") of the tiny tokenizer."""
+    sym = byte_symbols()
+    tokens = SPECIALS + sym
+    merges: list[str] = []
+    have = set(tokens)
+    for word in _MERGE_WORDS:
+        for piece in (word, " " + word):
+            enc = "".join(sym[b] for b in piece.encode())
+            cur = enc[0]
+            for ch in enc[1:]:  # left-to-right merges build each word
+                merged = cur + ch
+                if merged not in have:
+                    merges.append(f"{cur} {ch}")
+                    tokens.append(merged)
+                    have.add(merged)
+                cur = merged
+    return tokens, merges
+
+
+def tiny_tokenizer_json() -> dict:
+    tokens, merges = tiny_vocab()
+    return {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, t in enumerate(SPECIALS)],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "vocab": {t: i for i, t in enumerate(tokens)}, "merges": merges},
+    }
+
+
+@dataclass
+class TinyLlama:
+    config: dict
+    weights: dict[str, np.ndarray]
+    gguf_weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, *, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+             ffn: int = 128, tie: bool = True, bias: bool = False, arch: str = "llama",
+             rope_theta: float = 10000.0, context: int = 256) -> "TinyLlama":
+        tokens, _ = tiny_vocab()
+        vocab = (len(tokens) + 31) // 32 * 32  # pad like real models do; pad ids are never produced
+        hd = hidden // heads
+        rng = np.random.default_rng(seed)
+        cfg = {
+            "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+            "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "num_hidden_layers": layers,
+            "rms_norm_eps": 1e-5, "rope_theta": rope_theta, "vocab_size": vocab,
+            "tie_word_embeddings": tie, "max_position_embeddings": context, "attention_bias": bias,
+            "bos_token_id": 1, "eos_token_id": 2, "head_dim": hd,
+        }
+
+        def mat(o, i, scale=1.0):
+            return (rng.standard_normal((o, i)) * scale / np.sqrt(i)).astype(np.float32)
+
+        w = {"model.embed_tokens.weight": (rng.standard_normal((vocab, hidden)) * 0.5).astype(np.float32)}
+        for L in range(layers):
+            p = f"model.layers.{L}."
+            w[p + "input_layernorm.weight"] = (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+            w[p + "post_attention_layernorm.weight"] = (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+            w[p + "self_attn.q_proj.weight"] = mat(heads * hd, hidden, 2.0)
+            w[p + "self_attn.k_proj.weight"] = mat(kv_heads * hd, hidden, 2.0)
+            w[p + "self_attn.v_proj.weight"] = mat(kv_heads * hd, hidden)
+            w[p + "self_attn.o_proj.weight"] = mat(hidden, heads * hd)
+            w[p + "mlp.gate_proj.weight"] = mat(ffn, hidden)
+            w[p + "mlp.up_proj.weight"] = mat(ffn, hidden)
+            w[p + "mlp.down_proj.weight"] = mat(hidden, ffn)
+            if bias:
+                for n, size in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
+                    w[p + f"self_attn.{n}_proj.bias"] = (0.1 * rng.standard_normal(size)).astype(np.float32)
+        w["model.norm.weight"] = (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+        if not tie:
+            w["lm_head.weight"] = mat(vocab, hidden)
+        return cls(cfg, w)
+
+    # ------------------------------------------------------------------ HF folder
+    def write_hf(self, folder: Path, *, dtype: str = "F32") -> Path:
+        """config.json + model.safetensors (F32, F16 or BF16) + tokenizer.json."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config, indent=1))
+        (folder / "tokenizer.json").write_text(json.dumps(tiny_tokenizer_json()))
+        write_safetensors(folder / "model.safetensors", self.weights, dtype)
+        return folder
+
+    # ------------------------------------------------------------------ GGUF
+    def write_gguf(self, path: Path, *, matrix_type: str = "Q4_1", embed_type: str = "Q8_0",
+                   arch: str | None = None) -> Path:
+        """A GGUF in llama.cpp's layout; fills ``gguf_weights`` with what the file holds (as float32)."""
+        import gguf
+
+        c = self.config
+        arch = arch or c["model_type"]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wr = gguf.GGUFWriter(str(path), arch)
+        wr.add_name("tiny-test-llama")
+        wr.add_block_count(c["num_hidden_layers"])
+        wr.add_context_length(c["max_position_embeddings"])
+        wr.add_embedding_length(c["hidden_size"])
+        wr.add_feed_forward_length(c["intermediate_size"])
+        wr.add_head_count(c["num_attention_heads"])
+        wr.add_head_count_kv(c["num_key_value_heads"])
+        wr.add_rope_freq_base(c["rope_theta"])
+        wr.add_layer_norm_rms_eps(c["rms_norm_eps"])
+        wr.add_vocab_size(c["vocab_size"])
+        wr.add_rope_dimension_count(c["head_dim"])
+        tokens, merges = tiny_vocab()
+        tokens = tokens + [f"<pad_{i}>" for i in range(c["vocab_size"] - len(tokens))]
+        types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
+        wr.add_tokenizer_model("gpt2")
+        wr.add_tokenizer_pre("gpt2")
+        wr.add_token_list(tokens)
+        wr.add_token_types(types)
+        wr.add_token_merges(merges)
+        wr.add_bos_token_id(1)
+        wr.add_eos_token_id(2)
+        wr.add_chat_template(CHATML)
+
+        names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                 "lm_head.weight": "output.weight"}
+        per_layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+                     "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+                     "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                     "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+                     "self_attn.v_proj.bias": "attn_v.bias",
+                     "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+                     "mlp.down_proj.weight": "ffn_down.weight"}
+        self.gguf_weights = {}
+        for hf, w in self.weights.items():
+            if hf.startswith("model.layers."):
+                L, rest = hf[len("model.layers."):].split(".", 1)
+                name = f"blk.{L}.{per_layer[rest]}"
+            else:
+                name = names[hf]
+            stored = w
+            if arch == "llama" and (".q_proj." in hf or ".k_proj." in hf):
+                n = c["num_attention_heads"] if ".q_proj." in hf else c["num_key_value_heads"]
+                # llama.cpp's converter: interleave the two halves of each head's rows
+                stored = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+            if w.ndim == 1:
+                qtype = gguf.GGMLQuantizationType.F32
+            elif hf == "model.embed_tokens.weight" or hf == "lm_head.weight":
+                qtype = gguf.GGMLQuantizationType[embed_type]
+            else:
+                qtype = gguf.GGMLQuantizationType[matrix_type]
+            if qtype == gguf.GGMLQuantizationType.F32:
+                wr.add_tensor(name, np.ascontiguousarray(stored, dtype=np.float32))
+                self.gguf_weights[hf] = w.astype(np.float32)
+            elif qtype == gguf.GGMLQuantizationType.F16:
+                wr.add_tensor(name, np.ascontiguousarray(stored, dtype=np.float16))
+                self.gguf_weights[hf] = w.astype(np.float16).astype(np.float32)
+            else:
+                q = gguf.quants.quantize(np.ascontiguousarray(stored), qtype)
+                wr.add_tensor(name, q, raw_dtype=qtype)
+                self.gguf_weights[hf] = gguf.quants.dequantize(
+                    gguf.quants.quantize(np.ascontiguousarray(w), qtype), qtype).reshape(w.shape).astype(np.float32)
+        wr.write_header_to_file()
+        wr.write_kv_data_to_file()
+        wr.write_tensors_to_file()
+        wr.close()
+        return path
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "F32") -> None:
+    """A minimal safetensors writer (8-byte header length, JSON header, raw little-endian data)."""
+    header, blobs, off = {}, [], 0
+    for name, a in tensors.items():
+        if dtype == "F32":
+            b = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        elif dtype == "F16":
+            b = np.ascontiguousarray(a, dtype="<f2").tobytes()
+        elif dtype == "BF16":
+            b = (np.ascontiguousarray(a, dtype="<f4").view("<u4") >> 16).astype("<u2").tobytes()
+        else:
+            raise ValueError(dtype)
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
