@@ -1,0 +1,45 @@
+// Bundles js/src into src/webllm_widget/static/: small anywidget entries (_esm) and the bigger
+// bundles the kernel ships to the page as content-addressed blobs. `node build.mjs [--watch]`.
+import * as esbuild from "esbuild";
+import { existsSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const outdir = join(here, "..", "src", "webllm_widget", "static");
+mkdirSync(outdir, { recursive: true });
+
+// [source, output, format]. Entries whose source does not exist yet are skipped (helpers add them).
+const ENTRIES = [
+  ["src/gpu_widget.ts", "gpu_widget.js", "esm"], // _esm of webllm_widget.WebGPU
+  ["src/tvm.ts", "tvmjs.js", "esm"], // tvmjs runtime + GPULibrary, shipped as a blob
+  ["src/chat_widget.ts", "chat_widget.js", "esm"], // _esm of webllm_widget.Chat
+  ["src/widget.ts", "widget.js", "esm"],
+  ["src/engine/worker.ts", "engine_worker.js", "iife"], // web-llm engine worker, shipped as a blob
+];
+
+const watch = process.argv.includes("--watch");
+const common = {
+  bundle: true,
+  minify: !watch,
+  sourcemap: false,
+  target: ["es2022"],
+  platform: "browser",
+  legalComments: "none",
+  logLevel: "warning",
+  // tvmjs reaches for these only under Node; in the page they are never required.
+  external: ["fs", "path", "perf_hooks", "crypto", "ws", "url", "child_process"],
+};
+
+const builds = ENTRIES.filter(([src]) => existsSync(join(here, src))).map(([src, out, format]) => ({
+  ...common,
+  entryPoints: [join(here, src)],
+  outfile: join(outdir, out),
+  format,
+}));
+
+if (watch) {
+  for (const b of builds) await (await esbuild.context(b)).watch();
+} else {
+  await Promise.all(builds.map((b) => esbuild.build(b)));
+}
