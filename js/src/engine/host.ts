@@ -1,0 +1,226 @@
+// The page side of the engine: starts the worker from a Blob URL, installs model files, and turns the
+// worker's messages into the Engine interface. One engine per page, shared by every widget on it.
+import { toEngineError } from "./errors";
+import { installModelFiles, recordFor } from "./model_files";
+import {
+  EngineError,
+  type BlobSource,
+  type ChatMessage,
+  type Engine,
+  type GenerateResult,
+  type GenerateSettings,
+  type GPUInfo,
+  type LoadProgress,
+  type LoadResult,
+  type ModelSpec,
+} from "./types";
+import type { FromWorker, ToWorker } from "./wire";
+
+interface Pending {
+  resolve: (v: any) => void;
+  reject: (e: EngineError) => void;
+  onProgress?: (p: LoadProgress) => void;
+  onDelta?: (d: string) => void;
+}
+
+function specKey(spec: ModelSpec): string {
+  return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}`;
+}
+
+export class WorkerEngine implements Engine {
+  loaded: string | null = null;
+  gpu: GPUInfo | null = null;
+  private worker: Worker;
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private hello: Promise<void>;
+  // Loads and generations run one at a time, in the order asked (several widgets share this engine).
+  private chain: Promise<unknown> = Promise.resolve();
+  private loadedKey: string | null = null;
+  private loading: { key: string; promise: Promise<LoadResult>; listeners: Set<(p: LoadProgress) => void> } | null = null;
+  private lastLoad: LoadResult | null = null;
+  private running: number | null = null;
+
+  constructor(workerBundle: Blob) {
+    const url = URL.createObjectURL(workerBundle);
+    this.worker = new Worker(url, { name: "webllm-widget-engine" });
+    let helloResolve!: () => void;
+    this.hello = new Promise((r) => (helloResolve = r));
+    this.worker.onmessage = (ev: MessageEvent<FromWorker>) => {
+      if (ev.data.type === "hello") {
+        URL.revokeObjectURL(url);
+        helloResolve();
+        return;
+      }
+      this.onMessage(ev.data);
+    };
+    this.worker.onerror = (ev) => {
+      const err = new EngineError("bad-artifact", `the engine worker failed to start or crashed: ${ev.message}`);
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+  }
+
+  private onMessage(msg: Exclude<FromWorker, { type: "hello" }>) {
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    switch (msg.type) {
+      case "progress":
+        p.onProgress?.(msg.progress);
+        return;
+      case "delta":
+        p.onDelta?.(msg.text);
+        return;
+      case "error":
+        this.pending.delete(msg.id);
+        p.reject(new EngineError(msg.code, msg.message));
+        return;
+      default:
+        this.pending.delete(msg.id);
+        p.resolve(msg);
+    }
+  }
+
+  private async call<T>(
+    msg: Omit<ToWorker, "id"> & { type: ToWorker["type"] },
+    hooks: Omit<Pending, "resolve" | "reject"> = {},
+    id: number = this.nextId++,
+  ): Promise<T> {
+    await this.hello;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, ...hooks });
+      this.worker.postMessage({ ...msg, id } as ToWorker);
+    });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The adapter the worker sees; rejects with no-webgpu when there is none. */
+  async probe(): Promise<GPUInfo> {
+    const r = await this.call<{ gpu: GPUInfo }>({ type: "gpu" });
+    this.gpu = r.gpu;
+    return r.gpu;
+  }
+
+  /** `source` delivers the bytes of local model files the page's cache lacks (the caller's transport). */
+  load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult> {
+    const key = specKey(spec);
+    if (this.loadedKey === key && this.lastLoad && !this.loading) {
+      onProgress?.({ progress: 1, phase: "done", elapsed_s: 0, text: `${spec.id} is already loaded on this page` });
+      return Promise.resolve({ ...this.lastLoad, bytes_installed: 0 });
+    }
+    if (this.loading && this.loading.key === key) {
+      if (onProgress) this.loading.listeners.add(onProgress);
+      return this.loading.promise;
+    }
+    const listeners = new Set<(p: LoadProgress) => void>();
+    if (onProgress) listeners.add(onProgress);
+    const emit = (p: LoadProgress) => listeners.forEach((l) => l(p));
+    const promise = this.serial(async () => {
+      const t0 = performance.now();
+      let installed = 0;
+      try {
+        if (spec.files) {
+          if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
+          const total = spec.files.reduce((n, f) => n + f.size, 0);
+          emit({ progress: 0, phase: "install", bytes_done: 0, bytes_total: total, elapsed_s: 0, text: "checking the page's cache" });
+          installed = await installModelFiles(spec, source, (ip) => {
+            const elapsed_s = (performance.now() - t0) / 1000;
+            const frac = ip.bytes_total ? ip.bytes_done / ip.bytes_total : 1;
+            emit({
+              progress: frac,
+              phase: "install",
+              bytes_done: ip.bytes_done,
+              bytes_total: ip.bytes_total,
+              elapsed_s,
+              eta_s: frac > 0 ? (elapsed_s * (1 - frac)) / frac : undefined,
+              text: `copying ${ip.file} into the page (${ip.files_done}/${ip.files_total})`,
+            });
+          });
+        }
+        this.loaded = null;
+        this.loadedKey = null;
+        const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(
+          { type: "load", model_id: spec.id, record: recordFor(spec) } as Omit<ToWorker, "id">,
+          { onProgress: emit },
+        );
+        this.loaded = r.model;
+        this.loadedKey = key;
+        this.gpu = r.gpu;
+        this.lastLoad = { model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed };
+        emit({ progress: 1, phase: "done", elapsed_s: this.lastLoad.load_s, text: `loaded ${spec.id}` });
+        return this.lastLoad;
+      } catch (e) {
+        throw toEngineError(e);
+      } finally {
+        this.loading = null;
+      }
+    });
+    this.loading = { key, promise, listeners };
+    return promise;
+  }
+
+  generate(
+    messages: ChatMessage[],
+    settings: GenerateSettings,
+    onDelta?: (delta: string) => void,
+    signal?: AbortSignal,
+  ): Promise<GenerateResult> {
+    return this.serial(async () => {
+      if (signal?.aborted) {
+        return { text: "", finish_reason: "abort", usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } };
+      }
+      if (!this.loaded) throw new EngineError("bad-model", "no model is loaded: load one first");
+      const id = this.nextId++;
+      const onAbort = () => this.stopId(id);
+      signal?.addEventListener("abort", onAbort);
+      this.running = id;
+      try {
+        return await this.call<GenerateResult>({ type: "generate", messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
+      } finally {
+        this.running = null;
+        signal?.removeEventListener("abort", onAbort);
+      }
+    });
+  }
+
+  private stopId(id: number) {
+    if (this.running === id) this.worker.postMessage({ type: "stop", id } as ToWorker);
+  }
+
+  stop(): void {
+    if (this.running !== null) this.stopId(this.running);
+  }
+
+  async reset(): Promise<void> {
+    await this.serial(() => this.call({ type: "reset" }));
+  }
+
+  terminate(): void {
+    this.worker.terminate();
+  }
+}
+
+const GLOBAL_KEY = "__webllm_widget_engine__";
+
+/**
+ * The page's one engine. Every widget asks here, so a model loaded by one Chat is reused by the next
+ * instead of being loaded (and held in GPU memory) twice.
+ */
+export function sharedEngine(workerBundle: () => Promise<Blob>): Promise<WorkerEngine> {
+  const g = globalThis as unknown as Record<string, Promise<WorkerEngine> | undefined>;
+  let p = g[GLOBAL_KEY];
+  if (!p) {
+    p = workerBundle().then((b) => new WorkerEngine(b));
+    g[GLOBAL_KEY] = p;
+    p.catch(() => (g[GLOBAL_KEY] = undefined));
+  }
+  return p;
+}
+
+export { EngineError } from "./types";
+export type * from "./types";

@@ -1,0 +1,135 @@
+// The engine interface: what a host (the Chat widget, the headless runner) may ask of the engine.
+// Nothing here knows about anywidget or the page it runs in.
+
+/** A chat message in OpenAI's shape. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+/** One file of a model folder, identified by content. */
+export interface ModelFile {
+  name: string;
+  sha256: string;
+  size: number;
+}
+
+/**
+ * What to load. Either a local folder whose files reach the page as content-addressed blobs
+ * (`files` + `lib`), or an MLC prebuilt id that the page fetches itself (`prebuilt: true`),
+ * or a record pointing at a URL (`url` + `lib_url`).
+ */
+export interface ModelSpec {
+  /** Stable id the UI shows and requests name. */
+  id: string;
+  /** Local folder: every file with its hash. `key` (hash of the manifest) names the folder. */
+  files?: ModelFile[];
+  key?: string;
+  /** Name of the model library (.wasm) among `files`. */
+  lib?: string;
+  /** An MLC prebuilt model id (online: fetched from Hugging Face by the page). */
+  prebuilt?: boolean;
+  /** A model served over HTTP(S) in the Hugging Face layout, with its library URL. */
+  url?: string;
+  lib_url?: string;
+  /** Overrides for mlc-chat-config.json (e.g. context_window_size). */
+  overrides?: Record<string, unknown>;
+  required_features?: string[];
+}
+
+/** Sampling settings; unset fields keep the model's defaults. */
+export interface GenerateSettings {
+  temperature?: number;
+  top_p?: number;
+  max_tokens?: number;
+  seed?: number;
+  stop?: string[];
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  repetition_penalty?: number;
+}
+
+export interface LoadProgress {
+  /** 0..1 */
+  progress: number;
+  phase: "install" | "fetch" | "load" | "compile" | "done";
+  bytes_done?: number;
+  bytes_total?: number;
+  elapsed_s: number;
+  /** Estimated seconds left, when known. */
+  eta_s?: number;
+  text: string;
+}
+
+export interface GPUInfo {
+  vendor: string;
+  architecture: string;
+  description: string;
+  is_fallback: boolean;
+  features: string[];
+  max_buffer_size?: number;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prefill_tokens_per_s?: number;
+  decode_tokens_per_s?: number;
+  time_to_first_token_s?: number;
+  e2e_latency_s?: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  finish_reason: "stop" | "length" | "abort" | string;
+  usage: Usage;
+}
+
+export interface LoadResult {
+  model: string;
+  gpu: GPUInfo;
+  load_s: number;
+  /** Bytes the host had to bring into the page's cache for this load (0 when all were cached). */
+  bytes_installed: number;
+}
+
+/** Error codes shared with Python (webllm_widget.errors). */
+export type ErrorCode =
+  | "no-webgpu"
+  | "no-shader-f16"
+  | "out-of-memory"
+  | "device-lost"
+  | "bad-artifact"
+  | "bad-model"
+  | "context-overflow"
+  | "aborted"
+  | "error";
+
+export class EngineError extends Error {
+  code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+    this.name = "EngineError";
+  }
+}
+
+/** Supplies the bytes of a content-addressed file (the host's transport: comm, HTTP, ...). */
+export type BlobSource = (file: ModelFile) => Promise<Response | Blob | ArrayBuffer | Uint8Array>;
+
+export interface Engine {
+  load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult>;
+  generate(
+    messages: ChatMessage[],
+    settings: GenerateSettings,
+    onDelta?: (delta: string) => void,
+    signal?: AbortSignal,
+  ): Promise<GenerateResult>;
+  /** Ends the running generation; its promise resolves with finish_reason "abort". */
+  stop(): void;
+  /** Forgets the KV cache of the last conversation. */
+  reset(): Promise<void>;
+  readonly loaded: string | null;
+  readonly gpu: GPUInfo | null;
+}

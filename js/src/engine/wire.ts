@@ -1,0 +1,20 @@
+// Messages between the engine host (page) and the engine worker. Internal to engine/.
+import type { ChatMessage, GenerateSettings, GPUInfo, LoadProgress, Usage, ErrorCode } from "./types";
+export type { GPUInfo } from "./types";
+
+export type ToWorker =
+  | { type: "load"; id: number; model_id: string; record: Record<string, unknown> | null }
+  | { type: "generate"; id: number; messages: ChatMessage[]; settings: GenerateSettings }
+  | { type: "stop"; id: number }
+  | { type: "reset"; id: number }
+  | { type: "gpu"; id: number };
+
+export type FromWorker =
+  | { type: "hello" }
+  | { type: "progress"; id: number; progress: LoadProgress }
+  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number }
+  | { type: "delta"; id: number; text: string }
+  | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage }
+  | { type: "reset-done"; id: number }
+  | { type: "gpu-info"; id: number; gpu: GPUInfo }
+  | { type: "error"; id: number; code: ErrorCode; message: string };

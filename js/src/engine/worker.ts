@@ -1,0 +1,156 @@
+// The engine's Web Worker: runs web-llm's MLCEngine and answers the host's messages (see host.ts for the other end).
+// Started from a Blob URL of this bundle, so nothing is fetched from a CDN; model files are already in
+// Cache Storage (model_files.ts) under the URLs the model record names.
+import { MLCEngine, prebuiltAppConfig } from "@mlc-ai/web-llm";
+import type { AppConfig, ModelRecord, InitProgressReport } from "@mlc-ai/web-llm";
+import { errorPayload } from "./errors";
+import type { GPUInfo, ToWorker, FromWorker } from "./wire";
+
+declare const self: DedicatedWorkerGlobalScope;
+
+let engine: MLCEngine | null = null;
+let loadedId: string | null = null;
+let gpu: GPUInfo | null = null;
+// The request being generated, and whether the host asked it to stop (a stop that arrives before web-llm
+// starts decoding would otherwise be forgotten: web-llm clears its interrupt flag when a request begins).
+let current: { id: number; stop: boolean } | null = null;
+
+function post(msg: FromWorker, transfer: Transferable[] = []) {
+  self.postMessage(msg, transfer);
+}
+
+async function probeGPU(): Promise<GPUInfo> {
+  const nav = self.navigator as Navigator & { gpu?: GPU };
+  if (!nav.gpu) throw Object.assign(new Error("navigator.gpu is missing: WebGPU is not available"), { name: "WebGPUNotAvailableError" });
+  const adapter = await nav.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw Object.assign(new Error("requestAdapter returned null: WebGPU is not available"), { name: "WebGPUNotAvailableError" });
+  const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
+  return {
+    vendor: info?.vendor ?? "",
+    architecture: info?.architecture ?? "",
+    description: info?.description ?? "",
+    is_fallback: Boolean((info as unknown as { isFallbackAdapter?: boolean })?.isFallbackAdapter ??
+      (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    features: [...adapter.features].map(String).sort(),
+    max_buffer_size: adapter.limits.maxBufferSize,
+  };
+}
+
+function appConfigFor(record: ModelRecord | null, modelId: string): AppConfig {
+  if (record) return { model_list: [record], cacheBackend: "cache" } as AppConfig;
+  const found = prebuiltAppConfig.model_list.find((m) => m.model_id === modelId);
+  if (!found) throw Object.assign(new Error(`no prebuilt MLC model is named ${modelId}`), { name: "ModelNotFoundError" });
+  return prebuiltAppConfig;
+}
+
+// web-llm reports "...[i/n]: 12MB fetched. 40% completed, 3 secs elapsed..." while downloading.
+function progressOf(r: InitProgressReport) {
+  const mb = /(\d+)MB (fetched|loaded)/.exec(r.text);
+  const phase = /Fetching/.test(r.text) ? "fetch" : /Finish loading/.test(r.text) ? "done" : /shader|pipeline|Loading GPU/i.test(r.text) ? "compile" : "load";
+  const bytes_done = mb ? Number(mb[1]) * 1024 * 1024 : undefined;
+  const bytes_total = bytes_done !== undefined && r.progress > 0 ? Math.round(bytes_done / r.progress) : undefined;
+  const eta_s = r.progress > 0.01 && r.progress < 1 ? (r.timeElapsed * (1 - r.progress)) / r.progress : undefined;
+  return { progress: r.progress, phase, bytes_done, bytes_total, elapsed_s: r.timeElapsed, eta_s, text: r.text } as const;
+}
+
+async function load(id: number, modelId: string, record: ModelRecord | null) {
+  const t0 = performance.now();
+  gpu = gpu ?? (await probeGPU());
+  const appConfig = appConfigFor(record, modelId);
+  const onProgress = (r: InitProgressReport) => post({ type: "progress", id, progress: progressOf(r) });
+  if (!engine) {
+    engine = new MLCEngine({ appConfig, initProgressCallback: onProgress });
+  } else {
+    engine.setAppConfig(appConfig);
+    engine.setInitProgressCallback(onProgress);
+  }
+  loadedId = null;
+  await engine.reload(modelId);
+  loadedId = modelId;
+  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000 });
+}
+
+async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>) {
+  if (!engine || !loadedId) throw Object.assign(new Error("no model is loaded"), { name: "ModelNotLoadedError" });
+  current = { id, stop: false };
+  const s = msg.settings;
+  const request = {
+    messages: msg.messages,
+    stream: true as const,
+    stream_options: { include_usage: true },
+    temperature: s.temperature,
+    top_p: s.top_p,
+    max_tokens: s.max_tokens,
+    seed: s.seed,
+    stop: s.stop && s.stop.length ? s.stop : undefined,
+    frequency_penalty: s.frequency_penalty,
+    presence_penalty: s.presence_penalty,
+    repetition_penalty: s.repetition_penalty,
+  };
+  let text = "";
+  let finish = "stop";
+  let usage: Record<string, unknown> | undefined;
+  try {
+    const chunks = await engine.chat.completions.create(request);
+    for await (const chunk of chunks) {
+      if (current?.stop) engine.interruptGenerate();
+      const choice = chunk.choices[0];
+      const delta = choice?.delta?.content;
+      if (delta) {
+        text += delta;
+        post({ type: "delta", id, text: delta });
+      }
+      if (choice?.finish_reason) finish = choice.finish_reason;
+      if (chunk.usage) usage = chunk.usage as unknown as Record<string, unknown>;
+    }
+  } finally {
+    const stopped = current?.stop;
+    current = null;
+    if (stopped) finish = "abort";
+  }
+  const extra = (usage?.extra ?? {}) as Record<string, number>;
+  post({
+    type: "done",
+    id,
+    text,
+    finish_reason: finish,
+    usage: {
+      prompt_tokens: Number(usage?.prompt_tokens ?? 0),
+      completion_tokens: Number(usage?.completion_tokens ?? 0),
+      total_tokens: Number(usage?.total_tokens ?? 0),
+      prefill_tokens_per_s: extra.prefill_tokens_per_s,
+      decode_tokens_per_s: extra.decode_tokens_per_s,
+      time_to_first_token_s: extra.time_to_first_token_s,
+      e2e_latency_s: extra.e2e_latency_s,
+    },
+  });
+}
+
+self.onmessage = async (ev: MessageEvent<ToWorker>) => {
+  const msg = ev.data;
+  try {
+    switch (msg.type) {
+      case "load":
+        await load(msg.id, msg.model_id, msg.record as ModelRecord | null);
+        break;
+      case "generate":
+        await generate(msg.id, msg);
+        break;
+      case "stop":
+        if (current) current.stop = true;
+        engine?.interruptGenerate();
+        break;
+      case "reset":
+        if (engine && loadedId) await engine.resetChat();
+        post({ type: "reset-done", id: msg.id });
+        break;
+      case "gpu":
+        gpu = gpu ?? (await probeGPU());
+        post({ type: "gpu-info", id: msg.id, gpu });
+        break;
+    }
+  } catch (err) {
+    post({ type: "error", id: msg.id, ...errorPayload(err) });
+  }
+};
+post({ type: "hello" });
