@@ -1,0 +1,268 @@
+"""Build a web-llm model folder from a GGUF file or a Hugging Face folder, once, cached by content hash.
+
+A model folder holds what web-llm 0.2.85 loads: ``mlc-chat-config.json``, ``tokenizer.json``,
+``tensor-cache.json`` + ``params_shard_N.bin`` and the model library ``model.wasm``, plus
+``manifest.json`` (sha256 and size of every file, for the widget's content-addressed loader).
+
+    from webllm_widget.compile.pipeline import build_model_folder
+    folder = build_model_folder("SmolLM2-135M-Instruct.Q4_1.gguf")        # lossless ggml mode, WebGPU
+    folder = build_model_folder("path/to/hf-folder", quantization="q4f32_1")
+
+The folder's name carries a hash of (source file contents, quantization, device, compiler version):
+a second call with the same inputs finds it and does no work. The folder is assembled in a temp dir
+and moved into place only when complete, so a failure leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import cache
+from .._version import __version__
+from ..errors import BadModel, CompileError
+from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, write_chat_config
+from .tensor_cache import verify_tensor_cache, write_tensor_cache
+from .tokenizer import write_tokenizer
+from .weights import Checkpoint, open_checkpoint
+
+__all__ = ["build_model_folder", "cli_build", "source_hash", "MANIFEST", "LIBRARY_NAME", "DEVICES"]
+
+MANIFEST = "manifest.json"
+LIBRARY_NAME = "model.wasm"
+#: device -> model library target passed to ``model_lib.build_model_library``
+DEVICES = {"webgpu": "webgpu", "cpu": "wasm-cpu"}
+#: Bump when this module changes what it writes (part of every folder's content hash).
+FOLDER_FORMAT = "1"
+
+
+def _tqdm(progress: bool, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not progress, **kw)
+
+
+# ------------------------------------------------------------------------------------ content hashes
+
+def _memo_path() -> Path:
+    return cache.cache_dir() / "source-hashes.json"
+
+
+def _file_sha256(path: Path, progress: bool = False) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so a second build does not re-read big files."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo_file = _memo_path()
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f, _tqdm(progress and st.st_size > 64 << 20, total=st.st_size, unit="B",
+                                      unit_scale=True, desc=f"hash {path.name}") as bar:
+        while block := f.read(1 << 22):
+            h.update(block)
+            bar.update(len(block))
+    memo[key] = h.hexdigest()
+    cache.atomic_write_bytes(memo_file, json.dumps(memo).encode())
+    return memo[key]
+
+
+def source_hash(ckpt: Checkpoint, progress: bool = False) -> str:
+    """Hash of everything the build reads from the source (the GGUF file, or the HF folder's files)."""
+    p = Path(ckpt.path)
+    if ckpt.kind == "gguf":
+        return _file_sha256(p, progress)
+    parts = []
+    for f in sorted(p.iterdir()):
+        if f.is_file() and (f.suffix in (".safetensors", ".json") or f.name == "tokenizer.model"):
+            parts.append(f"{f.name}:{_file_sha256(f, progress)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _compiler_version() -> str:
+    import tvm
+
+    try:
+        from .model_lib import ABI_VERSION
+    except Exception:  # model_lib cannot import (TVM trouble): the build will say so later
+        ABI_VERSION = "?"
+    return f"webllm-widget {__version__}; folder {FOLDER_FORMAT}; abi {ABI_VERSION}; tvm {tvm.__version__}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "model"
+
+
+# ------------------------------------------------------------------------------------ the build
+
+def _resolve_quantization(ckpt: Checkpoint, cfg: Any, quantization: Any):
+    from .quantize import Quantization, as_quantization, ggml_quantization
+
+    if quantization is None:
+        quantization = "ggml" if ckpt.kind == "gguf" else "q4f32_1"
+    if isinstance(quantization, Quantization) and quantization.name != "ggml":
+        return quantization
+    name = quantization.name if isinstance(quantization, Quantization) else str(quantization)
+    if name == "ggml":
+        if ckpt.kind != "gguf":
+            raise BadModel(f"{ckpt.path}: the lossless 'ggml' mode keeps a GGUF file's blocks and needs a GGUF "
+                           "input; for a Hugging Face folder use q4f32_1, q4f16_1 or q0f32.")
+        return ggml_quantization(ckpt, cfg)
+    return as_quantization(name)
+
+
+def _write_manifest(folder: Path, info: dict) -> dict:
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
+            files[p.name] = {"sha256": cache.sha256_file(p), "size": p.stat().st_size}
+    doc = {**info, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+def _existing(folder: Path, key: str) -> bool:
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, device: str = "webgpu",
+                       out: str | os.PathLike | None = None, progress: bool = True,
+                       library: bool = True) -> Path:
+    """Build (or find) the web-llm model folder for ``source``; return its path.
+
+    source: a ``.gguf`` file or a Hugging Face folder (``config.json`` + ``*.safetensors`` + ``tokenizer.json``).
+    quantization: ``None`` picks ``ggml`` (lossless, keeps the file's blocks) for GGUF and ``q4f32_1`` for HF;
+        or one of ``q0f32``, ``q4f32_1``, ``q4f16_1``, ``ggml``.
+    device: ``"webgpu"`` or ``"cpu"`` (the model library's target).
+    out: where to put the folder; default ``<cache>/models/<name>-<quant>-<hash>``.
+    library: build and include ``model.wasm`` (``False``: weights, tokenizer and config only — for tests).
+
+    Raises BadModel for unusable input, CompileError when the library build fails. Nothing is left
+    at the destination unless the whole folder was written.
+    """
+    if device not in DEVICES:
+        raise BadModel(f"device {device!r} is not supported; use one of {', '.join(DEVICES)}.")
+    t_start = time.perf_counter()
+    ckpt = open_checkpoint(source)
+    from .llama import LlamaConfig
+
+    cfg = LlamaConfig.from_dict(ckpt.config)
+    quant = _resolve_quantization(ckpt, cfg, quantization)
+    src_hash = source_hash(ckpt, progress)
+    key_doc = {"source": src_hash, "quantization": quant.key(), "device": device, "library": library,
+               "compiler": _compiler_version()}
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
+    name = _slug(f"{ckpt.config.get('name') or Path(ckpt.path).stem}-{quant.name}-{device}")
+    dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
+    if _existing(dest, key):
+        return dest
+    if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).exists():
+        raise BadModel(f"{dest} exists and is not a model folder built by webllm-widget; pick another --out "
+                       "or remove it.")
+
+    steps = ["weights", "tokenizer", "config"] + (["library"] if library else []) + ["manifest"]
+    with cache.atomic_dir(dest) as tmp, _tqdm(progress, total=len(steps), desc=f"build {name}",
+                                              unit="step") as bar:
+        # 1. parameters, streamed tensor by tensor into shards
+        from .quantize import param_records
+
+        total = sum(ckpt.get(n).nbytes for n in ckpt.tensor_names())
+        bar.set_postfix_str("weights")
+        with _tqdm(progress, total=total, unit="B", unit_scale=True, desc="weights", leave=False) as wbar:
+            # source bytes consumed, approximately: count each record's size against the source size
+            doc = write_tensor_cache(tmp, param_records(ckpt, cfg, quant),
+                                     progress=lambda n: wbar.update(min(n, max(0, total - wbar.n))))
+        verify_tensor_cache(tmp)
+        bar.update(1)
+
+        # 2. tokenizer
+        bar.set_postfix_str("tokenizer")
+        tokenizer_files = write_tokenizer(ckpt, tmp)
+        tok_doc = json.loads((tmp / "tokenizer.json").read_text())
+        specials = {t["content"]: int(t["id"]) for t in tok_doc.get("added_tokens", [])}
+        bar.update(1)
+
+        # 3. mlc-chat-config.json
+        bar.set_postfix_str("config")
+        conv = conv_template_from_jinja(chat_template_of(ckpt), specials)
+        c = ckpt.config
+        chat = chat_config(
+            model_type=getattr(cfg, "model_type", c["architecture"]), quantization=quant.name,
+            vocab_size=c["vocab_size"], context_window_size=cfg.context_window_size,
+            prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
+            bos_token_id=c.get("bos_token_id"),
+            model_config={k: c[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                            "num_key_value_heads", "head_dim", "num_hidden_layers",
+                                            "rms_norm_eps", "rope_theta", "vocab_size", "tie_word_embeddings",
+                                            "attention_bias") if k in c})
+        write_chat_config(tmp, chat)
+        bar.update(1)
+
+        # 4. the model library
+        if library:
+            bar.set_postfix_str("library")
+            _build_library(cfg, quant, device, tmp / LIBRARY_NAME, [r["name"] for s in doc["records"]
+                                                                    for r in s["records"]])
+            bar.update(1)
+
+        # 5. manifest (sha256 of every file: the widget moves files content-addressed)
+        bar.set_postfix_str("manifest")
+        _write_manifest(tmp, {"key": key, "build": key_doc, "source_path": str(ckpt.path),
+                              "model_id": name, "quantization": quant.name, "device": device,
+                              "library": LIBRARY_NAME if library else None,
+                              "build_seconds": round(time.perf_counter() - t_start, 1)})
+        bar.update(1)
+    return dest
+
+
+def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str]) -> None:
+    try:
+        from .model_lib import build_model_library
+    except ImportError as e:
+        raise CompileError(f"the model library builder is not available ({e}). Reinstall webllm-widget "
+                           "with its apache-tvm dependency.") from e
+    result = build_model_library(cfg, quant, DEVICES[device])
+    lib_path = getattr(result, "path", result)
+    if isinstance(lib_path, (bytes, bytearray, memoryview)):
+        dest.write_bytes(bytes(lib_path))
+    else:
+        shutil.copyfile(lib_path, dest)
+    declared = getattr(result, "params", None)
+    if declared is not None:
+        names = [p["name"] if isinstance(p, dict) else str(p) for p in declared]
+        if names != param_names:
+            missing = sorted(set(names) - set(param_names))[:3]
+            extra = sorted(set(param_names) - set(names))[:3]
+            raise CompileError("the model library's _metadata params do not match the written weights "
+                               f"(library-only: {missing}, weights-only: {extra}); this is a bug in webllm-widget.")
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+def cli_build(args) -> int:
+    """``webllm-widget build --gguf PATH | --hf DIR | --default [--quantization Q] [--device D] [--out DIR]``."""
+    quant = getattr(args, "quantization", None)
+    device = getattr(args, "device", None) or "webgpu"
+    out = getattr(args, "out", None)
+    if getattr(args, "default", False):
+        from .. import models
+
+        folder = models.default(quantization=quant, device=device, out=out)
+    else:
+        source = getattr(args, "gguf", None) or getattr(args, "hf", None)
+        if not source:
+            raise BadModel("nothing to build: pass --gguf PATH, --hf DIR or --default.")
+        folder = build_model_folder(source, quantization=quant, device=device, out=out)
+    print(folder)
+    return 0

