@@ -16,6 +16,7 @@ const ENTRIES = [
   ["src/chat_widget.ts", "chat_widget.js", "esm"], // _esm of webllm_widget.Chat
   ["src/widget.ts", "widget.js", "esm"],
   ["src/engine/worker.ts", "engine_worker.js", "iife"], // web-llm engine worker, shipped as a blob
+  ["src/engine/runner_host.ts", "runner.js", "esm"], // page of the headless runner (webllm-widget chat)
 ];
 
 const watch = process.argv.includes("--watch");

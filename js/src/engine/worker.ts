@@ -6,7 +6,12 @@ import type { AppConfig, ModelRecord, InitProgressReport } from "@mlc-ai/web-llm
 import { errorPayload } from "./errors";
 import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 
-declare const self: DedicatedWorkerGlobalScope;
+// The worker's global scope, typed by what is used here (the DOM lib has no worker scope type).
+const scope = globalThis as unknown as {
+  postMessage(msg: unknown, transfer: Transferable[]): void;
+  onmessage: ((ev: MessageEvent<ToWorker>) => void) | null;
+  navigator: Navigator;
+};
 
 let engine: MLCEngine | null = null;
 let loadedId: string | null = null;
@@ -16,11 +21,11 @@ let gpu: GPUInfo | null = null;
 let current: { id: number; stop: boolean } | null = null;
 
 function post(msg: FromWorker, transfer: Transferable[] = []) {
-  self.postMessage(msg, transfer);
+  scope.postMessage(msg, transfer);
 }
 
 async function probeGPU(): Promise<GPUInfo> {
-  const nav = self.navigator as Navigator & { gpu?: GPU };
+  const nav = scope.navigator as Navigator & { gpu?: GPU };
   if (!nav.gpu) throw Object.assign(new Error("navigator.gpu is missing: WebGPU is not available"), { name: "WebGPUNotAvailableError" });
   const adapter = await nav.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw Object.assign(new Error("requestAdapter returned null: WebGPU is not available"), { name: "WebGPUNotAvailableError" });
@@ -126,7 +131,7 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
   });
 }
 
-self.onmessage = async (ev: MessageEvent<ToWorker>) => {
+scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
   const msg = ev.data;
   try {
     switch (msg.type) {

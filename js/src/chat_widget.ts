@@ -1,0 +1,294 @@
+// anywidget entry of webllm_widget.Chat: connects the widget model (traitlets + custom messages) to the
+// page's shared engine (engine/host.ts) and to the chat view (ui/chat_view.ts).
+//
+// Kernel -> page: load {engine, model}, ask {messages, settings, user}, stop, call {fn: "reset"}.
+// Page -> kernel: ready, progress, token, done, result, error. Tokens travel as messages; the kernel
+// writes the `messages` and `stats` traitlets when an answer completes (a running cell gets messages,
+// not traitlet updates). A turn typed in the page is reported with `done` {origin: "page", user}.
+import type { AnyModel } from "@anywidget/types";
+import { PageChannel, PageError, describeError, newId, type Envelope } from "./protocol";
+import { BlobLoader, type BlobRef } from "./loader";
+import { sharedEngine, type WorkerEngine } from "./engine/host";
+import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./engine/types";
+import { ChatView, type Msg, type ViewState } from "./ui/chat_view";
+
+interface ModelMsg {
+  id: string;
+  key?: string;
+  lib?: string;
+  files?: BlobRef[];
+  prebuilt?: boolean;
+  url?: string;
+  lib_url?: string;
+  overrides?: Record<string, unknown>;
+  required_features?: string[];
+}
+
+/** Page-side state of one Chat model, shared by all its views. */
+class ChatState {
+  status = "idle";
+  progress: LoadProgress | null = null;
+  pending: Msg[] = [];
+  // messages.length the kernel's traitlet will reach once it has recorded the pending turn
+  pendingUntil = -1;
+  live: { tokens: number; tok_s: number; t0: number } | null = null;
+  stats: Record<string, number | string | null> | null = null;
+  gpu = "";
+  error: { code: string; message: string } | null = null;
+  engine: WorkerEngine | null = null;
+  abort: AbortController | null = null;
+  private listeners = new Set<() => void>();
+  subscribe(fn: () => void) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+  changed() {
+    this.listeners.forEach((f) => f());
+  }
+}
+
+const states = new WeakMap<AnyModel, ChatState>();
+
+function gpuLabel(g: { vendor: string; architecture: string; description: string; is_fallback: boolean }): string {
+  const name = g.description || [g.vendor, g.architecture].filter(Boolean).join(" ") || "unknown adapter";
+  return g.is_fallback ? `${name} (software)` : name;
+}
+
+function settingsFrom(model: AnyModel): GenerateSettings {
+  const s: GenerateSettings = {};
+  const num = (k: string) => {
+    const v = model.get(k);
+    return typeof v === "number" && isFinite(v) ? v : undefined;
+  };
+  s.temperature = num("temperature");
+  s.top_p = num("top_p");
+  s.max_tokens = num("max_tokens");
+  s.seed = num("seed");
+  s.frequency_penalty = num("frequency_penalty");
+  s.presence_penalty = num("presence_penalty");
+  s.repetition_penalty = num("repetition_penalty");
+  const stop = model.get("stop");
+  if (Array.isArray(stop) && stop.length) s.stop = stop.map(String);
+  for (const k of Object.keys(s) as (keyof GenerateSettings)[]) if (s[k] === undefined) delete s[k];
+  return s;
+}
+
+function initialize({ model }: { model: AnyModel }) {
+  const state = new ChatState();
+  states.set(model, state);
+  const channel = new PageChannel(model);
+  const loader = new BlobLoader(channel);
+
+  const fail = (req: Envelope | string | undefined, err: unknown, fallback = "error") => {
+    const e = describeError(err, fallback);
+    state.error = e;
+    state.changed();
+    channel.replyError(req, err instanceof PageError ? err : new PageError(e.code, e.message));
+  };
+
+  channel.on("load", async (msg) => {
+    const engineRef = msg.engine as BlobRef;
+    const m = msg.model as ModelMsg;
+    state.status = "loading";
+    state.error = null;
+    state.progress = { progress: 0, phase: "install", elapsed_s: 0, text: "starting the engine" };
+    state.changed();
+    let last = 0;
+    const onProgress = (p: LoadProgress) => {
+      state.progress = p;
+      state.changed();
+      const now = performance.now();
+      if (p.progress < 1 && now - last < 250) return; // the kernel needs a few updates a second, not hundreds
+      last = now;
+      channel.reply(msg, "progress", { ...p });
+    };
+    try {
+      const engine = await sharedEngine(async () => {
+        const bytes = await loader.get(engineRef);
+        return new Blob([bytes as unknown as BlobPart], { type: "text/javascript" });
+      });
+      state.engine = engine;
+      const spec: ModelSpec = {
+        id: m.id,
+        key: m.key,
+        lib: m.lib,
+        files: m.files?.map((f) => ({ name: f.name, sha256: f.sha256, size: f.size })),
+        prebuilt: m.prebuilt,
+        url: m.url,
+        lib_url: m.lib_url,
+        overrides: m.overrides,
+        required_features: m.required_features,
+      };
+      const byName = new Map((m.files ?? []).map((f) => [f.sha256, f]));
+      const r = await engine.load(spec, onProgress, (f) => loader.get(byName.get(f.sha256) ?? { ...f }));
+      state.gpu = gpuLabel(r.gpu);
+      state.status = "ready";
+      state.progress = null;
+      state.changed();
+      channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed });
+    } catch (err) {
+      state.status = "error";
+      state.progress = null;
+      fail(msg, err, "bad-artifact");
+    }
+  });
+
+  /** Run one generation; `origin` says who asked (the kernel's ask, or text typed in this page). */
+  async function generate(id: string, messages: ChatMessage[], settings: GenerateSettings, user: string, origin: "kernel" | "page") {
+    const engine = state.engine;
+    if (!engine || state.status !== "ready") {
+      throw new PageError("bad-model", state.status === "loading" ? "The model is still loading: wait for it, then ask again." : "No model is loaded: call chat.load(...) or pick one.");
+    }
+    state.status = "generating";
+    state.error = null;
+    const confirmed = (model.get("messages") as Msg[]) ?? [];
+    state.pending = [{ role: "user", content: user }, { role: "assistant", content: "" }];
+    state.pendingUntil = confirmed.length + 2;
+    state.live = { tokens: 0, tok_s: 0, t0: 0 };
+    state.abort = new AbortController();
+    state.changed();
+    let raf = 0;
+    try {
+      const r = await engine.generate(messages, settings, (delta) => {
+        const live = state.live!;
+        live.tokens += 1;
+        const now = performance.now();
+        if (live.tokens === 1) live.t0 = now;
+        else live.tok_s = ((live.tokens - 1) * 1000) / Math.max(1, now - live.t0);
+        state.pending[1].content += delta;
+        if (origin === "kernel") channel.reply(id, "token", { text: delta });
+        if (!raf) raf = requestAnimationFrame(() => ((raf = 0), state.changed()));
+      }, state.abort.signal);
+      state.pending[1].content = r.text;
+      state.stats = { ...r.usage, finish_reason: r.finish_reason };
+      channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user });
+    } finally {
+      if (raf) cancelAnimationFrame(raf);
+      state.status = "ready";
+      state.live = null;
+      state.abort = null;
+      // Until the kernel records the turn in `messages`, keep showing it from here.
+      if ((((model.get("messages") as Msg[]) ?? []).length) >= state.pendingUntil) state.pending = [];
+      state.changed();
+    }
+  }
+
+  channel.on("ask", async (msg) => {
+    try {
+      await generate(String(msg.id), msg.messages as ChatMessage[], (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel");
+    } catch (err) {
+      state.pending = [];
+      fail(msg, err);
+    }
+  });
+
+  channel.on("stop", () => {
+    state.abort?.abort();
+  });
+
+  channel.on("call", async (msg) => {
+    try {
+      if (msg.fn === "reset") {
+        state.abort?.abort();
+        state.pending = [];
+        state.stats = null;
+        state.error = null;
+        await state.engine?.reset();
+        state.changed();
+        channel.reply(msg, "result", {});
+      } else {
+        throw new PageError("error", `unknown call ${String(msg.fn)}`);
+      }
+    } catch (err) {
+      fail(msg, err);
+    }
+  });
+
+  // A notice from the kernel (no id): show it.
+  channel.on("error", (msg) => {
+    if (msg.id) return;
+    state.error = { code: String(msg.code ?? "error"), message: String(msg.message ?? "") };
+    state.changed();
+  });
+
+  const onMessages = () => {
+    const n = ((model.get("messages") as Msg[]) ?? []).length;
+    if (state.status !== "generating" && state.pending.length && n >= state.pendingUntil) state.pending = [];
+    if (n === 0 && state.status !== "generating") state.pending = [];
+    state.changed();
+  };
+  model.on("change:messages", onMessages);
+  const onAny = () => state.changed();
+  model.on("change:model", onAny);
+  model.on("change:models", onAny);
+  model.on("change:gpu", onAny);
+
+  /** Text typed in this page: generated here, reported to the kernel with `done` {origin: "page"}. */
+  const sendFromPage = async (text: string) => {
+    const sys = String(model.get("system_prompt") ?? "");
+    const history = ((model.get("messages") as Msg[]) ?? []).filter((m) => m.role !== "system");
+    const messages: ChatMessage[] = [...(sys ? [{ role: "system" as const, content: sys }] : []), ...history, { role: "user", content: text }];
+    try {
+      await generate(newId("u"), messages, settingsFrom(model), text, "page");
+    } catch (err) {
+      state.pending = [];
+      const e = describeError(err);
+      state.error = e;
+      state.changed();
+      channel.send("error", { code: e.code, message: e.message, origin: "page" });
+    }
+  };
+  (state as unknown as { send: (t: string) => void }).send = (t) => void sendFromPage(t);
+
+  channel.ready({ widget: "chat", secure: window.isSecureContext, webgpu: "gpu" in navigator });
+
+  return () => {
+    model.off("change:messages", onMessages);
+    model.off("change:model", onAny);
+    model.off("change:models", onAny);
+    model.off("change:gpu", onAny);
+    state.abort?.abort();
+    channel.close();
+    states.delete(model);
+  };
+}
+
+function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
+  const state = states.get(model);
+  if (!state) {
+    el.textContent = "webllm-widget: the Chat widget did not initialize; re-run the cell.";
+    return;
+  }
+  const view = new ChatView(el, {
+    send: (text) => (state as unknown as { send: (t: string) => void }).send(text),
+    stop: () => state.abort?.abort(),
+    pickModel: (id) => {
+      model.set("model", id);
+      model.save_changes();
+    },
+    reset: () => {
+      // The kernel owns the conversation: ask it to clear (it also resets the engine's KV cache).
+      model.send({ v: 1, kind: "call", fn: "reset-request" });
+    },
+  });
+  const draw = () => {
+    const vs: ViewState = {
+      status: state.status === "idle" && state.error ? "error" : state.status,
+      model: String(model.get("model") ?? ""),
+      models: (model.get("models") as { id: string; label?: string }[]) ?? [],
+      progress: state.progress,
+      messages: (model.get("messages") as Msg[]) ?? [],
+      pending: state.pending,
+      live: state.live ? { tokens: state.live.tokens, tok_s: state.live.tok_s } : null,
+      stats: state.stats ?? ((model.get("stats") as Record<string, number>) || null),
+      gpu: state.gpu || String(model.get("gpu") ?? ""),
+      error: state.error,
+    };
+    view.update(vs);
+  };
+  draw();
+  const off = state.subscribe(draw);
+  return () => off();
+}
+
+export default { initialize, render };
