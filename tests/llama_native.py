@@ -1,0 +1,62 @@
+"""Run a compiled model library natively (llvm, relax VM in Python) the way web-llm drives it in the page.
+
+Shared by the test_llama_* and test_quantize* tests: chunked prefill of a prompt, then one-token decode
+steps, each returning the logits of the last position.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.runtime import ShapeTuple
+
+
+class NativeModel:
+    def __init__(self, executable, records: Iterable[tuple[str, np.ndarray]], metadata: dict, hidden: int):
+        self.dev = tvm.cpu()
+        self.vm = relax.VirtualMachine(executable, self.dev)
+        by_name = dict(records)
+        names = [p["name"] for p in metadata["params"]]
+        assert sorted(by_name) == sorted(names), set(by_name) ^ set(names)
+        for p in metadata["params"]:  # the records must match what _metadata declares
+            a = by_name[p["name"]]
+            assert list(a.shape) == p["shape"] and str(a.dtype) == p["dtype"], (p, a.shape, a.dtype)
+        self.params = [tvm.runtime.tensor(by_name[n], self.dev) for n in names]
+        self.meta = metadata
+        self.hidden = hidden
+        self.chunk = metadata["prefill_chunk_size"]
+        f = tvm.get_global_func
+        self._add, self._begin, self._end = (f("vm.builtin.kv_state_add_sequence"),
+                                             f("vm.builtin.kv_state_begin_forward"),
+                                             f("vm.builtin.kv_state_end_forward"))
+        self.kv = self.vm["create_tir_paged_kv_cache"](
+            ShapeTuple([1]), ShapeTuple([metadata["context_window_size"]]), ShapeTuple([self.chunk]),
+            ShapeTuple([16]), ShapeTuple([0]))
+        self._add(self.kv, 0)
+
+    def _step(self, fn: str, ids: list[int]) -> np.ndarray:
+        emb = self.vm["embed"](tvm.runtime.tensor(np.array(ids, dtype="int32"), self.dev), self.params)
+        emb = emb.numpy().reshape(1, len(ids), self.hidden)
+        self._begin(self.kv, ShapeTuple([0]), ShapeTuple([len(ids)]))
+        out = self.vm[fn](tvm.runtime.tensor(emb, self.dev), self.kv, self.params)
+        self._end(self.kv)
+        return out[0].numpy().reshape(-1)
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        """Logits after the last prompt token, prefilling in chunks of prefill_chunk_size like web-llm."""
+        logits = None
+        for i in range(0, len(ids), self.chunk):
+            part = ids[i:i + self.chunk]
+            logits = self._step("prefill" if len(part) > 1 else "decode", part)
+        return logits
+
+    def decode(self, token: int) -> np.ndarray:
+        return self._step("decode", [token])
+
+    def teacher_forced(self, prompt: list[int], forced: list[int]) -> np.ndarray:
+        """Logits after the prompt and after each forced token: shape (1 + len(forced), vocab)."""
+        rows = [self.prefill(prompt)]
+        rows += [self.decode(t) for t in forced]
+        return np.stack(rows)

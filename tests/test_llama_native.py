@@ -1,0 +1,97 @@
+"""The compiled Llama module, run natively on the CPU, matches the independent numpy reference.
+
+Teacher-forced logits: a 20-token prompt prefilled in chunks of 8 (so chunking is exercised), then
+three forced decode steps. Tolerance for float32 weights and compute: 1e-3 absolute on logits of
+magnitude ~15 (measured ~1.5e-5: different summation order only).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llama_native import NativeModel
+from reference import LlamaReference
+from tiny import TinyLlama
+from webllm_widget.compile.llama import LlamaConfig
+from webllm_widget.compile.model_lib import compile_model, export_model
+from webllm_widget.compile.quantize import param_records
+from webllm_widget.errors import BadModel
+
+PROMPT = list(range(3, 23))
+FORCED = [5, 77, 100]
+
+
+class ArrayCheckpoint:
+    """A float32 checkpoint held in memory, with the interface of ``weights.open_checkpoint``."""
+
+    def __init__(self, weights: dict[str, np.ndarray]):
+        self.weights = weights
+
+    def get(self, name: str):
+        w = self.weights[name]
+
+        class _T:
+            shape, ggml_type = w.shape, "F32"
+
+            @staticmethod
+            def to_numpy():
+                return w
+
+        return _T()
+
+
+def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None):
+    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=chunk)
+    quant = quant or mode
+    ex = export_model(cfg, quant, "llvm")
+    model = NativeModel(compile_model(ex, "llvm"), param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),
+                        ex.metadata, cfg.hidden_size)
+    return model.teacher_forced(PROMPT, FORCED), ex
+
+
+def reference_logits(weights, config) -> np.ndarray:
+    return LlamaReference(weights, config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
+
+
+@pytest.mark.parametrize("variant", [
+    dict(),                                   # tied head, GQA 4/2
+    dict(tie=False, bias=True, arch="qwen2"),  # untied head, q/k/v bias (Qwen2-style)
+    dict(heads=4, kv_heads=4, rope_theta=100000.0, layers=1),
+])
+def test_prefill_and_decode_logits_match_numpy_reference_in_float32(variant):
+    tiny = TinyLlama.make(seed=1, **variant)
+    got, _ = run_native(tiny)
+    want = reference_logits(tiny.weights, tiny.config)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+def test_prefill_in_one_chunk_and_in_many_chunks_agree():
+    tiny = TinyLlama.make(seed=2)
+    one, _ = run_native(tiny, chunk=32)
+    many, _ = run_native(tiny, chunk=3)
+    np.testing.assert_allclose(one, many, atol=1e-4, rtol=0)
+
+
+def test_metadata_declares_params_kv_cache_and_mlc_names():
+    tiny = TinyLlama.make(seed=0)
+    _, ex = run_native(tiny)
+    meta = ex.metadata
+    names = [p["name"] for p in meta["params"]]
+    assert names[0] == "model.embed_tokens.weight"
+    assert "model.layers.1.self_attn.qkv_proj.weight" in names
+    assert "model.layers.0.mlp.gate_up_proj.weight" in names
+    qkv = next(p for p in meta["params"] if p["name"] == "model.layers.0.self_attn.qkv_proj.weight")
+    assert qkv["shape"] == [(4 + 2 * 2) * 16, 64]
+    assert meta["kv_state_kind"] == "kv_cache" and meta["prefill_chunk_size"] == 8
+    assert meta["kv_cache"] == {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+    for fn in ("_metadata", "embed", "prefill", "decode", "create_tir_paged_kv_cache", "softmax_with_temperature",
+               "argsort_probs", "sample_with_top_p", "apply_penalty_inplace", "apply_logit_bias_inplace",
+               "apply_bitmask_inplace"):
+        assert any(gv.name_hint == fn for gv in ex.mod.get_global_vars()), fn
+
+
+def test_unsupported_architecture_is_a_bad_model_error():
+    with pytest.raises(BadModel, match="gpt2"):
+        LlamaConfig.from_dict({"model_type": "gpt2", "hidden_size": 8, "intermediate_size": 8,
+                               "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 8})
