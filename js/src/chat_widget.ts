@@ -134,7 +134,7 @@ function initialize({ model }: { model: AnyModel }) {
   });
 
   /** Run one generation; `origin` says who asked (the kernel's ask, or text typed in this page). */
-  async function generate(id: string, messages: ChatMessage[], settings: GenerateSettings, user: string, origin: "kernel" | "page") {
+  async function generate(id: string, messages: ChatMessage[], settings: GenerateSettings, user: string, origin: "kernel" | "page", record = true) {
     const engine = state.engine;
     if (!engine || state.status !== "ready") {
       throw new PageError("bad-model", state.status === "loading" ? "The model is still loading: wait for it, then ask again." : "No model is loaded: call chat.load(...) or pick one.");
@@ -168,14 +168,14 @@ function initialize({ model }: { model: AnyModel }) {
       state.live = null;
       state.abort = null;
       // Until the kernel records the turn in `messages`, keep showing it from here.
-      if ((((model.get("messages") as Msg[]) ?? []).length) >= state.pendingUntil) state.pending = [];
+      if (!record || (((model.get("messages") as Msg[]) ?? []).length) >= state.pendingUntil) state.pending = [];
       state.changed();
     }
   }
 
   channel.on("ask", async (msg) => {
     try {
-      await generate(String(msg.id), msg.messages as ChatMessage[], (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel");
+      await generate(String(msg.id), msg.messages as ChatMessage[], (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel", msg.record !== false);
     } catch (err) {
       state.pending = [];
       fail(msg, err);

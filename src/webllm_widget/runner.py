@@ -70,12 +70,22 @@ def folder_model(folder: str | os.PathLike, model_id: str | None = None) -> Fold
     libs = sorted(folder.glob("*.wasm"))
     if len(libs) != 1:
         raise BadModel(f"{folder} must hold exactly one model library (.wasm), found {len(libs)}")
+    # A folder built by compile.pipeline lists every file's sha256 in manifest.json: no need to re-read them.
+    manifest = {}
+    if (folder / "manifest.json").exists():
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text()).get("files", {})
+        except (ValueError, OSError):
+            manifest = {}
     files, paths = [], {}
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
+        if not p.is_file() or p.name.startswith(".") or p.name == "manifest.json":
             continue
-        sha = _file_sha(p)
-        files.append({"name": p.name, "sha256": sha, "size": p.stat().st_size})
+        size = p.stat().st_size
+        known = manifest.get(p.name) or {}
+        sha = known.get("sha256") if known.get("size") == size else None
+        sha = sha or _file_sha(p)
+        files.append({"name": p.name, "sha256": sha, "size": size})
         paths[sha] = p
     key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:32]
     spec = {"id": model_id or folder.name, "files": files, "key": key, "lib": libs[0].name}

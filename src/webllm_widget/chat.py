@@ -1,0 +1,501 @@
+"""The Chat widget: an LLM chat in a notebook cell, running in the browser page on WebGPU, driven from Python.
+
+    from webllm_widget import Chat
+    chat = Chat()                       # built-in SmolLM2-135M-Instruct; loads as soon as the page shows it
+    chat                                # display it
+    answer = await chat.ask("What is the capital of France?")
+    async for token in chat.stream("Tell me more"):
+        print(token, end="")
+    h = chat.send("And of Italy?", on_token=print, on_done=lambda text: ...)   # returns at once
+    chat.stop(); chat.reset(); chat.load("Llama-3.2-1B-Instruct-q4f32_1-MLC")
+    reply = await chat.complete(messages=[{"role": "user", "content": "Hi"}], temperature=0)
+
+Why ``await``: the model runs in the browser page, and the page answers through the kernel's message
+loop. A notebook cell that *blocks* (``time.sleep``, a ``while not done`` loop, ``.result()``) holds
+that loop, so the page's answer is never read and the cell waits forever: Jupyter delivers widget
+messages to the kernel only between cells or while a cell yields to the event loop. ``await chat.ask(...)``
+and ``async for t in chat.stream(...)`` yield (IPython runs top-level ``await`` on the kernel's loop), so
+tokens arrive while the cell runs. Where a cell must not wait at all, ``chat.send(...)`` returns a handle
+at once and calls ``on_token``/``on_done`` as the answer streams in.
+
+Tokens travel as custom messages; the ``messages`` and ``stats`` traitlets are written when an answer
+completes (a page holds back traitlet traffic while a cell runs, custom messages it does not).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import anywidget
+import traitlets as t
+
+from .artifacts import Blob, BlobSender, static_blob
+from .errors import Aborted, BadModel, WebLLMWidgetError
+from .protocol import Channel, new_id
+
+_STATIC = Path(__file__).with_name("static")
+
+#: Shown in the model picker besides the built-in model (online: the page fetches them from Hugging Face).
+PICKER_PREBUILT = [
+    "SmolLM2-360M-Instruct-q4f32_1-MLC",
+    "Qwen2.5-0.5B-Instruct-q4f32_1-MLC",
+    "Llama-3.2-1B-Instruct-q4f32_1-MLC",
+    "Qwen2.5-1.5B-Instruct-q4f32_1-MLC",
+    "Phi-3.5-mini-instruct-q4f32_1-MLC",
+]
+
+#: Generation settings sent with each request (unset ones keep the model's defaults).
+SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_penalty", "presence_penalty",
+            "repetition_penalty")
+
+#: Seconds an answer may take (software WebGPU decodes a few tokens a second).
+ANSWER_TIMEOUT = 3600.0
+LOAD_TIMEOUT = 3600.0
+
+
+class ChatHandle:
+    """One answer in flight, returned by :meth:`Chat.send`.
+
+    ``await handle`` gives the full text; ``handle.text`` is what arrived so far; ``handle.done()``
+    says whether it finished; ``handle.stop()`` ends it early (the partial answer is kept).
+    ``handle.result`` is the ``done`` payload (``text``, ``finish_reason``, ``usage``) once finished.
+    """
+
+    def __init__(self, chat: "Chat", prompt: str | None, on_token: Callable[[str], Any] | None,
+                 on_done: Callable[[str], Any] | None):
+        self.chat = chat
+        self.prompt = prompt
+        self.id = new_id("ask")
+        self.text = ""
+        self.tokens: list[str] = []
+        self.result: dict | None = None
+        self.error: BaseException | None = None
+        self.t_sent = time.perf_counter()
+        self.t_first: float | None = None
+        self._on_token = on_token
+        self._on_done = on_done
+        self._done = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+
+    def done(self) -> bool:
+        return self._done
+
+    def stop(self) -> None:
+        """Stop this answer; it finishes with ``finish_reason == "abort"`` and the text so far."""
+        if not self._done:
+            self.chat._ch.send("stop", {"target": self.id})
+
+    def _token(self, text: str) -> None:
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        self.text += text
+        self.tokens.append(text)
+        for loop, q in self._queues:
+            loop.call_soon_threadsafe(q.put_nowait, text)
+        if self._on_token:
+            self._on_token(text)
+
+    def _finish(self, result: dict | None, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.result, self.error = result, error
+        if result is not None:
+            self.text = str(result.get("text", self.text))
+        for loop, q in self._queues:
+            loop.call_soon_threadsafe(q.put_nowait, None)
+        for loop, fut in self._waiters:
+            loop.call_soon_threadsafe(_settle, fut, self.text, error)
+        self._waiters = []
+        if self._on_done and error is None:
+            self._on_done(self.text)
+
+    async def wait(self) -> str:
+        if not self._done:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            self._waiters.append((loop, fut))
+            await fut
+        if self.error is not None:
+            raise self.error
+        return self.text
+
+    def __await__(self):
+        return self.wait().__await__()
+
+    def _queue(self) -> asyncio.Queue:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        for tok in self.tokens:  # tokens that came before the iteration started
+            q.put_nowait(tok)
+        if self._done:
+            q.put_nowait(None)
+        else:
+            self._queues.append((loop, q))
+        return q
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "running"
+        return f"<ChatHandle {self.id} {state}: {self.text[:60]!r}>"
+
+
+def _settle(fut: asyncio.Future, value: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
+
+
+class Chat(anywidget.AnyWidget):
+    """A chat with a language model that runs in the notebook's browser page, on the user's GPU (WebGPU).
+
+    ``model``: ``"default"`` (built-in SmolLM2-135M-Instruct, offline), a model folder, a GGUF file or
+    Hugging Face folder (compiled first), or an MLC prebuilt id (the page downloads it). The model
+    loads when the widget is first shown; ``await chat.ready()`` waits for it.
+
+    Example::
+
+        chat = Chat(system_prompt="Answer in one sentence.", temperature=0)
+        chat
+        await chat.ask("What is the capital of France?")
+    """
+
+    _esm = _STATIC / "chat_widget.js"
+
+    model = t.Unicode("default", help="model id, folder or file; see class doc").tag(sync=True)
+    models = t.List(t.Dict(), help="choices offered by the model picker").tag(sync=True)
+    status = t.Unicode("idle", help="idle, loading, ready, generating or error").tag(sync=True)
+    progress = t.Dict(help="last load progress: progress (0..1), phase, bytes_done, bytes_total, eta_s").tag(sync=True)
+    messages = t.List(t.Dict(), help="the conversation: [{'role', 'content'}], user and assistant turns").tag(sync=True)
+    system_prompt = t.Unicode("", help="system message sent before the conversation").tag(sync=True)
+    temperature = t.Float(None, allow_none=True).tag(sync=True)
+    top_p = t.Float(None, allow_none=True).tag(sync=True)
+    max_tokens = t.Int(512, allow_none=True).tag(sync=True)
+    seed = t.Int(None, allow_none=True).tag(sync=True)
+    stop = t.List(t.Unicode(), help="stop strings").tag(sync=True)
+    frequency_penalty = t.Float(None, allow_none=True).tag(sync=True)
+    presence_penalty = t.Float(None, allow_none=True).tag(sync=True)
+    repetition_penalty = t.Float(None, allow_none=True).tag(sync=True)
+    stats = t.Dict(help="numbers of the last answer: tokens, prefill/decode tok/s, latency").tag(sync=True)
+    gpu = t.Unicode("", help="the WebGPU adapter the page uses").tag(sync=True)
+    error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
+
+    def __init__(self, model: str | Path | None = None, *, autoload: bool = True, **kwargs: Any):
+        kwargs.setdefault("models", self._picker_models(model))
+        super().__init__(model=str(model) if model is not None else "default", **kwargs)
+        self._ch = Channel(self)
+        self._blobs = BlobSender(self._ch)
+        self._handles: dict[str, ChatHandle] = {}
+        self._running: ChatHandle | None = None
+        self._load_reply = None
+        self._load_info: dict | None = None
+        self._loaded: str | None = None
+        self._loading_model = False
+        self._ch.on_ready(self._on_ready)
+        self._ch.on("done", self._on_page_done)
+        self._ch.on("error", self._on_page_notice)
+        self._ch.on("call", self._on_page_call)
+        self.observe(self._on_model_trait, "model")
+        if autoload:
+            self.load()
+
+    # ---- loading ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _picker_models(model: Any) -> list[dict]:
+        opts = [{"id": "default", "label": "SmolLM2-135M-Instruct (built-in, offline)"}]
+        if model is not None and str(model) != "default":
+            opts.append({"id": str(model), "label": Path(str(model)).name or str(model)})
+        opts += [{"id": m, "label": f"{m} (download)"} for m in PICKER_PREBUILT if m != str(model)]
+        return opts
+
+    def _spec(self, model: str) -> dict:
+        """What the page's engine needs to load ``model``; local files are offered as blobs."""
+        from . import models as registry
+        from .runner import folder_model
+
+        rec = registry.resolve(None if model == "default" else model)
+        if rec.kind == "prebuilt":
+            return {"id": rec.model_id, "prebuilt": True}
+        if rec.kind == "url":
+            return {"id": rec.model_id, "url": rec.url.rstrip("/") + "/", "lib_url": rec.model_lib}
+        fm = folder_model(rec.folder, model_id=rec.model_id)
+        for f in fm.spec["files"]:
+            self._blobs.offer(Blob.from_path(fm.paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
+        return fm.spec
+
+    def load(self, model: str | Path | None = None) -> "_Awaitable":
+        """Load ``model`` (default: the ``model`` traitlet) in the page. Non-blocking; ``await`` it for the
+        load report (``model``, ``gpu``, ``load_s``, ``bytes_installed``)."""
+        if model is not None and str(model) != self.model:
+            self._loading_model = True
+            try:
+                self.model = str(model)
+            finally:
+                self._loading_model = False
+        try:
+            spec = self._spec(self.model)
+        except WebLLMWidgetError as e:
+            self._set_error(e, status="error")
+            raise
+        engine = self._blobs.offer(static_blob("engine_worker.js"))
+        self.status = "loading"
+        self.error = {}
+        self.progress = {"progress": 0.0, "phase": "install"}
+        self._load_info = None
+        reply = self._ch.request("load", {"engine": engine, "model": spec}, on_event=self._on_load_event,
+                                 timeout=LOAD_TIMEOUT)
+        self._load_reply = reply
+        reply.add_done_callback(lambda r: self._on_loaded(r, spec))
+        return _Awaitable(self._wait_load(reply))
+
+    def _on_load_event(self, msg: dict, _buffers: list) -> None:
+        if msg.get("kind") == "progress":
+            self.progress = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
+
+    def _on_loaded(self, reply, spec: dict) -> None:
+        if reply is not self._load_reply:
+            return  # a later load replaced this one
+        err = reply.exception()
+        if err is not None:
+            if getattr(err, "code", "") == "page-reloaded":
+                return  # _on_ready sends the load again
+            self._set_error(err, status="error")
+            return
+        msg, _ = reply.result()
+        self._load_info = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
+        self._loaded = spec["id"]
+        g = msg.get("gpu") or {}
+        name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
+        self.gpu = f"{name} (software)" if g.get("is_fallback") else name
+        self.progress = {"progress": 1.0, "phase": "done", "load_s": msg.get("load_s"),
+                         "bytes_installed": msg.get("bytes_installed")}
+        self.status = "ready"
+
+    async def _wait_load(self, reply) -> dict:
+        while True:
+            try:
+                await reply
+            except WebLLMWidgetError as e:
+                if e.code == "page-reloaded" and self._load_reply is not reply:
+                    reply = self._load_reply  # the page reloaded: wait for the load sent to the new page
+                    continue
+                raise
+            return dict(self._load_info or {})
+
+    async def ready(self, timeout: float | None = None) -> dict:
+        """Wait until the model is loaded in the page; returns the load report. Raises the load's error."""
+        if self._load_reply is None:
+            raise BadModel("nothing is loading: call chat.load(model) first")
+        return await asyncio.wait_for(self._wait_load(self._load_reply), timeout)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Blob bytes (engine bundle, model files) this widget sent to the page so far."""
+        return self._blobs.bytes_sent
+
+    def _on_model_trait(self, change: dict) -> None:
+        # The page's model picker (or `chat.model = ...`) changed the model: load it.
+        if not self._loading_model and change["new"] != change["old"]:
+            try:
+                self.load()
+            except WebLLMWidgetError:
+                pass  # shown in the widget through `error`
+
+    def _on_ready(self, page: dict) -> None:
+        if self._ch.ready_count > 1 and self._load_reply is not None:
+            # A reloaded page knows nothing: load again (from its Cache Storage, no model bytes sent).
+            for h in list(self._handles.values()):
+                h._finish(None, WebLLMWidgetError("the page was reloaded during this answer", code="page-reloaded"))
+            self._handles.clear()
+            self._running = None
+            self.load()
+
+    # ---- asking -------------------------------------------------------------------------------------
+
+    def _settings(self, overrides: dict) -> dict:
+        s = {k: getattr(self, k) for k in SETTINGS}
+        s.update(overrides)
+        unknown = set(overrides) - set(SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown generation setting(s): {', '.join(sorted(unknown))}; known: {', '.join(SETTINGS)}")
+        return {k: v for k, v in s.items() if v is not None and v != []}
+
+    def _history(self, prompt: str) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        msgs += [{"role": m["role"], "content": m["content"]} for m in self.messages if m.get("role") != "system"]
+        msgs.append({"role": "user", "content": prompt})
+        return msgs
+
+    def send(self, prompt: str, *, on_token: Callable[[str], Any] | None = None,
+             on_done: Callable[[str], Any] | None = None, **settings: Any) -> ChatHandle:
+        """Ask without waiting: returns a :class:`ChatHandle` at once; ``on_token(text)`` sees each piece,
+        ``on_done(full_text)`` the end. The turn is added to ``messages`` when it completes."""
+        return self._submit(prompt, self._history(prompt), self._settings(settings), on_token, on_done, record=True)
+
+    def _submit(self, user: str | None, messages: list[dict], settings: dict, on_token, on_done,
+                record: bool) -> ChatHandle:
+        if self._running is not None and not self._running.done():
+            raise WebLLMWidgetError("an answer is still being generated: await it or call chat.stop() first",
+                                    code="busy")
+        h = ChatHandle(self, user, on_token, on_done)
+        self._handles[h.id] = h
+        self._running = h
+
+        def go(_reply=None) -> None:
+            if _reply is not None and _reply.exception() is not None:
+                self._handles.pop(h.id, None)
+                h._finish(None, _reply.exception())
+                return
+            self.status = "generating"
+            reply = self._ch.request("ask", {"messages": messages, "settings": settings, "user": user or "",
+                                             "record": record}, id=h.id, timeout=ANSWER_TIMEOUT,
+                                     on_event=lambda m, b: h._token(str(m.get("text", "")))
+                                     if m.get("kind") == "token" else None)
+            reply.add_done_callback(lambda r: self._on_answer(h, r, record))
+
+        if self._load_reply is None:
+            h._finish(None, BadModel("no model is loading or loaded: call chat.load(model)"))
+        elif not self._load_reply.done():
+            self._load_reply.add_done_callback(go)  # ask once the model is in
+        else:
+            go(self._load_reply)
+        return h
+
+    def _on_answer(self, h: ChatHandle, reply, record: bool) -> None:
+        self._handles.pop(h.id, None)
+        if self._running is h:
+            self._running = None
+        err = reply.exception()
+        if err is not None:
+            self.status = "ready" if self._loaded else "error"
+            self._set_error(err)
+            h._finish(None, err)
+            return
+        msg, _ = reply.result()
+        result = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
+        self._record(result, h.prompt if record else None, wall_s=time.perf_counter() - h.t_sent)
+        self.status = "ready"
+        h._finish(result, None)
+
+    def _record(self, result: dict, user: str | None, wall_s: float | None = None) -> None:
+        usage = dict(result.get("usage") or {})
+        usage["finish_reason"] = result.get("finish_reason")
+        if wall_s is not None:
+            usage["wall_s"] = wall_s
+        self.stats = usage
+        if user is not None:
+            self.messages = [*self.messages, {"role": "user", "content": user},
+                             {"role": "assistant", "content": str(result.get("text", ""))}]
+
+    async def ask(self, prompt: str, **settings: Any) -> str:
+        """Ask and wait for the whole answer (the turn is added to ``messages``)."""
+        return await self.send(prompt, **settings)
+
+    async def stream(self, prompt: str, **settings: Any) -> AsyncIterator[str]:
+        """Ask and yield the answer piece by piece as the page generates it."""
+        h = self.send(prompt, **settings)
+        q = h._queue()
+        try:
+            while True:
+                tok = await q.get()
+                if tok is None:
+                    break
+                yield tok
+        except (asyncio.CancelledError, GeneratorExit):
+            h.stop()
+            raise
+        if h.error is not None:
+            raise h.error
+
+    async def complete(self, messages: list[dict], **settings: Any) -> dict:
+        """OpenAI-style chat completion over ``messages`` (the widget's conversation is left alone).
+
+        Returns ``{"id", "object": "chat.completion", "created", "model", "choices": [{"index", "message",
+        "finish_reason"}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}``.
+        """
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if not msgs or msgs[-1]["role"] != "user":
+            raise ValueError("messages must end with a user message")
+        h = self._submit(msgs[-1]["content"], msgs, self._settings(settings), None, None, record=False)
+        text = await h
+        r = h.result or {}
+        u = r.get("usage") or {}
+        return {
+            "id": f"chatcmpl-{h.id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self._loaded or self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": r.get("finish_reason")}],
+            "usage": {k: int(u.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "timings": {k: u.get(k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s",
+                                             "time_to_first_token_s", "e2e_latency_s")},
+        }
+
+    def stop(self) -> None:
+        """Stop the answer being generated (it ends with the text so far)."""
+        if self._running is not None:
+            self._running.stop()
+        else:
+            self._ch.send("stop", {})
+
+    def reset(self) -> None:
+        """Forget the conversation (``messages``, ``stats``) and the page's KV cache."""
+        self.stop()
+        self.messages = []
+        self.stats = {}
+        self.error = {}
+        self._ch.request("call", {"fn": "reset"}, timeout=None)
+
+    # ---- from the page ------------------------------------------------------------------------------
+
+    def _on_page_done(self, msg: dict, _buffers: list) -> None:
+        """A turn typed in the page finished: record it, so Python sees it in ``messages``."""
+        if msg.get("origin") != "page":
+            return
+        result = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
+        self._record(result, str(msg.get("user", "")))
+
+    def _on_page_notice(self, msg: dict, _buffers: list) -> None:
+        if msg.get("id") is None and msg.get("origin") == "page":
+            self.error = {"code": msg.get("code", "error"), "message": msg.get("message", "")}
+
+    def _on_page_call(self, msg: dict, _buffers: list) -> None:
+        if msg.get("fn") == "reset-request":
+            self.reset()
+
+    def _set_error(self, err: BaseException, status: str | None = None) -> None:
+        code = getattr(err, "code", "error")
+        message = err.args[0] if err.args else str(err)
+        self.error = {"code": code, "message": str(message)}
+        if status:
+            self.status = status
+
+
+class _Awaitable:
+    """Returned by :meth:`Chat.load`: nothing to do unless awaited (then it gives the load report)."""
+
+    def __init__(self, coro_fn):
+        self._coro = coro_fn
+
+    def __await__(self):
+        return self._coro.__await__()
+
+    def __del__(self):
+        # Never awaited is fine (load runs anyway); close the coroutine so Python does not warn.
+        try:
+            self._coro.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return "<load request: await it for the load report>"
+
+
+__all__ = ["Chat", "ChatHandle", "Aborted"]
