@@ -188,9 +188,8 @@ class GGUFCheckpoint(Checkpoint):
         try:
             reader = gguf.GGUFReader(str(self.path), "r")
         except Exception as e:  # the reader raises ValueError/IndexError/struct errors on bad headers
-            hint = "truncated" if size < 1 << 20 or isinstance(e, (IndexError, struct.error)) else "corrupt"
-            raise BadModel(f"{self.path}: cannot read the GGUF header (file looks {hint}: {type(e).__name__}: {e}). "
-                           f"{_WHAT_TO_DO_GGUF}", detail={"file": str(self.path)}) from e
+            raise BadModel(f"{self.path}: cannot read this GGUF file: it is truncated or corrupt ({size} bytes; "
+                           f"{type(e).__name__}: {e}). {_WHAT_TO_DO_GGUF}", detail={"file": str(self.path)}) from e
         self._reader = reader
         fields = reader.fields
 

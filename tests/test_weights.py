@@ -1,0 +1,161 @@
+"""Checkpoint readers: GGUF and HF folders give the same HF-named tensors; bad files give clear errors."""
+from __future__ import annotations
+
+import json
+
+import gguf
+import numpy as np
+import pytest
+
+from tiny import TinyLlama
+from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.errors import BadModel
+
+
+@pytest.fixture
+def tiny():
+    return TinyLlama.make(seed=1)
+
+
+def test_gguf_and_hf_folder_give_the_same_config_and_tensor_names(tiny, tmp_path):
+    g = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf"))
+    h = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
+    keys = ("architecture", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+            "head_dim", "num_hidden_layers", "rope_theta", "vocab_size", "tie_word_embeddings",
+            "max_position_embeddings", "attention_bias", "bos_token_id", "eos_token_id")
+    assert {k: g.config[k] for k in keys} == {k: h.config[k] for k in keys}
+    assert g.config["rms_norm_eps"] == pytest.approx(h.config["rms_norm_eps"])
+    assert sorted(g.tensor_names()) == sorted(h.tensor_names()) == sorted(tiny.weights)
+    assert g.config["num_attention_heads"] == 4 and g.config["num_key_value_heads"] == 2
+
+
+def test_float_gguf_matches_the_hf_weights_exactly_after_unpermuting_q_and_k(tiny, tmp_path):
+    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "f32.gguf", matrix_type="F32", embed_type="F32"))
+    for name, t in ckpt.iter_tensors():
+        assert t.shape == tiny.weights[name].shape
+        np.testing.assert_array_equal(t.to_numpy(), tiny.weights[name], err_msg=name)
+
+
+@pytest.mark.parametrize("matrix_type", ["Q4_0", "Q4_1", "Q8_0", "F16"])
+def test_quantized_gguf_dequantizes_like_the_gguf_package(tiny, tmp_path, matrix_type):
+    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "q.gguf", matrix_type=matrix_type, embed_type="Q8_0"))
+    q = ckpt.get("model.layers.0.self_attn.q_proj.weight")
+    assert q.ggml_type == matrix_type
+    for name, t in ckpt.iter_tensors():
+        np.testing.assert_array_equal(t.to_numpy(), tiny.gguf_weights[name], err_msg=name)
+    # quantization error stays small relative to the weights (the file really holds this model)
+    w = tiny.weights["model.layers.1.mlp.down_proj.weight"]
+    err = np.abs(ckpt.get("model.layers.1.mlp.down_proj.weight").to_numpy() - w).max()
+    assert 0 <= err < 0.2 * np.abs(w).max()
+
+
+def test_raw_bytes_of_quantized_q_rows_are_whole_blocks_in_hf_order(tiny, tmp_path):
+    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "q.gguf", matrix_type="Q4_1"))
+    t = ckpt.get("model.layers.0.self_attn.k_proj.weight")
+    out_f, in_f = t.shape
+    raw = np.asarray(t.raw)
+    assert raw.nbytes == out_f * in_f // 32 * 20 == t.nbytes
+    # decoding the raw blocks with the gguf package, row by row, gives the HF-ordered matrix
+    rows = gguf.quants.dequantize(raw.reshape(out_f, -1), gguf.GGMLQuantizationType.Q4_1)
+    np.testing.assert_array_equal(rows, tiny.gguf_weights["model.layers.0.self_attn.k_proj.weight"])
+
+
+@pytest.mark.parametrize("dtype", ["F16", "BF16"])
+def test_hf_folder_reads_half_precision_safetensors(tiny, tmp_path, dtype):
+    ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf", dtype=dtype))
+    t = ckpt.get("model.layers.0.mlp.up_proj.weight")
+    assert t.ggml_type == dtype
+    w = tiny.weights["model.layers.0.mlp.up_proj.weight"]
+    tol = 1e-3 if dtype == "F16" else 1e-2
+    np.testing.assert_allclose(t.to_numpy(), w, rtol=tol, atol=tol * np.abs(w).max())
+
+
+def test_qwen2_folder_with_qkv_bias_and_untied_head(tmp_path):
+    m = TinyLlama.make(seed=2, arch="qwen2", bias=True, tie=False)
+    ckpt = open_checkpoint(m.write_hf(tmp_path / "qwen"))
+    assert ckpt.config["architecture"] == "qwen2"
+    assert ckpt.config["attention_bias"] is True
+    assert ckpt.config["tie_word_embeddings"] is False
+    np.testing.assert_array_equal(ckpt.get("model.layers.1.self_attn.k_proj.bias").to_numpy(),
+                                  m.weights["model.layers.1.self_attn.k_proj.bias"])
+    np.testing.assert_array_equal(ckpt.get("lm_head.weight").to_numpy(), m.weights["lm_head.weight"])
+
+
+def test_qwen2_gguf_rows_are_not_permuted(tmp_path):
+    # llama.cpp permutes q/k only for the llama architecture; a qwen2 GGUF keeps HF order
+    m = TinyLlama.make(seed=2, arch="qwen2", bias=True)
+    ckpt = open_checkpoint(m.write_gguf(tmp_path / "qwen.gguf", matrix_type="F32", embed_type="F32"))
+    assert ckpt.config["attention_bias"] is True
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.bias"):
+        np.testing.assert_array_equal(ckpt.get(name).to_numpy(), m.weights[name])
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+def test_truncated_gguf_is_reported_with_the_file_and_what_to_do(tiny, tmp_path):
+    path = tiny.write_gguf(tmp_path / "t.gguf")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(BadModel) as e:
+        open_checkpoint(cut)
+    msg = str(e.value)
+    assert str(cut) in msg and "truncated" in msg and "Download the file again" in msg
+    assert e.value.code == "bad-model"
+
+
+def test_gguf_cut_inside_its_header_is_reported(tiny, tmp_path):
+    data = tiny.write_gguf(tmp_path / "t.gguf").read_bytes()
+    cut = tmp_path / "header.gguf"
+    cut.write_bytes(data[:300])
+    with pytest.raises(BadModel) as e:
+        open_checkpoint(cut)
+    assert str(cut) in str(e.value) and "Download the file again" in str(e.value)
+
+
+def test_corrupt_gguf_header_is_reported(tiny, tmp_path):
+    data = bytearray(tiny.write_gguf(tmp_path / "t.gguf").read_bytes())
+    data[8:24] = b"\xff" * 16  # tensor and metadata counts become absurd
+    bad = tmp_path / "corrupt.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BadModel) as e:
+        open_checkpoint(bad)
+    assert str(bad) in str(e.value) and "Download the file again" in str(e.value)
+
+
+def test_file_that_is_not_gguf_is_reported(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"<html>404 not found</html>" * 10)
+    with pytest.raises(BadModel, match="not a GGUF file"):
+        open_checkpoint(bad)
+
+
+def test_unsupported_gguf_architecture_is_reported(tiny, tmp_path):
+    path = tiny.write_gguf(tmp_path / "gpt2.gguf", arch="gpt2")
+    with pytest.raises(BadModel) as e:
+        open_checkpoint(path)
+    msg = str(e.value)
+    assert "gpt2" in msg and "not supported" in msg and str(path) in msg and "Llama-family" in msg
+
+
+def test_unsupported_hf_architecture_is_reported(tiny, tmp_path):
+    folder = tiny.write_hf(tmp_path / "hf")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architectures"] = ["MambaForCausalLM"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(BadModel, match="MambaForCausalLM.*not supported"):
+        open_checkpoint(folder)
+
+
+def test_truncated_safetensors_is_reported(tiny, tmp_path):
+    folder = tiny.write_hf(tmp_path / "hf")
+    st = folder / "model.safetensors"
+    st.write_bytes(st.read_bytes()[:-100])
+    with pytest.raises(BadModel) as e:
+        open_checkpoint(folder)
+    assert str(st) in str(e.value) and "truncated" in str(e.value)
+
+
+def test_missing_path_is_reported(tmp_path):
+    with pytest.raises(BadModel, match="no such file"):
+        open_checkpoint(tmp_path / "nope.gguf")
