@@ -1,0 +1,68 @@
+"""Shared fixtures: headless Chromium with WebGPU, the loopback host server, widget host pages, JupyterLab.
+
+Browser fixtures are session-scoped (one Chromium, one server) and torn down at the end.
+Tests that use them must be marked ``@pytest.mark.browser`` (and ``jupyter`` for JupyterLab).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from browser import STATIC, HostServer, WidgetHost, launch_chromium  # noqa: E402
+
+
+def _need_bundles() -> None:
+    if not (STATIC / "gpu_widget.js").exists() or not (STATIC / "tvmjs.js").exists():
+        pytest.fail("JS bundles are missing: run `npm ci && npm run build` in js/ (or `make setup`)")
+
+
+@pytest.fixture(scope="session")
+def host_server():
+    """Loopback Tornado server (static bundles, /host.html, /blank.html, added routes, comm WebSocket)."""
+    srv = HostServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="session")
+def chromium(host_server):
+    """Headless Chromium whose pages get a WebGPU adapter (SwiftShader here); ``.adapter`` says which."""
+    browser = launch_chromium(host_server.origin + "/blank.html", webgpu=True)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def chromium_no_webgpu(host_server):
+    """Headless Chromium started without ``--enable-unsafe-webgpu`` (and without GPU)."""
+    browser = launch_chromium(host_server.origin + "/blank.html", webgpu=False)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def widget_host(host_server, chromium):
+    """A fresh host page in the WebGPU Chromium; widgets created inside ``widget_host.run(...)`` render there."""
+    _need_bundles()
+    with WidgetHost(host_server, chromium) as host:
+        yield host
+
+
+@pytest.fixture
+def widget_host_no_webgpu(host_server, chromium_no_webgpu):
+    _need_bundles()
+    with WidgetHost(host_server, chromium_no_webgpu) as host:
+        yield host
+
+
+@pytest.fixture
+def bundle_page(host_server, chromium):
+    """A blank page on the loopback origin where ``import('/static/<bundle>.js')`` works."""
+    page = chromium.new_page()
+    page.goto(host_server.origin + "/blank.html")
+    yield page
+    page.close()
