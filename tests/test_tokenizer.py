@@ -6,7 +6,7 @@ import json
 import pytest
 from tokenizers import Tokenizer
 
-from tiny import CHATML, TinyLlama, tiny_tokenizer_json
+from tiny import CHATML, TinyLlama, copy_gguf_with, tiny_tokenizer_json
 from webllm_widget.compile.chat_config import chat_template_of, conv_template_from_jinja, render_prompt
 from webllm_widget.compile.tokenizer import special_token_ids, tokenizer_json_from_gguf, write_tokenizer
 from webllm_widget.compile.weights import open_checkpoint
@@ -104,31 +104,7 @@ def test_conv_template_of_the_tiny_model_uses_its_own_system_prompt():
 
 
 def test_sentencepiece_gguf_is_refused_with_advice(tmp_path):
-    import gguf
-
-    path = tmp_path / "spm.gguf"
-    m = TinyLlama.make()
-    m.write_gguf(path)
-    # rewrite the tokenizer model field: same file, tokenizer declared as SentencePiece ("llama")
-    reader = gguf.GGUFReader(str(path))
-    w = gguf.GGUFWriter(str(tmp_path / "spm2.gguf"), "llama")
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        val = field.contents()
-        if key == "tokenizer.ggml.model":
-            val = "llama"
-        vtype = field.types[0]
-        if vtype == gguf.GGUFValueType.ARRAY:
-            w.add_key_value(key, val, vtype, sub_type=field.types[-1])
-        else:
-            w.add_key_value(key, val, vtype)
-    for t in reader.tensors:
-        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    ckpt = open_checkpoint(tmp_path / "spm2.gguf")
+    src = TinyLlama.make().write_gguf(tmp_path / "t.gguf")
+    ckpt = open_checkpoint(copy_gguf_with(src, tmp_path / "spm.gguf", {"tokenizer.ggml.model": "llama"}))
     with pytest.raises(BadModel, match="tokenizer model 'llama'.*Hugging Face folder"):
         tokenizer_json_from_gguf(ckpt)

@@ -232,3 +232,27 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "
         f.write(h)
         for b in blobs:
             f.write(b)
+
+
+def copy_gguf_with(src: Path, dst: Path, overrides: dict) -> Path:
+    """Copy a GGUF file, replacing metadata values (``{"tokenizer.ggml.model": "llama"}``), with gguf's writer."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    arch = reader.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(str(dst), arch)
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        val = overrides.get(key, fld.contents())
+        if fld.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, val, fld.types[0], sub_type=fld.types[-1])
+        else:
+            w.add_key_value(key, val, fld.types[0])
+    for t in reader.tensors:
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(dst)

@@ -130,9 +130,13 @@ def _write_manifest(folder: Path, info: dict) -> dict:
 
 
 def _existing(folder: Path, key: str) -> bool:
+    """Whether ``folder`` is a complete build with this key (every listed file present at its size)."""
     try:
-        return json.loads((folder / MANIFEST).read_text()).get("key") == key
-    except (OSError, ValueError):
+        doc = json.loads((folder / MANIFEST).read_text())
+        if doc.get("key") != key:
+            return False
+        return all((folder / n).stat().st_size == f["size"] for n, f in doc["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
