@@ -1,0 +1,175 @@
+"""JupyterLab driver for end-to-end tests: a real ``jupyter lab`` server, a notebook opened in the WebGPU Chromium.
+
+Example::
+
+    with JupyterLab(root_dir, env={"RESULTS": str(out)}) as lab:
+        page = lab.open_notebook(chromium, "ml_compilation.ipynb")
+        lab.run_all(page)
+        data = lab.wait_for_file(out, timeout=600)      # the notebook writes its results there
+        errors = lab.console_errors(chromium)
+
+The kernel runs this interpreter (``sys.executable``) with the server's environment, so env vars
+passed here reach the notebook (``os.environ``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterLab:
+    """A ``jupyter lab`` server on a free loopback port, serving ``root_dir``; stopped on exit."""
+
+    def __init__(self, root_dir: str | os.PathLike, *, env: dict[str, str] | None = None, start_timeout: float = 90):
+        self.root_dir = Path(root_dir)
+        self.port = free_port()
+        self.env = env or {}
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self._home = tempfile.mkdtemp(prefix="wlw-jupyter-")
+        self.log_path = Path(self._home) / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "JupyterLab":
+        env = dict(os.environ)
+        env.update(self.env)
+        # Fresh runtime/workspace state, so no earlier session's layout or kernels leak in.
+        env["JUPYTER_RUNTIME_DIR"] = str(Path(self._home) / "runtime")
+        env.setdefault("JUPYTERLAB_WORKSPACES_DIR", str(Path(self._home) / "workspaces"))
+        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+               "--ServerApp.token=", "--ServerApp.password=", "--allow-root",
+               "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={self.root_dir}",
+               f"--LabApp.workspaces_dir={Path(self._home) / 'workspaces'}",
+               "--ServerApp.disable_check_xsrf=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.root_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n{self.server_log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/api/status", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"jupyter lab did not answer within {self.start_timeout} s:\n{self.server_log()[-3000:]}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # Its own process group: the server and the kernels it started stop together.
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self._home, ignore_errors=True)
+
+    def server_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- driving a notebook -------------------------------------------------------------------------
+
+    def open_notebook(self, browser: Any, relpath: str, timeout: float = 120) -> Any:
+        """Open ``relpath`` (relative to the root dir) in a new page; return once its kernel is idle."""
+        page = browser.new_page()
+        page.goto(f"{self.url}/lab/tree/{relpath}", timeout=timeout * 1000)
+        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=timeout * 1000)
+        self.wait_kernel_idle(page, timeout)
+        return page
+
+    def wait_kernel_idle(self, page: Any, timeout: float = 120) -> None:
+        page.wait_for_function(
+            """() => {
+                const w = window.jupyterapp.shell.currentWidget;
+                const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+                return !!k && w.sessionContext.isReady && k.status === 'idle';
+            }""", timeout=timeout * 1000, polling=250)
+
+    def run_all(self, page: Any) -> None:
+        """Start ``notebook:run-all-cells`` (not awaited: it resolves only when every cell ran)."""
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+    def wait_for_file(self, path: str | os.PathLike, timeout: float = 600, page: Any = None) -> Any:
+        """Wait until ``path`` exists and holds JSON; return it. With ``page``, fail early on a cell error."""
+        path = Path(path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                try:
+                    return json.loads(path.read_text())
+                except json.JSONDecodeError:
+                    pass  # written non-atomically by someone: read again
+            if page is not None:
+                err = self.first_error_output(page)
+                if err:
+                    raise AssertionError(f"a notebook cell failed:\n{err}")
+            time.sleep(0.5)
+        raise TimeoutError(f"{path} did not appear within {timeout} s. Outputs:\n{self.outputs_text(page)[-4000:] if page else ''}")
+
+    def outputs(self, page: Any) -> list[list[dict]]:
+        """Each cell's outputs as nbformat dicts (from the notebook model in the page)."""
+        return page.evaluate(
+            """() => {
+                const nb = window.jupyterapp.shell.currentWidget.content.model;
+                const out = [];
+                for (let i = 0; i < nb.cells.length; i++) {
+                    const c = nb.cells.get(i);
+                    out.push(c.type === 'code' ? c.toJSON().outputs : []);
+                }
+                return out;
+            }""")
+
+    def first_error_output(self, page: Any) -> str:
+        for cell in self.outputs(page):
+            for o in cell:
+                if o.get("output_type") == "error":
+                    return f"{o.get('ename')}: {o.get('evalue')}\n" + "\n".join(o.get("traceback", []))[-3000:]
+        return ""
+
+    def outputs_text(self, page: Any) -> str:
+        parts = []
+        for i, cell in enumerate(self.outputs(page)):
+            for o in cell:
+                if "text" in o:
+                    parts.append(f"[{i}] {''.join(o['text']) if isinstance(o['text'], list) else o['text']}")
+                elif o.get("output_type") == "error":
+                    parts.append(f"[{i}] {o.get('ename')}: {o.get('evalue')}")
+                elif "data" in o and "text/plain" in o["data"]:
+                    t = o["data"]["text/plain"]
+                    parts.append(f"[{i}] {''.join(t) if isinstance(t, list) else t}")
+        return "\n".join(parts)
+
+    @staticmethod
+    def console_errors(browser: Any) -> list[str]:
+        return [m for m in browser.console if m.startswith(("error", "pageerror"))]
