@@ -74,20 +74,23 @@ def _decode(raw: np.ndarray, ggml_type: str, shape: tuple[int, ...]) -> np.ndarr
     if ggml_type not in BLOCK_BYTES:
         raise BadModel(f"tensor type {ggml_type} is not supported (supported: {', '.join(BLOCK_BYTES)})")
     blocks = raw.reshape(n // 32, BLOCK_BYTES[ggml_type][1])
+    out = np.empty((n // 32, 32), np.float32)
+    step = 1 << 14  # blocks per chunk: keeps temporaries small next to the float32 result
+    for s in range(0, blocks.shape[0], step):
+        out[s:s + step] = _decode_blocks(blocks[s:s + step], ggml_type)
+    return out.reshape(shape)
+
+
+def _decode_blocks(blocks: np.ndarray, ggml_type: str) -> np.ndarray:
     d = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (nb, 1)
     if ggml_type == "Q8_0":
-        q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
-        out = d * q
-    else:
-        qs = blocks[:, 4:] if ggml_type == "Q4_1" else blocks[:, 2:]
-        # ggml nibble order: byte j holds weight j (low nibble) and weight j+16 (high nibble)
-        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
-        if ggml_type == "Q4_1":
-            m = blocks[:, 2:4].copy().view("<f2").astype(np.float32)
-            out = d * q + m
-        else:
-            out = d * (q - 8.0)
-    return out.reshape(shape).astype(np.float32, copy=False)
+        return d * blocks[:, 2:].copy().view(np.int8)
+    qs = blocks[:, 4:] if ggml_type == "Q4_1" else blocks[:, 2:]
+    # ggml nibble order: byte j holds weight j (low nibble) and weight j+16 (high nibble)
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1)
+    if ggml_type == "Q4_1":
+        return d * q + blocks[:, 2:4].copy().view("<f2").astype(np.float32)
+    return d * (q.astype(np.float32) - 8.0)
 
 
 class Checkpoint:
