@@ -8,7 +8,7 @@ from tvm import relax
 
 from tiny import TinyLlama
 from webllm_widget.compile.llama import LlamaConfig
-from webllm_widget.compile.model_lib import compile_model, export_model
+from webllm_widget.compile.model_lib import TOP_SORTED, compile_model, export_model
 
 V = 352
 
@@ -43,34 +43,47 @@ def test_softmax_with_temperature_matches_numpy_and_near_zero_temperature_is_one
     assert greedy[0, 0, logits.argmax()] == pytest.approx(1.0) and greedy.sum() == pytest.approx(1.0)
 
 
-def test_argsort_probs_sorts_descending_with_matching_ids(vm):
+def top_first(p):
+    """numpy of argsort_probs' order: the TOP_SORTED most likely ids descending (ties: lower id), then the rest by id."""
+    order = np.argsort(-p, kind="stable")
+    head = order[:TOP_SORTED]
+    rest = np.setdiff1d(np.arange(len(p)), head)
+    return np.concatenate([head, rest])
+
+
+def test_argsort_probs_puts_the_most_likely_tokens_first_in_descending_order(vm):
     p = softmax(np.random.default_rng(1).standard_normal((1, V)).astype("float32"))
+    p[0, 7] = p[0, 9] = p[0].max() * 1.5  # a tie at the top: lower id first
     out = vm["argsort_probs"](t(p))
     sp, si = out[0].numpy(), out[1].numpy()
     assert si.dtype == np.int32
-    np.testing.assert_array_equal(si[0], np.argsort(-p[0], kind="stable"))
-    np.testing.assert_allclose(sp[0], p[0][si[0]])
+    np.testing.assert_array_equal(si[0], top_first(p[0]))
+    assert si[0][0] == 7 and si[0][1] == 9
+    np.testing.assert_array_equal(sp[0], p[0][si[0]])
 
 
 def expected_sample(sorted_p, sorted_i, u, top_p):
-    cum = np.cumsum(sorted_p.astype(np.float64))
-    keep = int(np.searchsorted(cum, top_p)) + 1 if top_p < cum[-1] else len(cum)
-    keep = max(1, min(keep, len(cum)))
+    """Nucleus within the sorted head (whole vocabulary if the head holds less than top_p), then cumsum > u * mass."""
+    cum = np.cumsum(sorted_p.astype(np.float32), dtype=np.float32)
+    head = min(TOP_SORTED, len(cum))
+    reach = np.nonzero(cum[:head] >= top_p)[0]
+    keep = int(reach[0]) + 1 if len(reach) else len(cum)
     mass = cum[keep - 1]
-    pick = int(np.searchsorted(cum[:keep], u * mass, side="right"))
-    return int(sorted_i[min(pick, keep - 1)])
+    above = np.nonzero(cum[:keep - 1] > np.float32(u) * mass)[0]
+    return int(sorted_i[above[0] if len(above) else keep - 1])
 
 
-@pytest.mark.parametrize("u,top_p", [(0.0, 1.0), (0.3, 1.0), (0.999, 1.0), (0.5, 0.5), (0.99, 0.2), (0.7, 1e-5)])
-def test_sample_with_top_p_picks_the_token_whose_cumulative_mass_covers_u(vm, u, top_p):
-    p = softmax(np.random.default_rng(2).standard_normal((1, V)).astype("float32") * 2)
-    order = np.argsort(-p[0], kind="stable")
-    sp, si = p[:, order], order[None].astype("int32")
+@pytest.mark.parametrize("u,top_p,sharp", [(0.0, 1.0, 2), (0.3, 1.0, 2), (0.999, 1.0, 2), (0.5, 0.5, 6), (0.99, 0.2, 6),
+                                           (0.7, 1e-5, 2), (0.6, 0.9, 1)])
+def test_sample_with_top_p_picks_the_token_whose_cumulative_mass_covers_u(vm, u, top_p, sharp):
+    p = softmax(np.random.default_rng(2).standard_normal((1, V)).astype("float32") * sharp)
+    out = vm["argsort_probs"](t(p))
+    sp, si = out[0].numpy(), out[1].numpy()
     got = vm["sample_with_top_p"](t(sp), t(si), t(np.array([u], "float32")), t(np.array([0], "int32")),
                                   t(np.array([top_p], "float32"))).numpy()
     assert got.shape == (1,) and got[0] == expected_sample(sp[0], si[0], u, top_p)
     if top_p <= 1e-5:
-        assert got[0] == order[0]  # top_p at web-llm's floor is greedy
+        assert got[0] == np.argmax(p[0])  # top_p at web-llm's floor is greedy
 
 
 def test_penalty_bias_and_bitmask_change_only_the_named_logits(vm):

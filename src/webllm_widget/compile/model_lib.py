@@ -26,7 +26,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tvm
 from tvm import relax, te, tirx
@@ -36,6 +36,9 @@ from tvm.script import tirx as T
 
 from .llama import LlamaConfig, LlamaForCausalLM, kv_cache_dims
 from .quantize import Quantization, as_quantization, expected_params, quantize_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .build import Library
 
 #: Bump when the generated code changes in a way the content hash cannot see.
 ABI_VERSION = "1"
@@ -66,11 +69,6 @@ class ExportedModel:
 
 # ---------------------------------------------------------------------------------------------
 # Logit processing and sampling kernels (hand-written TIR; one thread per token or per sample).
-
-def _threads(gpu: bool, n, body):
-    """Wrap ``body(i)`` over ``n`` items: a flat 1-D grid on GPUs, a serial loop on the CPU."""
-    return body
-
 
 def _apply_logit_bias(gpu: bool) -> tirx.PrimFunc:
     tx = 64
@@ -192,19 +190,112 @@ def _apply_bitmask(gpu: bool) -> tirx.PrimFunc:
     return apply_bitmask_inplace if gpu else apply_bitmask_inplace_cpu
 
 
-def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
-    """Nucleus sampling from already sorted probabilities, one thread per sample.
+#: How many of the most likely tokens ``argsort_probs`` puts first, in descending order.
+TOP_SORTED = 32
 
-    Keeps the smallest prefix whose mass reaches ``top_p`` (at least one token), then picks the
-    first token whose running sum exceeds ``u * mass``. Both walks stop early, so greedy decoding
-    (one token with probability ~1) touches a single element instead of the whole vocabulary.
+
+def _top_first_kernel(gpu: bool) -> tirx.PrimFunc:
+    """A "top-first" argsort: the ``TOP_SORTED`` most likely tokens in descending order, then the rest in id order.
+
+    A full sort of the vocabulary on every token is the costliest part of sampling on a software
+    adapter (TVM's GPU sort also needs ``blockIdx.z``, which WebGPU lacks). Sampling only needs
+    the order for the top-p cut, so ``sample_with_top_p`` below is exact whenever the nucleus lies
+    within the sorted head, and for ``top_p >= 1``; a larger nucleus samples the whole distribution.
+    Ties keep the lower token id first. One thread per row: each of the K passes selects the next
+    token after the previous one in (probability descending, id ascending) order.
+    """
+    @T.prim_func(s_tir=True)
+    def top_first_sort(var_probs: T.handle, var_out_p: T.handle, var_out_i: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v = T.int32(), T.int32()
+        probs = T.match_buffer(var_probs, (b, v), "float32")
+        out_p = T.match_buffer(var_out_p, (b, v), "float32")
+        out_i = T.match_buffer(var_out_i, (b, v), "int32")
+        for bx in T.thread_binding(b, "blockIdx.x"):
+            for th in T.thread_binding(1, "threadIdx.x"):
+                with T.sblock("sort"):
+                    row = T.axis.spatial(b, bx + th)
+                    T.reads(probs[row, 0:v])
+                    T.writes(out_p[row, 0:v], out_i[row, 0:v])
+                    best_p = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    prev_p = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    best_i = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    prev_i = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    c = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    prev_p[0] = T.float32(2)
+                    prev_i[0] = -1
+                    for r in T.serial(T.min(v, TOP_SORTED)):
+                        best_p[0] = T.float32(-1)
+                        best_i[0] = -1
+                        for j in T.serial(v):
+                            if (probs[row, j] < prev_p[0] or (probs[row, j] == prev_p[0] and j > prev_i[0])) and probs[row, j] > best_p[0]:
+                                best_p[0] = probs[row, j]
+                                best_i[0] = j
+                        out_p[row, r] = best_p[0]
+                        out_i[row, r] = best_i[0]
+                        prev_p[0] = best_p[0]
+                        prev_i[0] = best_i[0]
+                    c[0] = T.min(v, TOP_SORTED)
+                    for j in T.serial(v):
+                        if probs[row, j] < prev_p[0] or (probs[row, j] == prev_p[0] and j > prev_i[0]):
+                            out_p[row, c[0]] = probs[row, j]
+                            out_i[row, c[0]] = j
+                            c[0] = c[0] + 1
+
+    @T.prim_func(s_tir=True)
+    def top_first_sort_cpu(var_probs: T.handle, var_out_p: T.handle, var_out_i: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v = T.int32(), T.int32()
+        probs = T.match_buffer(var_probs, (b, v), "float32")
+        out_p = T.match_buffer(var_out_p, (b, v), "float32")
+        out_i = T.match_buffer(var_out_i, (b, v), "int32")
+        for k in T.serial(b):
+            with T.sblock("sort"):
+                row = T.axis.spatial(b, k)
+                T.reads(probs[row, 0:v])
+                T.writes(out_p[row, 0:v], out_i[row, 0:v])
+                best_p = T.sblock_alloc_buffer((1,), "float32")
+                prev_p = T.sblock_alloc_buffer((1,), "float32")
+                best_i = T.sblock_alloc_buffer((1,), "int32")
+                prev_i = T.sblock_alloc_buffer((1,), "int32")
+                c = T.sblock_alloc_buffer((1,), "int32")
+                prev_p[0] = T.float32(2)
+                prev_i[0] = -1
+                for r in T.serial(T.min(v, TOP_SORTED)):
+                    best_p[0] = T.float32(-1)
+                    best_i[0] = -1
+                    for j in T.serial(v):
+                        if (probs[row, j] < prev_p[0] or (probs[row, j] == prev_p[0] and j > prev_i[0])) and probs[row, j] > best_p[0]:
+                            best_p[0] = probs[row, j]
+                            best_i[0] = j
+                    out_p[row, r] = best_p[0]
+                    out_i[row, r] = best_i[0]
+                    prev_p[0] = best_p[0]
+                    prev_i[0] = best_i[0]
+                c[0] = T.min(v, TOP_SORTED)
+                for j in T.serial(v):
+                    if probs[row, j] < prev_p[0] or (probs[row, j] == prev_p[0] and j > prev_i[0]):
+                        out_p[row, c[0]] = probs[row, j]
+                        out_i[row, c[0]] = j
+                        c[0] = c[0] + 1
+
+    return top_first_sort if gpu else top_first_sort_cpu
+
+
+def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
+    """Nucleus sampling from ``argsort_probs``' output, one thread per sample.
+
+    Keeps the shortest prefix of the sorted head whose mass reaches ``top_p`` (at least one
+    token; the whole vocabulary when the head's mass stays below ``top_p``), then picks the first
+    token whose running sum exceeds ``u * mass``. Both walks stop early, so greedy decoding (one
+    token with probability ~1) reads a single element.
     """
 
     @T.prim_func(s_tir=True)
     def sample_top_p_kernel(var_probs: T.handle, var_ids: T.handle, var_u: T.handle, var_rows: T.handle,
                             var_top_p: T.handle, var_out: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v, n = T.int64(), T.int64(), T.int64()
+        b, v, n = T.int32(), T.int32(), T.int32()
         probs = T.match_buffer(var_probs, (b, v), "float32")
         ids = T.match_buffer(var_ids, (b, v), "int32")
         u = T.match_buffer(var_u, (n,), "float32")
@@ -218,30 +309,33 @@ def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
                     T.reads(probs[0:b, 0:v], ids[0:b, 0:v], u[i], rows[i], top_p[0:b])
                     T.writes(out[i])
                     cum = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    j = T.sblock_alloc_buffer((1,), "int64", scope="local")
-                    chosen = T.sblock_alloc_buffer((1,), "int64", scope="local")
-                    row = T.Cast("int64", rows[i])
+                    j = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    chosen = T.sblock_alloc_buffer((1,), "int32", scope="local")
                     cum[0] = T.float32(0)
-                    j[0] = T.int64(0)
-                    while j[0] < v and (j[0] == T.int64(0) or cum[0] < top_p[row]):
-                        cum[0] = cum[0] + probs[row, j[0]]
-                        j[0] = j[0] + T.int64(1)
+                    j[0] = 0
+                    while j[0] < T.min(v, TOP_SORTED) and (j[0] == 0 or cum[0] < top_p[rows[i]]):
+                        cum[0] = cum[0] + probs[rows[i], j[0]]
+                        j[0] = j[0] + 1
+                    if cum[0] < top_p[rows[i]]:
+                        while j[0] < v:
+                            cum[0] = cum[0] + probs[rows[i], j[0]]
+                            j[0] = j[0] + 1
+                    chosen[0] = j[0] - 1
                     target = u[i] * cum[0]
-                    chosen[0] = j[0] - T.int64(1)
                     cum[0] = T.float32(0)
-                    j[0] = T.int64(0)
+                    j[0] = 0
                     while j[0] < chosen[0]:
-                        cum[0] = cum[0] + probs[row, j[0]]
+                        cum[0] = cum[0] + probs[rows[i], j[0]]
                         if cum[0] > target:
                             chosen[0] = j[0]
-                        j[0] = j[0] + T.int64(1)
-                    out[i] = ids[row, chosen[0]]
+                        j[0] = j[0] + 1
+                    out[i] = ids[rows[i], chosen[0]]
 
     @T.prim_func(s_tir=True)
     def sample_top_p_kernel_cpu(var_probs: T.handle, var_ids: T.handle, var_u: T.handle, var_rows: T.handle,
                                 var_top_p: T.handle, var_out: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v, n = T.int64(), T.int64(), T.int64()
+        b, v, n = T.int32(), T.int32(), T.int32()
         probs = T.match_buffer(var_probs, (b, v), "float32")
         ids = T.match_buffer(var_ids, (b, v), "int32")
         u = T.match_buffer(var_u, (n,), "float32")
@@ -254,24 +348,27 @@ def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
                 T.reads(probs[0:b, 0:v], ids[0:b, 0:v], u[i], rows[i], top_p[0:b])
                 T.writes(out[i])
                 cum = T.sblock_alloc_buffer((1,), "float32")
-                j = T.sblock_alloc_buffer((1,), "int64")
-                chosen = T.sblock_alloc_buffer((1,), "int64")
-                row = T.Cast("int64", rows[i])
+                j = T.sblock_alloc_buffer((1,), "int32")
+                chosen = T.sblock_alloc_buffer((1,), "int32")
                 cum[0] = T.float32(0)
-                j[0] = T.int64(0)
-                while j[0] < v and (j[0] == T.int64(0) or cum[0] < top_p[row]):
-                    cum[0] = cum[0] + probs[row, j[0]]
-                    j[0] = j[0] + T.int64(1)
+                j[0] = 0
+                while j[0] < T.min(v, TOP_SORTED) and (j[0] == 0 or cum[0] < top_p[rows[i]]):
+                    cum[0] = cum[0] + probs[rows[i], j[0]]
+                    j[0] = j[0] + 1
+                if cum[0] < top_p[rows[i]]:
+                    while j[0] < v:
+                        cum[0] = cum[0] + probs[rows[i], j[0]]
+                        j[0] = j[0] + 1
+                chosen[0] = j[0] - 1
                 target = u[i] * cum[0]
-                chosen[0] = j[0] - T.int64(1)
                 cum[0] = T.float32(0)
-                j[0] = T.int64(0)
+                j[0] = 0
                 while j[0] < chosen[0]:
-                    cum[0] = cum[0] + probs[row, j[0]]
+                    cum[0] = cum[0] + probs[rows[i], j[0]]
                     if cum[0] > target:
                         chosen[0] = j[0]
-                    j[0] = j[0] + T.int64(1)
-                out[i] = ids[row, chosen[0]]
+                    j[0] = j[0] + 1
+                out[i] = ids[rows[i], chosen[0]]
 
     return sample_top_p_kernel if gpu else sample_top_p_kernel_cpu
 
@@ -290,13 +387,12 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
         bb.emit_func_output(probs)
 
     probs2 = relax.Var("probs", relax.TensorType([b, v], "float32"))
+    sort_kernel = bb.add_func(_top_first_kernel(gpu), "top_first_sort")
     with bb.function("argsort_probs", [probs2]):
         with bb.dataflow():
-            order = bb.emit(relax.op.argsort(probs2, axis=-1, descending=True, dtype="int32"))
-            sorted_probs = bb.emit_te(
-                lambda p, o: te.compute((b, v), lambda i, j: p[i, o[i, j]], name="gather_sorted"),
-                probs2, order, primfunc_name_hint="gather_sorted_probs")
-            out = bb.emit_output(relax.Tuple([sorted_probs, order]))
+            out = bb.emit(relax.call_tir(sort_kernel, [probs2], [relax.TensorType([b, v], "float32"),
+                                                                 relax.TensorType([b, v], "int32")]))
+            out = bb.emit_output(out)
         bb.emit_func_output(out)
 
     sp = relax.Var("sorted_probs", relax.TensorType([b, v], "float32"))
@@ -382,3 +478,50 @@ def content_key(config: LlamaConfig, quantization: Quantization, target: str, sc
     blob = json.dumps({"config": config.to_dict(), "quant": quantization.key(), "target": str(target),
                        "schedule": schedule, "abi": ABI_VERSION, "tvm": tvm.__version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def build_model_library(config: LlamaConfig | dict, quantization: Quantization | str = "q4f32_1",
+                        target: str = "webgpu", *, schedule: str = "auto", progress: bool = True) -> "Library":
+    """Compile and link the model library web-llm loads (``model.wasm``), cached by content hash.
+
+    ``schedule`` picks the GPU kernels (see :mod:`.schedules`): ``"auto"``/``"gpu"`` for TVM's dlight
+    schedules (real GPUs), ``"fallback"`` for one-thread-per-row kernels that suit software
+    adapters (SwiftShader). A second call with the same inputs reads the cached ``.wasm``.
+
+    Returns a :class:`webllm_widget.compile.build.Library` (``.wasm`` bytes, ``.sha256``,
+    ``.save(path)``; ``.functions``; ``.wgsl`` of each kernel when freshly compiled).
+    """
+    from ..cache import atomic_write_bytes, cache_dir, sha256_bytes
+    from .build import Library, link_executable, vm_functions, wgsl_sources
+
+    cfg = config if isinstance(config, LlamaConfig) else LlamaConfig.from_dict(config)
+    quant = as_quantization(quantization)
+    key = content_key(cfg, quant, target, schedule)
+    folder = cache_dir() / "model-libs" / key
+    wasm_path, info_path = folder / "model.wasm", folder / "info.json"
+    if wasm_path.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        data = wasm_path.read_bytes()
+        return Library(wasm=data, sha256=sha256_bytes(data), functions=info["functions"], wgsl={},
+                       target=target, name=info["name"])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=2, desc=f"compiling {cfg.model_type} {quant.name} for {target}", unit="step")
+    exported = export_model(cfg, quant, target)
+    exe = compile_model(exported, target, schedule)
+    if bar:
+        bar.update(1)
+        bar.set_description("linking the model library")
+    folder.mkdir(parents=True, exist_ok=True)
+    link_executable(exe, wasm_path, target=target, progress=False)
+    if bar:
+        bar.update(1)
+        bar.close()
+    name = f"{cfg.model_type}-{quant.name}-{target}-{key[:8]}"
+    functions = vm_functions(exe)
+    atomic_write_bytes(info_path, json.dumps({"name": name, "functions": functions,
+                                              "metadata": exported.metadata}).encode())
+    data = wasm_path.read_bytes()
+    return Library(wasm=data, sha256=sha256_bytes(data), functions=functions, wgsl=wgsl_sources(exe),
+                   target=target, name=name)
