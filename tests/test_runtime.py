@@ -119,3 +119,13 @@ def test_our_half_float_conversions_match_numpy_bit_for_bit(tmp_path):
         expect16 = floats.astype(np.float16).view(np.uint16)
     mismatch = np.nonzero(narrowed != expect16)[0]
     assert mismatch.size == 0, [(floats[i], hex(narrowed[i]), hex(expect16[i])) for i in mismatch[:5]]
+
+
+def test_isolated_cache_reuses_the_built_user_runtime(runtime_root, tmp_path, monkeypatch):
+    default = runtime._default_cache_root()
+    if default is None or not runtime_root.is_relative_to(default):
+        pytest.skip("the runtime under test is not in the user cache (WEBLLM_WIDGET_CACHE is set)")
+    monkeypatch.setenv("WEBLLM_WIDGET_CACHE", str(tmp_path / "isolated"))
+    assert runtime.runtime_dir() == runtime_root
+    assert runtime.ensure_runtime(progress=False) == runtime_root
+    assert not (tmp_path / "isolated" / "runtime").exists()

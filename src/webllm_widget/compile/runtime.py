@@ -81,10 +81,31 @@ def headers_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def _default_cache_root() -> Path | None:
+    """The platform's user cache dir, which ``WEBLLM_WIDGET_CACHE`` may have redirected away from."""
+    try:
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("webllm-widget"))
+    except ImportError:  # pragma: no cover
+        return Path.home() / ".cache" / "webllm-widget"
+
+
 def runtime_dir() -> Path:
-    """Where the runtime for the installed TVM and our headers lives (built or not)."""
+    """Where the runtime for the installed TVM and our headers lives (built or not).
+
+    ``cache_dir()/runtime/tvm-<version>-<headers hash>``. When ``WEBLLM_WIDGET_CACHE`` points
+    elsewhere (an isolated test cache) and the user cache already holds this exact runtime,
+    that one is used: it is immutable and keyed by content, and rebuilding costs minutes.
+    """
     _, _, version = _site_dirs()
-    return cache_dir() / "runtime" / f"tvm-{version}-{headers_hash()}"
+    name = f"tvm-{version}-{headers_hash()}"
+    own = cache_dir() / "runtime" / name
+    if not is_built(own):
+        default = _default_cache_root()
+        if default is not None and is_built(default / "runtime" / name):
+            return default / "runtime" / name
+    return own
 
 
 def runtime_objects(root: Path | None = None) -> list[Path]:
