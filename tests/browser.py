@@ -344,7 +344,6 @@ class _BridgeComm:
         self.host = host
         self.comm_id = kwargs.get("comm_id") or uuid.uuid4().hex
         self.target_name = kwargs.get("target_name", "jupyter.widget")
-        self.kernel = None
         self._msg_callback: Callable[[dict], None] | None = None
         self._close_callback: Callable[[dict], None] | None = None
         self._closed = False

@@ -191,17 +191,17 @@ export class GPULibrary {
     if (this.state.lost) throw new RuntimeError("device-lost", `The WebGPU device was lost (${this.state.lost}); reload the page.`);
     const tvm = this.tvm;
     const dev = tvm.webgpu();
-    let fn: tvmjs.PackedFunc;
-    try {
-      fn = this.vm.getFunction(name);
-    } catch (err) {
-      throw new RuntimeError("kernel-error", `The library has no function ${JSON.stringify(name)}: ${String(err)}`);
-    }
     const device = this.state.device;
     device.pushErrorScope("validation");
     device.pushErrorScope("out-of-memory");
     tvm.beginScope();
     try {
+      let fn: tvmjs.PackedFunc;
+      try {
+        fn = this.vm.getFunction(name);
+      } catch (err) {
+        throw new RuntimeError("kernel-error", `The library has no function ${JSON.stringify(name)}: ${String(err)}`);
+      }
       const inputs = args.map((a) => {
         const t = tvm.empty(a.shape, a.dtype, dev);
         if (a.data.byteLength % 4 === 0) {
