@@ -67,7 +67,7 @@ function settingsFrom(model: AnyModel): GenerateSettings {
   s.frequency_penalty = num("frequency_penalty");
   s.presence_penalty = num("presence_penalty");
   s.repetition_penalty = num("repetition_penalty");
-  const stop = model.get("stop");
+  const stop = model.get("stop_sequences");
   if (Array.isArray(stop) && stop.length) s.stop = stop.map(String);
   for (const k of Object.keys(s) as (keyof GenerateSettings)[]) if (s[k] === undefined) delete s[k];
   return s;

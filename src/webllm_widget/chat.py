@@ -49,6 +49,8 @@ PICKER_PREBUILT = [
 #: Generation settings sent with each request (unset ones keep the model's defaults).
 SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_penalty", "presence_penalty",
             "repetition_penalty")
+#: Settings whose traitlet has another name.
+_TRAIT_OF = {"stop": "stop_sequences"}
 
 #: Seconds an answer may take (software WebGPU decodes a few tokens a second).
 ANSWER_TIMEOUT = 3600.0
@@ -177,7 +179,8 @@ class Chat(anywidget.AnyWidget):
     top_p = t.Float(None, allow_none=True).tag(sync=True)
     max_tokens = t.Int(512, allow_none=True).tag(sync=True)
     seed = t.Int(None, allow_none=True).tag(sync=True)
-    stop = t.List(t.Unicode(), help="stop strings").tag(sync=True)
+    # Named so because `stop()` is the method that ends an answer; sent to the engine as `stop`.
+    stop_sequences = t.List(t.Unicode(), help="strings that end an answer").tag(sync=True)
     frequency_penalty = t.Float(None, allow_none=True).tag(sync=True)
     presence_penalty = t.Float(None, allow_none=True).tag(sync=True)
     repetition_penalty = t.Float(None, allow_none=True).tag(sync=True)
@@ -319,7 +322,7 @@ class Chat(anywidget.AnyWidget):
     # ---- asking -------------------------------------------------------------------------------------
 
     def _settings(self, overrides: dict) -> dict:
-        s = {k: getattr(self, k) for k in SETTINGS}
+        s = {k: getattr(self, _TRAIT_OF.get(k, k)) for k in SETTINGS}
         s.update(overrides)
         unknown = set(overrides) - set(SETTINGS)
         if unknown:
@@ -333,9 +336,12 @@ class Chat(anywidget.AnyWidget):
         return msgs
 
     def send(self, prompt: str, *, on_token: Callable[[str], Any] | None = None,
-             on_done: Callable[[str], Any] | None = None, **settings: Any) -> ChatHandle:
+             on_done: Callable[[str], Any] | None = None, buffers: Any = None, **settings: Any) -> ChatHandle:
         """Ask without waiting: returns a :class:`ChatHandle` at once; ``on_token(text)`` sees each piece,
         ``on_done(full_text)`` the end. The turn is added to ``messages`` when it completes."""
+        if not isinstance(prompt, str):
+            # ipywidgets' own Widget.send(content, buffers) (a custom comm message) shares this name.
+            return super().send(prompt, buffers=buffers)
         return self._submit(prompt, self._history(prompt), self._settings(settings), on_token, on_done, record=True)
 
     def _submit(self, user: str | None, messages: list[dict], settings: dict, on_token, on_done,
