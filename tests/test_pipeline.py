@@ -143,9 +143,11 @@ def test_unknown_device_is_refused(cache, tiny_gguf):
         build_model_folder(tiny_gguf[1], device="tpu", library=False, progress=False)
 
 
+# The library tests use the user's cache (the wasm runtime and compiled libraries live there and take
+# minutes to build once) and write the model folder to a temp dir with `out=`.
 @pytest.mark.slow
-def test_tiny_gguf_builds_a_complete_folder_with_its_model_library(cache, tiny_gguf):
-    folder = build_model_folder(tiny_gguf[1], progress=False)
+def test_tiny_gguf_builds_a_complete_folder_with_its_model_library(tiny_gguf, tmp_path):
+    folder = build_model_folder(tiny_gguf[1], out=tmp_path / "tiny-model", progress=False)
     lib = folder / "model.wasm"
     assert lib.exists() and lib.read_bytes()[:4] == b"\0asm"
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -153,7 +155,7 @@ def test_tiny_gguf_builds_a_complete_folder_with_its_model_library(cache, tiny_g
 
 
 @pytest.mark.slow
-def test_cli_build_writes_the_folder_to_out(cache, tiny_gguf, tmp_path, capsys):
+def test_cli_build_writes_the_folder_to_out(tiny_gguf, tmp_path, capsys):
     import argparse
 
     from webllm_widget.compile.pipeline import cli_build

@@ -216,8 +216,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         # 4. the model library
         if library:
             bar.set_postfix_str("library")
-            _build_library(cfg, quant, device, tmp / LIBRARY_NAME, [r["name"] for s in doc["records"]
-                                                                    for r in s["records"]])
+            _build_library(cfg, quant, device, tmp / LIBRARY_NAME,
+                           [r["name"] for s in doc["records"] for r in s["records"]], progress)
             bar.update(1)
 
         # 5. manifest (sha256 of every file: the widget moves files content-addressed)
@@ -230,19 +230,23 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     return dest
 
 
-def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str]) -> None:
+def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], progress: bool) -> None:
     try:
         from .model_lib import build_model_library
     except ImportError as e:
         raise CompileError(f"the model library builder is not available ({e}). Reinstall webllm-widget "
                            "with its apache-tvm dependency.") from e
-    result = build_model_library(cfg, quant, DEVICES[device])
-    lib_path = getattr(result, "path", result)
-    if isinstance(lib_path, (bytes, bytearray, memoryview)):
-        dest.write_bytes(bytes(lib_path))
-    else:
-        shutil.copyfile(lib_path, dest)
-    declared = getattr(result, "params", None)
+    lib = build_model_library(cfg, quant, DEVICES[device], progress=progress)
+    if hasattr(lib, "save"):
+        lib.save(dest)
+    elif isinstance(lib, (bytes, bytearray, memoryview)):
+        dest.write_bytes(bytes(lib))
+    else:  # a path to the linked file
+        shutil.copyfile(lib, dest)
+    if dest.read_bytes()[:4] != b"\0asm":
+        raise CompileError(f"the model library written to {dest.name} is not a wasm module; this is a bug.")
+    meta = getattr(lib, "metadata", None)
+    declared = meta.get("params") if isinstance(meta, dict) else getattr(lib, "params", None)
     if declared is not None:
         names = [p["name"] if isinstance(p, dict) else str(p) for p in declared]
         if names != param_names:
