@@ -43,7 +43,13 @@ from typing import Any, Callable, Union
 
 from ..cache import atomic_write_bytes, cache_dir, sha256_bytes
 from ..errors import CompileError
-from . import runtime as _rt
+
+
+def _runtime():
+    # Imported on use so `python -m webllm_widget.compile.runtime` does not find itself pre-imported.
+    from . import runtime
+
+    return runtime
 
 TargetName = str  # "webgpu" | "cpu"
 TARGETS = ("webgpu", "cpu")
@@ -166,9 +172,9 @@ def wgsl_sources(executable) -> dict[str, str]:
 
 
 def _emcc_link(output: str, objects: list[str]) -> None:
-    rt_objs = [str(p) for p in _rt.runtime_objects(_rt.ensure_runtime())]
-    cmd = [_rt.find_emcc(), *LINK_FLAGS, "-o", output, *rt_objs, *objects]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_rt.emcc_env())
+    rt_objs = [str(p) for p in _runtime().runtime_objects(_runtime().ensure_runtime())]
+    cmd = [_runtime().find_emcc(), *LINK_FLAGS, "-o", output, *rt_objs, *objects]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_runtime().emcc_env())
     if proc.returncode != 0:
         raise CompileError("emcc could not link the library:\n" + (proc.stdout + proc.stderr)[-4000:],
                            detail={"cmd": cmd})
@@ -192,7 +198,7 @@ def _export_objects(executable, workdir: Path) -> list[Path]:
 
 def link_key(objects: list[Path]) -> str:
     """Content hash of a link: the objects, the runtime build and the flags."""
-    h = hashlib.sha256(f"link{_LINK_RECIPE}\0{_rt.runtime_dir().name}\0{' '.join(LINK_FLAGS)}\0".encode())
+    h = hashlib.sha256(f"link{_LINK_RECIPE}\0{_runtime().runtime_dir().name}\0{' '.join(LINK_FLAGS)}\0".encode())
     for obj in objects:
         data = obj.read_bytes()
         h.update(len(data).to_bytes(8, "little"))
@@ -210,7 +216,7 @@ def link_executable(executable, out_path: str | Path, *, target: TargetName | An
     40–60 s). Raises :class:`CompileError` if exporting or linking fails.
     """
     out_path = Path(out_path)
-    _rt.ensure_runtime(progress=progress)
+    _runtime().ensure_runtime(progress=progress)
     with tempfile.TemporaryDirectory(prefix="wlw-link-") as tmp:
         tmp = Path(tmp)
         try:
