@@ -1,0 +1,67 @@
+"""Shared by the benchmarks: where results go, what machine ran them, and the browser/JupyterLab harness."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+BUILD = BENCH / "build"
+
+# The browser and JupyterLab drivers live with the tests (helper B's harness); benchmarks reuse them.
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+
+def machine() -> dict:
+    """CPU, cores, memory, OS, Python and Chromium versions: what a number in the results depends on."""
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["mem_gb"] = round(int(line.split()[1]) / 1e6, 1)
+                break
+    except OSError:
+        pass
+    try:
+        from browser import find_chromium
+
+        info["chromium"] = subprocess.run([find_chromium(), "--version"], capture_output=True, text=True,
+                                          timeout=30).stdout.strip()
+    except Exception as e:  # noqa: BLE001 - a missing browser is reported by the benchmark itself
+        info["chromium"] = f"unknown ({type(e).__name__})"
+    return info
+
+
+def write_result(name: str, data: dict, out_dir: Path | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` atomically (with the machine and a UTC timestamp); return its path."""
+    out_dir = Path(out_dir or RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(), **data}
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def esbuild(entry: Path, out: Path) -> Path:
+    """Bundle one page-side TypeScript entry of the benchmarks with the project's esbuild (js/node_modules)."""
+    exe = ROOT / "js" / "node_modules" / ".bin" / "esbuild"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} is missing: run `make setup` (npm ci in js/) first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(exe), str(entry), "--bundle", "--format=esm", "--target=es2022", f"--outfile={out}",
+                    "--log-level=warning"], check=True)
+    return out
