@@ -129,3 +129,43 @@ def test_isolated_cache_reuses_the_built_user_runtime(runtime_root, tmp_path, mo
     assert runtime.runtime_dir() == runtime_root
     assert runtime.ensure_runtime(progress=False) == runtime_root
     assert not (tmp_path / "isolated" / "runtime").exists()
+
+
+# ---------------------------------------------------------------- `webllm-widget doctor`
+
+def _doctor(env=None):
+    import os
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "webllm_widget.cli", "doctor"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_doctor_reports_the_toolchain_and_the_built_runtime(runtime_root):
+    out = _doctor()
+    assert "tvm 0.27.0.post1" in out.stdout
+    assert "emcc" in out.stdout and "3.1" in out.stdout
+    assert f"[ok  ] TVM web runtime  {runtime_root}" in out.stdout
+    missing = [line for line in out.stdout.splitlines() if line.startswith("[MISS]")]
+    assert out.returncode == (1 if missing else 0), out.stdout + out.stderr
+
+
+def test_doctor_fails_without_emcc_and_says_how_to_install_it():
+    import sys
+    from pathlib import Path
+
+    out = _doctor({"PATH": str(Path(sys.executable).parent)})
+    assert out.returncode == 1
+    assert "[MISS] emcc" in out.stdout
+    assert "fix: apt-get install -y emscripten" in out.stdout
+    assert "emcc" in out.stderr
+
+
+def test_commands_whose_module_is_missing_fail_with_a_clear_message(capsys):
+    import argparse
+
+    from webllm_widget.cli import _delegate
+
+    handler = _delegate("webllm_widget.not_written_yet", "cli_run", "frobnicate")
+    assert handler(argparse.Namespace()) == 2
+    assert "`webllm-widget frobnicate` is not available" in capsys.readouterr().err

@@ -15,6 +15,8 @@ Example::
 """
 from __future__ import annotations
 
+import concurrent.futures
+import fcntl
 import hashlib
 import os
 import shutil
@@ -169,6 +171,16 @@ def ensure_runtime(progress: bool = True) -> Path:
     if is_built(final):
         return final
     find_emcc()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (tests, notebooks) may ask at once: one builds, the others wait for it.
+    with open(final.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(final):
+            return final
+        return _build_runtime(final, progress)
+
+
+def _build_runtime(final: Path, progress: bool) -> Path:
     steps = [f"{p}.bc" for p in RUNTIME_PARTS] + [f"{p}.o" for p in RUNTIME_PARTS]
     bar = None
     if progress:
@@ -176,24 +188,29 @@ def ensure_runtime(progress: bool = True) -> Path:
 
         bar = tqdm(total=len(steps), desc="TVM web runtime (first time, ~2 min)", unit="file")
     t0 = time.time()
+    jobs = max(1, min(3, os.cpu_count() or 1))
     try:
         with atomic_dir(final) as tmp:
             web = assemble_tree(tmp / "tvm")
-            jobs = str(max(1, min(3, os.cpu_count() or 1)))
+            if bar:
+                bar.set_postfix_str("bitcode")
+            # One make for all three: the two small ones compile beside the big one.
+            _run(["make", "-j", str(jobs), *(f"dist/wasm/{p}.bc" for p in RUNTIME_PARTS)], web, "the .bc files")
             for part in RUNTIME_PARTS:
-                if bar:
-                    bar.set_postfix_str(f"{part}.bc")
-                _run(["make", "-j", jobs, f"dist/wasm/{part}.bc"], web, f"{part}.bc")
                 shutil.copy2(web / "dist" / "wasm" / f"{part}.bc", tmp / f"{part}.bc")
-                if bar:
-                    bar.update(1)
-            for part in RUNTIME_PARTS:
-                if bar:
-                    bar.set_postfix_str(f"{part}.o")
+            if bar:
+                bar.update(len(RUNTIME_PARTS))
+                bar.set_postfix_str("wasm objects")
+
+            def to_object(part: str) -> None:
                 # A wasm object (not bitcode) links several times faster in every later link.
                 _run([find_emcc(), "-O3", "-c", f"{part}.bc", "-o", f"{part}.o"], tmp, f"{part}.o")
                 if bar:
                     bar.update(1)
+
+            with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+                for fut in [pool.submit(to_object, p) for p in RUNTIME_PARTS]:
+                    fut.result()
             shutil.rmtree(tmp / "tvm")
             tmp.chmod(0o755)  # mkdtemp made it private; the cache is readable like any other
             (tmp / "BUILD_INFO").write_text(
