@@ -321,12 +321,12 @@ def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
                             cum[0] = cum[0] + probs[rows[i], j[0]]
                             j[0] = j[0] + 1
                     chosen[0] = j[0] - 1
-                    target = u[i] * cum[0]
+                    goal = u[i] * cum[0]
                     cum[0] = T.float32(0)
                     j[0] = 0
                     while j[0] < chosen[0]:
                         cum[0] = cum[0] + probs[rows[i], j[0]]
-                        if cum[0] > target:
+                        if cum[0] > goal:
                             chosen[0] = j[0]
                         j[0] = j[0] + 1
                     out[i] = ids[rows[i], chosen[0]]
@@ -360,12 +360,12 @@ def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
                         cum[0] = cum[0] + probs[rows[i], j[0]]
                         j[0] = j[0] + 1
                 chosen[0] = j[0] - 1
-                target = u[i] * cum[0]
+                goal = u[i] * cum[0]
                 cum[0] = T.float32(0)
                 j[0] = 0
                 while j[0] < chosen[0]:
                     cum[0] = cum[0] + probs[rows[i], j[0]]
-                    if cum[0] > target:
+                    if cum[0] > goal:
                         chosen[0] = j[0]
                     j[0] = j[0] + 1
                 out[i] = ids[rows[i], chosen[0]]
@@ -474,9 +474,19 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
         return tvm.compile(mod, target=tgt)
 
 
+def _source_hash() -> str:
+    """Hash of the model compiler's own sources, so editing them never reuses a stale library."""
+    h = hashlib.sha256()
+    for name in ("llama.py", "quantize.py", "model_lib.py", "schedules.py"):
+        h.update((Path(__file__).with_name(name)).read_bytes())
+    return h.hexdigest()
+
+
 def content_key(config: LlamaConfig, quantization: Quantization, target: str, schedule: str) -> str:
+    """Cache key of a model library: everything that goes into the compiled code."""
     blob = json.dumps({"config": config.to_dict(), "quant": quantization.key(), "target": str(target),
-                       "schedule": schedule, "abi": ABI_VERSION, "tvm": tvm.__version__}, sort_keys=True)
+                       "schedule": schedule, "abi": ABI_VERSION, "tvm": tvm.__version__,
+                       "sources": _source_hash()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
