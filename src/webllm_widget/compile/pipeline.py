@@ -36,7 +36,7 @@ __all__ = ["build_model_folder", "cli_build", "source_hash", "MANIFEST", "LIBRAR
 MANIFEST = "manifest.json"
 LIBRARY_NAME = "model.wasm"
 #: device -> model library target passed to ``model_lib.build_model_library``
-DEVICES = {"webgpu": "webgpu", "cpu": "wasm-cpu"}
+DEVICES = {"webgpu": "webgpu", "cpu": "cpu"}
 #: Bump when this module changes what it writes (part of every folder's content hash).
 FOLDER_FORMAT = "1"
 
@@ -142,7 +142,7 @@ def _existing(folder: Path, key: str) -> bool:
 
 def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, device: str = "webgpu",
                        out: str | os.PathLike | None = None, progress: bool = True,
-                       library: bool = True) -> Path:
+                       library: bool = True, schedule: str = "auto") -> Path:
     """Build (or find) the web-llm model folder for ``source``; return its path.
 
     source: a ``.gguf`` file or a Hugging Face folder (``config.json`` + ``*.safetensors`` + ``tokenizer.json``).
@@ -151,6 +151,7 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     device: ``"webgpu"`` or ``"cpu"`` (the model library's target).
     out: where to put the folder; default ``<cache>/models/<name>-<quant>-<hash>``.
     library: build and include ``model.wasm`` (``False``: weights, tokenizer and config only — for tests).
+    schedule: GPU kernel schedules (``"auto"``/``"gpu"``: real GPUs; ``"fallback"``: software adapters).
 
     Raises BadModel for unusable input, CompileError when the library build fails. Nothing is left
     at the destination unless the whole folder was written.
@@ -166,6 +167,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     src_hash = source_hash(ckpt, progress)
     key_doc = {"source": src_hash, "quantization": quant.key(), "device": device, "library": library,
                "compiler": _compiler_version()}
+    if schedule != "auto":  # keeps the hashes of default builds stable
+        key_doc["schedule"] = schedule
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
     name = _slug(f"{ckpt.config.get('name') or Path(ckpt.path).stem}-{quant.name}-{device}")
     dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
@@ -217,12 +220,12 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         if library:
             bar.set_postfix_str("library")
             _build_library(cfg, quant, device, tmp / LIBRARY_NAME,
-                           [r["name"] for s in doc["records"] for r in s["records"]], progress)
+                           [r["name"] for s in doc["records"] for r in s["records"]], progress, schedule)
             bar.update(1)
 
         # 5. manifest (sha256 of every file: the widget moves files content-addressed)
         bar.set_postfix_str("manifest")
-        _write_manifest(tmp, {"key": key, "build": key_doc, "source_path": str(ckpt.path),
+        _write_manifest(tmp, {"key": key, "build": key_doc, "schedule": schedule, "source_path": str(ckpt.path),
                               "model_id": name, "quantization": quant.name, "device": device,
                               "library": LIBRARY_NAME if library else None,
                               "build_seconds": round(time.perf_counter() - t_start, 1)})
@@ -230,13 +233,14 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     return dest
 
 
-def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], progress: bool) -> None:
+def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], progress: bool,
+                   schedule: str) -> None:
     try:
         from .model_lib import build_model_library
     except ImportError as e:
         raise CompileError(f"the model library builder is not available ({e}). Reinstall webllm-widget "
                            "with its apache-tvm dependency.") from e
-    lib = build_model_library(cfg, quant, DEVICES[device], progress=progress)
+    lib = build_model_library(cfg, quant, DEVICES[device], schedule=schedule, progress=progress)
     if hasattr(lib, "save"):
         lib.save(dest)
     elif isinstance(lib, (bytes, bytearray, memoryview)):

@@ -102,7 +102,7 @@ def default_gguf(gguf: str | os.PathLike | None = None, *, progress: bool = True
 
 
 def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, device: str = "webgpu",
-            out: str | os.PathLike | None = None, progress: bool = True) -> Path:
+            out: str | os.PathLike | None = None, progress: bool = True, schedule: str = "auto") -> Path:
     """The built-in model's folder (SmolLM2-135M-Instruct, lossless GGUF weights, f32 compute), built once.
 
     A second call finds the cached folder and does no work.
@@ -110,7 +110,7 @@ def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, 
     from ..compile.pipeline import build_model_folder
 
     return build_model_folder(default_gguf(gguf, progress=progress), quantization=quantization, device=device,
-                              out=out, progress=progress)
+                              out=out, progress=progress, schedule=schedule)
 
 
 def resolve(model: str | os.PathLike | None = None, *, progress: bool = True) -> ModelRecord:
