@@ -248,7 +248,7 @@ def _resolve_model(model: str | None) -> FolderModel | dict:
 
 
 def _settings(args) -> dict:
-    s = {}
+    s = {"max_tokens": 256}  # a default bound: software WebGPU decodes a few tokens a second
     for k in ("temperature", "top_p", "max_tokens", "seed"):
         v = getattr(args, k, None)
         if v is not None:

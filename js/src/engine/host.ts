@@ -180,7 +180,8 @@ export class WorkerEngine implements Engine {
       signal?.addEventListener("abort", onAbort);
       this.running = id;
       try {
-        return await this.call<GenerateResult>({ type: "generate", messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
+        const r = await this.call<GenerateResult>({ type: "generate", messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
+        return { text: r.text, finish_reason: r.finish_reason, usage: r.usage };
       } finally {
         this.running = null;
         signal?.removeEventListener("abort", onAbort);

@@ -1,0 +1,140 @@
+"""The page's engine (web-llm 0.2.85 in a Web Worker) in real headless Chromium on WebGPU (SwiftShader).
+
+Uses the tiny random-weight Llama built by the project's own compiler: its words are noise, so these
+tests check mechanics (streaming, stop, KV-cache reuse, the page's cache), not content.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from webllm_widget.runner import HeadlessEngine, folder_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder() -> Path:
+    """The tiny Llama (tests/tiny.py, seed 0) compiled to a web-llm folder; cached by content hash."""
+    from tiny import TinyLlama
+
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    from webllm_widget.cache import cache_dir
+
+    base = cache_dir() / "test-sources"
+    hf = TinyLlama.make(seed=0).write_hf(base / "tiny-llama-seed0")
+    return build_model_folder(hf, quantization="q4f32_1", progress=False)
+
+
+class _Session:
+    """One HeadlessEngine on a background event loop, shared by the tests of this module."""
+
+    def __init__(self, **kw):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.events: list[dict] = []
+        self.engine = HeadlessEngine(on_event=self.events.append, **kw)
+        self.run(self.engine.__aenter__())
+
+    def run(self, coro, timeout: float = 600):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def deltas(self) -> list[str]:
+        return [e["text"] for e in self.events if e.get("type") == "delta"]
+
+    def close(self):
+        self.run(self.engine.__aexit__(None, None, None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def session(tiny_model_folder):
+    s = _Session(fresh_profile=True)
+    s.model = folder_model(tiny_model_folder)
+    s.load_info = s.run(s.engine.load(s.model))
+    yield s
+    s.close()
+
+
+def test_engine_loads_a_model_folder_and_streams_tokens(session):
+    assert session.load_info["gpu"]["architecture"] == "swiftshader"
+    assert session.load_info["bytes_installed"] == session.model.total_bytes
+    session.events.clear()
+    r = session.run(session.engine.generate([{"role": "user", "content": "hello"}], max_tokens=6, temperature=0))
+    deltas = session.deltas()
+    assert deltas, "no token was streamed"
+    assert "".join(deltas) == r["text"]
+    assert r["finish_reason"] == "length"
+    assert r["usage"]["prompt_tokens"] > 0 and r["usage"]["completion_tokens"] > 0
+    assert r["usage"]["decode_tokens_per_s"] > 0
+
+
+def test_stop_mid_stream_ends_the_answer_with_the_partial_text(session):
+    session.run(session.engine.reset())
+    session.events.clear()
+
+    async def ask_and_stop():
+        task = asyncio.ensure_future(session.engine.generate([{"role": "user", "content": "count"}],
+                                                             max_tokens=200, temperature=0))
+        while len(session.deltas()) < 3:
+            await asyncio.sleep(0.05)
+        await session.engine.stop()
+        return await task
+
+    r = session.run(ask_and_stop())
+    assert r["finish_reason"] == "abort"
+    assert 3 <= r["usage"]["completion_tokens"] < 200
+    assert r["text"] == "".join(session.deltas())
+    # the engine is usable again right after
+    again = session.run(session.engine.generate([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0))
+    assert again["finish_reason"] == "length"
+
+
+def test_second_turn_prefills_only_the_new_tokens(session):
+    session.run(session.engine.reset())
+    u1 = {"role": "user", "content": "the capital of France"}
+    first = session.run(session.engine.generate([u1], max_tokens=4, temperature=0))
+    convo = [u1, {"role": "assistant", "content": first["text"]}, {"role": "user", "content": "and the world"}]
+    second = session.run(session.engine.generate(convo, max_tokens=2, temperature=0))
+    # the same conversation from an empty KV cache prefills every token
+    session.run(session.engine.reset())
+    cold = session.run(session.engine.generate(convo, max_tokens=2, temperature=0))
+    assert second["usage"]["prompt_tokens"] < cold["usage"]["prompt_tokens"]
+    assert second["usage"]["prompt_tokens"] <= cold["usage"]["prompt_tokens"] - first["usage"]["prompt_tokens"]
+
+
+def test_a_reload_reads_the_model_from_the_page_cache_without_sending_bytes(tiny_model_folder, tmp_path):
+    model = folder_model(tiny_model_folder)
+
+    async def load_once():
+        async with HeadlessEngine(profile_dir=tmp_path / "profile") as eng:
+            info = await eng.load(model)
+            r = await eng.generate([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0)
+            return info, eng.model_bytes_sent, r
+
+    first, sent1, _ = asyncio.run(load_once())
+    second, sent2, r2 = asyncio.run(load_once())
+    assert sent1 == model.total_bytes and first["bytes_installed"] == model.total_bytes
+    assert sent2 == 0 and second["bytes_installed"] == 0
+    assert r2["usage"]["completion_tokens"] >= 1
+
+
+def test_cli_chat_streams_an_answer_and_prints_speed(tiny_model_folder, tmp_path):
+    env = dict(os.environ, WEBLLM_WIDGET_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run([sys.executable, "-m", "webllm_widget.cli", "chat", "hello", "--model", str(tiny_model_folder),
+                        "--max-tokens", "3", "--temperature", "0"], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip(), "no answer was printed"
+    assert "tok/s" in p.stderr and "swiftshader" in p.stderr
