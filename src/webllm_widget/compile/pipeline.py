@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import cache
 from .._version import __version__
-from ..errors import BadModel, CompileError
+from ..errors import BadModel, CompileError, WebLLMWidgetError
 from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, write_chat_config
 from .tensor_cache import verify_tensor_cache, write_tensor_cache
 from .tokenizer import write_tokenizer
@@ -240,7 +240,14 @@ def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], 
     except ImportError as e:
         raise CompileError(f"the model library builder is not available ({e}). Reinstall webllm-widget "
                            "with its apache-tvm dependency.") from e
-    lib = build_model_library(cfg, quant, DEVICES[device], schedule=schedule, progress=progress)
+    try:
+        lib = build_model_library(cfg, quant, DEVICES[device], schedule=schedule, progress=progress)
+    except WebLLMWidgetError:
+        raise
+    except Exception as e:  # a TVM/emcc failure: say which step, keep the cause chained for the details
+        raise CompileError(f"building the model library ({getattr(cfg, 'model_type', 'llama')}, {quant.name}, "
+                           f"{device}) failed: {type(e).__name__}: {str(e)[:500]}. Run `webllm-widget doctor` "
+                           "to check the toolchain; if it is fine this is a bug in webllm-widget.") from e
     if hasattr(lib, "save"):
         lib.save(dest)
     elif isinstance(lib, (bytes, bytearray, memoryview)):
