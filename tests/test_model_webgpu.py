@@ -136,10 +136,11 @@ def test_q0f32_logits_on_webgpu_match_numpy_reference(host_server, chromium):
     assert out["quantization"] == "q0f32" and out["meta_params"] == len(ex.metadata["params"])
 
 
-def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chromium):
+@pytest.mark.parametrize("schedule", ["auto", "fallback"])
+def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chromium, schedule):
     tiny = TinyLlama.make(seed=0)
     cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=8)
-    lib = build_model_library(cfg, "q4f32_1", progress=False)
+    lib = build_model_library(cfg, "q4f32_1", schedule=schedule, progress=False)
     ex = export_model(cfg, "q4f32_1")
     got, out = run_in_browser(host_server, chromium, lib, param_records(ArrayCheckpoint(tiny.weights), cfg, "q4f32_1"),
                               ex.metadata, cfg)
@@ -151,7 +152,8 @@ def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chrom
     assert out["sampled"] == int(np.argmax(want[0]))
 
 
-def test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly(host_server, chromium, tmp_path):
+@pytest.mark.parametrize("schedule", ["auto", "fallback"])
+def test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly(host_server, chromium, tmp_path, schedule):
     from webllm_widget.compile.weights import open_checkpoint
 
     tiny = TinyLlama.make(seed=0)
@@ -159,7 +161,7 @@ def test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly(host_serv
     cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
     quant = ggml_quantization(ckpt, cfg)
     assert dict(quant.formats)["model.embed_tokens"] == "q8_0"
-    lib = build_model_library(cfg, quant, progress=False)
+    lib = build_model_library(cfg, quant, schedule=schedule, progress=False)
     ex = export_model(cfg, quant)
     got, out = run_in_browser(host_server, chromium, lib, param_records(ckpt, cfg, quant), ex.metadata, cfg)
     want = _reference(tiny.gguf_weights, tiny.config)

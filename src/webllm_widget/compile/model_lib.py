@@ -470,8 +470,7 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
 
     tgt = _target(target)
     with tgt:
-        mod = schedule_pipeline(exported.mod, tgt, schedule)
-        return tvm.compile(mod, target=tgt)
+        return tvm.compile(exported.mod, target=tgt, relax_pipeline=schedule_pipeline(exported.mod, tgt, schedule))
 
 
 def _source_hash() -> str:
