@@ -94,7 +94,12 @@ def _compiler_version() -> str:
         from .model_lib import ABI_VERSION
     except Exception:  # model_lib cannot import (TVM trouble): the build will say so later
         ABI_VERSION = "?"
-    return f"webllm-widget {__version__}; folder {FOLDER_FORMAT}; abi {ABI_VERSION}; tvm {tvm.__version__}"
+    # the compiler's own source is part of the key, so a changed kernel or converter never reuses an old folder
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return (f"webllm-widget {__version__}; folder {FOLDER_FORMAT}; abi {ABI_VERSION}; tvm {tvm.__version__}; "
+            f"src {h.hexdigest()[:16]}")
 
 
 def _slug(text: str) -> str:
