@@ -47,6 +47,8 @@ export interface GenerateSettings {
   frequency_penalty?: number;
   presence_penalty?: number;
   repetition_penalty?: number;
+  /** Keep generating past the end-of-sequence token until max_tokens (benchmarks: fixed output length). */
+  ignore_eos?: boolean;
 }
 
 export interface LoadProgress {

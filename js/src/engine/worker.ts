@@ -91,6 +91,7 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
     frequency_penalty: s.frequency_penalty,
     presence_penalty: s.presence_penalty,
     repetition_penalty: s.repetition_penalty,
+    ignore_eos: s.ignore_eos,
   };
   let text = "";
   let finish = "stop";
