@@ -94,8 +94,27 @@ class Chromium:
         try:
             self.context.close()
         finally:
-            self.playwright.stop()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+_PLAYWRIGHT: Any = None
+
+
+def playwright_instance() -> Any:
+    """The one Playwright (sync API) of this process: the sync API allows one per thread."""
+    global _PLAYWRIGHT
+    if _PLAYWRIGHT is None:
+        from playwright.sync_api import sync_playwright
+
+        _PLAYWRIGHT = sync_playwright().start()
+    return _PLAYWRIGHT
+
+
+def stop_playwright() -> None:
+    global _PLAYWRIGHT
+    if _PLAYWRIGHT is not None:
+        _PLAYWRIGHT.stop()
+        _PLAYWRIGHT = None
 
 
 def launch_chromium(probe_url: str, *, webgpu: bool = True, probe_timeout_ms: int = 15000) -> Chromium:
@@ -104,12 +123,10 @@ def launch_chromium(probe_url: str, *, webgpu: bool = True, probe_timeout_ms: in
     Without ``webgpu`` the browser starts without ``--enable-unsafe-webgpu`` (for no-WebGPU tests).
     Raises RuntimeError listing every flag set tried and why it failed.
     """
-    from playwright.sync_api import sync_playwright
-
     exe = find_chromium()
     sets = WEBGPU_FLAG_SETS if webgpu else [["--disable-gpu"]]
     tried = []
-    pw = sync_playwright().start()
+    pw = playwright_instance()
     for flags in sets:
         profile = tempfile.mkdtemp(prefix="wlw-chromium-")
         ctx = None
@@ -132,7 +149,6 @@ def launch_chromium(probe_url: str, *, webgpu: bool = True, probe_timeout_ms: in
             except Exception:
                 pass
         shutil.rmtree(profile, ignore_errors=True)
-    pw.stop()
     raise RuntimeError("Chromium gave no WebGPU adapter with any flag set:\n  " + "\n  ".join(tried))
 
 

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from browser import STATIC, HostServer, WidgetHost, launch_chromium  # noqa: E402
+from browser import STATIC, HostServer, WidgetHost, launch_chromium, stop_playwright  # noqa: E402
 
 
 def _need_bundles() -> None:
@@ -29,7 +29,13 @@ def host_server():
 
 
 @pytest.fixture(scope="session")
-def chromium(host_server):
+def _playwright_session():
+    yield
+    stop_playwright()
+
+
+@pytest.fixture(scope="session")
+def chromium(host_server, _playwright_session):
     """Headless Chromium whose pages get a WebGPU adapter (SwiftShader here); ``.adapter`` says which."""
     browser = launch_chromium(host_server.origin + "/blank.html", webgpu=True)
     yield browser
@@ -37,7 +43,7 @@ def chromium(host_server):
 
 
 @pytest.fixture(scope="session")
-def chromium_no_webgpu(host_server):
+def chromium_no_webgpu(host_server, _playwright_session):
     """Headless Chromium started without ``--enable-unsafe-webgpu`` (and without GPU)."""
     browser = launch_chromium(host_server.origin + "/blank.html", webgpu=False)
     yield browser

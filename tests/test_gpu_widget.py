@@ -120,7 +120,7 @@ def test_second_load_of_same_library_sends_no_bytes(widget_host, matmul_lib):
     np.testing.assert_array_equal(y1, y2)
 
 
-def test_wrong_dtype_or_shape_raises_kernel_error_and_shows_it(widget_host, matmul_lib):
+def test_wrong_dtype_or_shape_raises_kernel_error_before_running(widget_host):
     rng = _rng()
     x = rng.standard_normal((16, 64), dtype=np.float32)
     w = rng.standard_normal((64, 48), dtype=np.float32)
@@ -128,19 +128,46 @@ def test_wrong_dtype_or_shape_raises_kernel_error_and_shows_it(widget_host, matm
 
     async def go():
         gpu = WebGPU()
-        f = gpu.load(matmul_lib)
+        f = gpu.load(MatmulBias)  # from the IRModule: the signature is known, arguments are checked first
         errors = []
         for args in [(x.astype(np.float64), w, b), (x[:8], w, b), (x, w)]:
             try:
                 await f(*args)
             except KernelError as e:
                 errors.append(e)
-        return errors
+        return errors, gpu._channel.bytes_received
 
-    errors = widget_host.run(go())
+    errors, received = widget_host.run(go())
     assert [e.detail["reason"] for e in errors] == ["dtype", "shape", "arity"]
     assert all(e.code == "kernel-error" for e in errors)
     assert "float64" in str(errors[0]) and "float32" in str(errors[0])
+    assert received == 0  # nothing ran on the page
+    widget_host.page.wait_for_function(
+        "() => document.querySelector('.widget').innerText.includes('[kernel-error]')")
+
+
+def test_kernel_failing_on_the_page_raises_kernel_error_and_next_call_works(widget_host, matmul_lib):
+    rng = _rng()
+    x = rng.standard_normal((16, 64), dtype=np.float32)
+    w = rng.standard_normal((64, 48), dtype=np.float32)
+    b = rng.standard_normal(48, dtype=np.float32)
+    # A Library without signatures: the wrong shape reaches the page, where TVM's runtime rejects it.
+    bare = types.SimpleNamespace(wasm=matmul_lib.wasm, sha256=matmul_lib.sha256, functions=["main"], wgsl={},
+                                 name="bare")
+
+    async def go():
+        gpu = WebGPU()
+        f = gpu.load(bare)
+        try:
+            await f(x[:8], w, b)
+            err = None
+        except KernelError as e:
+            err = e
+        return err, await f(x, w, b)
+
+    err, y = widget_host.run(go())
+    assert err is not None and err.code == "kernel-error" and err.detail.get("id")
+    assert np.abs(y - (x @ w + b)).max() < 1e-4
     widget_host.page.wait_for_function(
         "() => document.querySelector('.widget').innerText.includes('[kernel-error]')")
 

@@ -29,6 +29,7 @@ class GPUState {
   status = "starting";
   log: LogEntry[] = [];
   libraries = new Map<string, Promise<TVMBundle.GPULibrary>>();
+  refs = new Map<string, BlobRef>();
   private listeners = new Set<() => void>();
 
   subscribe(fn: () => void): () => void {
@@ -127,6 +128,7 @@ function initialize({ model }: { model: AnyModel }) {
       if (!state.adapter) throw new PageError("no-webgpu", state.adapterError || "No WebGPU adapter on this page.");
       bundle ??= loader.importModule<Bundle>(runtime, progress);
       const tvm = await bundle;
+      state.refs.set(library.sha256, library);
       let lib = state.libraries.get(library.sha256);
       if (!lib) {
         lib = loader.get(library, progress).then((wasm) => tvm.GPULibrary.create(wasm));
@@ -149,8 +151,15 @@ function initialize({ model }: { model: AnyModel }) {
     const specs = msg.args as { shape: number[]; dtype: string }[];
     const fn = String(msg.fn);
     try {
-      const lib = state.libraries.get(String(msg.library));
+      const sha = String(msg.library);
+      let lib = state.libraries.get(sha);
       if (!lib) throw new PageError("bad-artifact", "That library is not loaded on this page; call gpu.load() again.");
+      if ((await lib).broken) {
+        // An earlier error ended its wasm instance: start a fresh one from the same (cached) bytes.
+        const ref = state.refs.get(sha)!;
+        lib = Promise.all([bundle!, loader.get(ref)]).then(([tvm, wasm]) => tvm.GPULibrary.create(wasm));
+        state.libraries.set(sha, lib);
+      }
       const g = await lib;
       const args = specs.map((s, i) => toRaw(s, buffers[i]));
       const repeat = Number(msg.repeat ?? 0);

@@ -134,22 +134,33 @@ export class GPULibrary {
   readonly tvm: tvmjs.Instance;
   readonly vm: tvmjs.VirtualMachine;
   readonly state: DeviceState;
+  /** Set once the wasm instance exited (TVM calls exit(1) on an error): create a new one to go on. */
+  broken = false;
+  private recentLog: string[];
   private queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(tvm: tvmjs.Instance, vm: tvmjs.VirtualMachine, state: DeviceState) {
+  private constructor(tvm: tvmjs.Instance, vm: tvmjs.VirtualMachine, state: DeviceState, recentLog: string[]) {
     this.tvm = tvm;
     this.vm = vm;
     this.state = state;
+    this.recentLog = recentLog;
   }
 
   static async create(wasm: Uint8Array, log?: (msg: string) => void): Promise<GPULibrary> {
+    // TVM reports errors through the wasm's stderr before exit(1): keep the last lines for the message.
+    const recentLog: string[] = [];
+    const logger = (msg: string) => {
+      recentLog.push(msg);
+      if (recentLog.length > 30) recentLog.shift();
+      log?.(msg);
+    };
     const state = await gpuDevice();
     if (state.timestamps && !timers.has(state.device)) timers.set(state.device, new PassTimer(state.device));
     let tvm: tvmjs.Instance;
     try {
       tvm = await tvmjs.instantiate(
         wasm.buffer.slice(wasm.byteOffset, wasm.byteOffset + wasm.byteLength) as ArrayBuffer,
-        tvmjs.createPolyfillWASI(), log ?? (() => {}),
+        tvmjs.createPolyfillWASI(), logger,
       );
     } catch (err) {
       throw new RuntimeError("bad-artifact", `The library is not a tvmjs wasm this runtime can load: ${String(err)}`);
@@ -159,7 +170,7 @@ export class GPULibrary {
     const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(tvm.webgpu()));
     tvm.endScope();
     await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-    return new GPULibrary(tvm, vm, state);
+    return new GPULibrary(tvm, vm, state, recentLog);
   }
 
   /** Run VM function `name` on `args`; resolves to its outputs copied back to the page. */
@@ -249,7 +260,11 @@ export class GPULibrary {
       return { outputs, timings };
     } catch (err) {
       if (err instanceof RuntimeError) throw err;
-      throw new RuntimeError("kernel-error", `${name} failed on the GPU: ${err instanceof Error ? err.message : String(err)}`);
+      const text = errorText(err);
+      if (/exit\(/.test(text)) this.broken = true;
+      const detail = this.recentLog.filter((l) => l.trim()).slice(-8).join("\n");
+      this.recentLog.length = 0;
+      throw new RuntimeError("kernel-error", `${name} failed: ${text}${detail ? `\n${detail}` : ""}`);
     } finally {
       tvm.endScope();
       const oom = await device.popErrorScope();
@@ -258,6 +273,21 @@ export class GPULibrary {
       if (invalid) throw new RuntimeError("kernel-error", `${name}: WebGPU rejected the work (${invalid.message}).`);
     }
   }
+}
+
+/** A readable message from whatever the runtime threw (Errors, FFI error objects, strings). */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (err && typeof err === "object") {
+    const o = err as Record<string, unknown>;
+    if (typeof o.message === "string") return [o.kind, o.message].filter(Boolean).join(": ");
+    try {
+      return JSON.stringify(err);
+    } catch {
+      /* fall through */
+    }
+  }
+  return String(err);
 }
 
 function flatten(result: unknown): tvmjs.Tensor[] {

@@ -83,4 +83,4 @@ def from_page(payload: dict) -> WebLLMWidgetError:
     code = str(payload.get("code") or "error")
     cls = _BY_CODE.get(code, WebLLMWidgetError)
     return cls(str(payload.get("message") or "the page reported an error"), code=code,
-               detail={k: v for k, v in payload.items() if k not in ("code", "message")})
+               detail={k: v for k, v in payload.items() if k not in ("code", "message", "v", "kind")})

@@ -1,0 +1,44 @@
+"""End to end: notebooks/ml_compilation.ipynb runs in a real JupyterLab, in the WebGPU Chromium, and the kernel
+gets the right numbers back from the page's GPU through the widget."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jupyter import JupyterLab
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "ml_compilation.ipynb"
+
+pytestmark = [pytest.mark.browser, pytest.mark.jupyter]
+
+
+def test_ml_compilation_notebook_computes_on_browser_gpu_in_jupyterlab(chromium, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    results = tmp_path / "results.json"
+    with JupyterLab(root, env={"WEBLLM_WIDGET_NOTEBOOK_RESULTS": str(results)}) as lab:
+        page = lab.open_notebook(chromium, NOTEBOOK.name)
+        lab.run_all(page)
+        data = lab.wait_for_file(results, timeout=900, page=page)
+        # the widget rendered in the notebook's output and shows the adapter and the runs
+        view = page.locator(".wlw-gpu").first
+        view.wait_for(timeout=30000)
+        text = view.inner_text()
+        errors = [e for e in lab.console_errors(chromium) if "webllm" in e.lower() or "anywidget" in e.lower()]
+        page.close()
+
+    assert data["adapter"]["architecture"] == chromium.adapter["architecture"]
+    assert f"WebGPU: {chromium.adapter['vendor']}" in text and "main(float32[64×128]" in text
+    # the kernel's own comparison, and an independent one from the arrays it received
+    assert data["err_main"] < 1e-4 and data["err_sumsq"] < 1e-4
+    arrays = np.load(str(results) + ".npz")
+    x, W, b, y, s = (arrays[k] for k in ("x", "W", "b", "y", "s"))
+    assert np.abs(y - (x @ W + b)).max() < 1e-4
+    assert np.abs(s - (x * x).sum(axis=1)).max() / np.abs(s).max() < 1e-4
+    assert data["runs"] == 10 and data["method"] in ("timestamp-query", "wall-clock")
+    assert data["bytes_sent"] > 0  # this page had not seen the library before
+    assert errors == []
