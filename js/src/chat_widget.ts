@@ -83,7 +83,8 @@ function initialize({ model }: { model: AnyModel }) {
     const e = describeError(err, fallback);
     state.error = e;
     state.changed();
-    channel.replyError(req, err instanceof PageError ? err : new PageError(e.code, e.message));
+    const detail = (err as { detail?: Record<string, unknown> } | null)?.detail ?? {};
+    channel.replyError(req, err instanceof PageError ? err : new PageError(e.code, e.message, detail));
   };
 
   channel.on("load", async (msg) => {
@@ -103,8 +104,17 @@ function initialize({ model }: { model: AnyModel }) {
       channel.reply(msg, "progress", { ...p });
     };
     try {
+      const t0 = performance.now();
       const engine = await sharedEngine(async () => {
-        const bytes = await loader.get(engineRef);
+        const bytes = await loader.get(engineRef, (ref, received, cached) => {
+          if (cached) return;
+          const elapsed_s = (performance.now() - t0) / 1000;
+          const frac = received / Math.max(1, ref.size);
+          onProgress({
+            progress: frac, phase: "install", bytes_done: received, bytes_total: ref.size, elapsed_s,
+            eta_s: frac > 0 ? (elapsed_s * (1 - frac)) / frac : undefined, text: "copying the engine into the page",
+          });
+        });
         return new Blob([bytes as unknown as BlobPart], { type: "text/javascript" });
       });
       state.engine = engine;
@@ -120,7 +130,8 @@ function initialize({ model }: { model: AnyModel }) {
         required_features: m.required_features,
       };
       const byName = new Map((m.files ?? []).map((f) => [f.sha256, f]));
-      const r = await engine.load(spec, onProgress, (f) => loader.get(byName.get(f.sha256) ?? { ...f }));
+      const r = await engine.load(spec, onProgress, (f, onBytes) =>
+        loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received)));
       state.gpu = gpuLabel(r.gpu);
       state.status = "ready";
       state.progress = null;
@@ -136,6 +147,9 @@ function initialize({ model }: { model: AnyModel }) {
   /** Run one generation; `origin` says who asked (the kernel's ask, or text typed in this page). */
   async function generate(id: string, messages: ChatMessage[], settings: GenerateSettings, user: string, origin: "kernel" | "page", record = true) {
     const engine = state.engine;
+    if (state.status === "generating") {
+      throw new PageError("busy", "An answer is being generated: wait for it or press Stop, then ask again.");
+    }
     if (!engine || state.status !== "ready") {
       throw new PageError("bad-model", state.status === "loading" ? "The model is still loading: wait for it, then ask again." : "No model is loaded: call chat.load(...) or pick one.");
     }

@@ -4,7 +4,31 @@ import { EngineError, type ErrorCode } from "./types";
 interface Rule {
   code: ErrorCode;
   test: RegExp;
-  advice: string;
+  advice: string | (() => string);
+}
+
+/** How to turn WebGPU on in the browser this runs in (the user can act on this; "no WebGPU" alone they cannot). */
+export function enableWebGPUHint(ua: string = (globalThis.navigator?.userAgent ?? "")): string {
+  const linux = /Linux/.test(ua) && !/Android|CrOS/.test(ua);
+  if (/Firefox\//.test(ua)) {
+    return "Firefox: WebGPU is on by default from Firefox 141 on Windows; elsewhere open about:config and set " +
+      "dom.webgpu.enabled to true (Firefox Nightly), or use Chrome/Edge.";
+  }
+  if (/Safari\//.test(ua) && !/Chrom(e|ium)|Edg\//.test(ua)) {
+    return "Safari: WebGPU is on from Safari 26 (macOS Tahoe / iOS 26); on older versions turn on " +
+      "Develop > Feature Flags > WebGPU, or use Chrome.";
+  }
+  if (/Chrom(e|ium)|Edg\//.test(ua)) {
+    const where = /Edg\//.test(ua) ? "edge://flags/#enable-unsafe-webgpu" : "chrome://flags/#enable-unsafe-webgpu";
+    return linux
+      ? `Chrome/Edge on Linux: open ${where}, enable it, and start the browser with ` +
+          "--enable-unsafe-webgpu --enable-features=Vulkan (also check chrome://gpu for a blocked GPU); or load the " +
+          "model on the CPU."
+      : `Chrome/Edge 113+ has WebGPU on by default: update the browser, check chrome://gpu that WebGPU is not ` +
+          `disabled or blocklisted, or enable ${where}.`;
+  }
+  return "Use a browser with WebGPU (Chrome or Edge 113+, Safari 26, Firefox 141 on Windows), served over " +
+    "https or localhost (WebGPU needs a secure context).";
 }
 
 // Order matters: the first rule whose pattern matches the error's name or message wins.
@@ -12,7 +36,7 @@ const RULES: Rule[] = [
   {
     code: "no-webgpu",
     test: /WebGPUNotAvailable|WebGPUNotFound|navigator\.gpu|Cannot find adapter|requestAdapter|WebGPU is not/i,
-    advice: "This browser offers no WebGPU adapter. Use a recent Chrome or Edge (or enable WebGPU), or pick the CPU device.",
+    advice: () => `This browser offers no WebGPU adapter. ${enableWebGPUHint()}`,
   },
   {
     code: "no-shader-f16",
@@ -58,13 +82,26 @@ export function toEngineError(err: unknown): EngineError {
   const message = e?.message ?? String(err);
   const hay = `${name}: ${message}`;
   for (const rule of RULES) {
-    if (rule.test.test(hay)) return new EngineError(rule.code, `${rule.advice} (${hay.slice(0, 400)})`);
+    if (rule.test.test(hay)) {
+      const advice = typeof rule.advice === "function" ? rule.advice() : rule.advice;
+      return new EngineError(rule.code, `${advice} (${hay.slice(0, 400)})`, detailOf(rule.code, hay));
+    }
   }
   return new EngineError("error", hay.slice(0, 600));
 }
 
+/** Numbers a program can use, read off the message (web-llm puts them only there). */
+function detailOf(code: ErrorCode, hay: string): Record<string, unknown> {
+  if (code === "context-overflow") {
+    const n = /prompt tokens:\s*(\d+)/i.exec(hay);
+    const w = /context window size:\s*(\d+)/i.exec(hay);
+    if (n && w) return { prompt_tokens: Number(n[1]), context_window_size: Number(w[1]) };
+  }
+  return {};
+}
+
 /** Plain object form for postMessage / model.send. */
-export function errorPayload(err: unknown): { code: ErrorCode; message: string } {
+export function errorPayload(err: unknown): { code: ErrorCode; message: string; detail?: Record<string, unknown> } {
   const e = toEngineError(err);
-  return { code: e.code, message: e.message };
+  return { code: e.code, message: e.message, ...(e.detail && Object.keys(e.detail).length ? { detail: e.detail } : {}) };
 }

@@ -73,7 +73,7 @@ export class WorkerEngine implements Engine {
         return;
       case "error":
         this.pending.delete(msg.id);
-        p.reject(new EngineError(msg.code, msg.message));
+        p.reject(new EngineError(msg.code, msg.message, msg.detail ?? {}));
         return;
       default:
         this.pending.delete(msg.id);
@@ -124,6 +124,8 @@ export class WorkerEngine implements Engine {
       const t0 = performance.now();
       let installed = 0;
       try {
+        // No adapter: say so before any model byte is copied into the page.
+        if (!this.gpu) await this.probe();
         if (spec.files) {
           if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
           const total = spec.files.reduce((n, f) => n + f.size, 0);

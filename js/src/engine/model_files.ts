@@ -72,7 +72,9 @@ export async function installModelFiles(
   let bytes_done = 0;
   let files_done = 0;
   for (const f of missing) {
-    const got = await source(f);
+    const got = await source(f, (received) =>
+      onProgress?.({ bytes_done: bytes_done + received, bytes_total, files_done, files_total: missing.length, file: f.name }),
+    );
     let response: Response;
     if (got instanceof Response) {
       response = got; // from a content-addressed store that checked the hash when it stored the blob

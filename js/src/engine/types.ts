@@ -110,15 +110,21 @@ export type ErrorCode =
 
 export class EngineError extends Error {
   code: ErrorCode;
-  constructor(code: ErrorCode, message: string) {
+  /** Numbers a program can test (e.g. prompt_tokens and context_window_size for context-overflow). */
+  detail: Record<string, unknown>;
+  constructor(code: ErrorCode, message: string, detail: Record<string, unknown> = {}) {
     super(message);
     this.code = code;
+    this.detail = detail;
     this.name = "EngineError";
   }
 }
 
 /** Supplies the bytes of a content-addressed file (the host's transport: comm, HTTP, ...). */
-export type BlobSource = (file: ModelFile) => Promise<Response | Blob | ArrayBuffer | Uint8Array>;
+export type BlobSource = (
+  file: ModelFile,
+  onBytes?: (received: number) => void,
+) => Promise<Response | Blob | ArrayBuffer | Uint8Array>;
 
 export interface Engine {
   load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult>;

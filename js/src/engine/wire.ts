@@ -17,4 +17,4 @@ export type FromWorker =
   | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage }
   | { type: "reset-done"; id: number }
   | { type: "gpu-info"; id: number; gpu: GPUInfo }
-  | { type: "error"; id: number; code: ErrorCode; message: string };
+  | { type: "error"; id: number; code: ErrorCode; message: string; detail?: Record<string, unknown> };
