@@ -24,6 +24,7 @@ die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
 want=(chromium emscripten)
 command -v node >/dev/null 2>&1 || want+=(nodejs)
 command -v npm >/dev/null 2>&1 || want+=(npm)
+command -v make >/dev/null 2>&1 || want+=(make)  # the TVM runtime build runs the wheel's Makefile
 missing=()
 for pkg in "${want[@]}"; do
   if command -v dpkg-query >/dev/null 2>&1 && \

@@ -10,7 +10,7 @@ bitcode TVM emits, but it links objects fine).
 Example::
 
     from webllm_widget.compile.runtime import ensure_runtime
-    rt = ensure_runtime()          # ~2 min the first time, instant afterwards
+    rt = ensure_runtime()          # ~3 min of CPU the first time, instant afterwards
     print(sorted(p.name for p in rt.glob("*.o")))
 """
 from __future__ import annotations
@@ -186,7 +186,7 @@ def _build_runtime(final: Path, progress: bool) -> Path:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(steps), desc="TVM web runtime (first time, ~2 min)", unit="file")
+        bar = tqdm(total=len(steps), desc="TVM web runtime (once per TVM version, ~3 min of CPU)", unit="file")
     t0 = time.time()
     jobs = max(1, min(3, os.cpu_count() or 1))
     try:
