@@ -17,6 +17,7 @@ const ENTRIES = [
   ["src/widget.ts", "widget.js", "esm"],
   ["src/engine/worker.ts", "engine_worker.js", "iife"], // web-llm engine worker, shipped as a blob
   ["src/engine/runner_host.ts", "runner.js", "esm"], // page of the headless runner (webllm-widget chat)
+  ["src/engine/cpu/model.ts", "cpu_model.js", "esm"], // CPU model runner alone (tests, bench/cpu.py)
 ];
 
 const watch = process.argv.includes("--watch");

@@ -170,7 +170,13 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     cfg = LlamaConfig.from_dict(ckpt.config)
     quant = _resolve_quantization(ckpt, cfg, quantization)
     src_hash = source_hash(ckpt, progress)
-    key_doc = {"source": src_hash, "quantization": quant.key(), "device": device, "library": library,
+    if device == "cpu":
+        from .cpu import CPU_KERNELS_VERSION
+
+        device_key = f"cpu-{CPU_KERNELS_VERSION}"  # the weights' layout changes with the CPU kernels
+    else:
+        device_key = device
+    key_doc = {"source": src_hash, "quantization": quant.key(), "device": device_key, "library": library,
                "compiler": _compiler_version()}
     if schedule != "auto":  # keeps the hashes of default builds stable
         key_doc["schedule"] = schedule
@@ -193,7 +199,12 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         bar.set_postfix_str("weights")
         with _tqdm(progress, total=total, unit="B", unit_scale=True, desc="weights", leave=False) as wbar:
             # source bytes consumed, approximately: count each record's size against the source size
-            doc = write_tensor_cache(tmp, param_records(ckpt, cfg, quant),
+            records = param_records(ckpt, cfg, quant)
+            if device == "cpu":  # the CPU kernels read 4-/8-bit words interleaved for SIMD128 (compile/cpu.py)
+                from .cpu import cpu_param_records
+
+                records = cpu_param_records(records)
+            doc = write_tensor_cache(tmp, records,
                                      progress=lambda n: wbar.update(min(n, max(0, total - wbar.n))))
         verify_tensor_cache(tmp)
         bar.update(1)
@@ -246,7 +257,12 @@ def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], 
         raise CompileError(f"the model library builder is not available ({e}). Reinstall webllm-widget "
                            "with its apache-tvm dependency.") from e
     try:
-        lib = build_model_library(cfg, quant, DEVICES[device], schedule=schedule, progress=progress)
+        if device == "cpu":  # wasm32 + SIMD128 kernels and layout: compile/cpu.py
+            from .cpu import build_cpu_library
+
+            lib = build_cpu_library(cfg, quant, progress=progress)
+        else:
+            lib = build_model_library(cfg, quant, DEVICES[device], schedule=schedule, progress=progress)
     except WebLLMWidgetError:
         raise
     except Exception as e:  # a TVM/emcc failure: say which step, keep the cause chained for the details
