@@ -22,7 +22,12 @@ test: setup
 	@status=0; $(PY) -m pytest tests -v --timeout=$(TEST_TIMEOUT) $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; exit $$status
 
+# Benchmarks (helper G): JSON + PNG in bench/results/, table in README's Benchmarks section. BENCH_ARGS goes
+# to decode.py (e.g. BENCH_ARGS="--max-tokens 32 --runs 5"); bench/cpu.py runs too when present.
+BENCH_ARGS ?=
 bench: setup
-	@set -e; found=0; for f in bench/*.py; do \
-	  [ -f "$$f" ] || continue; found=1; echo "== $$f"; $(PY) "$$f"; \
-	done; [ $$found = 1 ] || echo "no benchmarks in bench/ yet"
+	$(PY) bench/decode.py $(BENCH_ARGS)
+	$(PY) bench/kernels.py
+	$(PY) bench/channel.py
+	@if [ -f bench/cpu.py ]; then $(PY) bench/cpu.py; fi
+	$(PY) bench/plot.py --readme

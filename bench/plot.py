@@ -1,0 +1,240 @@
+"""Draw the benchmark results (bench/results/*.json) as PNGs and a Markdown table; optionally into README.md.
+
+    python bench/plot.py [--results bench/results] [--readme README.md]
+
+Writes ``channel.png``, ``decode.png``, ``kernels.png`` (for whichever JSON files exist) and
+``summary.md`` next to the JSON. With ``--readme`` the text between ``<!-- bench:start -->`` and
+``<!-- bench:end -->`` in the README is replaced by the summary (the markers are appended under a
+"Benchmarks" heading when missing); nothing else in the README changes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT  # noqa: E402
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _load(results: Path, name: str) -> dict | None:
+    p = results / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _med(d: dict | None, *keys: str):
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d.get("median") if isinstance(d, dict) else d
+
+
+def _err(s: dict | None):
+    """Asymmetric error bar (median-min, max-median) from a summary dict."""
+    if not isinstance(s, dict) or s.get("median") is None:
+        return [0], [0]
+    return [s["median"] - s["min"]], [s["max"] - s["median"]]
+
+
+def plot_channel(d: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    labels, vals, errs = [], [], ([], [])
+    for label, s in [("comm", d["comm"]["MBps"]), ("HTTP route\n(stored)", d.get("http", {}).get("MBps_stored")),
+                     ("HTTP route\n(stored+verified)", d.get("http", {}).get("MBps_verified"))]:
+        if isinstance(s, dict):
+            labels.append(label)
+            vals.append(s["median"])
+            lo, hi = _err(s)
+            errs[0].extend(lo)
+            errs[1].extend(hi)
+    a.bar(labels, vals, yerr=errs, color=["#4c72b0", "#55a868", "#8fbf8f"][:len(vals)], capsize=4)
+    a.axhline(50, ls="--", c="#4c72b0", lw=1, label="comm target 50")
+    a.axhline(200, ls="--", c="#55a868", lw=1, label="HTTP target 200")
+    a.set_ylabel("MB/s (kernel -> page Cache Storage)")
+    a.set_title(f"{d['size_bytes'] >> 20} MB artifact, median of {d['runs']}")
+    a.legend(fontsize=8)
+    lat = d["latency_ms"]
+    b.bar(["p50", "p90", "p99"], [lat["p50"], lat["p90"], lat["p99"]], color="#c44e52")
+    b.axhline(2, ls="--", c="grey", lw=1, label="p50 target 2 ms")
+    b.axhline(5, ls=":", c="grey", lw=1, label="p99 target 5 ms")
+    b.set_ylabel("ms, page emit -> kernel observer")
+    b.set_title(f"token latency over {lat['n']} messages")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _series(d: dict) -> list[tuple[str, dict]]:
+    """(label, {prompt_len: entry}) for every engine measured in decode.json."""
+    rows = []
+    for name, r in d.get("browser", {}).items():
+        if "prompts" in r:
+            rows.append((f"browser WebGPU {name}", r["prompts"]))
+    for name, r in d.get("baselines", {}).items():
+        if "prompts" in r:
+            extra = f" ({r['threads']} thread{'s' if r['threads'] != 1 else ''})" if "threads" in r else " float32"
+            rows.append((f"{name}{extra}", r["prompts"]))
+    return rows
+
+
+def plot_decode(d: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series = _series(d)
+    lengths = sorted({int(n) for _, p in series for n in p})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, key, title in [(axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")]:
+        w = 0.8 / max(1, len(series))
+        for i, (label, p) in enumerate(series):
+            xs, ys, lo, hi = [], [], [], []
+            for j, n in enumerate(lengths):
+                s = p.get(str(n), {}).get(key)
+                if isinstance(s, dict) and s.get("median"):
+                    xs.append(j + i * w)
+                    ys.append(s["median"])
+                    lo.append(s["median"] - s["min"])
+                    hi.append(s["max"] - s["median"])
+            ax.bar(xs, ys, w, yerr=[lo, hi], label=label, capsize=3)
+        ax.set_xticks(np.arange(len(lengths)) + 0.4 - w / 2, [f"{n}-token prompt" for n in lengths])
+        ax.set_yscale("log")
+        ax.set_ylabel("tokens/s (log)")
+        ax.set_title(f"{title}, median and min-max of {d['settings']['runs']} runs")
+    axes[1].axhline(0.2, ls="--", c="grey", lw=1, label="MLC kernels, scaled (0.2)")
+    axes[1].axhline(1.0, ls=":", c="grey", lw=1, label="5x that (target)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_kernels(d: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ks = d.get("kernels", [])[:12]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    if ks:
+        a.barh([k["kernel"][:38] for k in ks][::-1], [100 * (k["share"] or 0) for k in ks][::-1], color="#4c72b0")
+        a.set_xlabel("% of the decode step's GPU time")
+        a.set_title(f"{d['quantization']}: {d.get('dispatches_per_step')} dispatches per step")
+        a.tick_params(axis="y", labelsize=7)
+    bound = d["bound"]
+    b.bar(["measured step", "bound\n(compute)", "bound\n(memory)"],
+          [d["step_wall_ms"]["median"], bound["compute_ms"], bound["memory_ms"]], color=["#c44e52", "#8172b2", "#55a868"])
+    b.set_yscale("log")
+    b.set_ylabel("ms per decode token (log)")
+    b.set_title(f"{bound['fma_GFLOPs']:.2f} GFLOP/s, {bound['read_GBps']:.2f} GB/s measured")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _f(x, fmt="{:.2f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _spread(s) -> str:
+    if not isinstance(s, dict) or s.get("median") is None:
+        return "–"
+    return f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
+
+
+def summary(results: Path) -> str:
+    lines: list[str] = []
+    ch, de, ke = _load(results, "channel"), _load(results, "decode"), _load(results, "kernels")
+    any_d = next((x for x in (de, ch, ke) if x), None)
+    if any_d:
+        m = any_d["machine"]
+        ad = (de or {}).get("browser", {})
+        adapter = next((r.get("adapter") for r in ad.values() if r.get("adapter")), None) or (ke or {}).get("adapter")
+        a = f"{adapter.get('vendor')} {adapter.get('architecture')}{' (fallback adapter)' if adapter.get('is_fallback') or adapter.get('isFallbackAdapter') else ''}" if adapter else "–"
+        lines += [f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('mem_gb')} GB; {m.get('chromium')}; "
+                  f"WebGPU adapter: {a}. Measured {any_d['when']} by `make bench`.", ""]
+    if de:
+        s = de["settings"]
+        lines += [f"**Decode** (`bench/decode.py`: greedy, {s['max_tokens']} output tokens, median (min–max) of "
+                  f"{s['runs']} runs; tok/s)", "",
+                  "| engine | prompt | prefill tok/s | decode tok/s | time to first token s |", "|---|---|---|---|---|"]
+        for label, p in _series(de):
+            for n, e in sorted(p.items(), key=lambda kv: int(kv[0])):
+                lines.append(f"| {label} | {e.get('prompt_tokens', n)} | {_spread(e.get('prefill_tok_s'))} | "
+                             f"{_spread(e.get('decode_tok_s'))} | {_spread(e.get('ttft_s'))} |")
+        lines += ["", "| browser mode | load cold s | load warm s | bytes sent cold | peak browser memory (PSS / RSS sum) MB |",
+                  "|---|---|---|---|---|"]
+        for name, r in de.get("browser", {}).items():
+            if "error" in r:
+                lines.append(f"| {name} | failed: {r['error'][:80]} | | | |")
+                continue
+            lines.append(f"| {name} | {_f(r['load_cold']['s'], '{:.1f}')} | {_f(r['load_warm']['s'], '{:.1f}')} | "
+                         f"{(r['load_cold']['bytes_sent'] or 0) / 1e6:.0f} MB | {r['peak_pss_mb']:.0f} / {r['peak_rss_mb']:.0f} |")
+        for name, r in de.get("baselines", {}).items():
+            if "skipped" in r:
+                lines.append(f"\n{name}: skipped — {r['skipped']}")
+        lines += ["", "![decode](bench/results/decode.png)", ""]
+    if ch:
+        h = ch.get("http", {})
+        lat = ch["latency_ms"]
+        lines += [f"**Channel** (`bench/channel.py`, real JupyterLab, {ch['size_bytes'] >> 20} MB of random bytes, "
+                  f"cache emptied first, median (min–max) of {ch['runs']})", "",
+                  "| path | MB/s | target |", "|---|---|---|",
+                  f"| comm (BlobSender → BlobLoader → Cache Storage, sha256 verified) | {_spread(ch['comm']['MBps'])} | ≥ 50 |",
+                  f"| HTTP route (server extension → Cache Storage) | {_spread(h.get('MBps_stored'))} | ≥ 200 |",
+                  f"| HTTP route, then read back + sha256 verified | {_spread(h.get('MBps_verified'))} | |",
+                  "", f"Token latency page → kernel observer ({lat['n']} messages while a cell awaits): "
+                  f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (targets < 2, < 5).", "",
+                  "![channel](bench/results/channel.png)", ""]
+    if ke:
+        b = ke["bound"]
+        lines += [f"**Decode step kernels** (`bench/kernels.py`, {ke['quantization']}, {ke.get('method')}): step "
+                  f"{ke['step_wall_ms']['median']:.0f} ms wall ({ke['decode_tok_s_from_step']:.2f} tok/s), "
+                  f"{ke.get('dispatches_per_step', '–')} dispatches. Adapter measured {b['fma_GFLOPs']:.2f} GFLOP/s, "
+                  f"{b['read_GBps']:.2f} GB/s; the model needs {b['flops_per_token'] / 1e6:.0f} MFLOP and "
+                  f"{b['param_bytes'] / 1e6:.0f} MB per token, so the bound is {b['step_ms']:.0f} ms "
+                  f"({b['tok_s']:.2f} tok/s); the step reaches {b['fraction_of_bound']:.0%} of it.", "",
+                  "| kernel | ms/step | calls | share |", "|---|---|---|---|"]
+        for k in ke.get("kernels", [])[:10]:
+            lines.append(f"| `{k['kernel']}` | {k['ms']:.1f} | {k['calls']} | {100 * (k['share'] or 0):.1f}% |")
+        lines += ["", "![kernels](bench/results/kernels.png)", ""]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, text: str) -> None:
+    body = readme.read_text() if readme.exists() else ""
+    block = f"{START}\n{text}\n{END}"
+    if START in body and END in body:
+        head, rest = body.split(START, 1)
+        body = head + block + rest.split(END, 1)[1]
+    else:
+        body = body.rstrip() + "\n\n## Benchmarks\n\nRun `make bench` (JSON + PNG in `bench/results/`).\n\n" + block + "\n"
+    readme.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None)
+    args = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    for name, fn in [("channel", plot_channel), ("decode", plot_decode), ("kernels", plot_kernels)]:
+        d = _load(args.results, name)
+        if d is not None:
+            fn(d, args.results / f"{name}.png")
+            print(f"-> {args.results / (name + '.png')}")
+    text = summary(args.results)
+    (args.results / "summary.md").write_text(text + "\n")
+    if args.readme:
+        update_readme(args.readme, text)
+        print(f"-> {args.readme} (Benchmarks section)")
+
+
+if __name__ == "__main__":
+    main()

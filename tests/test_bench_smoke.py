@@ -1,0 +1,97 @@
+"""The benchmarks run end to end at tiny sizes and write results of the documented shape (no timing asserts)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+@pytest.fixture(scope="module")
+def tiny_folder() -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny import TinyLlama
+
+    from webllm_widget.cache import cache_dir
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
+    return build_model_folder(hf, quantization="q4f32_1", progress=False)
+
+
+@pytest.mark.browser
+def test_decode_bench_writes_speeds_loads_and_memory_for_a_model_folder(tiny_folder, tmp_path):
+    import decode
+
+    decode.main(["--model", str(tiny_folder), "--prompts", "40", "--max-tokens", "3", "--runs", "2",
+                 "--baselines", "none", "--out", str(tmp_path)])
+    d = json.loads((tmp_path / "decode.json").read_text())
+    r = d["browser"][tiny_folder.name]
+    assert "error" not in r, r.get("error")
+    p = r["prompts"]["40"]
+    assert p["prompt_tokens"] >= 30 and p["completion_tokens"] >= 2
+    assert len(p["decode_tok_s"]["runs"]) == 2 and p["decode_tok_s"]["median"] > 0
+    assert p["prefill_tok_s"]["min"] <= p["prefill_tok_s"]["median"] <= p["prefill_tok_s"]["max"]
+    assert r["load_cold"]["bytes_sent"] == r["model_bytes"] and r["load_warm"]["bytes_sent"] == 0
+    assert r["peak_pss_mb"] > 0 and r["adapter"]["architecture"]
+    assert d["machine"]["cpus"] >= 1
+
+
+@pytest.mark.browser
+def test_kernel_bench_attributes_decode_step_time_to_named_kernels(tiny_folder, tmp_path):
+    import kernels
+
+    kernels.main(["--model", str(tiny_folder), "--steps", "2", "--prompt", "4", "--out", str(tmp_path)])
+    d = json.loads((tmp_path / "kernels.json").read_text())
+    assert d["gpu_errors"] == []
+    assert len(d["step_wall_ms"]["runs"]) == 2
+    assert d["bound"]["read_GBps"] > 0 and d["bound"]["fma_GFLOPs"] > 0
+    if d["timestamps"]:
+        names = {k["kernel"] for k in d["kernels"]}
+        assert "?" not in names and len(names) >= 3
+        assert abs(sum(k["share"] for k in d["kernels"]) - 1) < 0.05  # medians per kernel: close to 1
+
+
+@pytest.mark.browser
+@pytest.mark.jupyter
+def test_channel_bench_moves_blobs_over_comm_and_http_and_times_messages(tmp_path):
+    import channel
+
+    d = channel.main(["--size-mb", "4", "--runs", "1", "--messages", "50", "--interval-ms", "1",
+                      "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "channel.json").read_text())["size_bytes"] == 4 << 20
+    assert d["server_extension_loaded"], "the server extension's route was not registered"
+    assert d["comm"]["MBps"]["median"] > 0 and "MBps_stored" in d["http"]
+    assert d["latency_ms"]["n"] == 50
+
+
+def test_plot_draws_pngs_and_a_readme_section_without_touching_the_rest(tmp_path):
+    import plot
+
+    res = tmp_path / "results"
+    res.mkdir()
+    summ = {"median": 2.0, "min": 1.0, "max": 3.0, "runs": [1.0, 2.0, 3.0]}
+    machine = {"cpu": "x", "cpus": 2, "mem_gb": 1, "chromium": "c"}
+    (res / "channel.json").write_text(json.dumps({
+        "machine": machine, "when": "t", "size_bytes": 1 << 20, "runs": 3, "comm": {"MBps": summ},
+        "http": {"MBps_stored": summ, "MBps_verified": summ},
+        "latency_ms": {"n": 10, "p50": 1.0, "p90": 2.0, "p99": 3.0}}))
+    (res / "decode.json").write_text(json.dumps({
+        "machine": machine, "when": "t", "settings": {"runs": 3, "max_tokens": 4},
+        "browser": {"ggml": {"adapter": {"vendor": "v", "architecture": "a"}, "prompts": {"32": {
+            "prompt_tokens": 32, "prefill_tok_s": summ, "decode_tok_s": summ, "ttft_s": summ}},
+            "load_cold": {"s": 1, "bytes_sent": 5}, "load_warm": {"s": 1, "bytes_sent": 0},
+            "peak_pss_mb": 1, "peak_rss_mb": 2}},
+        "baselines": {"llama.cpp": {"skipped": "not installed"}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n")
+    plot.main(["--results", str(res), "--readme", str(readme)])
+    assert (res / "channel.png").stat().st_size > 1000 and (res / "decode.png").stat().st_size > 1000
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n") and "## Benchmarks" in text and "| ggml" in text
+    plot.main(["--results", str(res), "--readme", str(readme)])  # idempotent: one section
+    assert readme.read_text().count("## Benchmarks") == 1
