@@ -87,19 +87,31 @@ def source_hash(ckpt: Checkpoint, progress: bool = False) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _compiler_version() -> str:
+#: Modules whose code decides the folder's non-library files (the GPU library has its own content key).
+_FOLDER_SOURCES = ("weights.py", "tensor_cache.py", "tokenizer.py", "chat_config.py", "pipeline.py",
+                   "quantize.py", "llama.py")
+
+
+def _compiler_version(cfg: Any, quant: Any, device: str, schedule: str, library: bool) -> dict:
+    """What, besides the source checkpoint, decides the folder's bytes.
+
+    Only the modules that shape this folder are hashed (not every file of the package), so editing an
+    unrelated module does not rebuild models.
+    """
     import tvm
 
-    try:
-        from .model_lib import ABI_VERSION
-    except Exception:  # model_lib cannot import (TVM trouble): the build will say so later
-        ABI_VERSION = "?"
-    # the compiler's own source is part of the key, so a changed kernel or converter never reuses an old folder
     h = hashlib.sha256()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return (f"webllm-widget {__version__}; folder {FOLDER_FORMAT}; abi {ABI_VERSION}; tvm {tvm.__version__}; "
-            f"src {h.hexdigest()[:16]}")
+    here = Path(__file__).parent
+    for name in _FOLDER_SOURCES + (("cpu.py", "build.py") if device == "cpu" else ()):
+        f = here / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.exists() else b""))
+    doc = {"webllm-widget": __version__, "folder": FOLDER_FORMAT, "tvm": tvm.__version__,
+           "sources": h.hexdigest()[:16]}
+    if library and device == "webgpu":
+        from .model_lib import content_key
+
+        doc["library"] = content_key(cfg, quant, DEVICES[device], schedule)
+    return doc
 
 
 def _slug(text: str) -> str:
@@ -176,10 +188,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         device_key = f"cpu-{CPU_KERNELS_VERSION}"  # the weights' layout changes with the CPU kernels
     else:
         device_key = device
-    key_doc = {"source": src_hash, "quantization": quant.key(), "device": device_key, "library": library,
-               "compiler": _compiler_version()}
-    if schedule != "auto":  # keeps the hashes of default builds stable
-        key_doc["schedule"] = schedule
+    key_doc = {"source": src_hash, "quantization": quant.key(), "device": device_key, "schedule": schedule,
+               "library": library, "compiler": _compiler_version(cfg, quant, device, schedule, library)}
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
     name = _slug(f"{ckpt.config.get('name') or Path(ckpt.path).stem}-{quant.name}-{device}")
     dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
