@@ -30,7 +30,7 @@ const common = {
   legalComments: "none",
   logLevel: "warning",
   // tvmjs reaches for these only under Node; in the page they are never required.
-  external: ["fs", "path", "perf_hooks", "crypto", "ws", "url", "child_process"],
+  external: ["fs", "path", "perf_hooks", "crypto", "ws", "url", "child_process", "module", "os", "worker_threads"],
 };
 
 const builds = ENTRIES.filter(([src]) => existsSync(join(here, src))).map(([src, out, format]) => ({

@@ -25,9 +25,9 @@ def test_ml_compilation_notebook_computes_on_browser_gpu_in_jupyterlab(chromium,
         lab.run_all(page)
         data = lab.wait_for_file(results, timeout=900, page=page)
         # the widget rendered in the notebook's output and shows the adapter and the runs
-        view = page.locator(".wlw-gpu").first
-        view.wait_for(timeout=30000)
-        text = view.inner_text()
+        # textContent, not innerText: JupyterLab hides cells scrolled out of view
+        page.wait_for_function("() => !!document.querySelector('.wlw-gpu')", timeout=30000)
+        text = page.evaluate("() => [...document.querySelectorAll('.wlw-gpu')].map(e => e.textContent).join('\\n')")
         errors = [e for e in lab.console_errors(chromium) if "webllm" in e.lower() or "anywidget" in e.lower()]
         page.close()
 

@@ -126,7 +126,10 @@ function initialize({ model }: { model: AnyModel }) {
     };
     try {
       if (!state.adapter) throw new PageError("no-webgpu", state.adapterError || "No WebGPU adapter on this page.");
-      bundle ??= loader.importModule<Bundle>(runtime, progress);
+      if (!bundle) {
+        bundle = loader.importModule<Bundle>(runtime, progress);
+        bundle.catch(() => { bundle = undefined; }); // a failed import may be retried by the next load
+      }
       const tvm = await bundle;
       state.refs.set(library.sha256, library);
       let lib = state.libraries.get(library.sha256);
