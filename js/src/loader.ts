@@ -122,11 +122,13 @@ export class BlobLoader {
     const hit = cache ? await cache.match(blobUrl(ref.sha256)) : undefined;
     if (hit) {
       const data = new Uint8Array(await hit.arrayBuffer());
-      if (data.length === ref.size) {
+      // Checked by content, not only size: a damaged copy must never be used (then it is fetched again).
+      if (data.length === ref.size && (await sha256Hex(data)) === ref.sha256) {
         onProgress?.(ref, data.length, true);
         return data;
       }
-      await cache!.delete(blobUrl(ref.sha256)); // truncated entry: fetch again
+      console.warn(`webllm-widget: the cached copy of ${ref.name} is damaged; fetching it again`);
+      await cache!.delete(blobUrl(ref.sha256));
     }
     const data = await this.fromKernel(ref, onProgress);
     const digest = await sha256Hex(data);
@@ -134,7 +136,8 @@ export class BlobLoader {
       throw new PageError(
         "bad-artifact",
         `${ref.name}: received ${data.length} bytes whose sha256 is ${digest}, expected ${ref.sha256}. ` +
-          "The file changed while it was sent, or the transfer was corrupted: load it again.",
+          "The kernel's file no longer matches the hash recorded for it (changed or damaged on disk: rebuild it), " +
+          "or the transfer was corrupted (load it again).",
         { sha256: ref.sha256, name: ref.name },
       );
     }

@@ -51,6 +51,12 @@ class BadModel(WebLLMWidgetError):
     code = "bad-model"
 
 
+class ModelUnreachable(WebLLMWidgetError):
+    """The page cannot reach the server a model is fetched from (URL or prebuilt id)."""
+
+    code = "unreachable"
+
+
 class ContextWindowExceeded(WebLLMWidgetError):
     code = "context-overflow"
 
@@ -73,7 +79,7 @@ _BY_CODE = {
     cls.code: cls
     for cls in (
         ToolchainMissing, CompileError, WebGPUUnavailable, ShaderF16Unavailable, OutOfGPUMemory,
-        DeviceLost, BadArtifact, BadModel, ContextWindowExceeded, Aborted, KernelError, PageTimeout,
+        DeviceLost, BadArtifact, BadModel, ModelUnreachable, ContextWindowExceeded, Aborted, KernelError, PageTimeout,
     )
 }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .cache import cache_dir, sha256_file
-from .errors import BadModel, WebLLMWidgetError, from_page
+from .errors import BadArtifact, BadModel, WebLLMWidgetError, from_page
 
 STATIC = Path(__file__).parent / "static"
 RUNNER_HTML = b"""<!doctype html><meta charset="utf-8"><title>webllm-widget runner</title>
@@ -77,6 +77,7 @@ def folder_model(folder: str | os.PathLike, model_id: str | None = None) -> Fold
             manifest = json.loads((folder / "manifest.json").read_text()).get("files", {})
         except (ValueError, OSError):
             manifest = {}
+    _check_folder_files(folder, manifest)
     files, paths = [], {}
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith(".") or p.name == "manifest.json":
@@ -90,6 +91,44 @@ def folder_model(folder: str | os.PathLike, model_id: str | None = None) -> Fold
     key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:32]
     spec = {"id": model_id or folder.name, "files": files, "key": key, "lib": libs[0].name}
     return FolderModel(folder, spec, paths)
+
+
+def _check_folder_files(folder: Path, manifest: dict) -> None:
+    """Name a missing or truncated file before anything is sent to the page (web-llm would only say
+    "Request failed" for a URL it cannot find, and fail later on a short shard)."""
+    # Files the folder's own configs name must be there.
+    needed: dict[str, int | None] = {}
+    try:
+        cfg = json.loads((folder / "mlc-chat-config.json").read_text())
+    except (ValueError, OSError) as e:
+        raise BadArtifact(f"{folder / 'mlc-chat-config.json'} is not valid JSON ({e}): rebuild the model folder",
+                          detail={"file": "mlc-chat-config.json"}) from None
+    for name in cfg.get("tokenizer_files") or []:
+        needed.setdefault(str(name), None)
+    cache_json = next((n for n in ("tensor-cache.json", "ndarray-cache.json") if (folder / n).exists()), None)
+    if cache_json is None:
+        raise BadModel(f"{folder} is not a complete model folder: tensor-cache.json is missing; rebuild it",
+                       detail={"file": "tensor-cache.json"})
+    try:
+        records = json.loads((folder / cache_json).read_text()).get("records") or []
+    except (ValueError, OSError) as e:
+        raise BadArtifact(f"{folder / cache_json} is not valid JSON ({e}): rebuild the model folder",
+                          detail={"file": cache_json}) from None
+    for r in records:
+        if r.get("dataPath"):
+            needed[str(r["dataPath"])] = r.get("nbytes")
+    for name, entry in manifest.items():
+        needed.setdefault(name, None)
+    for name, nbytes in needed.items():
+        f = folder / name
+        if not f.is_file():
+            raise BadModel(f"{folder} is missing {name} (named by the folder's configs or manifest): "
+                           "rebuild the model folder", detail={"file": name})
+        size = f.stat().st_size
+        expect = (manifest.get(name) or {}).get("size", nbytes)
+        if expect is not None and size != int(expect):
+            raise BadArtifact(f"{name} in {folder} has {size} bytes, the folder says {int(expect)}: the file is "
+                              "truncated or was replaced; rebuild the model folder", detail={"file": name})
 
 
 def default_profile_dir() -> Path:

@@ -75,9 +75,16 @@ const RULES: Rule[] = [
   },
 ];
 
+const KNOWN_CODES = new Set<string>(["no-webgpu", "no-shader-f16", "out-of-memory", "device-lost", "bad-artifact",
+  "bad-model", "context-overflow", "aborted", "unreachable"]);
+
 export function toEngineError(err: unknown): EngineError {
   if (err instanceof EngineError) return err;
-  const e = err as { name?: string; message?: string; code?: string } | undefined;
+  const e = err as { name?: string; message?: string; code?: string; detail?: Record<string, unknown> } | undefined;
+  // Already named where it was detected (e.g. the blob loader's PageError): keep its code and detail.
+  if (e && typeof e.code === "string" && KNOWN_CODES.has(e.code)) {
+    return new EngineError(e.code as ErrorCode, e.message ?? String(err), e.detail ?? {});
+  }
   const name = e?.name ?? "";
   const message = e?.message ?? String(err);
   const hay = `${name}: ${message}`;

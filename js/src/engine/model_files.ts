@@ -50,11 +50,55 @@ export interface InstallProgress {
 export async function missingFiles(spec: ModelSpec): Promise<ModelFile[]> {
   const base = baseUrlFor(spec);
   const missing: ModelFile[] = [];
+  const damaged: string[] = [];
   for (const f of spec.files ?? []) {
     const cache = await caches.open(scopeFor(spec, f));
-    if (!(await cache.match(base + f.name))) missing.push(f);
+    const hit = await cache.match(base + f.name);
+    if (!hit) missing.push(f);
+    else if (!(await verifyCached(cache, base + f.name, hit, f))) damaged.push(f.name);
+  }
+  if (damaged.length) {
+    throw new EngineError(
+      "bad-artifact",
+      `model file${damaged.length > 1 ? "s" : ""} ${damaged.join(", ")}: the copy in this page's cache is damaged ` +
+        "(size or sha256 differs from the model folder). It was removed from the cache: load the model again to " +
+        "fetch a good copy.",
+      { files: damaged, file: damaged[0] },
+    );
   }
   return missing;
+}
+
+// Cache entries already checked in this page (a second load of the same folder does not hash it again).
+const verified = new Set<string>();
+
+/**
+ * A copy in Cache Storage is checked against its sha256 before web-llm reads it: storage can be damaged
+ * or written by other code. A bad copy is removed (so the next load fetches a good one); returns false then.
+ */
+async function verifyCached(cache: Cache, url: string, hit: Response, f: ModelFile): Promise<boolean> {
+  const key = `${url}#${f.sha256}`;
+  if (verified.has(key)) return true;
+  const bytes = new Uint8Array(await hit.arrayBuffer());
+  if (bytes.byteLength !== f.size || (await sha256Hex(bytes)) !== f.sha256) {
+    await cache.delete(url);
+    await evictBlob(f.sha256);
+    return false;
+  }
+  verified.add(key);
+  return true;
+}
+
+/** Drop a blob from the page's content-addressed store too (loader.ts keeps one per sha256). */
+async function evictBlob(sha256: string): Promise<void> {
+  try {
+    const blobs = await caches.open("webllm-widget/blobs");
+    await blobs.delete(`https://webllm-widget.invalid/blobs/${sha256}`);
+  } catch {
+    /* no Cache Storage: nothing to evict */
+  }
+  const mem = (globalThis as unknown as { __webllmWidgetBlobs?: { bytes: Map<string, unknown> } }).__webllmWidgetBlobs;
+  mem?.bytes.delete(sha256);
 }
 
 /**
@@ -81,12 +125,14 @@ export async function installModelFiles(
     } else {
       const bytes = got instanceof Blob ? new Uint8Array(await got.arrayBuffer()) : got instanceof Uint8Array ? got : new Uint8Array(got);
       if (bytes.byteLength !== f.size || (await sha256Hex(bytes)) !== f.sha256) {
-        throw new EngineError("bad-artifact", `model file ${f.name} arrived damaged (size or sha256 mismatch); rebuild or resend the model folder`);
+        await evictBlob(f.sha256);
+        throw new EngineError("bad-artifact", `model file ${f.name} arrived damaged (size or sha256 mismatch); rebuild or resend the model folder`, { file: f.name, sha256: f.sha256 });
       }
       response = new Response(bytes as BodyInit, { headers: { "content-length": String(f.size) } });
     }
     const cache = await caches.open(scopeFor(spec, f));
     await cache.put(base + f.name, response);
+    verified.add(`${base + f.name}#${f.sha256}`);
     bytes_done += f.size;
     files_done += 1;
     onProgress?.({ bytes_done, bytes_total, files_done, files_total: missing.length, file: f.name });
