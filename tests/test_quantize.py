@@ -96,3 +96,15 @@ def test_param_records_match_the_metadata_names_shapes_and_dtypes():
         assert [n for n, _ in recs] == [p["name"] for p in meta["params"]]
         for (_, a), p in zip(recs, meta["params"]):
             assert list(a.shape) == p["shape"] and str(a.dtype) == p["dtype"]
+
+
+def test_q4f16_1_module_runs_in_float16_close_to_its_dequantized_weights():
+    """float16 activations and KV cache: 1e-2 relative to the logits' range (f16 has an 11-bit mantissa)."""
+    tiny = TinyLlama.make(seed=0)
+    got, ex = run_native(tiny, "q4f16_1")
+    assert {p["dtype"] for p in ex.metadata["params"]} == {"uint32", "float16"}
+    deq = {k: (dequantize("q4", quantize_q4(v, "float16")) if v.ndim == 2 else v) for k, v in tiny.weights.items()}
+    want = reference_logits(deq, tiny.config)
+    err = np.abs(got - want).max()
+    print(f"q4f16_1 vs its dequantized weights (float32 reference): max |logit error| {err:.3f}")
+    assert err < 1e-2 * np.abs(want).max()
