@@ -46,7 +46,10 @@ class GPUState {
   }
 }
 
-const states = new WeakMap<AnyModel, GPUState>();
+// Hosts may hand initialize() and render() different wrapper objects for the same model (JupyterLab's
+// anywidget does), so views find their model's state by a per-instance id the kernel sets.
+const states = new Map<string, GPUState>();
+const keyOf = (model: AnyModel) => String(model.get("_instance_id") ?? "");
 
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -107,7 +110,7 @@ function toRaw(spec: { shape: number[]; dtype: string }, buf: DataView): TVMBund
 
 function initialize({ model }: { model: AnyModel }) {
   const state = new GPUState();
-  states.set(model, state);
+  states.set(keyOf(model), state);
   const channel = new PageChannel(model);
   const loader = new BlobLoader(channel);
   let bundle: Promise<Bundle> | undefined;
@@ -201,7 +204,7 @@ function initialize({ model }: { model: AnyModel }) {
 
   return () => {
     channel.close();
-    states.delete(model);
+    states.delete(keyOf(model));
   };
 }
 
@@ -220,7 +223,7 @@ function esc(s: string): string {
 }
 
 function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
-  const state = states.get(model);
+  const state = states.get(keyOf(model));
   const root = document.createElement("div");
   root.className = "wlw-gpu";
   const style = document.createElement("style");

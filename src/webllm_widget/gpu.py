@@ -20,7 +20,8 @@ from __future__ import annotations
 import html
 import re
 import statistics
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,30 +57,15 @@ class Param:
 
 
 def signatures_of(mod: Any) -> dict[str, list[Param]]:
-    """Parameter types of each Relax function in an ``IRModule`` (TVM 0.27: ``param.ty`` is a TensorType)."""
-    from tvm import relax
+    """Parameter types of each Relax function in an ``IRModule``."""
+    from .compile.build import relax_signatures
 
-    sigs: dict[str, list[Param]] = {}
-    for gv, func in mod.functions.items():
-        if not isinstance(func, relax.Function):
-            continue
-        params = []
-        for p in func.params:
-            ty = getattr(p, "ty", None)
-            dtype = getattr(ty, "dtype", None)
-            if ty is None or dtype is None or not hasattr(ty, "ndim"):
-                params = None  # a non-tensor parameter: leave checking to the runtime
-                break
-            shape_expr = getattr(ty, "shape", None)
-            dims: tuple[int | str, ...] | None = None
-            if shape_expr is not None and hasattr(shape_expr, "values"):
-                dims = tuple(int(d.value) if hasattr(d, "value") else str(d) for d in shape_expr.values)
-            elif ty.ndim >= 0:
-                dims = tuple(f"d{i}" for i in range(ty.ndim))
-            params.append(Param(p.name if hasattr(p, "name") else str(p), str(dtype), dims))
-        if params is not None:
-            sigs[gv.name_hint] = params
-    return sigs
+    return _as_params(relax_signatures(mod))
+
+
+def _as_params(sigs: dict) -> dict[str, list[Param]]:
+    return {fn: [Param(p["name"], p["dtype"], None if p.get("shape") is None else tuple(p["shape"]))
+                 for p in params] for fn, params in sigs.items()}
 
 
 def check_args(fn_name: str, params: Sequence[Param], arrays: Sequence[np.ndarray]) -> None:
@@ -253,10 +239,13 @@ class WebGPU(anywidget.AnyWidget):
     _esm = _STATIC / "gpu_widget.js"
     adapter = traitlets.Dict().tag(sync=True)
     webgpu_error = traitlets.Unicode("").tag(sync=True)
+    # Lets the page's views find the state that initialize() made for this model.
+    _instance_id = traitlets.Unicode().tag(sync=True)
 
     def __init__(self, **kwargs: Any):
         if not (_STATIC / "gpu_widget.js").exists():
             static_blob("gpu_widget.js")  # raises ToolchainMissing with the fix
+        kwargs.setdefault("_instance_id", uuid.uuid4().hex)
         super().__init__(**kwargs)
         self._channel = Channel(self)
         self._blobs = BlobSender(self._channel)
@@ -314,11 +303,7 @@ class WebGPU(anywidget.AnyWidget):
     @staticmethod
     def _as_library(obj: Any) -> tuple[Any, dict[str, list[Param]]]:
         if hasattr(obj, "wasm") and hasattr(obj, "sha256") and hasattr(obj, "functions"):
-            sigs = getattr(obj, "signatures", None) or {}
-            if sigs and not isinstance(next(iter(sigs.values()), [None])[0], Param):
-                sigs = {k: [Param(p["name"], p["dtype"], None if p.get("shape") is None else tuple(p["shape"]))
-                            for p in v] for k, v in sigs.items()}
-            return obj, sigs
+            return obj, _as_params(getattr(obj, "signatures", None) or {})
         import tvm
 
         if isinstance(obj, tvm.IRModule):

@@ -107,6 +107,9 @@ class Library:
     wgsl: dict[str, str]
     target: str
     name: str | None = None
+    #: Parameters of each Relax function: ``{fn: [{"name", "dtype", "shape"}]}``; a shape holds ints and
+    #: names of symbolic dims (``None`` when the rank is unknown). Lets callers check arguments first.
+    signatures: dict = dataclasses.field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
         """Write the ``.wasm`` to ``path`` (atomically) and return the path."""
@@ -139,6 +142,36 @@ class Library:
 
 _FUNC_LINE = re.compile(r"^@([^\s:]+):\s*$", re.M)
 _WGSL_HEADER = re.compile(r"^// Function: (\S+)\n//-+\n", re.M)
+
+
+def relax_signatures(mod) -> dict:
+    """Tensor parameters of each Relax function in ``mod`` (TVM 0.27: ``param.ty`` is a ``TensorType``).
+
+    Functions with a non-tensor parameter are left out (nothing to check them against).
+    """
+    from tvm import relax
+
+    sigs: dict = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        params = []
+        for p in func.params:
+            ty = getattr(p, "ty", None)
+            if ty is None or getattr(ty, "dtype", None) is None or not hasattr(ty, "ndim"):
+                params = None
+                break
+            shape = getattr(ty, "shape", None)
+            if shape is not None and hasattr(shape, "values"):
+                dims = [int(d.value) if hasattr(d, "value") else str(d) for d in shape.values]
+            elif ty.ndim >= 0:
+                dims = [f"d{i}" for i in range(ty.ndim)]
+            else:
+                dims = None
+            params.append({"name": str(getattr(p, "name", p)), "dtype": str(ty.dtype), "shape": dims})
+        if params is not None:
+            sigs[gv.name_hint] = params
+    return sigs
 
 
 def vm_functions(executable) -> list[str]:
@@ -307,5 +340,5 @@ def build(mod, *, target: TargetName = "webgpu", name: str | None = None,
         out = link_executable(ex, Path(tmp) / "lib.wasm", target=tname, use_cache=use_cache,
                               progress=progress)
         wasm = out.read_bytes()
-    return Library(wasm=wasm, sha256=sha256_bytes(wasm), functions=vm_functions(ex),
+    return Library(wasm=wasm, sha256=sha256_bytes(wasm), functions=vm_functions(ex), signatures=relax_signatures(mod),
                    wgsl=wgsl_sources(ex), target=tname, name=name)
