@@ -491,10 +491,15 @@ class _Awaitable:
         self._coro = coro_fn
 
     def __await__(self):
-        return self._coro.__await__()
+        # A generator, so its frame keeps this object alive while awaited: `await chat.load(m)` drops the
+        # temporary at once, and __del__ would close the coroutine under the running await.
+        self._awaited = True
+        return (yield from self._coro.__await__())
 
     def __del__(self):
         # Never awaited is fine (load runs anyway); close the coroutine so Python does not warn.
+        if getattr(self, "_awaited", False):
+            return
         try:
             self._coro.close()
         except Exception:
