@@ -19,7 +19,6 @@ Tolerances (teacher-forced logits, magnitude ~15):
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
