@@ -78,6 +78,8 @@ class RelHost:
 
             saved = comm.create_comm
             comm.create_comm = lambda **ckw: _BridgeComm(self.host, **ckw)
+            if "device" in Chat.class_trait_names():
+                kw.setdefault("device", "webgpu")  # the WebGPU path (auto would pick F's CPU build on SwiftShader)
             try:
                 c = Chat(model=str(model), **kw)
             finally:
@@ -92,6 +94,12 @@ class RelHost:
         return self.page.evaluate(
             "([cid, body]) => { const root = document.querySelector(`#widget-${cid} .wlw-chat`);"
             " return (new Function('root', `return (${body});`))(root); }", [cid, expr])
+
+    def seen_requests(self) -> list[str]:
+        """The request log, after letting Playwright deliver pending events (sync API: only while it is called)."""
+        self.page.evaluate("1")
+        self.page.wait_for_timeout(200)
+        return list(self.requests)
 
     def close(self, chat: Any) -> None:
         self.host.server.call(chat.close)
@@ -111,3 +119,79 @@ async def wait_for(pred, timeout: float = 120, what: str = "condition") -> None:
         if loop.time() > end:
             raise TimeoutError(f"waited {timeout} s for {what}")
         await asyncio.sleep(0.05)
+
+
+class FileServer:
+    """A second loopback origin serving model folders in the Hugging Face layout, counting every request.
+
+    ``add(prefix, folder, skip=())`` serves ``folder``'s files at ``/<prefix>/resolve/main/<name>``;
+    ``hits(substr)`` counts requests whose path contains ``substr``. CORS is open (the page's origin differs).
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.folders: dict[str, tuple[Path, set[str]]] = {}
+        self.log: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server.log.append(self.path)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                entry = server.folders.get(parts[0]) if parts else None
+                f = None
+                if entry and len(parts) == 4 and parts[1:3] == ["resolve", "main"] and parts[3] not in entry[1]:
+                    f = entry[0] / parts[3]
+                if f is None or not f.is_file():
+                    self.send_response(404)
+                    self.send_header("access-control-allow-origin", "*")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                data = f.read_bytes()
+                self.send_response(200)
+                self.send_header("access-control-allow-origin", "*")
+                self.send_header("content-type", "application/octet-stream")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, prefix: str, folder: Path, skip: tuple[str, ...] = ()) -> str:
+        self.folders[prefix] = (Path(folder), set(skip))
+        return f"{self.origin}/{prefix}"
+
+    def hits(self, substr: str) -> int:
+        return sum(1 for p in self.log if substr in p)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="package")
+def file_server():
+    s = FileServer()
+    yield s
+    s.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
