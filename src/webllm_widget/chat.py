@@ -245,6 +245,7 @@ class Chat(anywidget.AnyWidget):
             spec = self._spec(self.model)
         except WebLLMWidgetError as e:
             self._set_error(e, status="error")
+            self._ch.notify_error(e)  # detected in the kernel: show it in the widget too
             raise
         engine = self._blobs.offer(static_blob("engine_worker.js"))
         self.status = "loading"
