@@ -6,7 +6,7 @@ Example::
         page = lab.open_notebook(chromium, "ml_compilation.ipynb")
         lab.run_all(page)
         data = lab.wait_for_file(out, timeout=600)      # the notebook writes its results there
-        errors = lab.console_errors(chromium)
+        errors = lab.console_errors()
 
 The kernel runs this interpreter (``sys.executable``) with the server's environment, so env vars
 passed here reach the notebook (``os.environ``).
@@ -44,6 +44,7 @@ class JupyterLab:
         self.proc: subprocess.Popen | None = None
         self._home = tempfile.mkdtemp(prefix="wlw-jupyter-")
         self.log_path = Path(self._home) / "server.log"
+        self.console: list[str] = []  # console messages of the pages this driver opened
 
     @property
     def url(self) -> str:
@@ -103,6 +104,8 @@ class JupyterLab:
     def open_notebook(self, browser: Any, relpath: str, timeout: float = 120) -> Any:
         """Open ``relpath`` (relative to the root dir) in a new page; return once its kernel is idle."""
         page = browser.new_page()
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
         page.goto(f"{self.url}/lab/tree/{relpath}", timeout=timeout * 1000)
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=timeout * 1000)
         self.wait_kernel_idle(page, timeout)
@@ -170,6 +173,6 @@ class JupyterLab:
                     parts.append(f"[{i}] {''.join(t) if isinstance(t, list) else t}")
         return "\n".join(parts)
 
-    @staticmethod
-    def console_errors(browser: Any) -> list[str]:
-        return [m for m in browser.console if m.startswith(("error", "pageerror"))]
+    def console_errors(self) -> list[str]:
+        """Errors logged by the pages this driver opened (not by other tests' pages in the same browser)."""
+        return [m for m in self.console if m.startswith(("error", "pageerror"))]

@@ -28,7 +28,7 @@ def test_ml_compilation_notebook_computes_on_browser_gpu_in_jupyterlab(chromium,
         # textContent, not innerText: JupyterLab hides cells scrolled out of view
         page.wait_for_function("() => !!document.querySelector('.wlw-gpu')", timeout=30000)
         text = page.evaluate("() => [...document.querySelectorAll('.wlw-gpu')].map(e => e.textContent).join('\\n')")
-        errors = [e for e in lab.console_errors(chromium) if "webllm" in e.lower() or "anywidget" in e.lower()]
+        errors = lab.console_errors()
         page.close()
 
     assert data["adapter"]["architecture"] == chromium.adapter["architecture"]
