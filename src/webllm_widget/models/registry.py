@@ -113,16 +113,17 @@ def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, 
                               out=out, progress=progress, schedule=schedule)
 
 
-def resolve(model: str | os.PathLike | None = None, *, progress: bool = True) -> ModelRecord:
+def resolve(model: str | os.PathLike | None = None, *, progress: bool = True, schedule: str = "auto") -> ModelRecord:
     """Turn what a user passes as ``model=`` into a :class:`ModelRecord`.
 
     ``None``/``"default"``: the built-in model. A folder with ``mlc-chat-config.json``: used as is.
     A ``.gguf`` file or an HF folder (``config.json``): compiled first (cached). An ``http(s)`` URL of a
     web-llm folder: used as is (its library must be ``<url>/resolve/main/model.wasm`` or given via
     ``"URL|LIB_URL"``). Otherwise an MLC prebuilt id known to web-llm 0.2.85.
+    ``schedule`` is passed to the build (``"fallback"`` suits software adapters such as SwiftShader).
     """
     if model is None or str(model) == "default":
-        folder = default(progress=progress)
+        folder = default(progress=progress, schedule=schedule)
         return ModelRecord("folder", folder.name, folder=folder, model_lib="model.wasm")
     text = str(model)
     if text.startswith(("http://", "https://")):
@@ -140,7 +141,7 @@ def resolve(model: str | os.PathLike | None = None, *, progress: bool = True) ->
     if p.exists():
         from ..compile.pipeline import build_model_folder
 
-        folder = build_model_folder(p, progress=progress)
+        folder = build_model_folder(p, progress=progress, schedule=schedule)
         return ModelRecord("folder", folder.name, folder=folder, model_lib="model.wasm")
     if text in prebuilt_ids():
         return ModelRecord("prebuilt", text)
