@@ -159,3 +159,21 @@ def test_truncated_safetensors_is_reported(tiny, tmp_path):
 def test_missing_path_is_reported(tmp_path):
     with pytest.raises(BadModel, match="no such file"):
         open_checkpoint(tmp_path / "nope.gguf")
+
+
+def test_hf_folder_with_sharded_safetensors_reads_every_shard(tmp_path):
+    from tiny import tiny_tokenizer_json, write_safetensors
+
+    m = TinyLlama.make(seed=3)
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(m.config))
+    (folder / "tokenizer.json").write_text(json.dumps(tiny_tokenizer_json()))
+    names = sorted(m.weights)
+    half = len(names) // 2
+    write_safetensors(folder / "model-00001-of-00002.safetensors", {n: m.weights[n] for n in names[:half]})
+    write_safetensors(folder / "model-00002-of-00002.safetensors", {n: m.weights[n] for n in names[half:]})
+    ckpt = open_checkpoint(folder)
+    assert sorted(ckpt.tensor_names()) == names
+    for n in (names[0], names[-1]):
+        np.testing.assert_array_equal(ckpt.get(n).to_numpy(), m.weights[n])
