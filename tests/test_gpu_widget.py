@@ -83,11 +83,13 @@ def test_reductions_run_on_webgpu_and_match_numpy(widget_host, reductions_lib):
     async def go():
         gpu = WebGPU()
         f = gpu.load(reductions_lib, "row_sum")
+        queued = not gpu._channel.is_ready  # the load waits in the kernel until the page says ready
         s = await f(x)
         m = await f["col_max"](x)
-        return s, m
+        return queued, s, m
 
-    s, m = widget_host.run(go())
+    queued, s, m = widget_host.run(go())
+    assert queued
     assert s.shape == (24,) and m.shape == (200,)
     assert np.abs(s - x.sum(axis=1)).max() < 1e-4
     assert np.abs(m - x.max(axis=0)).max() < 1e-4

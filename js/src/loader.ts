@@ -17,9 +17,9 @@ export const blobUrl = (sha256: string) => `https://webllm-widget.invalid/blobs/
 /** Page acks every ACK_EVERY chunks; the kernel keeps at most its window outstanding. */
 export const ACK_EVERY = 8;
 
-// Shared by every widget on the page: a blob or bundle is fetched and imported once.
+// Shared by every widget on the page: a transfer in flight is shared, a bundle is imported once.
 interface PageState {
-  bytes: Map<string, Promise<Uint8Array>>;
+  bytes: Map<string, Promise<Uint8Array>>; // in flight only
   modules: Map<string, Promise<unknown>>;
 }
 const STATE_KEY = "__webllmWidgetBlobs";
@@ -90,14 +90,20 @@ export class BlobLoader {
     });
   }
 
-  /** The bytes of `ref`, fetched at most once per page and verified against its sha256. */
-  get(ref: BlobRef, onProgress?: ProgressFn): Promise<Uint8Array> {
+  /**
+   * The bytes of `ref`, verified against its sha256: from Cache Storage, else from the kernel.
+   * Concurrent requests for the same blob share one transfer; finished blobs are not kept in page
+   * memory (Cache Storage has them). `store: false` skips storing in our cache (for callers that put
+   * the bytes into a cache of their own, e.g. web-llm's).
+   */
+  get(ref: BlobRef, onProgress?: ProgressFn, opts: { store?: boolean } = {}): Promise<Uint8Array> {
     const state = pageState();
     let p = state.bytes.get(ref.sha256);
     if (!p) {
-      p = this.fetch(ref, onProgress);
+      p = this.fetch(ref, onProgress, opts.store ?? true);
       state.bytes.set(ref.sha256, p);
-      p.catch(() => state.bytes.delete(ref.sha256)); // a failed fetch may be retried
+      const forget = () => { state.bytes.delete(ref.sha256); };
+      p.then(forget, forget);
     }
     return p;
   }
@@ -117,7 +123,7 @@ export class BlobLoader {
     return p as Promise<T>;
   }
 
-  private async fetch(ref: BlobRef, onProgress?: ProgressFn): Promise<Uint8Array> {
+  private async fetch(ref: BlobRef, onProgress: ProgressFn | undefined, store: boolean): Promise<Uint8Array> {
     const cache = await openCache();
     const hit = cache ? await cache.match(blobUrl(ref.sha256)) : undefined;
     if (hit) {
@@ -141,7 +147,7 @@ export class BlobLoader {
         { sha256: ref.sha256, name: ref.name },
       );
     }
-    if (cache) {
+    if (cache && store) {
       try {
         await cache.put(blobUrl(ref.sha256), new Response(data as unknown as BodyInit, {
           headers: { "content-type": "application/octet-stream", "content-length": String(data.length) },
