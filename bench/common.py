@@ -21,7 +21,9 @@ if str(ROOT / "tests") not in sys.path:
 
 def machine() -> dict:
     """CPU, cores, memory, OS, Python and Chromium versions: what a number in the results depends on."""
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            # Other work on the machine slows every number here: keep the load beside them.
+            "loadavg_1_5_15": [round(x, 1) for x in os.getloadavg()]}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -8,7 +8,7 @@ and warm (a new browser on the same profile). Baselines in the same run, on the 
 float32 reference (tests/reference.py) and llama.cpp through ``llama-cpp-python`` when it is installed.
 
     python bench/decode.py                                  # built-in SmolLM2, lossless GGUF mode + q4f32_1 + q0f32
-    python bench/decode.py --prompts 32,128,512 --max-tokens 32 --runs 5 --quant ggml
+    python bench/decode.py --prompts 32,128,512 --max-tokens 32 --runs 5 --quant ggml   # more, where time allows
     python bench/decode.py --model path/to/folder           # any web-llm model folder (no baselines)
 
 Writes ``decode.json``. Speeds are medians over runs with min/max beside them.
@@ -53,6 +53,17 @@ class Prompts:
         """Text whose encoding is ``n_tokens`` tokens (decode of the first n filler ids)."""
         return self.tok.decode(self.ids[:max(1, n_tokens)])
 
+    def template_tokens(self, folder: Path) -> int:
+        """Tokens the chat template adds around one user message (system prompt, role tags, reply header)."""
+        import json
+
+        from webllm_widget.compile.chat_config import render_prompt
+
+        conv = json.loads((folder / "mlc-chat-config.json").read_text())["conv_template"]
+        x = self.text(1)
+        full = render_prompt(conv, [("user", x), ("assistant", None)])
+        return len(self.tok.encode(full, add_special_tokens=False).ids) - len(self.tok.encode(x, add_special_tokens=False).ids)
+
     def token_ids(self, n_tokens: int) -> list[int]:
         return list(self.ids[:n_tokens])
 
@@ -77,12 +88,7 @@ async def _browser_session(folder: Path, profile: Path, prompts: Prompts, length
             out["bytes_installed"] = info.get("bytes_installed")
             out["model_bytes"] = model.total_bytes
             if measure:
-                # Calibrate the chat template's own tokens (system prompt, role tags) with a short prompt;
-                # this also warms up the shaders so the first timed run is not an outlier.
-                probe = prompts.text(4)
-                r = await eng.generate([{"role": "user", "content": probe}], max_tokens=2, temperature=0,
-                                       ignore_eos=True)
-                overhead = r["usage"]["prompt_tokens"] - len(prompts.tok.encode(probe, add_special_tokens=False).ids)
+                overhead = prompts.template_tokens(folder)
                 out["template_tokens"] = overhead
                 per_len = {}
                 for n in tqdm_iter(lengths, "browser prompts"):
@@ -204,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", help="a web-llm model folder (default: the built-in SmolLM2, built as needed)")
     ap.add_argument("--quant", default="ggml,q4f32_1,q0f32",
                     help="built-in model's modes to compare; the first gets every prompt length")
-    ap.add_argument("--prompts", default="32,128,512", help="prompt lengths in tokens")
+    ap.add_argument("--prompts", default="32,128",
+                    help="prompt lengths in tokens (add 512 where prefill is fast enough: 32,128,512)")
     ap.add_argument("--compare-prompts", default="32", help="prompt lengths for the other modes")
     ap.add_argument("--max-tokens", type=int, default=8, help="output tokens per run (M)")
     ap.add_argument("--runs", type=int, default=3)

@@ -86,10 +86,11 @@ def analyse(raw: dict, work: dict) -> dict:
                 agg[p["name"]][1] += 1
             per_step.append(agg)
         names = set().union(*per_step)
-        gpu_ms = statistics.median(sum(v[0] for v in agg.values()) for agg in per_step)
+        # Means over steps (not medians) so the kernels' shares add up to the whole step.
+        gpu_ms = statistics.fmean(sum(v[0] for v in agg.values()) for agg in per_step)
         kernels = []
         for n in names:
-            ms = statistics.median(agg.get(n, [0.0, 0])[0] for agg in per_step)
+            ms = statistics.fmean(agg.get(n, [0.0, 0])[0] for agg in per_step)
             kernels.append({"kernel": n, "ms": ms, "calls": per_step[0].get(n, [0, 0])[1],
                             "share": ms / gpu_ms if gpu_ms else None})
         kernels.sort(key=lambda k: -k["ms"])
