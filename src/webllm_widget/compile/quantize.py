@@ -257,6 +257,9 @@ def dequantize(fmt: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
 _BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 
 
+_ROWS_PER_CHUNK = 2048  # repack this many rows at a time: peak memory stays near the output arrays
+
+
 def _ggml_blocks(t: Any) -> tuple[str, dict[str, np.ndarray]]:
     """Repack one GGUF tensor's raw blocks into this module's layout (exact: f16 → f32 is lossless)."""
     n, k = int(t.shape[0]), int(t.shape[1])
@@ -268,6 +271,13 @@ def _ggml_blocks(t: Any) -> tuple[str, dict[str, np.ndarray]]:
         raise BadModel(f"tensor of shape {t.shape} has {raw.size} bytes of {kind} blocks, expected {n * nb * size}; "
                        "the GGUF file looks truncated or corrupt: download it again.")
     blocks = raw.reshape(n, nb, size)
+    parts = [_repack_rows(kind, blocks[i:i + _ROWS_PER_CHUNK], k) for i in range(0, n, _ROWS_PER_CHUNK)]
+    fmt = parts[0][0]
+    return fmt, {key: np.concatenate([a[key] for _, a in parts], axis=0) for key in parts[0][1]}
+
+
+def _repack_rows(kind: str, blocks: np.ndarray, k: int) -> tuple[str, dict[str, np.ndarray]]:
+    n = blocks.shape[0]
     d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
     if kind == "Q8_0":
         qs = blocks[..., 2:34].copy().view(np.int8).astype(np.int16) + 128
