@@ -76,7 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
                 page = lab.open_notebook(browser, "channel.ipynb")
                 lab.run_all(page)
                 data = lab.wait_for_file(out, timeout=args.timeout, page=page)
-                errors = lab.console_errors(browser)
+                try:  # the driver's signature changed once; accept both
+                    errors = lab.console_errors()
+                except TypeError:
+                    errors = lab.console_errors(browser)
             finally:
                 browser.close()
             ext_loaded = "webllm-widget: serving blobs" in lab.server_log()
