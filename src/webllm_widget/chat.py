@@ -87,8 +87,14 @@ class ChatHandle:
 
     def stop(self) -> None:
         """Stop this answer; it finishes with ``finish_reason == "abort"`` and the text so far."""
-        if not self._done:
-            self.chat._ch.send("stop", {"target": self.id})
+        if self._done:
+            return
+        if self in self.chat._waiting:  # queued behind another answer: never sent to the page
+            self.chat._waiting.remove(self)
+            self.chat._handles.pop(self.id, None)
+            self._finish({"text": "", "finish_reason": "abort", "usage": {}}, None)
+            return
+        self.chat._ch.send("stop", {"target": self.id})
 
     def _token(self, text: str) -> None:
         if self.t_first is None:
@@ -187,6 +193,10 @@ class Chat(anywidget.AnyWidget):
     stats = t.Dict(help="numbers of the last answer: tokens, prefill/decode tok/s, latency").tag(sync=True)
     gpu = t.Unicode("", help="the WebGPU adapter the page uses").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
+    context_overflow = t.Enum(("error", "drop-oldest"), "error",
+                              help="when the conversation outgrows the model's context window: raise "
+                                   "ContextWindowExceeded ('error'), or leave the oldest turns out of what the "
+                                   "model sees ('drop-oldest'; `messages` keeps them all)").tag(sync=True)
 
     def __init__(self, model: str | Path | None = None, *, autoload: bool = True, **kwargs: Any):
         kwargs.setdefault("models", self._picker_models(model))
@@ -195,6 +205,7 @@ class Chat(anywidget.AnyWidget):
         self._blobs = BlobSender(self._ch)
         self._handles: dict[str, ChatHandle] = {}
         self._running: ChatHandle | None = None
+        self._waiting: list[ChatHandle] = []  # asked while another answer ran: started in order
         self._load_reply = None
         self._load_info: dict | None = None
         self._loaded: str | None = None
@@ -317,6 +328,7 @@ class Chat(anywidget.AnyWidget):
             for h in list(self._handles.values()):
                 h._finish(None, WebLLMWidgetError("the page was reloaded during this answer", code="page-reloaded"))
             self._handles.clear()
+            self._waiting.clear()
             self._running = None
             self.load()
 
@@ -343,52 +355,89 @@ class Chat(anywidget.AnyWidget):
         if not isinstance(prompt, str):
             # ipywidgets' own Widget.send(content, buffers) (a custom comm message) shares this name.
             return super().send(prompt, buffers=buffers)
-        return self._submit(prompt, self._history(prompt), self._settings(settings), on_token, on_done, record=True)
+        return self._submit(prompt, lambda: self._history(prompt), self._settings(settings), on_token, on_done,
+                            record=True)
 
-    def _submit(self, user: str | None, messages: list[dict], settings: dict, on_token, on_done,
-                record: bool) -> ChatHandle:
-        if self._running is not None and not self._running.done():
-            raise WebLLMWidgetError("an answer is still being generated: await it or call chat.stop() first",
-                                    code="busy")
+    def _submit(self, user: str | None, messages: list[dict] | Callable[[], list[dict]], settings: dict, on_token,
+                on_done, record: bool) -> ChatHandle:
+        """Start an answer, or queue it behind the one running (answers never interleave; they run in the order
+        asked). ``messages`` may be a function: a queued turn sees the turns answered before it."""
         h = ChatHandle(self, user, on_token, on_done)
+        h._messages, h._settings, h._record = messages, settings, record
+        h.dropped_turns = 0
         self._handles[h.id] = h
+        if self._running is not None and not self._running.done():
+            self._waiting.append(h)
+        else:
+            self._start(h)
+        return h
+
+    def _start(self, h: ChatHandle) -> None:
         self._running = h
 
         def go(_reply=None) -> None:
             if _reply is not None and _reply.exception() is not None:
                 self._handles.pop(h.id, None)
+                if self._running is h:
+                    self._running = None
                 h._finish(None, _reply.exception())
+                self._next()
                 return
-            self.status = "generating"
-            reply = self._ch.request("ask", {"messages": messages, "settings": settings, "user": user or "",
-                                             "record": record}, id=h.id, timeout=ANSWER_TIMEOUT,
-                                     on_event=lambda m, b: h._token(str(m.get("text", "")))
-                                     if m.get("kind") == "token" else None)
-            reply.add_done_callback(lambda r: self._on_answer(h, r, record))
+            if callable(h._messages):
+                h._messages = h._messages()
+            self._ask(h)
 
         if self._load_reply is None:
+            self._running = None
+            self._handles.pop(h.id, None)
             h._finish(None, BadModel("no model is loading or loaded: call chat.load(model)"))
+            self._next()
         elif not self._load_reply.done():
             self._load_reply.add_done_callback(go)  # ask once the model is in
         else:
             go(self._load_reply)
-        return h
+
+    def _ask(self, h: ChatHandle) -> None:
+        self.status = "generating"
+        reply = self._ch.request("ask", {"messages": h._messages, "settings": h._settings, "user": h.prompt or "",
+                                         "record": h._record}, id=h.id, timeout=ANSWER_TIMEOUT,
+                                 on_event=lambda m, b: h._token(str(m.get("text", "")))
+                                 if m.get("kind") == "token" else None)
+        reply.add_done_callback(lambda r: self._on_answer(h, r, h._record))
+
+    def _next(self) -> None:
+        while self._waiting and (self._running is None or self._running.done()):
+            h = self._waiting.pop(0)
+            if not h.done():
+                self._start(h)
 
     def _on_answer(self, h: ChatHandle, reply, record: bool) -> None:
+        err = reply.exception()
+        if (err is not None and getattr(err, "code", "") == "context-overflow"
+                and self.context_overflow == "drop-oldest" and not h.tokens):
+            shorter = _drop_oldest_turn(h._messages)
+            if shorter is not None:  # ask again without the oldest turn (web-llm re-prefills the shorter history)
+                h._messages = shorter
+                h.dropped_turns += 1
+                self._ask(h)
+                return
         self._handles.pop(h.id, None)
         if self._running is h:
             self._running = None
-        err = reply.exception()
         if err is not None:
             self.status = "ready" if self._loaded else "error"
             self._set_error(err)
             h._finish(None, err)
+            self._next()
             return
         msg, _ = reply.result()
         result = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
+        if h.dropped_turns:
+            result["dropped_turns"] = h.dropped_turns
         self._record(result, h.prompt if record else None, wall_s=time.perf_counter() - h.t_sent)
         self.status = "ready"
         h._finish(result, None)
+        self._next()
 
     def _record(self, result: dict, user: str | None, wall_s: float | None = None) -> None:
         usage = dict(result.get("usage") or {})
@@ -446,7 +495,9 @@ class Chat(anywidget.AnyWidget):
         }
 
     def stop(self) -> None:
-        """Stop the answer being generated (it ends with the text so far)."""
+        """Stop the answer being generated (it ends with the text so far) and drop the ones queued behind it."""
+        for h in list(self._waiting):
+            h.stop()
         if self._running is not None:
             self._running.stop()
         else:
@@ -483,6 +534,19 @@ class Chat(anywidget.AnyWidget):
         self.error = {"code": code, "message": str(message)}
         if status:
             self.status = status
+
+
+def _drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
+    """``messages`` without its oldest user turn and the replies to it (system messages stay); None when only
+    the last question is left."""
+    head = [m for m in messages if m.get("role") == "system"]
+    rest = [m for m in messages if m.get("role") != "system"]
+    if len(rest) <= 1:
+        return None
+    i = 1
+    while i < len(rest) - 1 and rest[i].get("role") != "user":
+        i += 1  # the assistant's reply (and anything else) up to the next user turn goes with it
+    return head + rest[i:]
 
 
 class _Awaitable:
