@@ -27,6 +27,31 @@ function specKey(spec: ModelSpec): string {
   return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}`;
 }
 
+/**
+ * A model served over HTTP: one request for its config before web-llm starts, so an unreachable server or a
+ * wrong URL is named at once (web-llm itself only says "Request failed"). Skipped when the page's cache has it.
+ */
+async function checkModelUrl(url: string): Promise<void> {
+  const base = /resolve\/main\/?$/.test(url) ? url.replace(/\/?$/, "/") : `${url.replace(/\/?$/, "/")}resolve/main/`;
+  const cfg = `${base}mlc-chat-config.json`;
+  try {
+    if (await (await caches.open("webllm/config")).match(cfg)) return;
+  } catch {
+    /* no Cache Storage: ask the server */
+  }
+  let r: Response;
+  try {
+    r = await fetch(cfg, { cache: "no-store", signal: AbortSignal.timeout(20000) });
+  } catch (e) {
+    throw new EngineError("unreachable", `cannot reach ${cfg} (${String(e)}): check the URL, that the server is up, ` +
+      "and that it allows this page's origin (CORS).", { url: cfg });
+  }
+  if (!r.ok) {
+    throw new EngineError("bad-model", `${cfg} answered HTTP ${r.status}: no web-llm model folder there ` +
+      "(it needs mlc-chat-config.json, tensor-cache.json, shards and the library).", { url: cfg, status: r.status });
+  }
+}
+
 export class WorkerEngine implements Engine {
   loaded: string | null = null;
   gpu: GPUInfo | null = null;
@@ -144,6 +169,7 @@ export class WorkerEngine implements Engine {
             });
           });
         }
+        if (spec.url && !spec.files) await checkModelUrl(spec.url);
         this.loaded = null;
         this.loadedKey = null;
         const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(

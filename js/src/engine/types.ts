@@ -106,6 +106,7 @@ export type ErrorCode =
   | "bad-model"
   | "context-overflow"
   | "aborted"
+  | "unreachable"
   | "error";
 
 export class EngineError extends Error {
