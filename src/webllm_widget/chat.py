@@ -334,6 +334,14 @@ class Chat(anywidget.AnyWidget):
 
     # ---- asking -------------------------------------------------------------------------------------
 
+    @t.validate("messages")
+    def _valid_messages(self, proposal: dict) -> list:
+        return _clean_messages(proposal["value"])
+
+    @t.validate("system_prompt")
+    def _valid_system_prompt(self, proposal: dict) -> str:
+        return clean_text(proposal["value"])
+
     def _settings(self, overrides: dict) -> dict:
         s = {k: getattr(self, _TRAIT_OF.get(k, k)) for k in SETTINGS}
         s.update(overrides)
@@ -355,6 +363,7 @@ class Chat(anywidget.AnyWidget):
         if not isinstance(prompt, str):
             # ipywidgets' own Widget.send(content, buffers) (a custom comm message) shares this name.
             return super().send(prompt, buffers=buffers)
+        prompt = clean_text(prompt)
         return self._submit(prompt, lambda: self._history(prompt), self._settings(settings), on_token, on_done,
                             record=True)
 
@@ -475,7 +484,7 @@ class Chat(anywidget.AnyWidget):
         Returns ``{"id", "object": "chat.completion", "created", "model", "choices": [{"index", "message",
         "finish_reason"}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}``.
         """
-        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        msgs = _clean_messages([{"role": m["role"], "content": m["content"]} for m in messages])
         if not msgs or msgs[-1]["role"] != "user":
             raise ValueError("messages must end with a user message")
         h = self._submit(msgs[-1]["content"], msgs, self._settings(settings), None, None, record=False)
@@ -534,6 +543,17 @@ class Chat(anywidget.AnyWidget):
         self.error = {"code": code, "message": str(message)}
         if status:
             self.status = status
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates replaced by U+FFFD: Jupyter encodes every message as UTF-8, where a
+    lone surrogate (pasted from a broken source, or sliced mid-emoji) raises and the message is lost."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _clean_messages(messages: list) -> list:
+    return [dict(m, content=clean_text(m["content"])) if isinstance(m, dict) and isinstance(m.get("content"), str)
+            else m for m in messages]
 
 
 def _drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
