@@ -93,6 +93,19 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
             del data, blob
         result["http"] = {"MBps_stored": _summary(stored), "MBps_verified": _summary(verified),
                           "publish_s": _summary(publish), "base_url": probe.get("base")}
+        # Baseline under the same conditions: the Jupyter server's own /files/ endpoint (no extension),
+        # the same bytes from a file under the notebook root (the kernel's working directory).
+        files = []
+        for _ in range(runs):
+            data = os.urandom(size)
+            blob = Blob.from_bytes(data, "bench.bin")
+            Path("bench-blob.bin").write_bytes(data)
+            await _call(w, "clear")
+            msg = await _call(w, "load-http", ref=blob.ref(), path="files/bench-blob.bin")
+            files.append(size / 1e6 / (msg["stored_ms"] / 1e3))
+            Path("bench-blob.bin").unlink()
+            del data, blob
+        result["http"]["files_endpoint_MBps_stored"] = _summary(files)
     else:
         result["http"] = {"skipped": "the Jupyter server has no webllm-widget route (extension not enabled)"}
 

@@ -27,10 +27,10 @@ async function clearAll(): Promise<void> {
 }
 
 /** fetch -> Cache Storage straight from the response, then read back and verify the sha256. */
-async function viaHttp(base: string, ref: BlobRef): Promise<Record<string, number>> {
+async function viaHttp(base: string, ref: BlobRef, path?: string): Promise<Record<string, number>> {
   const t0 = now();
   const cache = await caches.open(CACHE_NAME);
-  const resp = await fetch(`${base}webllm-widget/blobs/${ref.sha256}`, { cache: "no-store" });
+  const resp = await fetch(`${base}${path ?? `webllm-widget/blobs/${ref.sha256}`}`, { cache: "no-store" });
   if (!resp.ok) throw new Error(`HTTP ${resp.status} for blob ${ref.sha256}`);
   await cache.put(blobUrl(ref.sha256), resp);
   const tStored = now();
@@ -73,7 +73,7 @@ function initialize({ model }: { model: any }) {
       const stored = !!(await (await caches.open(CACHE_NAME)).match(blobUrl(ref.sha256)));
       ch.reply(msg, "result", { page_ms: t1 - t0, bytes: data.length, stored });
     } else if (op === "load-http") {
-      const times = await viaHttp(base, msg.ref as BlobRef);
+      const times = await viaHttp(base, msg.ref as BlobRef, msg.path ? String(msg.path) : undefined);
       ch.reply(msg, "result", times);
     } else if (op === "emit") {
       // Token-like messages at a steady pace, each stamped with the page's wall clock at send time.
