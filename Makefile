@@ -19,7 +19,7 @@ doctor:
 
 # PYTEST_STATUS_FILE (set by .ci/run) receives pytest's own exit status.
 test: setup
-	@status=0; $(PY) -m pytest tests -v --timeout=$(TEST_TIMEOUT) $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(PY) -m pytest tests -v --durations=25 --timeout=$(TEST_TIMEOUT) $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; exit $$status
 
 # Benchmarks (helper G): JSON + PNG in bench/results/, table in README's Benchmarks section. BENCH_ARGS goes
