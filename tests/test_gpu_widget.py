@@ -83,13 +83,17 @@ def test_reductions_run_on_webgpu_and_match_numpy(widget_host, reductions_lib):
     async def go():
         gpu = WebGPU()
         f = gpu.load(reductions_lib, "row_sum")
+        g = gpu.load(reductions_lib, "col_max")  # same library: no second load on the page
         queued = not gpu._channel.is_ready  # the load waits in the kernel until the page says ready
         s = await f(x)
-        m = await f["col_max"](x)
-        return queued, s, m
+        m = await g(x)
+        m2 = await f["col_max"](x)
+        return queued, s, m, m2
 
-    queued, s, m = widget_host.run(go())
+    queued, s, m, m2 = widget_host.run(go())
     assert queued
+    np.testing.assert_array_equal(m, m2)
+    assert widget_host.page.inner_text(".widget").count("loaded b_reductions.wasm") == 1
     assert s.shape == (24,) and m.shape == (200,)
     assert np.abs(s - x.sum(axis=1)).max() < 1e-4
     assert np.abs(m - x.max(axis=0)).max() < 1e-4

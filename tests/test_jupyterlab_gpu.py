@@ -33,6 +33,7 @@ def test_ml_compilation_notebook_computes_on_browser_gpu_in_jupyterlab(chromium,
 
     assert data["adapter"]["architecture"] == chromium.adapter["architecture"]
     assert f"WebGPU: {chromium.adapter['vendor']}" in text and "main(float32[64×128]" in text
+    assert text.count("loaded lesson.wasm") == 1  # two gpu.load() of one library: one load on the page
     # the kernel's own comparison, and an independent one from the arrays it received
     assert data["err_main"] < 1e-4 and data["err_sumsq"] < 1e-4
     arrays = np.load(str(results) + ".npz")

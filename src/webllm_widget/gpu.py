@@ -187,12 +187,14 @@ class _LoadedLibrary:
 
     def request(self) -> Reply:
         ch = self.gpu._channel
-        stale = self.reply is None or self.page_load != ch.ready_count or (
+        # A request sent before any page listened is queued for the first page: count it as that page's.
+        page = ch.ready_count or 1
+        stale = self.reply is None or self.page_load != page or (
             self.reply.done() and self.reply.exception() is not None)
         if stale:
             runtime = self.gpu._blobs.offer(static_blob("tvmjs.js"))
             lib = self.gpu._blobs.offer(self.blob)
-            self.page_load = ch.ready_count
+            self.page_load = page
             self.reply = ch.request(LOAD, {"runtime": runtime, "library": lib}, timeout=LOAD_TIMEOUT)
         assert self.reply is not None
         return self.reply
