@@ -62,6 +62,7 @@ def plot_channel(d: dict, out: Path) -> None:
     a.legend(fontsize=8)
     lat = d["latency_ms"]
     b.bar(["p50", "p90", "p99"], [lat["p50"], lat["p90"], lat["p99"]], color="#c44e52")
+    b.set_yscale("log")
     b.axhline(2, ls="--", c="grey", lw=1, label="p50 target 2 ms")
     b.axhline(5, ls=":", c="grey", lw=1, label="p99 target 5 ms")
     b.set_ylabel("ms, page emit -> kernel observer")
@@ -157,7 +158,9 @@ def summary(results: Path) -> str:
         adapter = next((r.get("adapter") for r in ad.values() if r.get("adapter")), None) or (ke or {}).get("adapter")
         a = f"{adapter.get('vendor')} {adapter.get('architecture')}{' (fallback adapter)' if adapter.get('is_fallback') or adapter.get('isFallbackAdapter') else ''}" if adapter else "–"
         lines += [f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('mem_gb')} GB; {m.get('chromium')}; "
-                  f"WebGPU adapter: {a}. Measured {any_d['when']} by `make bench`.", ""]
+                  f"WebGPU adapter: {a}. Measured {any_d['when']}; load average at the start "
+                  f"{m.get('loadavg_1_5_15', ['?'])[0]} (other work shared the 2 cores: absolute numbers are low, "
+                  "compare within a table).", ""]
     if de:
         s = de["settings"]
         lines += [f"**Decode** (`bench/decode.py`: greedy, {s['max_tokens']} output tokens, median (min–max) of "
