@@ -287,6 +287,9 @@ class WebGPU(anywidget.AnyWidget):
         loading the same library again (even after a reload) sends no bytes.
         """
         library, sigs = self._as_library(library_or_module)
+        if getattr(library, "target", "webgpu") != "webgpu":
+            raise KernelError(f"this library was built for {library.target!r}; the WebGPU widget runs "
+                              "libraries built with build(mod, target='webgpu')", detail={"reason": "target"})
         loaded = self._libraries.get(library.sha256)
         if loaded is None:
             loaded = self._libraries[library.sha256] = _LoadedLibrary(self, library, sigs)
