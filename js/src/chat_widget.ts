@@ -22,6 +22,9 @@ interface ModelMsg {
   lib_url?: string;
   overrides?: Record<string, unknown>;
   required_features?: string[];
+  device?: "auto" | "webgpu" | "cpu";
+  cpu?: ModelMsg;
+  webgpu?: boolean;
 }
 
 /** Page-side state of one Chat model, shared by all its views. */
@@ -118,7 +121,7 @@ function initialize({ model }: { model: AnyModel }) {
         return new Blob([bytes as unknown as BlobPart], { type: "text/javascript" });
       });
       state.engine = engine;
-      const spec: ModelSpec = {
+      const toSpec = (m: ModelMsg): ModelSpec => ({
         id: m.id,
         key: m.key,
         lib: m.lib,
@@ -128,15 +131,20 @@ function initialize({ model }: { model: AnyModel }) {
         lib_url: m.lib_url,
         overrides: m.overrides,
         required_features: m.required_features,
-      };
-      const byName = new Map((m.files ?? []).map((f) => [f.sha256, f]));
+        device: m.device,
+        cpu: m.cpu ? toSpec(m.cpu) : undefined,
+        webgpu: m.webgpu,
+      });
+      const spec = toSpec(m);
+      const byName = new Map([...(m.files ?? []), ...(m.cpu?.files ?? [])].map((f) => [f.sha256, f]));
       const r = await engine.load(spec, onProgress, (f, onBytes) =>
         loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received)));
-      state.gpu = gpuLabel(r.gpu);
+      state.gpu = r.device === "cpu" ? `CPU (WebAssembly SIMD) — ${r.device_reason ?? ""}` : gpuLabel(r.gpu);
       state.status = "ready";
       state.progress = null;
       state.changed();
-      channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed });
+      channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed,
+        device: r.device ?? "webgpu", device_reason: r.device_reason ?? "" });
     } catch (err) {
       state.status = "error";
       state.progress = null;
@@ -236,6 +244,7 @@ function initialize({ model }: { model: AnyModel }) {
   model.on("change:model", onAny);
   model.on("change:models", onAny);
   model.on("change:gpu", onAny);
+  model.on("change:device", onAny);
 
   /** Text typed in this page: generated here, reported to the kernel with `done` {origin: "page"}. */
   const sendFromPage = async (text: string) => {
@@ -261,6 +270,7 @@ function initialize({ model }: { model: AnyModel }) {
     model.off("change:model", onAny);
     model.off("change:models", onAny);
     model.off("change:gpu", onAny);
+    model.off("change:device", onAny);
     state.abort?.abort();
     channel.close();
     states.delete(model);
@@ -280,6 +290,10 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       model.set("model", id);
       model.save_changes();
     },
+    pickDevice: (device) => {
+      model.set("device", device); // the kernel reloads the model for the new device
+      model.save_changes();
+    },
     reset: () => {
       // The kernel owns the conversation: ask it to clear (it also resets the engine's KV cache).
       model.send({ v: 1, kind: "call", fn: "reset-request" });
@@ -296,6 +310,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       live: state.live ? { tokens: state.live.tokens, tok_s: state.live.tok_s } : null,
       stats: state.stats ?? ((model.get("stats") as Record<string, number>) || null),
       gpu: state.gpu || String(model.get("gpu") ?? ""),
+      device: String(model.get("device") ?? "auto"),
       error: state.error,
     };
     view.update(vs);

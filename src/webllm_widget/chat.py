@@ -191,7 +191,11 @@ class Chat(anywidget.AnyWidget):
     presence_penalty = t.Float(None, allow_none=True).tag(sync=True)
     repetition_penalty = t.Float(None, allow_none=True).tag(sync=True)
     stats = t.Dict(help="numbers of the last answer: tokens, prefill/decode tok/s, latency").tag(sync=True)
-    gpu = t.Unicode("", help="the WebGPU adapter the page uses").tag(sync=True)
+    gpu = t.Unicode("", help="the WebGPU adapter the page uses (or the CPU, and why)").tag(sync=True)
+    device = t.Enum(("auto", "webgpu", "cpu"), "auto",
+                    help="where the model runs: 'auto' (WebGPU on a hardware GPU, else the page's CPU), "
+                         "'webgpu' or 'cpu'").tag(sync=True)
+    backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
     context_overflow = t.Enum(("error", "drop-oldest"), "error",
                               help="when the conversation outgrows the model's context window: raise "
@@ -215,6 +219,7 @@ class Chat(anywidget.AnyWidget):
         self._ch.on("error", self._on_page_notice)
         self._ch.on("call", self._on_page_call)
         self.observe(self._on_model_trait, "model")
+        self.observe(self._on_model_trait, "device")
         if autoload:
             self.load()
 
@@ -230,18 +235,13 @@ class Chat(anywidget.AnyWidget):
 
     def _spec(self, model: str) -> dict:
         """What the page's engine needs to load ``model``; local files are offered as blobs."""
-        from . import models as registry
-        from .runner import folder_model
+        from .devices import model_spec, spec_files
 
-        rec = registry.resolve(None if model == "default" else model)
-        if rec.kind == "prebuilt":
-            return {"id": rec.model_id, "prebuilt": True}
-        if rec.kind == "url":
-            return {"id": rec.model_id, "url": rec.url.rstrip("/") + "/", "lib_url": rec.model_lib}
-        fm = folder_model(rec.folder, model_id=rec.model_id)
-        for f in fm.spec["files"]:
-            self._blobs.offer(Blob.from_path(fm.paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
-        return fm.spec
+        # device="auto": both builds are offered (only the one the page picks travels); see devices.py.
+        spec, paths = model_spec(model, self.device)
+        for f in spec_files(spec):
+            self._blobs.offer(Blob.from_path(paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
+        return spec
 
     def load(self, model: str | Path | None = None) -> "_Awaitable":
         """Load ``model`` (default: the ``model`` traitlet) in the page. Non-blocking; ``await`` it for the
@@ -287,7 +287,11 @@ class Chat(anywidget.AnyWidget):
         self._loaded = spec["id"]
         g = msg.get("gpu") or {}
         name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
-        self.gpu = f"{name} (software)" if g.get("is_fallback") else name
+        self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or ""}
+        if self.backend["device"] == "cpu":
+            self.gpu = f"CPU (WebAssembly SIMD) — {self.backend['reason']}"
+        else:
+            self.gpu = f"{name} (software)" if g.get("is_fallback") else name
         self.progress = {"progress": 1.0, "phase": "done", "load_s": msg.get("load_s"),
                          "bytes_installed": msg.get("bytes_installed")}
         self.status = "ready"

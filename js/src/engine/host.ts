@@ -1,7 +1,7 @@
 // The page side of the engine: starts the worker from a Blob URL, installs model files, and turns the
 // worker's messages into the Engine interface. One engine per page, shared by every widget on it.
 import { toEngineError } from "./errors";
-import { installModelFiles, recordFor } from "./model_files";
+import { baseUrlFor, installModelFiles, recordFor } from "./model_files";
 import {
   EngineError,
   type BlobSource,
@@ -24,7 +24,7 @@ interface Pending {
 }
 
 function specKey(spec: ModelSpec): string {
-  return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}`;
+  return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}|${spec.device ?? "webgpu"}|${spec.cpu?.key ?? ""}`;
 }
 
 /**
@@ -49,6 +49,43 @@ async function checkModelUrl(url: string): Promise<void> {
   if (!r.ok) {
     throw new EngineError("bad-model", `${cfg} answered HTTP ${r.status}: no web-llm model folder there ` +
       "(it needs mlc-chat-config.json, tensor-cache.json, shards and the library).", { url: cfg, status: r.status });
+  }
+}
+
+/**
+ * A KV cache larger than any buffer this adapter can make does not fail cleanly later (WebGPU reports an
+ * uncaptured validation error and the model computes on an invalid buffer): refuse it before loading.
+ * Paged KV caches hold one buffer per layer of context x 2 (K, V) x KV heads x head dim elements.
+ */
+async function checkKvCacheFits(spec: ModelSpec, gpu: GPUInfo | null): Promise<void> {
+  if (!spec.files || !gpu?.max_buffer_size) return;
+  let cfg: Record<string, any>;
+  try {
+    const r = await (await caches.open("webllm/config")).match(baseUrlFor(spec) + "mlc-chat-config.json");
+    if (!r) return;
+    cfg = await r.json();
+  } catch {
+    return; // unreadable config: web-llm reports it
+  }
+  const mc = (cfg.model_config ?? {}) as Record<string, number>;
+  const ctx = Number(cfg.context_window_size ?? mc.context_window_size);
+  const layers = Number(mc.num_hidden_layers);
+  const kvHeads = Number(mc.num_key_value_heads ?? mc.num_attention_heads);
+  const headDim = Number(mc.head_dim ?? mc.hidden_size / mc.num_attention_heads);
+  if (![ctx, layers, kvHeads, headDim].every((x) => Number.isFinite(x) && x > 0)) return;
+  const elem = /f16/.test(String(cfg.quantization ?? "")) ? 2 : 4;
+  const perLayer = ctx * 2 * kvHeads * headDim * elem;
+  const limit = gpu.max_buffer_size;
+  if (perLayer > limit) {
+    const fits = Math.floor(limit / (2 * kvHeads * headDim * elem));
+    const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+    throw new EngineError(
+      "out-of-memory",
+      `${spec.id}: its KV cache needs ${gib(perLayer)} per layer for a context of ${ctx} tokens, more than the ` +
+        `largest buffer this GPU allows (${gib(limit)}). Lower context_window_size in mlc-chat-config.json ` +
+        `(at most ${fits} tokens here) or pick a smaller model. Nothing was loaded.`,
+      { needed_bytes: perLayer, max_buffer_size: limit, context_window_size: ctx, layers },
+    );
   }
 }
 
@@ -131,6 +168,36 @@ export class WorkerEngine implements Engine {
     return r.gpu;
   }
 
+  /**
+   * Which engine runs `spec` (helper F): "cpu" and "webgpu" as asked; "auto" takes WebGPU on a hardware adapter
+   * and the CPU build (`spec.cpu`) when there is no adapter or it is a software fallback (SwiftShader: the
+   * CPU's SIMD kernels are ~10x faster there).
+   */
+  async chooseDevice(spec: ModelSpec): Promise<{ device: "webgpu" | "cpu"; reason: string; spec: ModelSpec }> {
+    const want = spec.device ?? "webgpu";
+    if (want === "cpu") return { device: "cpu", reason: "device='cpu' was asked for", spec: spec.cpu ?? spec };
+    let info: GPUInfo | null = null;
+    let why = "";
+    try {
+      info = this.gpu ?? (await this.probe());
+    } catch (e) {
+      why = toEngineError(e).message;
+    }
+    const label = info ? (info.description || [info.vendor, info.architecture].filter(Boolean).join(" ") || "unknown adapter") : "";
+    if (want === "auto" && spec.cpu) {
+      if (!info) return { device: "cpu", reason: `no WebGPU adapter (${why})`, spec: spec.cpu };
+      if (info.is_fallback) {
+        return { device: "cpu", reason: `the WebGPU adapter (${label}) is a software fallback; the CPU runs this model faster`, spec: spec.cpu };
+      }
+      if (spec.webgpu === false) return { device: "cpu", reason: `this model was built for the CPU only (adapter: ${label})`, spec: spec.cpu };
+      return { device: "webgpu", reason: `hardware WebGPU adapter (${label})`, spec };
+    }
+    if (!info) throw new EngineError("no-webgpu", why || "WebGPU is not available in this page");
+    const reason = want === "webgpu" ? "device='webgpu' was asked for" : info.is_fallback
+      ? `software WebGPU adapter (${label}); this model has no CPU build` : `hardware WebGPU adapter (${label})`;
+    return { device: "webgpu", reason, spec };
+  }
+
   /** `source` delivers the bytes of local model files the page's cache lacks (the caller's transport). */
   load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult> {
     const key = specKey(spec);
@@ -149,8 +216,10 @@ export class WorkerEngine implements Engine {
       const t0 = performance.now();
       let installed = 0;
       try {
-        // No adapter: say so before any model byte is copied into the page.
-        if (!this.gpu) await this.probe();
+        // Pick the engine first (no adapter and no CPU build: say so before any model byte is copied).
+        const choice = await this.chooseDevice(spec);
+        const requested = spec;
+        spec = choice.spec;
         if (spec.files) {
           if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
           const total = spec.files.reduce((n, f) => n + f.size, 0);
@@ -170,17 +239,21 @@ export class WorkerEngine implements Engine {
           });
         }
         if (spec.url && !spec.files) await checkModelUrl(spec.url);
+        if (choice.device === "webgpu") await checkKvCacheFits(spec, this.gpu);
         this.loaded = null;
         this.loadedKey = null;
         const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(
-          { type: "load", model_id: spec.id, record: recordFor(spec) } as Omit<ToWorker, "id">,
+          { type: "load", model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
           { onProgress: emit },
         );
         this.loaded = r.model;
         this.loadedKey = key;
         this.gpu = r.gpu;
-        this.lastLoad = { model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed };
-        emit({ progress: 1, phase: "done", elapsed_s: this.lastLoad.load_s, text: `loaded ${spec.id}` });
+        this.lastLoad = {
+          model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed,
+          device: choice.device, device_reason: choice.reason,
+        };
+        emit({ progress: 1, phase: "done", elapsed_s: this.lastLoad.load_s, text: `loaded ${requested.id} on ${choice.device === "cpu" ? "the CPU" : "WebGPU"}` });
         return this.lastLoad;
       } catch (e) {
         throw toEngineError(e);

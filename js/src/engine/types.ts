@@ -35,6 +35,12 @@ export interface ModelSpec {
   /** Overrides for mlc-chat-config.json (e.g. context_window_size). */
   overrides?: Record<string, unknown>;
   required_features?: string[];
+  /** Where to run: "webgpu", "cpu" (a model built for the page's CPU), or "auto" (default "webgpu"). */
+  device?: "auto" | "webgpu" | "cpu";
+  /** The same model built for the CPU, used when `device` is "auto" and the page has no hardware adapter. */
+  cpu?: ModelSpec;
+  /** false when only the CPU build exists (then "auto" runs it on the CPU whatever the adapter). */
+  webgpu?: boolean;
 }
 
 /** Sampling settings; unset fields keep the model's defaults. */
@@ -94,6 +100,9 @@ export interface LoadResult {
   load_s: number;
   /** Bytes the host had to bring into the page's cache for this load (0 when all were cached). */
   bytes_installed: number;
+  /** Which engine runs the model, and why it was chosen. */
+  device?: "webgpu" | "cpu";
+  device_reason?: string;
 }
 
 /** Error codes shared with Python (webllm_widget.errors). */

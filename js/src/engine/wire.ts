@@ -3,7 +3,7 @@ import type { ChatMessage, GenerateSettings, GPUInfo, LoadProgress, Usage, Error
 export type { GPUInfo } from "./types";
 
 export type ToWorker =
-  | { type: "load"; id: number; model_id: string; record: Record<string, unknown> | null }
+  | { type: "load"; id: number; model_id: string; record: Record<string, unknown> | null; device?: "webgpu" | "cpu" }
   | { type: "generate"; id: number; messages: ChatMessage[]; settings: GenerateSettings }
   | { type: "stop"; id: number }
   | { type: "reset"; id: number }
@@ -12,7 +12,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: "hello" }
   | { type: "progress"; id: number; progress: LoadProgress }
-  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number }
+  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu" }
   | { type: "delta"; id: number; text: string }
   | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage }
   | { type: "reset-done"; id: number }

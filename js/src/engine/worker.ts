@@ -4,6 +4,7 @@
 import { MLCEngine, prebuiltAppConfig } from "@mlc-ai/web-llm";
 import type { AppConfig, ModelRecord, InitProgressReport } from "@mlc-ai/web-llm";
 import { errorPayload } from "./errors";
+import { CpuEngine, type CpuModelRecord } from "./cpu/engine";
 import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 
 // The worker's global scope, typed by what is used here (the DOM lib has no worker scope type).
@@ -58,9 +59,29 @@ function progressOf(r: InitProgressReport) {
   return { progress: r.progress, phase, bytes_done, bytes_total, elapsed_s: r.timeElapsed, eta_s, text: r.text } as const;
 }
 
+// The CPU engine (cpu/engine.ts) serves models built for the page's CPU; `backend` says which engine is loaded.
+let cpu: CpuEngine | null = null;
+let backend: "webgpu" | "cpu" | null = null;
+const NO_ADAPTER: GPUInfo = { vendor: "", architecture: "", description: "no WebGPU adapter", is_fallback: false, features: [] };
+
+async function loadOnCpu(id: number, modelId: string, record: ModelRecord | null) {
+  const t0 = performance.now();
+  if (!record) throw Object.assign(new Error(`${modelId} has no CPU build: the CPU path needs a local model folder`), { name: "ModelNotFoundError" });
+  if (engine && loadedId) await engine.unload(); // free the GPU copy before loading the CPU one
+  loadedId = null;
+  backend = null;
+  cpu = cpu ?? new CpuEngine();
+  await cpu.load(record as unknown as CpuModelRecord, (p) => post({ type: "progress", id, progress: p }));
+  backend = "cpu";
+  gpu = gpu ?? (await probeGPU().catch(() => NO_ADAPTER));
+  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "cpu" });
+}
+
 async function load(id: number, modelId: string, record: ModelRecord | null) {
   const t0 = performance.now();
   gpu = gpu ?? (await probeGPU());
+  cpu?.unload();
+  backend = null;
   const appConfig = appConfigFor(record, modelId);
   const onProgress = (r: InitProgressReport) => post({ type: "progress", id, progress: progressOf(r) });
   if (!engine) {
@@ -72,7 +93,8 @@ async function load(id: number, modelId: string, record: ModelRecord | null) {
   loadedId = null;
   await engine.reload(modelId);
   loadedId = modelId;
-  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000 });
+  backend = "webgpu";
+  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu" });
 }
 
 async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>) {
@@ -137,17 +159,24 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
   try {
     switch (msg.type) {
       case "load":
-        await load(msg.id, msg.model_id, msg.record as ModelRecord | null);
+        if (msg.device === "cpu") await loadOnCpu(msg.id, msg.model_id, msg.record as ModelRecord | null);
+        else await load(msg.id, msg.model_id, msg.record as ModelRecord | null);
         break;
       case "generate":
-        await generate(msg.id, msg);
+        if (backend === "cpu" && cpu) {
+          const id = msg.id;
+          const r = await cpu.generate(msg.messages, msg.settings, (text) => post({ type: "delta", id, text }));
+          post({ type: "done", id, text: r.text, finish_reason: r.finish_reason, usage: r.usage });
+        } else await generate(msg.id, msg);
         break;
       case "stop":
+        cpu?.stop();
         if (current) current.stop = true;
         engine?.interruptGenerate();
         break;
       case "reset":
-        if (engine && loadedId) await engine.resetChat();
+        if (backend === "cpu") cpu?.reset();
+        else if (engine && loadedId) await engine.resetChat();
         post({ type: "reset-done", id: msg.id });
         break;
       case "gpu":

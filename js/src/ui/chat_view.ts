@@ -29,6 +29,8 @@ export interface ViewState {
   live: { tokens: number; tok_s: number } | null;
   stats: Record<string, number | string | null> | null;
   gpu: string;
+  /** Requested device: "auto" | "webgpu" | "cpu" (helper F). */
+  device?: string;
   error: { code: string; message: string } | null;
 }
 
@@ -36,6 +38,7 @@ export interface ViewActions {
   send(text: string): void;
   stop(): void;
   pickModel(id: string): void;
+  pickDevice?(device: string): void;
   reset(): void;
 }
 
@@ -69,6 +72,7 @@ const PHASES: Record<string, string> = {
 export class ChatView {
   readonly root: HTMLDivElement;
   private picker = h("select", "wlw-model");
+  private devicePicker = h("select", "wlw-device");
   private statusEl = h("span", "wlw-status");
   private gpuEl = h("span", "wlw-gpu-name");
   private progressBox = h("div", "wlw-progress");
@@ -92,7 +96,14 @@ export class ChatView {
     const title = h("span", "wlw-title", "Chat");
     this.picker.title = "Model";
     this.picker.addEventListener("change", () => this.actions.pickModel(this.picker.value));
-    head.append(title, this.picker, this.statusEl, this.gpuEl);
+    this.devicePicker.title = "Where the model runs";
+    for (const [v, label] of [["auto", "Auto"], ["webgpu", "WebGPU"], ["cpu", "CPU"]]) {
+      const o = h("option", undefined, label);
+      o.value = v;
+      this.devicePicker.append(o);
+    }
+    this.devicePicker.addEventListener("change", () => this.actions.pickDevice?.(this.devicePicker.value));
+    head.append(title, this.picker, this.devicePicker, this.statusEl, this.gpuEl);
     this.bar.max = 1;
     this.progressBox.append(this.bar, this.progressText);
     this.list.setAttribute("role", "log");
@@ -141,9 +152,11 @@ export class ChatView {
     }
     this.picker.value = s.model;
     this.picker.disabled = s.status === "loading" || s.status === "generating";
+    this.devicePicker.value = s.device ?? "auto";
+    this.devicePicker.disabled = this.picker.disabled;
     this.statusEl.textContent = s.status;
     this.statusEl.dataset.status = s.status;
-    this.gpuEl.textContent = s.gpu ? `GPU: ${s.gpu}` : "";
+    this.gpuEl.textContent = s.gpu ? (s.gpu.startsWith("CPU") ? s.gpu : `GPU: ${s.gpu}`) : "";
 
     // progress
     const p = s.progress;

@@ -16,7 +16,9 @@ for one wasm thread and 128-bit SIMD:
   repacks ``q_weight`` records, :func:`cpu_param_records` does it for a whole model.
 - **Kernels.** Per output row and group, a 4-lane partial dot product of the raw integers with
   ``x``; the scale and the offset (``q_min``, or ``-7 s`` / ``-128 s``) are applied once per group,
-  the offset against per-lane sums of ``x`` computed once per call.
+  the offset against per-lane sums of ``x`` computed once per call. Decode (one token) uses
+  :func:`gemv_kernel`; prefill :func:`gemm_kernel`, which decodes each weight word once for a tile of
+  :data:`TOKEN_TILE` tokens.
 
 Example::
 
@@ -37,7 +39,7 @@ import numpy as np
 #: The device name the model folder builder and the widget use for this target.
 DEVICE = "cpu"
 #: Bump when the kernels or the layout change (part of the library's cache key).
-CPU_KERNELS_VERSION = "1"
+CPU_KERNELS_VERSION = "2"
 GROUP = 32
 LANES = 4
 
@@ -360,11 +362,13 @@ def specialize_for_cpu(mod):
                 fmt = _format_of(params, hidden)
                 found[gv] = take_kernel(fmt, vocab, hidden)
             else:
-                k = int(args[0].ty.shape.values[-1])
-                n = int(expr.ty_args[0].shape.values[-1])
-                if len(args[0].ty.shape.values) != 3:
+                dims = args[0].ty.shape.values
+                if len(dims) != 3:
                     raise ValueError(f"{gv.name_hint}: expected a rank-3 input")
-                found[gv] = gemv_kernel(_format_of(params, k), k, n)
+                k = int(dims[-1])
+                n = int(expr.ty_args[0].shape.values[-1])
+                one_token = isinstance(dims[1], tvm.tirx.IntImm) and int(dims[1]) == 1
+                found[gv] = (gemv_kernel if one_token else gemm_kernel)(_format_of(params, k), k, n)
 
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
@@ -421,3 +425,136 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool 
     atomic_write_bytes(out, tmp.read_bytes())
     tmp.unlink(missing_ok=True)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Model folders for the CPU
+
+def cpu_model_folder(model: Any = None, *, progress: bool = True, from_source: bool = True) -> Path | None:
+    """The CPU build of what a user passes as ``model=`` (built once, cached), or None when there is none.
+
+    ``None``/``"default"``: the built-in SmolLM2 built with ``device="cpu"``. A ``.gguf`` file or a Hugging
+    Face folder: built for the CPU. A model folder: itself when its manifest says ``device: cpu``, else the
+    CPU build of the source it was built from (``source_path`` in its manifest) when that still exists and
+    ``from_source`` (``device="auto"`` passes False: a folder built for WebGPU runs where it was built for).
+    Prebuilt MLC ids and URLs have no CPU build (None).
+    """
+    from .. import models
+    from .pipeline import MANIFEST, build_model_folder
+
+    if model is None or str(model) == "default":
+        return models.default(device=DEVICE, progress=progress)
+    text = str(model)
+    if text.startswith(("http://", "https://")):
+        return None
+    p = Path(text).expanduser()
+    if p.is_dir() and (p / "mlc-chat-config.json").exists():
+        try:
+            doc = json.loads((p / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if doc.get("device") == DEVICE:
+            return p
+        src = doc.get("source_path")
+        if from_source and src and Path(src).exists():
+            return build_model_folder(src, quantization=doc.get("quantization"), device=DEVICE, progress=progress)
+        return None
+    if p.exists():
+        return build_model_folder(p, device=DEVICE, progress=progress)
+    return None
+
+
+#: Tokens per tile in the prefill kernel: each weight word is decoded once for this many tokens.
+TOKEN_TILE = 4
+
+
+def gemm_kernel(fmt: str, k: int, n: int):
+    """Prefill's ``y = x @ W.T`` for ``t`` tokens, tiled by :data:`TOKEN_TILE` tokens per decoded weight word.
+
+    Same parameters as :func:`gemv_kernel` (which stays the decode kernel: no tile overhead for one token).
+    A last partial tile repeats the last token (its rows are written again with the same values).
+    """
+    from tvm.script import tirx as T
+
+    if fmt == "f32":
+        return gemv_kernel(fmt, k, n)
+    groups = k // GROUP
+    bits, per_word, chunks = _layout(fmt)
+    words = k // per_word
+    mask = (1 << bits) - 1
+    span = LANES * per_word
+    tt = TOKEN_TILE
+    has_min = fmt == "q4_1"
+    off = -7.0 if fmt == "q4" else -128.0
+
+    @T.macro
+    def body(x, w, s, m, y, b, t):
+        for bi in T.serial(b):
+            with T.sblock("gemm"):
+                vb = T.axis.remap("S", [bi])
+                T.reads(x[vb, 0:t, 0:k], w[0:n, 0:words], s[0:n, 0:groups])
+                T.writes(y[vb, 0:t, 0:n])
+                xs = T.sblock_alloc_buffer((tt, groups * LANES), "float32")
+                acc = T.sblock_alloc_buffer((tt, LANES), "float32")
+                part = T.sblock_alloc_buffer((tt, LANES), "float32")
+                wv = T.sblock_alloc_buffer((LANES,), "float32")
+                for tb in T.serial((t + tt - 1) // tt):
+                    for u in T.serial(tt):
+                        for g in T.serial(groups):
+                            for lane in T.vectorized(LANES):
+                                xs[u, g * LANES + lane] = T.float32(0)
+                            for j in T.serial(GROUP // LANES):
+                                for lane in T.vectorized(LANES):
+                                    xs[u, g * LANES + lane] = xs[u, g * LANES + lane] + x[
+                                        vb, T.min(tb * tt + u, t - 1), g * GROUP + j * LANES + lane]
+                    for row in T.serial(n):
+                        for u in T.unroll(tt):
+                            for lane in T.vectorized(LANES):
+                                acc[u, lane] = T.float32(0)
+                        for g in T.serial(groups):
+                            for u in T.unroll(tt):
+                                for lane in T.vectorized(LANES):
+                                    part[u, lane] = T.float32(0)
+                            for c in T.unroll(chunks):
+                                for j in T.unroll(per_word):
+                                    for lane in T.vectorized(LANES):
+                                        wv[lane] = T.Cast("float32", T.bitwise_and(T.shift_right(
+                                            w[row, (g * chunks + c) * LANES + lane], T.uint32(bits * j)),
+                                            T.uint32(mask)))
+                                    for u in T.unroll(tt):
+                                        for lane in T.vectorized(LANES):
+                                            part[u, lane] = part[u, lane] + wv[lane] * x[
+                                                vb, T.min(tb * tt + u, t - 1), g * GROUP + c * span + j * LANES + lane]
+                            for u in T.unroll(tt):
+                                for lane in T.vectorized(LANES):
+                                    if has_min:
+                                        acc[u, lane] = acc[u, lane] + part[u, lane] * s[row, g] \
+                                            + m[row, g] * xs[u, g * LANES + lane]
+                                    else:
+                                        acc[u, lane] = acc[u, lane] + (part[u, lane] + T.float32(off)
+                                                                       * xs[u, g * LANES + lane]) * s[row, g]
+                        for u in T.unroll(tt):
+                            y[vb, T.min(tb * tt + u, t - 1), row] = acc[u, 0] + acc[u, 1] + acc[u, 2] + acc[u, 3]
+
+    if has_min:
+        @T.prim_func(private=True, s_tir=True)
+        def gemm_q4_1(var_x: T.handle, w: T.Buffer((n, words), "uint32"), s: T.Buffer((n, groups), "float32"),
+                      m: T.Buffer((n, groups), "float32"), var_y: T.handle):
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8})
+            b, t = T.int64(), T.int64()
+            x = T.match_buffer(var_x, (b, t, k), "float32")
+            y = T.match_buffer(var_y, (b, t, n), "float32")
+            body(x, w, s, m, y, b, t)
+
+        return gemm_q4_1
+
+    @T.prim_func(private=True, s_tir=True)
+    def gemm_q_sym(var_x: T.handle, w: T.Buffer((n, words), "uint32"), s: T.Buffer((n, groups), "float32"),
+                   var_y: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, "op_pattern": 8})
+        b, t = T.int64(), T.int64()
+        x = T.match_buffer(var_x, (b, t, k), "float32")
+        y = T.match_buffer(var_y, (b, t, n), "float32")
+        body(x, w, s, None, y, b, t)
+
+    return gemm_q_sym

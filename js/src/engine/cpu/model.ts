@@ -62,6 +62,7 @@ export class CpuModel {
   private fEnd: PackedFunc;
   private fAdd: PackedFunc;
   private fRemove: PackedFunc;
+  private fPopN: PackedFunc | null;
 
   private constructor(tvm: Tvm, meta: ModelMetadata, opts: CpuModelOptions) {
     this.tvm = tvm;
@@ -78,6 +79,11 @@ export class CpuModel {
     this.fEnd = g("vm.builtin.kv_state_end_forward");
     this.fAdd = g("vm.builtin.kv_state_add_sequence");
     this.fRemove = g("vm.builtin.kv_state_remove_sequence");
+    try {
+      this.fPopN = g("vm.builtin.kv_state_popn");
+    } catch {
+      this.fPopN = null;
+    }
     this.params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(meta.params.map((p) => p.name)));
     this.contextWindowSize = Math.min(opts.contextWindowSize ?? meta.context_window_size, meta.context_window_size);
     const create = this.vm.getFunction("create_tir_paged_kv_cache");
@@ -136,6 +142,15 @@ export class CpuModel {
     this.fRemove(this.kv, new tvmjs.Scalar(0, "int64"));
     this.fAdd(this.kv, new tvmjs.Scalar(0, "int64"));
     this.filled = 0;
+  }
+
+  /** Keep only the first `n` tokens in the KV cache; false when the runtime cannot (then call reset()). */
+  popTo(n: number): boolean {
+    if (n >= this.filled) return true;
+    if (!this.fPopN || n < 0) return false;
+    this.fPopN(this.kv, new tvmjs.Scalar(0, "int64"), new tvmjs.Scalar(this.filled - n, "int64"));
+    this.filled = n;
+    return true;
   }
 
   private step(ids: number[]): Float32Array {
