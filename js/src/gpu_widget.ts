@@ -125,6 +125,8 @@ function initialize({ model }: { model: AnyModel }) {
       const now = performance.now();
       if (received < ref.size && now - last < 200) return;
       last = now;
+      state.status = `loading ${ref.name}: ${fromCache ? "from the page's cache" : `${Math.round((100 * received) / Math.max(ref.size, 1))}%`}`;
+      state.changed();
       channel.reply(msg, "progress", { name: ref.name, received, size: ref.size, cached: fromCache });
     };
     try {
