@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_result  # noqa: E402
 from procmem import TreeMemory  # noqa: E402
+from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 #: Plain English filler for prompts of a chosen token length.
 FILLER = ("The river runs past the old mill and under the stone bridge, where children watch the boats "
@@ -129,8 +130,8 @@ def tqdm_iter(xs, desc):
 def bench_browser(folder: Path, prompts: Prompts, lengths: list[int], max_tokens: int, runs: int) -> dict:
     """Cold load + measured runs in one browser, then a warm load in a new browser on the same profile."""
     with tempfile.TemporaryDirectory(prefix="wlw-bench-profile-") as profile:
-        cold = asyncio.run(_browser_session(folder, Path(profile), prompts, lengths, max_tokens, runs, measure=True))
-        warm = asyncio.run(_browser_session(folder, Path(profile), prompts, [], max_tokens, runs, measure=False))
+        cold = run_async(_browser_session(folder, Path(profile), prompts, lengths, max_tokens, runs, measure=True))
+        warm = run_async(_browser_session(folder, Path(profile), prompts, [], max_tokens, runs, measure=False))
     res = {k: v for k, v in cold.items() if k not in ("load_s", "load_s_page", "bytes_installed")}
     res["load_cold"] = {"s": cold["load_s"], "page_s": cold["load_s_page"], "bytes_sent": cold["bytes_installed"]}
     res["load_warm"] = {"s": warm["load_s"], "page_s": warm["load_s_page"], "bytes_sent": warm["bytes_installed"]}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH, BUILD, esbuild, write_result  # noqa: E402
+from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 PAGE = b"""<!doctype html><meta charset="utf-8"><title>kernel bench</title>
 <script type="module">import "/kernels_page.js"; window.benchReady = true;</script>"""
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         folder = models.default(quantization=None if args.quant == "ggml" else args.quant, schedule=args.schedule)
     esbuild(BENCH / "js" / "kernels_page.ts", BUILD / "kernels_page.js")
-    raw = asyncio.run(_run(folder, args.prompt, args.steps))
+    raw = run_async(_run(folder, args.prompt, args.steps))
     res = analyse(raw, model_work(folder))
     res.update({"folder": folder.name, "quantization": raw["meta"]["quantization"], "adapter": raw["adapter"],
                 "settings": {"prompt": args.prompt, "steps": args.steps, "schedule": args.schedule},

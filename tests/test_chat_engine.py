@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from webllm_widget.runner import HeadlessEngine, folder_model
+from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -123,8 +124,8 @@ def test_a_reload_reads_the_model_from_the_page_cache_without_sending_bytes(tiny
             r = await eng.generate([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0)
             return info, eng.model_bytes_sent, r
 
-    first, sent1, _ = asyncio.run(load_once())
-    second, sent2, r2 = asyncio.run(load_once())
+    first, sent1, _ = run_async(load_once())
+    second, sent2, r2 = run_async(load_once())
     assert sent1 == model.total_bytes and first["bytes_installed"] == model.total_bytes
     assert sent2 == 0 and second["bytes_installed"] == 0
     assert r2["usage"]["completion_tokens"] >= 1

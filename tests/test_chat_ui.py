@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from webllm_widget.browser import PageServer, launch_webgpu
+from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "webllm_widget" / "static"
 
@@ -87,7 +88,7 @@ async def _render(messages: list[dict]) -> tuple[dict, list]:
 @pytest.mark.browser
 @pytest.mark.parametrize("role", ["user", "assistant"])
 def test_hostile_markdown_renders_as_inert_text(role):
-    dom, _ = asyncio.run(_render([{"role": role, "content": HOSTILE}]))
+    dom, _ = run_async(_render([{"role": role, "content": HOSTILE}]))
     assert dom["pwned"] is None
     for tag in ("script", "img", "iframe", "svg", "object", "embed"):
         assert tag not in dom["tags"], (tag, dom["html"])
@@ -101,7 +102,7 @@ def test_hostile_markdown_renders_as_inert_text(role):
 
 @pytest.mark.browser
 def test_markdown_renders_code_lists_and_web_links():
-    dom, sent = asyncio.run(_render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": BENIGN}]))
+    dom, sent = run_async(_render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": BENIGN}]))
     for tag in ("h3", "strong", "em", "code", "pre", "ul", "li", "a"):
         assert tag in dom["tags"], (tag, dom["html"])
     assert dom["code"] == ["print('<b>hi</b>')"]

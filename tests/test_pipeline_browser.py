@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,7 +27,7 @@ def test_web_llm_answers_paris_with_the_built_in_model():
             return await eng.generate([{"role": "user", "content": "What is the capital of France?"}],
                                       temperature=0, max_tokens=12)
 
-    reply = asyncio.run(ask())
+    reply = run_async(ask())
     assert "Paris" in reply["text"], reply["text"]
     # the default system prompt and ChatML framing reached the model (37 tokens; 16 without the system turn)
     assert reply["usage"]["prompt_tokens"] > 30

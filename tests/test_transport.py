@@ -14,6 +14,7 @@ import pytest
 from webllm_widget.artifacts import Blob, BlobSender
 from webllm_widget.errors import BadArtifact, KernelError, PageTimeout, WebLLMWidgetError
 from webllm_widget.protocol import KINDS, PROTOCOL_VERSION, Channel
+from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 
 class RecordingWidget:
@@ -81,7 +82,7 @@ def test_page_error_raises_the_class_named_by_its_code():
         return await r
 
     with pytest.raises(KernelError) as info:
-        asyncio.run(wait())
+        run_async(wait())
     assert info.value.code == "kernel-error" and info.value.detail["fn"] == "main"
 
 
@@ -98,7 +99,7 @@ def test_await_reply_resolved_from_message_handler_while_awaiting():
         msg, _ = await r
         return msg["value"]
 
-    assert asyncio.run(main()) == 42
+    assert run_async(main()) == 42
 
 
 def test_unanswered_request_times_out_with_page_timeout():
@@ -108,7 +109,7 @@ def test_unanswered_request_times_out_with_page_timeout():
         await ch.request("call", {}, timeout=0.05)
 
     with pytest.raises(PageTimeout):
-        asyncio.run(main())
+        run_async(main())
 
 
 def test_page_reload_fails_pending_requests():
