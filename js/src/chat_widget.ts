@@ -50,7 +50,10 @@ class ChatState {
   }
 }
 
-const states = new WeakMap<AnyModel, ChatState>();
+// anywidget hands initialize() and each render() a different proxy of the same model, so page state is keyed
+// by a per-widget id the kernel sets (`_page_key`), not by the model object.
+const states = new Map<string, ChatState>();
+const keyOf = (model: AnyModel) => String(model.get("_page_key") ?? "");
 
 function gpuLabel(g: { vendor: string; architecture: string; description: string; is_fallback: boolean }): string {
   const name = g.description || [g.vendor, g.architecture].filter(Boolean).join(" ") || "unknown adapter";
@@ -78,7 +81,7 @@ function settingsFrom(model: AnyModel): GenerateSettings {
 
 function initialize({ model }: { model: AnyModel }) {
   const state = new ChatState();
-  states.set(model, state);
+  states.set(keyOf(model), state);
   const channel = new PageChannel(model);
   const loader = new BlobLoader(channel);
 
@@ -273,12 +276,12 @@ function initialize({ model }: { model: AnyModel }) {
     model.off("change:device", onAny);
     state.abort?.abort();
     channel.close();
-    states.delete(model);
+    states.delete(keyOf(model));
   };
 }
 
 function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
-  const state = states.get(model);
+  const state = states.get(keyOf(model));
   if (!state) {
     el.textContent = "webllm-widget: the Chat widget did not initialize; re-run the cell.";
     return;

@@ -24,7 +24,9 @@ completes (a page holds back traitlet traffic while a cell runs, custom messages
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -45,6 +47,9 @@ PICKER_PREBUILT = [
     "Qwen2.5-1.5B-Instruct-q4f32_1-MLC",
     "Phi-3.5-mini-instruct-q4f32_1-MLC",
 ]
+
+#: Environment variable naming the model ``Chat()`` loads when none is given.
+MODEL_ENV = "WEBLLM_WIDGET_MODEL"
 
 #: Generation settings sent with each request (unset ones keep the model's defaults).
 SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_penalty", "presence_penalty",
@@ -162,7 +167,7 @@ def _settle(fut: asyncio.Future, value: Any, error: BaseException | None) -> Non
 class Chat(anywidget.AnyWidget):
     """A chat with a language model that runs in the notebook's browser page, on the user's GPU (WebGPU).
 
-    ``model``: ``"default"`` (built-in SmolLM2-135M-Instruct, offline), a model folder, a GGUF file or
+    ``model``: ``"default"`` (built-in SmolLM2-135M-Instruct, offline; ``$WEBLLM_WIDGET_MODEL`` overrides it), a model folder, a GGUF file or
     Hugging Face folder (compiled first), or an MLC prebuilt id (the page downloads it). The model
     loads when the widget is first shown; ``await chat.ready()`` waits for it.
 
@@ -197,14 +202,23 @@ class Chat(anywidget.AnyWidget):
                          "'webgpu' or 'cpu'").tag(sync=True)
     backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
+    # Names this widget's state in the page (anywidget gives each view a different model proxy).
+    _page_key = t.Unicode().tag(sync=True)
+
+    @t.default("_page_key")
+    def _new_page_key(self) -> str:
+        return uuid.uuid4().hex
     context_overflow = t.Enum(("error", "drop-oldest"), "error",
                               help="when the conversation outgrows the model's context window: raise "
                                    "ContextWindowExceeded ('error'), or leave the oldest turns out of what the "
                                    "model sees ('drop-oldest'; `messages` keeps them all)").tag(sync=True)
 
     def __init__(self, model: str | Path | None = None, *, autoload: bool = True, **kwargs: Any):
+        if model is None:
+            # The environment may name the model every Chat() uses (e.g. a shared team folder, or CI).
+            model = os.environ.get(MODEL_ENV) or "default"
         kwargs.setdefault("models", self._picker_models(model))
-        super().__init__(model=str(model) if model is not None else "default", **kwargs)
+        super().__init__(model=str(model), **kwargs)
         self._ch = Channel(self)
         self._blobs = BlobSender(self._ch)
         self._handles: dict[str, ChatHandle] = {}
