@@ -176,7 +176,7 @@ def summary(results: Path) -> str:
             if "error" in r:
                 lines.append(f"| {name} | failed: {r['error'][:80]} | | | |")
                 continue
-            lines.append(f"| {name} | {_f(r['load_cold']['s'], '{:.1f}')} | {_f(r['load_warm']['s'], '{:.1f}')} | "
+            lines.append(f"| {name} | {_f(r['load_cold']['s'], '{:.1f}')} | {_f(r['load_warm'].get('s'), '{:.1f}')} | "
                          f"{(r['load_cold']['bytes_sent'] or 0) / 1e6:.0f} MB | {r['peak_pss_mb']:.0f} / {r['peak_rss_mb']:.0f} |")
         for name, r in de.get("baselines", {}).items():
             if "skipped" in r:
