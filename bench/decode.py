@@ -241,28 +241,36 @@ def main(argv: list[str] | None = None) -> dict:
                                  "ignore_eos": True}, "browser": {}}
     gguf = None
     if args.model:
-        folders = {Path(args.model).name: Path(args.model)}
+        modes = {Path(args.model).name: lambda: Path(args.model)}
     else:
         from webllm_widget import models
 
         gguf = models.default_gguf()
-        folders = {}
-        for q in [q for q in args.quant.split(",") if q]:
-            t = time.perf_counter()
-            folders[q] = models.default(quantization=None if q == "ggml" else q, schedule=args.schedule,
-                                        progress=True)
-            result.setdefault("build_s", {})[q] = round(time.perf_counter() - t, 1)
-    first = next(iter(folders.values()))
-    prompts = Prompts(first)
-    for i, (name, folder) in enumerate(folders.items()):
-        print(f"== browser: {name} ({folder.name})", file=sys.stderr)
+
+        def builder(q: str):
+            def build() -> Path:
+                t = time.perf_counter()
+                folder = models.default(quantization=None if q == "ggml" else q, schedule=args.schedule, progress=True)
+                result.setdefault("build_s", {})[q] = round(time.perf_counter() - t, 1)
+                return folder
+            return build
+
+        # Built one at a time just before use: the first mode's numbers come in while later ones may still build.
+        modes = {q: builder(q) for q in args.quant.split(",") if q}
+    prompts = None
+    for i, (name, build) in enumerate(modes.items()):
         try:
+            folder = build()
+            prompts = prompts or Prompts(folder)
+            print(f"== browser: {name} ({folder.name})", file=sys.stderr)
             result["browser"][name] = bench_browser(folder, prompts, lengths if i == 0 else compare,
                                                     args.max_tokens, args.runs)
             result["browser"][name]["folder"] = folder.name
         except Exception as e:  # noqa: BLE001 - one failing mode must not lose the others' numbers
-            result["browser"][name] = {"error": f"{type(e).__name__}: {str(e)[:2000]}", "folder": folder.name}
+            result["browser"][name] = {"error": f"{type(e).__name__}: {str(e)[:2000]}"}
             print(f"   failed: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+    if prompts is None:
+        raise SystemExit("no model folder could be built or loaded; see the errors above")
     wanted = set() if args.baselines == "none" else set(args.baselines.split(","))
     result["baselines"] = {}
     if gguf is not None and "numpy" in wanted:
