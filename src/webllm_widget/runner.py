@@ -276,14 +276,14 @@ class _Terminal:
             self.bar = None
 
 
-def _resolve_model(model: str | None) -> FolderModel | dict:
-    if model and Path(model).is_dir():
-        return folder_model(model)
-    if model:  # an MLC prebuilt id: the page fetches it (needs internet)
-        return {"id": model, "prebuilt": True}
-    from . import models
+def _resolve_model(model: str | None, device: str = "auto") -> FolderModel | dict:
+    """The spec the page loads: a folder (both builds for ``auto``, see devices.py) or an MLC prebuilt id."""
+    from .devices import model_spec
 
-    return folder_model(models.default())
+    spec, paths = model_spec(model, device)
+    if spec.get("prebuilt"):  # the page fetches it (needs internet)
+        return spec
+    return FolderModel(Path(str(model or "default")), spec, paths)
 
 
 def _settings(args) -> dict:
@@ -297,7 +297,7 @@ def _settings(args) -> dict:
 
 async def _chat(args) -> int:
     term = _Terminal()
-    model = _resolve_model(getattr(args, "model", None))
+    model = _resolve_model(getattr(args, "model", None), getattr(args, "device", None) or "auto")
     system = getattr(args, "system", None)
     async with HeadlessEngine(fresh_profile=getattr(args, "fresh_profile", False),
                               headless=not getattr(args, "show_browser", False), on_event=term) as eng:
@@ -309,6 +309,9 @@ async def _chat(args) -> int:
         sent = f", {_fmt_bytes(info['bytes_installed'])} copied to the page" if info.get("bytes_installed") else \
             ", from the page's cache"
         print(f"loaded {info['model']} in {info['load_s']:.1f} s{sent}", file=sys.stderr)
+        if info.get("device"):  # which engine runs it (device="auto" picks the CPU on a software adapter)
+            print(f"running on {'the CPU (WebAssembly SIMD)' if info['device'] == 'cpu' else 'WebGPU'}: "
+                  f"{info.get('device_reason', '')}", file=sys.stderr)
         history: list[dict] = [{"role": "system", "content": system}] if system else []
 
         async def turn(prompt: str) -> None:
