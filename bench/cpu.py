@@ -16,6 +16,7 @@ import os
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,6 +71,33 @@ def _cpu_seconds(marker: str) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def llama_cpp_row(gguf: Path, prompt: list[int], decode: int, runs: int) -> dict:
+    """llama.cpp on one thread, same GGUF, same token counts: wall clock and per CPU-second of this process."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        return {"skipped": f"llama-cpp-python is not installed ({e})"}
+    import numpy as np
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=len(prompt) + decode + 16, n_threads=1, n_threads_batch=1,
+                          verbose=False)
+    rows = []
+    for _ in range(runs):
+        llm.reset()
+        w0, c0 = time.perf_counter(), time.process_time()
+        llm.eval(prompt)
+        w1, c1 = time.perf_counter(), time.process_time()
+        for _ in range(decode):
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        w2, c2 = time.perf_counter(), time.process_time()
+        rows.append((w1 - w0, c1 - c0, w2 - w1, c2 - c1))
+    return {"version": getattr(llama_cpp, "__version__", "?"), "threads": 1,
+            "prefill_tok_s": summary([len(prompt) / r[0] for r in rows]),
+            "prefill_tok_s_per_cpu_s": summary([len(prompt) / r[1] for r in rows]),
+            "decode_tok_s": summary([decode / r[2] for r in rows]),
+            "decode_tok_s_per_cpu_s": summary([decode / r[3] for r in rows])}
 
 
 def summary(xs: list[float]) -> dict:
@@ -130,11 +158,16 @@ def main(argv: list[str] | None = None) -> dict:
         "decode_step_ms_median": statistics.median(s for r in runs for s in r["steps_ms"]),
         "load_s": load_ms / 1000, "load_avg_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
         "greedy_tokens_first_run": runs[0]["tokens"],
+        "llama_cpp": (llama_cpp_row(Path(manifest["source_path"]), prompt, args.decode, args.runs)
+                      if str(manifest.get("source_path", "")).endswith(".gguf") else {"skipped": "not a GGUF model"}),
         "target_decode_tok_s": 20,
     }
     path = write_result("cpu", result, Path(args.out) if args.out else None)
-    short = {k: (v["median"] if isinstance(v, dict) and "median" in v else v) for k, v in result.items()
-             if k != "greedy_tokens_first_run"}
+    def medians(d):
+        return {k: (v["median"] if isinstance(v, dict) and "median" in v else medians(v) if isinstance(v, dict) else v)
+                for k, v in d.items() if k != "greedy_tokens_first_run"}
+
+    short = medians(result)
     print(json.dumps(short, indent=1, default=str))
     print(f"wrote {path}")
     return result

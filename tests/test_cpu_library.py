@@ -18,7 +18,7 @@ from webllm_widget.compile.quantize import ggml_quantization, param_records
 from webllm_widget.compile.tensor_cache import write_tensor_cache
 from webllm_widget.compile.weights import open_checkpoint
 
-PROMPT = list(range(3, 23))
+PROMPT = list(range(3, 25))  # 22 tokens: chunks of 8, 8, 6 (the last ends in a partial 4-token tile)
 FORCED = [5, 77, 100]
 
 
