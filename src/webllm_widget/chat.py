@@ -575,16 +575,17 @@ def _clean_messages(messages: list) -> list:
 
 
 def _drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
-    """``messages`` without its oldest user turn and the replies to it (system messages stay); None when only
-    the last question is left."""
+    """``messages`` without the older half of its earlier turns (at least one; system messages and the last
+    question stay); None when only the last question is left. Half, not one: each retry re-prefills the whole
+    history, so dropping one turn at a time would re-prefill the full window on every later turn."""
     head = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
-    if len(rest) <= 1:
+    starts = [k for k, m in enumerate(rest[:-1]) if m.get("role") == "user"]  # earlier turns
+    if len(rest) <= 1 or not starts:
         return None
-    i = 1
-    while i < len(rest) - 1 and rest[i].get("role") != "user":
-        i += 1  # the assistant's reply (and anything else) up to the next user turn goes with it
-    return head + rest[i:]
+    drop = max(1, (len(starts) + 1) // 2)
+    cut = starts[drop] if drop < len(starts) else len(rest) - 1
+    return head + rest[cut:]
 
 
 class _Awaitable:
