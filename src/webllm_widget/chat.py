@@ -444,8 +444,9 @@ class Chat(anywidget.AnyWidget):
                 and self.context_overflow == "drop-oldest" and not h.tokens):
             shorter = _drop_oldest_turn(h._messages)
             if shorter is not None:  # ask again without the oldest turn (web-llm re-prefills the shorter history)
+                users = lambda ms: sum(1 for m in ms if m.get("role") == "user")  # noqa: E731
+                h.dropped_turns += users(h._messages) - users(shorter)
                 h._messages = shorter
-                h.dropped_turns += 1
                 self._ask(h)
                 return
         self._handles.pop(h.id, None)
