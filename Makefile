@@ -12,7 +12,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m webllm_widget.cli doctor
+	$(PY) -m webllm_widget.cli chat "What is the capital of France?"
 
 doctor:
 	$(PY) -m webllm_widget.cli doctor
