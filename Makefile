@@ -12,7 +12,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m webllm_widget.cli chat "What is the capital of France?"
+	$(PY) -m webllm_widget.cli chat "What is the capital of France?" --temperature 0
 
 doctor:
 	$(PY) -m webllm_widget.cli doctor
