@@ -148,3 +148,20 @@ def test_a_damaged_model_library_raises_bad_artifact_and_shows_in_the_widget(wid
     assert err.code == "bad-artifact" and chat.status == "error" and chat.error["code"] == "bad-artifact"
     shown = _dom(widget_host, "root.querySelector('.wlw-error').textContent")
     assert "[bad-artifact]" in shown
+
+
+def test_two_chats_on_one_page_share_one_engine_and_keep_their_own_conversations(widget_host, tiny_model_folder):
+    async def go():
+        a = Chat(model=str(tiny_model_folder), temperature=0, max_tokens=2)
+        b = Chat(model=str(tiny_model_folder), temperature=0, max_tokens=2)
+        ra, rb = await a.ready(timeout=300), await b.ready(timeout=300)
+        ta = await a.ask("first chat")
+        tb = await b.ask("second chat")
+        return a, b, ra, rb, ta, tb
+
+    a, b, ra, rb, ta, tb = widget_host.run(go())
+    assert len(widget_host.page.workers) == 1, "each Chat started its own engine worker"
+    assert rb["bytes_installed"] == 0
+    assert [m["content"] for m in a.messages] == ["first chat", ta]
+    assert [m["content"] for m in b.messages] == ["second chat", tb]
+    assert widget_host.page.evaluate("() => document.querySelectorAll('.wlw-chat').length") == 2
