@@ -24,7 +24,7 @@ interface Pending {
 }
 
 function specKey(spec: ModelSpec): string {
-  return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}`;
+  return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}|${spec.device ?? "webgpu"}|${spec.cpu?.key ?? ""}`;
 }
 
 /**
@@ -168,6 +168,36 @@ export class WorkerEngine implements Engine {
     return r.gpu;
   }
 
+  /**
+   * Which engine runs `spec` (helper F): "cpu" and "webgpu" as asked; "auto" takes WebGPU on a hardware adapter
+   * and the CPU build (`spec.cpu`) when there is no adapter or it is a software fallback (SwiftShader: the
+   * CPU's SIMD kernels are ~10x faster there).
+   */
+  async chooseDevice(spec: ModelSpec): Promise<{ device: "webgpu" | "cpu"; reason: string; spec: ModelSpec }> {
+    const want = spec.device ?? "webgpu";
+    if (want === "cpu") return { device: "cpu", reason: "device='cpu' was asked for", spec: spec.cpu ?? spec };
+    let info: GPUInfo | null = null;
+    let why = "";
+    try {
+      info = this.gpu ?? (await this.probe());
+    } catch (e) {
+      why = toEngineError(e).message;
+    }
+    const label = info ? (info.description || [info.vendor, info.architecture].filter(Boolean).join(" ") || "unknown adapter") : "";
+    if (want === "auto" && spec.cpu) {
+      if (!info) return { device: "cpu", reason: `no WebGPU adapter (${why})`, spec: spec.cpu };
+      if (info.is_fallback) {
+        return { device: "cpu", reason: `the WebGPU adapter (${label}) is a software fallback; the CPU runs this model faster`, spec: spec.cpu };
+      }
+      if (spec.webgpu === false) return { device: "cpu", reason: `this model was built for the CPU only (adapter: ${label})`, spec: spec.cpu };
+      return { device: "webgpu", reason: `hardware WebGPU adapter (${label})`, spec };
+    }
+    if (!info) throw new EngineError("no-webgpu", why || "WebGPU is not available in this page");
+    const reason = want === "webgpu" ? "device='webgpu' was asked for" : info.is_fallback
+      ? `software WebGPU adapter (${label}); this model has no CPU build` : `hardware WebGPU adapter (${label})`;
+    return { device: "webgpu", reason, spec };
+  }
+
   /** `source` delivers the bytes of local model files the page's cache lacks (the caller's transport). */
   load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult> {
     const key = specKey(spec);
@@ -186,8 +216,10 @@ export class WorkerEngine implements Engine {
       const t0 = performance.now();
       let installed = 0;
       try {
-        // No adapter: say so before any model byte is copied into the page.
-        if (!this.gpu) await this.probe();
+        // Pick the engine first (no adapter and no CPU build: say so before any model byte is copied).
+        const choice = await this.chooseDevice(spec);
+        const requested = spec;
+        spec = choice.spec;
         if (spec.files) {
           if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
           const total = spec.files.reduce((n, f) => n + f.size, 0);
@@ -207,18 +239,21 @@ export class WorkerEngine implements Engine {
           });
         }
         if (spec.url && !spec.files) await checkModelUrl(spec.url);
-        await checkKvCacheFits(spec, this.gpu);
+        if (choice.device === "webgpu") await checkKvCacheFits(spec, this.gpu);
         this.loaded = null;
         this.loadedKey = null;
         const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(
-          { type: "load", model_id: spec.id, record: recordFor(spec) } as Omit<ToWorker, "id">,
+          { type: "load", model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
           { onProgress: emit },
         );
         this.loaded = r.model;
         this.loadedKey = key;
         this.gpu = r.gpu;
-        this.lastLoad = { model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed };
-        emit({ progress: 1, phase: "done", elapsed_s: this.lastLoad.load_s, text: `loaded ${spec.id}` });
+        this.lastLoad = {
+          model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed,
+          device: choice.device, device_reason: choice.reason,
+        };
+        emit({ progress: 1, phase: "done", elapsed_s: this.lastLoad.load_s, text: `loaded ${requested.id} on ${choice.device === "cpu" ? "the CPU" : "WebGPU"}` });
         return this.lastLoad;
       } catch (e) {
         throw toEngineError(e);
