@@ -158,7 +158,7 @@ def summary(results: Path) -> str:
         adapter = next((r.get("adapter") for r in ad.values() if r.get("adapter")), None) or (ke or {}).get("adapter")
         a = f"{adapter.get('vendor')} {adapter.get('architecture')}{' (fallback adapter)' if adapter.get('is_fallback') or adapter.get('isFallbackAdapter') else ''}" if adapter else "–"
         lines += [f"Machine: {m.get('cpu', '?')}, {m.get('cpus')} cores, {m.get('mem_gb')} GB; {m.get('chromium')}; "
-                  f"WebGPU adapter: {a}. Measured {any_d['when']}; load average at the start "
+                  f"WebGPU adapter: {a}. Measured {any_d['when']}; load average when written "
                   f"{m.get('loadavg_1_5_15', ['?'])[0]} (other work shared the 2 cores: absolute numbers are low, "
                   "compare within a table).", ""]
     if de:
