@@ -3,7 +3,7 @@
 
 PY ?= $(shell if [ -x .venv/bin/python ]; then echo .venv/bin/python; else command -v python3 || command -v python; fi)
 # Per-test limit in seconds (pytest-timeout); a hung browser must not hang CI.
-TEST_TIMEOUT ?= 1200
+TEST_TIMEOUT ?= 900
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test bench doctor
