@@ -35,7 +35,7 @@ import traitlets as t
 
 from .artifacts import Blob, BlobSender, static_blob
 from .errors import Aborted, BadModel, WebLLMWidgetError
-from .protocol import Channel, new_id
+from .protocol import Channel, _settle, new_id
 
 _STATIC = Path(__file__).with_name("static")
 
@@ -153,15 +153,6 @@ class ChatHandle:
     def __repr__(self) -> str:
         state = "done" if self._done else "running"
         return f"<ChatHandle {self.id} {state}: {self.text[:60]!r}>"
-
-
-def _settle(fut: asyncio.Future, value: Any, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(value)
 
 
 class Chat(anywidget.AnyWidget):

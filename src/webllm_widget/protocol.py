@@ -152,6 +152,7 @@ class Reply:
 
 
 def _settle(fut: asyncio.Future, value, error) -> None:
+    """Resolve ``fut`` once, with ``value`` or ``error`` (later calls are ignored). Shared with chat.py."""
     if fut.done():
         return
     if error is not None:
