@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -94,6 +95,15 @@ class RelHost:
         return self.page.evaluate(
             "([cid, body]) => { const root = document.querySelector(`#widget-${cid} .wlw-chat`);"
             " return (new Function('root', `return (${body});`))(root); }", [cid, expr])
+
+    def dom_until(self, chat: Any, expr: str, ok: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+        """``dom`` polled until ``ok(value)``: the kernel can see a trait before the view has drawn it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.dom(chat, expr)
+            if ok(value) or time.monotonic() > deadline:
+                return value
+            self.page.wait_for_timeout(100)
 
     def seen_requests(self) -> list[str]:
         """The request log, after letting Playwright deliver pending events (sync API: only while it is called)."""

@@ -79,7 +79,8 @@ def test_a_damaged_file_in_the_folder_is_named_before_use_and_a_good_copy_loads_
     err = rel.run(bad_load(), timeout=120)
     assert err.code == "bad-artifact" and name in str(err), str(err)
     assert chat.status == "error" and chat.error["code"] == "bad-artifact"
-    assert name in rel.dom(chat, "root.querySelector('.wlw-error').textContent")
+    shown = rel.dom_until(chat, "root.querySelector('.wlw-error')?.textContent || ''", lambda t: name in t)
+    assert name in shown, shown
 
     # the file is repaired: the same widget loads the folder and answers like the intact model
     (folder / name).write_bytes(good_bytes)
