@@ -18,7 +18,8 @@ def _local(url: str) -> bool:
     return u.scheme in ("http", "ws") and u.hostname == "127.0.0.1"
 
 
-def test_a_chat_session_makes_no_request_beyond_the_local_server(rel, tiny_folder, file_server):
+def _empty_page_cache(rel, file_server) -> int:
+    """A fresh page with an empty Cache Storage, and a request log shown to see page and worker requests."""
     page = rel.host.open_page()
     # an empty page cache: everything the session needs must come over the widget's channel
     page.evaluate("async () => { for (const k of await caches.keys()) await caches.delete(k); }")
@@ -35,7 +36,11 @@ def test_a_chat_session_makes_no_request_beyond_the_local_server(rel, tiny_folde
     }""", file_server.origin)
     seen = rel.seen_requests()[start:]
     assert any("/probe-from-page" in u for u in seen) and any("/probe-from-worker" in u for u in seen), seen
+    return start
 
+
+def test_a_chat_session_makes_no_request_beyond_the_local_server(rel, tiny_folder, file_server):
+    start = _empty_page_cache(rel, file_server)
     chat = rel.chat(tiny_folder, temperature=0, max_tokens=6)
 
     async def session():
@@ -63,4 +68,23 @@ def test_a_chat_session_makes_no_request_beyond_the_local_server(rel, tiny_folde
 
     seen = rel.seen_requests()[start:]
     assert len(seen) >= 3
+    assert [u for u in seen if not _local(u)] == []
+
+
+@pytest.mark.slow
+def test_a_session_with_the_built_in_model_makes_no_request_beyond_the_local_server(rel, file_server):
+    """The issue's case: the built-in SmolLM2 (device auto: the CPU path on this software adapter), from an
+    empty page cache through two answers, asks nothing of Hugging Face, a CDN or any other host."""
+    start = _empty_page_cache(rel, file_server)
+    chat = rel.chat("default", ready=False, device="auto", temperature=0, max_tokens=12)
+
+    async def session():
+        await chat.ready(timeout=1200)
+        first = await chat.ask("What is the capital of France?")
+        second = await chat.ask("And of Italy?")
+        return first, second
+    first, second = rel.run(session(), timeout=1800)
+    assert "Paris" in first, first  # the built-in model did run
+    assert second.strip() and len(chat.messages) == 4
+    seen = rel.seen_requests()[start:]
     assert [u for u in seen if not _local(u)] == []
