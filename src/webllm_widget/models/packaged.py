@@ -1,0 +1,147 @@
+"""The built-in model's compiled libraries shipped inside the wheel, so a pip user needs no emscripten.
+
+At wheel build time (``hatch_build.py``) :func:`build_packaged_libraries` compiles the built-in model's
+WebGPU library (default ``"auto"`` schedule) and its CPU library and writes them, with ``index.json``, to
+``webllm_widget/models/libs/`` inside the wheel. At run time :func:`seed_cache` copies a packaged library
+into the compiler's cache when its content key matches the one the installed compiler computes (TVM
+version, model config, quantization, compiler sources, ABI), so the model folder build finds it there
+and only converts the weights. A mismatch (another TVM, edited sources) falls back to compiling.
+
+    from webllm_widget.models import packaged
+    packaged.seed_cache(gguf_path)       # {"webgpu": True, "cpu": True} when both came from the wheel
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import cache
+
+__all__ = ["LIBS_DIR", "INDEX", "WEBGPU_SCHEDULE", "library_keys", "packaged_index", "seed_cache",
+           "build_packaged_libraries"]
+
+#: Where the wheel carries the libraries (absent in a source checkout or an editable install).
+LIBS_DIR = Path(__file__).with_name("libs")
+INDEX = "index.json"
+#: The schedule of the packaged WebGPU library: the default one (``models.default()``'s).
+WEBGPU_SCHEDULE = "auto"
+
+
+def _config_and_quant(gguf: str | os.PathLike) -> tuple[Any, Any]:
+    from ..compile.llama import LlamaConfig
+    from ..compile.quantize import ggml_quantization
+    from ..compile.weights import open_checkpoint
+
+    ckpt = open_checkpoint(gguf)
+    cfg = LlamaConfig.from_dict(ckpt.config)
+    return cfg, ggml_quantization(ckpt, cfg)
+
+
+def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
+    """Content keys of the built-in model's libraries as the installed compiler computes them.
+
+    ``{"webgpu": ..., "cpu": ...}``; the same keys name the compiler's cache entries.
+    """
+    from ..compile.cpu import library_key
+    from ..compile.model_lib import content_key
+
+    cfg, quant = _config_and_quant(gguf)
+    return {"webgpu": content_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE), "cpu": library_key(cfg, quant)}
+
+
+def packaged_index(libs_dir: Path | None = None) -> dict | None:
+    """The wheel's ``index.json`` (which libraries it carries, under which keys), or None without one."""
+    try:
+        return json.loads(((libs_dir or LIBS_DIR) / INDEX).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _webgpu_cache_entry(key: str) -> Path:
+    return cache.cache_dir() / "model-libs" / key  # model_lib.build_model_library's cache layout
+
+
+def _cpu_cache_entry(key: str) -> Path:
+    return cache.cache_dir() / "model-libs-cpu" / f"{key}.wasm"  # cpu.build_cpu_library's cache layout
+
+
+def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "cpu"),
+               libs_dir: Path | None = None) -> dict[str, bool]:
+    """Copy the wheel's libraries whose key matches the installed compiler's into its cache.
+
+    Returns, per device, whether the cache now holds the packaged library (False: no wheel copy, or its
+    key differs, e.g. another TVM version; the build then compiles as usual). Files are checked
+    against the sha256 in ``index.json`` before use.
+    """
+    libs_dir = libs_dir or LIBS_DIR
+    index = packaged_index(libs_dir)
+    if not index:
+        return {d: False for d in devices}
+    keys = library_keys(gguf)
+    used: dict[str, bool] = {}
+    for device in devices:
+        entry = index.get("libraries", {}).get(device)
+        if not entry or entry.get("key") != keys.get(device):
+            used[device] = False
+            continue
+        src = libs_dir / entry["file"]
+        if not src.is_file() or cache.sha256_file(src) != entry["sha256"]:
+            used[device] = False
+            continue
+        if device == "webgpu":
+            dest = _webgpu_cache_entry(entry["key"])
+            if not ((dest / "model.wasm").is_file() and (dest / "info.json").is_file()):
+                with cache.atomic_dir(dest) as tmp:
+                    shutil.copyfile(src, tmp / "model.wasm")
+                    (tmp / "info.json").write_text(json.dumps(entry["info"]))
+        else:
+            dest = _cpu_cache_entry(entry["key"])
+            if not dest.is_file():
+                cache.atomic_write_bytes(dest, src.read_bytes())
+        used[device] = True
+    return used
+
+
+def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | None = None, *,
+                             progress: bool = True) -> dict:
+    """Compile (or take from the cache) the built-in model's WebGPU and CPU libraries and write them to
+    ``out`` with ``index.json``; return the index. Needs TVM and emscripten (the wheel builder's machine)."""
+    import tvm
+
+    from ..compile.cpu import build_cpu_library
+    from ..compile.model_lib import build_model_library
+    from . import registry
+
+    out = Path(out)
+    source = registry.default_gguf(gguf, progress=progress)
+    cfg, quant = _config_and_quant(source)
+    keys = library_keys(source)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*"):
+        if stale.is_file():
+            stale.unlink()
+
+    build_model_library(cfg, quant, "webgpu", schedule=WEBGPU_SCHEDULE, progress=progress)
+    entry = _webgpu_cache_entry(keys["webgpu"])
+    webgpu_file = f"webgpu-{keys['webgpu']}.wasm"
+    shutil.copyfile(entry / "model.wasm", out / webgpu_file)
+    info = json.loads((entry / "info.json").read_text())
+
+    cpu_path = build_cpu_library(cfg, quant, progress=progress)
+    cpu_file = f"cpu-{keys['cpu']}.wasm"
+    shutil.copyfile(cpu_path, out / cpu_file)
+
+    index = {
+        "model": registry.BUILTIN_NAME, "source": registry.DEFAULT_WHEEL, "member": registry.DEFAULT_GGUF_MEMBER,
+        "tvm": tvm.__version__, "quantization": quant.name,
+        "libraries": {
+            "webgpu": {"key": keys["webgpu"], "file": webgpu_file, "schedule": WEBGPU_SCHEDULE,
+                       "sha256": cache.sha256_file(out / webgpu_file), "info": info},
+            "cpu": {"key": keys["cpu"], "file": cpu_file, "sha256": cache.sha256_file(out / cpu_file)},
+        },
+    }
+    (out / INDEX).write_text(json.dumps(index, indent=1))
+    return index
