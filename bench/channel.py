@@ -3,10 +3,12 @@
 Runs a notebook in a real ``jupyter lab`` opened in headless Chromium. The notebook's widget uses the
 project's transport (``Channel`` + ``BlobSender`` in the kernel, ``BlobLoader`` in the page) to move
 ``--size-mb`` of random bytes from kernel to page Cache Storage (cache emptied first, fresh bytes each
-run), then the same through the server extension's route (``webllm_widget.server``), then the page
-emits ``--messages`` token messages while the cell awaits and the kernel records each one's latency.
+run, sha256 verified in the page): over the comm, then on "auto", which takes the server extension's
+route (``webllm_widget.server``), with Jupyter's own ``/files/`` as a same-run baseline. Then a Web
+Worker in the page emits ``--messages`` tokens, relayed like the chat engine's, while the cell awaits,
+and the kernel records each one's latency. The load average goes with the numbers (shared machine).
 
-    python bench/channel.py [--size-mb 128] [--runs 3] [--messages 1000] [--out bench/results]
+    python bench/channel.py [--size-mb 128] [--runs 3] [--messages 1000] [--chunk-mb 4 16] [--out bench/results]
 
 Writes ``channel.json``. Targets (issue 5): HTTP >= 200 MB/s, comm >= 50 MB/s, p50 < 2 ms, p99 < 5 ms.
 """
@@ -27,7 +29,8 @@ NOTEBOOK_CELLS = [
     "import sys; sys.path.insert(0, {bench!r})\n"
     "from channel_kernel import ChannelBench, run\n"
     "w = ChannelBench(); w",
-    "r = await run(w, {out!r}, size_mb={size_mb}, runs={runs}, messages={messages}, interval_ms={interval_ms})\n"
+    "r = await run(w, {out!r}, size_mb={size_mb}, runs={runs}, messages={messages}, interval_ms={interval_ms},\n"
+    "              chunk_mb={chunk_mb!r}, ready_timeout={ready_timeout})\n"
     "print(r['comm']['MBps']['median'], r.get('http'), r['latency_ms'])",
 ]
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--interval-ms", type=float, default=2.0, help="pause between the page's messages")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    ap.add_argument("--chunk-mb", type=float, nargs="*", default=[], help="also time the comm at these chunk sizes")
+    ap.add_argument("--ready-timeout", type=float, default=300, help="seconds for the widget's page to say ready")
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args(argv)
 
@@ -65,11 +70,13 @@ def main(argv: list[str] | None = None) -> dict:
             (ROOT / "jupyter-config" / "jupyter_server_config.d" / "webllm_widget.json").read_text())
         out = tmp / "channel-result.json"
         write_notebook(root / "channel.ipynb", bench=str(BENCH), out=str(out), size_mb=args.size_mb,
-                       runs=args.runs, messages=args.messages, interval_ms=args.interval_ms)
+                       runs=args.runs, messages=args.messages, interval_ms=args.interval_ms,
+                       chunk_mb=tuple(args.chunk_mb), ready_timeout=args.ready_timeout)
         env = {"WEBLLM_WIDGET_CACHE": str(cache),
                "JUPYTER_CONFIG_PATH": os.pathsep.join(filter(None, [str(cfg), os.environ.get("JUPYTER_CONFIG_PATH")])),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
         t0 = time.monotonic()
+        load_before = [round(x, 2) for x in os.getloadavg()]
         with JupyterLab(root, env=env) as lab:
             browser = launch_chromium(lab.url + "/api/status", webgpu=False)
             try:
@@ -84,15 +91,17 @@ def main(argv: list[str] | None = None) -> dict:
                 browser.close()
             ext_loaded = "webllm-widget: serving blobs" in lab.server_log()
     data["server_extension_loaded"] = ext_loaded
+    data["loadavg_before"] = load_before
     data["console_errors"] = errors[:10]
     data["wall_s"] = round(time.monotonic() - t0, 1)
     data["targets"] = {"http_MBps": 200, "comm_MBps": 50, "latency_p50_ms": 2, "latency_p99_ms": 5}
     path = write_result("channel", data, args.out)
     http = data.get("http", {})
     print(f"comm {data['comm']['MBps']['median']:.0f} MB/s; "
-          f"http {http.get('MBps_stored', {}).get('median', float('nan')):.0f} MB/s stored, "
-          f"{http.get('MBps_verified', {}).get('median', float('nan')):.0f} MB/s verified; "
-          f"latency p50 {data['latency_ms']['p50']:.2f} ms p99 {data['latency_ms']['p99']:.2f} ms -> {path}")
+          f"http {http.get('MBps', {}).get('median', float('nan')):.0f} MB/s (verified, stored); "
+          f"/files/ {http.get('files_endpoint_MBps_stored', {}).get('median', float('nan')):.0f} MB/s; "
+          f"latency p50 {data['latency_ms']['p50']:.2f} ms p99 {data['latency_ms']['p99']:.2f} ms; "
+          f"load {load_before} -> {[round(x, 2) for x in os.getloadavg()]} -> {path}")
     return data
 
 

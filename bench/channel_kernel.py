@@ -1,10 +1,13 @@
 """Kernel side of the channel benchmark: the bench widget and the measurements it runs inside a notebook cell.
 
-Imported by the notebook that ``bench/channel.py`` writes and runs in JupyterLab. A cell runs
-``await run(widget, out_path, ...)``; awaiting is what lets the kernel see the page's messages.
+Imported by the notebook that ``bench/channel.py`` writes and runs in JupyterLab (and by the transport
+tests). A cell runs ``await run(widget, out_path, ...)``; awaiting is what lets the kernel see the
+page's messages. Every load goes through the product code: ``BlobSender`` in the kernel,
+``BlobLoader.get`` in the page (bytes verified by sha256 and stored in Cache Storage).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -14,6 +17,7 @@ from pathlib import Path
 import anywidget
 
 from webllm_widget.artifacts import Blob, BlobSender
+from webllm_widget.cache import cache_dir
 from webllm_widget.protocol import Channel
 
 _ESM = Path(__file__).resolve().parent / "build" / "channel_widget.js"
@@ -26,6 +30,7 @@ class ChannelBench(anywidget.AnyWidget):
 
     def __init__(self, **kw):
         super().__init__(**kw)
+        self.created = time.monotonic()
         self.ch = Channel(self)
         self.blobs = BlobSender(self.ch)
 
@@ -44,73 +49,102 @@ async def _call(w: ChannelBench, op: str, timeout: float = 600, **payload) -> di
     return msg
 
 
+def _random_file(size: int) -> tuple[Path, str]:
+    """Fresh random bytes in a file under the cache dir (same filesystem: publishing is a hard link, as
+    for model folders). Returns (path, sha256)."""
+    d = cache_dir() / "bench-channel"
+    d.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    path = d / f"{time.monotonic_ns()}.bin"
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+async def load(w: ChannelBench, blob: Blob, transport: str = "auto", check: bool = False) -> dict:
+    """Offer ``blob`` and have the page get it (``transport`` "auto" or "comm"); returns the page's report
+    plus ``s`` (kernel wall time from offer to the page's answer) and the kernel's byte counters."""
+    comm0, pub0 = w.blobs.bytes_comm, w.blobs.bytes_published
+    t0 = time.perf_counter()
+    ref = w.blobs.offer(blob)
+    msg = await _call(w, "load", ref=ref, transport=transport, check=check)
+    msg["s"] = time.perf_counter() - t0
+    msg["kernel_comm_bytes"] = w.blobs.bytes_comm - comm0
+    msg["kernel_published_bytes"] = w.blobs.bytes_published - pub0
+    return msg
+
+
 async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, messages: int = 1000,
-              interval_ms: float = 2.0) -> dict:
-    """Measure comm and HTTP transfer of ``size_mb`` of random bytes and token latency; write JSON to ``out``."""
-    from webllm_widget.server import publish_bytes
+              interval_ms: float = 2.0, chunk_mb: tuple[float, ...] = (), ready_timeout: float = 300) -> dict:
+    """Measure comm and HTTP transfer of ``size_mb`` of random bytes and token latency; write JSON to ``out``.
 
-    await w.ch.wait_ready(120)
+    ``chunk_mb`` adds comm runs at other chunk sizes (what limits the comm). Fresh bytes every run, page
+    cache emptied first, so neither side can answer from memory.
+    """
+    from webllm_widget.server import blob_path
+
+    page = await w.ch.wait_ready(ready_timeout)
     size = size_mb << 20
-    result: dict = {"size_bytes": size, "runs": runs}
+    result: dict = {"size_bytes": size, "runs": runs, "ready_s": round(time.monotonic() - w.created, 2),
+                    "page_is_jupyter": bool(page.get("jupyter"))}
 
-    # Comm: BlobSender answering the page's BlobLoader; time from offer (the request) to the page's
-    # reply after it verified the sha256 and stored the blob in Cache Storage. Fresh bytes every run
-    # so neither side can answer from memory.
-    comm_mbs, comm_page = [], []
-    for _ in range(runs):
-        data = os.urandom(size)
-        blob = Blob.from_bytes(data, "bench.bin")
-        await _call(w, "clear")
-        sent0 = w.blobs.bytes_sent
-        t0 = time.perf_counter()
-        ref = w.blobs.offer(blob)
-        msg = await _call(w, "load-comm", ref=ref)
-        dt = time.perf_counter() - t0
-        assert msg["stored"] and msg["bytes"] == size, msg
-        assert w.blobs.bytes_sent - sent0 == size, "the blob did not travel over the comm"
-        comm_mbs.append(size / 1e6 / dt)
-        comm_page.append(msg["page_ms"])
-        del data, blob
-    result["comm"] = {"MBps": _summary(comm_mbs), "page_ms": _summary(comm_page),
-                      "chunk_bytes": w.blobs.chunk_size, "window": w.blobs.window}
-
-    # HTTP: the server extension's route; the kernel publishes the blob into the cache dir
-    # (a file write, timed separately), the page fetches it straight into Cache Storage.
-    probe = await _call(w, "probe")
-    if probe.get("route"):
-        stored, verified, publish = [], [], []
+    # Comm: the page's BlobLoader told to use the comm; time from offer to the page's answer after it
+    # verified the sha256 and stored the blob in Cache Storage.
+    sweep = {}
+    default_chunk = w.blobs.chunk_size
+    for chunk in [default_chunk, *[int(c * (1 << 20)) for c in chunk_mb]]:
+        w.blobs.chunk_size = chunk
+        mbs, page_ms = [], []
         for _ in range(runs):
-            data = os.urandom(size)
-            blob = Blob.from_bytes(data, "bench.bin")
+            blob = Blob.from_bytes(os.urandom(size), "bench.bin")
             await _call(w, "clear")
-            t0 = time.perf_counter()
-            path = publish_bytes(data, blob.sha256)
-            publish.append(time.perf_counter() - t0)
-            msg = await _call(w, "load-http", ref=blob.ref())
-            stored.append(size / 1e6 / (msg["stored_ms"] / 1e3))
-            verified.append(size / 1e6 / (msg["verified_ms"] / 1e3))
-            path.unlink()
-            del data, blob
-        result["http"] = {"MBps_stored": _summary(stored), "MBps_verified": _summary(verified),
-                          "publish_s": _summary(publish), "base_url": probe.get("base")}
-        # Baseline under the same conditions: the Jupyter server's own /files/ endpoint (no extension),
-        # the same bytes from a file under the notebook root (the kernel's working directory).
+            msg = await load(w, blob, "comm")
+            assert msg["bytes"] == size and msg["via"]["comm"] == size and msg["kernel_comm_bytes"] == size, msg
+            mbs.append(size / 1e6 / msg["s"])
+            page_ms.append(msg["page_ms"])
+            del blob
+        sweep[chunk] = {"MBps": _summary(mbs), "page_ms": _summary(page_ms)}
+    w.blobs.chunk_size = default_chunk
+    result["comm"] = {**sweep[default_chunk], "chunk_bytes": default_chunk, "window": w.blobs.window}
+    if chunk_mb:
+        result["comm_by_chunk"] = {str(c): {"MBps_median": v["MBps"]["median"]} for c, v in sweep.items()}
+
+    # HTTP: the same BlobLoader on "auto": it probes the server's webllm-widget route, the kernel publishes the
+    # blob (a hard link of a file in the cache dir, as for model folders) and the page fetches it.
+    secs, via = [], []
+    for _ in range(runs):
+        path, sha = _random_file(size)
+        blob = Blob.from_path(path, sha256=sha)
+        await _call(w, "clear")
+        msg = await load(w, blob, "auto")
+        via.append(msg["via"])
+        if msg["via"]["http"] == size:
+            secs.append(msg["s"])
+        del blob
+        path.unlink()
+        if (p := blob_path(sha)) is not None:
+            p.unlink()
+    if secs:
+        result["http"] = {"MBps": _summary([size / 1e6 / s for s in secs]), "via": via}
+        # Baseline under the same conditions: the Jupyter server's own /files/ endpoint (no extension, no
+        # kernel round trip), the same size from a file under the notebook root (the kernel's working dir).
         files = []
         for _ in range(runs):
             data = os.urandom(size)
-            blob = Blob.from_bytes(data, "bench.bin")
             Path("bench-blob.bin").write_bytes(data)
+            ref = {"sha256": hashlib.sha256(data).hexdigest(), "size": size, "name": "bench-blob.bin"}
             await _call(w, "clear")
-            msg = await _call(w, "load-http", ref=blob.ref(), path="files/bench-blob.bin")
+            msg = await _call(w, "load-files", ref=ref, path="files/bench-blob.bin")
             files.append(size / 1e6 / (msg["stored_ms"] / 1e3))
             Path("bench-blob.bin").unlink()
-            del data, blob
+            del data
         result["http"]["files_endpoint_MBps_stored"] = _summary(files)
     else:
-        result["http"] = {"skipped": "the Jupyter server has no webllm-widget route (extension not enabled)"}
+        result["http"] = {"skipped": "the page got no blob over HTTP (no webllm-widget route on this server)",
+                          "via": via}
 
-    # Latency: the page emits `messages` token messages, one every interval_ms, each stamped with its
-    # wall clock; the kernel's observer stamps arrival. Same machine, same clock.
+    # Latency: a Web Worker in the page emits `messages` tokens, one every interval_ms, each stamped with the
+    # wall clock when emitted; the page relays them as the chat engine's tokens are; the kernel's observer
+    # stamps arrival. Same machine, same clock.
     lat: list[float] = []
 
     def observe(msg: dict, _bufs: list) -> None:
@@ -121,5 +155,7 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
     result["latency_ms"] = {"n": len(lat), "sent": messages, "interval_ms": interval_ms,
                             "p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99),
                             "max": max(lat), "mean": statistics.fmean(lat)}
-    Path(out).write_text(json.dumps(result, indent=1))
+    tmp = Path(str(out) + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
     return result

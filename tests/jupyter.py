@@ -55,6 +55,12 @@ class JupyterLab:
         env.update(self.env)
         # Fresh runtime/workspace state, so no earlier session's layout or kernels leak in.
         env["JUPYTER_RUNTIME_DIR"] = str(Path(self._home) / "runtime")
+        if sys.prefix != sys.base_prefix:
+            # In a venv made with --system-site-packages (CI's clean clone) Jupyter looks for lab extensions
+            # only under the venv, not where ipywidgets/anywidget installed theirs: without this JupyterLab
+            # runs with no widget manager, and every widget test waits for a page that never renders.
+            base_data = str(Path(sys.base_prefix) / "share" / "jupyter")
+            env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [env.get("JUPYTER_PATH"), base_data]))
         env.setdefault("JUPYTERLAB_WORKSPACES_DIR", str(Path(self._home) / "workspaces"))
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                "--ServerApp.token=", "--ServerApp.password=", "--allow-root",
@@ -108,6 +114,11 @@ class JupyterLab:
         page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
         page.goto(f"{self.url}/lab/tree/{relpath}", timeout=timeout * 1000)
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=timeout * 1000)
+        # Without the widget manager no widget ever renders and a test would only see a timeout much later.
+        if not page.evaluate("() => window.jupyterapp.hasPlugin('@jupyter-widgets/jupyterlab-manager:plugin')"):
+            raise RuntimeError("JupyterLab has no widget manager (@jupyter-widgets/jupyterlab-manager): its lab "
+                               "extension is not in Jupyter's data path (`jupyter --paths`; a venv hides the base "
+                               "interpreter's share/jupyter). Install ipywidgets/anywidget into this environment.")
         self.wait_kernel_idle(page, timeout)
         return page
 

@@ -1,93 +1,99 @@
-// Page side of the channel benchmark widget: artifact transfer over the comm (the project's BlobLoader)
-// and over the server extension's HTTP route, and a stream of page -> kernel messages for latency.
+// Page side of the channel benchmark widget (also the transport tests' widget): artifact loads through the
+// project's BlobLoader (over the comm, or "auto" = the server's HTTP route when there is one), Jupyter's own
+// /files/ endpoint as a baseline, and a stream of token messages from a Web Worker relayed to the kernel
+// the way the chat engine's tokens are.
 import { PageChannel, Envelope } from "../../js/src/protocol";
-import { BlobLoader, BlobRef, CACHE_NAME, blobUrl, sha256Hex } from "../../js/src/loader";
+import { BlobLoader, BlobRef, CACHE_NAME, blobStats, blobUrl, jupyterServer, sha256Hex } from "../../js/src/loader";
 
 const now = () => performance.now();
-/** Wall-clock ms with sub-ms resolution, comparable with Python's time.time() on the same machine. */
-const wallMs = () => performance.timeOrigin + performance.now();
-
-function jupyterBaseUrl(): string {
-  const el = document.getElementById("jupyter-config-data");
-  if (el?.textContent) {
-    try {
-      const cfg = JSON.parse(el.textContent);
-      if (cfg.baseUrl) return String(cfg.baseUrl);
-    } catch {
-      /* not JupyterLab: fall through */
-    }
-  }
-  return "/";
-}
 
 async function clearAll(): Promise<void> {
   await caches.delete(CACHE_NAME);
-  // The loader also keeps fetched blobs in page memory; forget them so the next get goes to the kernel.
-  delete (globalThis as Record<string, unknown>)["__webllmWidgetBlobs"];
 }
 
-/** fetch -> Cache Storage straight from the response, then read back and verify the sha256. */
-async function viaHttp(base: string, ref: BlobRef, path?: string): Promise<Record<string, number>> {
+/** The sha256 of what Cache Storage holds for `sha`, or null: proves what was stored, not what was sent. */
+async function storedDigest(sha: string): Promise<string | null> {
+  const hit = await (await caches.open(CACHE_NAME)).match(blobUrl(sha));
+  return hit ? sha256Hex(new Uint8Array(await hit.arrayBuffer())) : null;
+}
+
+/** Baseline: Jupyter's /files/ endpoint -> Cache Storage straight from the response, then read back and verified. */
+async function viaFiles(ref: BlobRef, path: string): Promise<Record<string, number>> {
+  const srv = jupyterServer();
+  if (!srv) throw new Error("not in a Jupyter page");
   const t0 = now();
   const cache = await caches.open(CACHE_NAME);
-  const resp = await fetch(`${base}${path ?? `webllm-widget/blobs/${ref.sha256}`}`, { cache: "no-store" });
-  if (!resp.ok) throw new Error(`HTTP ${resp.status} for blob ${ref.sha256}`);
+  const resp = await fetch(`${srv.base}${path}`, { cache: "no-store", headers: srv.headers });
+  if (!resp.ok) throw new Error(`HTTP ${resp.status} for ${path}`);
   await cache.put(blobUrl(ref.sha256), resp);
   const tStored = now();
-  const hit = await cache.match(blobUrl(ref.sha256));
-  const data = new Uint8Array(await hit!.arrayBuffer());
-  const digest = await sha256Hex(data);
-  const tVerified = now();
-  if (digest !== ref.sha256 || data.length !== ref.size) {
-    await cache.delete(blobUrl(ref.sha256));
-    throw new Error(`blob ${ref.sha256}: got ${data.length} bytes with sha256 ${digest}`);
+  const digest = await storedDigest(ref.sha256);
+  if (digest !== ref.sha256) throw new Error(`${path}: stored sha256 ${digest}, expected ${ref.sha256}`);
+  return { stored_ms: tStored - t0, verified_ms: now() - t0 };
+}
+
+// The engine runs in a Web Worker and posts each token to the page, which relays it to the kernel:
+// this worker does the same, stamping each token with the wall clock when it is emitted.
+const EMITTER = `
+onmessage = async (e) => {
+  const { n, gap } = e.data;
+  for (let i = 0; i < n; i++) {
+    postMessage({ i, t: performance.timeOrigin + performance.now() });
+    if (gap > 0) await new Promise((r) => setTimeout(r, gap));
   }
-  return { stored_ms: tStored - t0, verified_ms: tVerified - t0 };
+  postMessage({ done: true });
+};`;
+
+function emitFromWorker(n: number, gap: number, onToken: (t: { i: number; t: number }) => void): Promise<void> {
+  const url = URL.createObjectURL(new Blob([EMITTER], { type: "text/javascript" }));
+  const worker = new Worker(url);
+  return new Promise((resolve) => {
+    worker.onmessage = (e) => {
+      if (e.data.done) {
+        worker.terminate();
+        URL.revokeObjectURL(url);
+        resolve();
+      } else onToken(e.data);
+    };
+    worker.postMessage({ n, gap });
+  });
 }
 
 function initialize({ model }: { model: any }) {
   const ch = new PageChannel(model);
-  const loader = new BlobLoader(ch);
-  const base = jupyterBaseUrl();
+  const loaders = { auto: new BlobLoader(ch), comm: new BlobLoader(ch, { transport: "comm" }) };
 
   ch.on("call", async (msg: Envelope) => {
     const op = String(msg.op);
     if (op === "clear") {
       await clearAll();
       ch.reply(msg, "result", {});
-    } else if (op === "probe") {
-      let route = false;
-      try {
-        const r = await fetch(`${base}webllm-widget/status`, { cache: "no-store" });
-        route = r.ok && (await r.json()).blobs === true;
-      } catch {
-        route = false;
-      }
-      ch.reply(msg, "result", { route, base });
-    } else if (op === "load-comm") {
+    } else if (op === "load") {
+      // The product path: BlobLoader.get -> bytes verified and stored in Cache Storage.
       const ref = msg.ref as BlobRef;
+      const loader = msg.transport === "comm" ? loaders.comm : loaders.auto;
+      const before = blobStats();
       const t0 = now();
       const data = await loader.get(ref);
-      const t1 = now();
-      // BlobLoader stored it in Cache Storage before resolving; check it is there.
-      const stored = !!(await (await caches.open(CACHE_NAME)).match(blobUrl(ref.sha256)));
-      ch.reply(msg, "result", { page_ms: t1 - t0, bytes: data.length, stored });
-    } else if (op === "load-http") {
-      const times = await viaHttp(base, msg.ref as BlobRef, msg.path ? String(msg.path) : undefined);
-      ch.reply(msg, "result", times);
+      const pageMs = now() - t0;
+      const after = blobStats();
+      const digest = msg.check ? await storedDigest(ref.sha256) : undefined;
+      ch.reply(msg, "result", {
+        page_ms: pageMs, bytes: data.length, digest,
+        via: { comm: after.comm - before.comm, http: after.http - before.http, cache: after.cache - before.cache,
+               http_failures: after.http_failures - before.http_failures },
+      });
+    } else if (op === "load-files") {
+      ch.reply(msg, "result", await viaFiles(msg.ref as BlobRef, String(msg.path)));
     } else if (op === "emit") {
-      // Token-like messages at a steady pace, each stamped with the page's wall clock at send time.
       const n = Number(msg.n), gap = Number(msg.interval_ms);
-      for (let i = 0; i < n; i++) {
-        ch.reply(msg, "token", { i, t: wallMs() });
-        if (gap > 0) await new Promise((r) => setTimeout(r, gap));
-      }
+      await emitFromWorker(n, gap, (tok) => ch.reply(msg, "token", tok));
       ch.reply(msg, "done", { n });
     } else {
       throw new Error(`unknown op ${op}`);
     }
   });
-  ch.ready({ bench: "channel" });
+  ch.ready({ bench: "channel", jupyter: !!jupyterServer() });
 }
 
 export default { initialize, render() {} };

@@ -1,5 +1,6 @@
-// Content-addressed blobs on the page: Cache Storage first, else fetched from the kernel in chunks,
-// verified by sha256 before they are stored; bundles are imported once from a Blob URL.
+// Content-addressed blobs on the page: Cache Storage first, else fetched from the Jupyter server's
+// webllm-widget route when it has one (several times faster), else from the kernel in chunks over the
+// comm; verified by sha256 before they are stored; bundles are imported once from a Blob URL.
 import { PageChannel, PageError, Envelope, newId } from "./protocol";
 
 /** What the kernel offers: enough to look the blob up and to check it. */
@@ -11,6 +12,23 @@ export interface BlobRef {
 
 export type ProgressFn = (ref: BlobRef, received: number, fromCache: boolean) => void;
 
+/** How blobs missing from Cache Storage travel: "auto" = the HTTP route when the server has one, else the comm. */
+export type Transport = "auto" | "comm" | "http";
+
+/** The Jupyter server this page was served by: where its routes start and how to authenticate. */
+export interface HttpRoute {
+  base: string; // absolute, ends with "/"
+  headers: Record<string, string>;
+}
+
+/** Bytes this page got, by where they came from (all widgets together); read by tests and benchmarks. */
+export interface BlobStats {
+  comm: number;
+  http: number;
+  cache: number;
+  http_failures: number;
+}
+
 export const CACHE_NAME = "webllm-widget/blobs";
 /** Cache Storage keys are URLs; a synthetic one names the content, not a place. */
 export const blobUrl = (sha256: string) => `https://webllm-widget.invalid/blobs/${sha256}`;
@@ -21,12 +39,75 @@ export const ACK_EVERY = 8;
 interface PageState {
   bytes: Map<string, Promise<Uint8Array>>; // in flight only
   modules: Map<string, Promise<unknown>>;
+  route?: Promise<HttpRoute | null>; // probed once per page
+  stats: BlobStats;
 }
 const STATE_KEY = "__webllmWidgetBlobs";
 function pageState(): PageState {
   const g = globalThis as unknown as Record<string, PageState>;
-  if (!g[STATE_KEY]) g[STATE_KEY] = { bytes: new Map(), modules: new Map() };
+  if (!g[STATE_KEY]) g[STATE_KEY] = { bytes: new Map(), modules: new Map(), stats: { comm: 0, http: 0, cache: 0, http_failures: 0 } };
   return g[STATE_KEY];
+}
+
+export function blobStats(): BlobStats {
+  return { ...pageState().stats };
+}
+
+/**
+ * JupyterLab and Notebook 7 put their configuration in the page (`#jupyter-config-data`: base URL, token).
+ * Other hosts (VS Code, Colab, marimo, a plain test page) have none: there the comm is the only way.
+ */
+export function jupyterServer(): HttpRoute | null {
+  if (typeof document === "undefined") return null;
+  const el = document.getElementById("jupyter-config-data");
+  if (!el?.textContent) return null;
+  try {
+    const cfg = JSON.parse(el.textContent) as { baseUrl?: unknown; token?: unknown };
+    let base = new URL(typeof cfg.baseUrl === "string" ? cfg.baseUrl : "/", location.href).href;
+    if (!base.endsWith("/")) base += "/";
+    const headers: Record<string, string> = {};
+    if (typeof cfg.token === "string" && cfg.token) headers.Authorization = `token ${cfg.token}`;
+    return { base, headers };
+  } catch {
+    return null;
+  }
+}
+
+/** Ask the server once per page whether it runs webllm-widget's extension (its status route answers). */
+function httpRoute(): Promise<HttpRoute | null> {
+  const state = pageState();
+  if (!state.route) {
+    state.route = (async () => {
+      const srv = jupyterServer();
+      if (!srv) return null;
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), 5000);
+      try {
+        const r = await fetch(`${srv.base}webllm-widget/status`, {
+          headers: srv.headers, cache: "no-store", credentials: "same-origin", signal: abort.signal,
+        });
+        return r.ok && (await r.json()).blobs === true ? srv : null;
+      } catch {
+        return null; // no such route (404 is not thrown), or the network refused: the comm works anyway
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+  }
+  return state.route;
+}
+
+/** The HTTP route failed in a way that will not get better on this page (404: another cache dir or machine). */
+function forgetRoute(): void {
+  pageState().route = Promise.resolve(null);
+}
+
+class HttpFailure extends Error {
+  permanent: boolean;
+  constructor(message: string, permanent: boolean) {
+    super(message);
+    this.permanent = permanent;
+  }
 }
 
 export async function sha256Hex(data: Uint8Array): Promise<string> {
@@ -61,13 +142,20 @@ export async function clearCached(sha256s?: string[]): Promise<void> {
   for (const s of sha256s) await cache?.delete(blobUrl(s));
 }
 
+/** What the kernel answered a `need-blob` with: the bytes (comm), or where the server serves them (HTTP). */
+interface Answer {
+  id: string;
+  data?: Uint8Array;
+  url?: string;
+}
+
 interface Incoming {
   ref: BlobRef;
-  data: Uint8Array;
+  data: Uint8Array | null; // allocated with the first chunk (an HTTP answer needs none)
   received: number;
   chunks: number;
   onProgress?: ProgressFn;
-  resolve: (data: Uint8Array) => void;
+  resolve: (answer: Answer) => void;
   reject: (err: unknown) => void;
 }
 
@@ -78,9 +166,12 @@ interface Incoming {
 export class BlobLoader {
   private channel: PageChannel;
   private incoming = new Map<string, Incoming>(); // by request id
+  /** "auto": the server's HTTP route when it has one, else the comm; "comm" never tries HTTP. */
+  transport: Transport;
 
-  constructor(channel: PageChannel) {
+  constructor(channel: PageChannel, opts: { transport?: Transport } = {}) {
     this.channel = channel;
+    this.transport = opts.transport ?? "auto";
     channel.on("blob", (msg, buffers) => this.onChunk(msg, buffers));
     channel.on("error", (msg) => {
       const inc = msg.id ? this.incoming.get(msg.id) : undefined;
@@ -124,20 +215,44 @@ export class BlobLoader {
   }
 
   private async fetch(ref: BlobRef, onProgress: ProgressFn | undefined, store: boolean): Promise<Uint8Array> {
+    const stats = pageState().stats;
     const cache = await openCache();
     const hit = cache ? await cache.match(blobUrl(ref.sha256)) : undefined;
     if (hit) {
       const data = new Uint8Array(await hit.arrayBuffer());
       // Checked by content, not only size: a damaged copy must never be used (then it is fetched again).
       if (data.length === ref.size && (await sha256Hex(data)) === ref.sha256) {
+        stats.cache += data.length;
         onProgress?.(ref, data.length, true);
         return data;
       }
       console.warn(`webllm-widget: the cached copy of ${ref.name} is damaged; fetching it again`);
       await cache!.delete(blobUrl(ref.sha256));
     }
-    const data = await this.fromKernel(ref, onProgress);
-    const digest = await sha256Hex(data);
+    let data: Uint8Array | undefined;
+    let retry: Record<string, unknown> = {};
+    const route = this.transport === "comm" || ref.size === 0 ? null : await httpRoute();
+    if (route) {
+      const answer = await this.fromKernel(ref, onProgress, "http");
+      if (answer.url) {
+        try {
+          data = await this.fromHttp(route, answer.url, ref, onProgress);
+          stats.http += data.length;
+          this.channel.send("ack", { id: answer.id, sha256: ref.sha256, received: data.length, chunks: 0, via: "http" });
+        } catch (err) {
+          // Not fatal: the comm still works. Tell the kernel so it drops its published copy.
+          stats.http_failures += 1;
+          if (err instanceof HttpFailure && err.permanent) forgetRoute();
+          console.warn(`webllm-widget: ${ref.name} over HTTP failed (${String(err)}); using the comm`);
+          retry = { http_error: String(err).slice(0, 300), retry_of: answer.id };
+        }
+      } else {
+        data = answer.data; // the kernel chose the comm (publishing failed, or it was told to)
+      }
+    }
+    const verified = !!data; // fromHttp checked it already
+    if (!data) data = (await this.fromKernel(ref, onProgress, "comm", retry)).data!;
+    const digest = verified ? ref.sha256 : await sha256Hex(data);
     if (digest !== ref.sha256) {
       throw new PageError(
         "bad-artifact",
@@ -160,24 +275,58 @@ export class BlobLoader {
     return data;
   }
 
-  private fromKernel(ref: BlobRef, onProgress?: ProgressFn): Promise<Uint8Array> {
+  /** GET the published blob from the server into one buffer, with progress; checks size and sha256. */
+  private async fromHttp(route: HttpRoute, url: string, ref: BlobRef, onProgress?: ProgressFn): Promise<Uint8Array> {
+    let resp: Response;
+    try {
+      // no-store: the bytes go to Cache Storage; a second copy in the HTTP cache would only cost disk.
+      resp = await fetch(route.base + url, { headers: route.headers, cache: "no-store", credentials: "same-origin" });
+    } catch (err) {
+      throw new HttpFailure(`GET ${url}: ${String(err)}`, true);
+    }
+    if (!resp.ok || !resp.body) throw new HttpFailure(`GET ${url}: HTTP ${resp.status}`, resp.status === 404 || resp.status === 403);
+    const data = new Uint8Array(ref.size);
+    const reader = resp.body.getReader();
+    let received = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (received + value.byteLength > ref.size) {
+        await reader.cancel();
+        throw new HttpFailure(`GET ${url}: more than the ${ref.size} bytes expected`, false);
+      }
+      data.set(value, received);
+      received += value.byteLength;
+      onProgress?.(ref, received, false);
+    }
+    if (received !== ref.size) throw new HttpFailure(`GET ${url}: ${received} of ${ref.size} bytes`, false);
+    const digest = await sha256Hex(data);
+    if (digest !== ref.sha256) throw new HttpFailure(`GET ${url}: sha256 ${digest}, expected ${ref.sha256}`, false);
+    return data;
+  }
+
+  private fromKernel(ref: BlobRef, onProgress: ProgressFn | undefined, via: "http" | "comm",
+                     extra: Record<string, unknown> = {}): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const id = newId("b");
-      this.incoming.set(id, {
-        ref, data: new Uint8Array(ref.size), received: 0, chunks: 0, onProgress, resolve, reject,
-      });
       if (ref.size === 0) {
-        this.incoming.delete(id);
-        resolve(new Uint8Array(0));
+        resolve({ id, data: new Uint8Array(0) });
         return;
       }
-      this.channel.send("need-blob", { id, sha256: ref.sha256, size: ref.size, name: ref.name });
+      this.incoming.set(id, { ref, data: null, received: 0, chunks: 0, onProgress, resolve, reject });
+      this.channel.send("need-blob", { ...extra, id, sha256: ref.sha256, size: ref.size, name: ref.name, via });
     });
   }
 
   private onChunk(msg: Envelope, buffers: DataView[]): void {
     const inc = msg.id ? this.incoming.get(msg.id) : undefined;
     if (!inc) return;
+    if (typeof msg.url === "string" && !buffers.length) {
+      // The kernel published the blob for the server's route: fetch it from there.
+      this.incoming.delete(msg.id!);
+      inc.resolve({ id: msg.id!, url: msg.url });
+      return;
+    }
     const offset = Number(msg.offset);
     const buf = buffers[0];
     if (!buf || offset + buf.byteLength > inc.ref.size) {
@@ -185,8 +334,10 @@ export class BlobLoader {
       inc.reject(new PageError("bad-artifact", `${inc.ref.name}: chunk at ${offset} does not fit ${inc.ref.size} bytes`));
       return;
     }
+    if (!inc.data) inc.data = new Uint8Array(inc.ref.size);
     inc.data.set(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), offset);
     inc.received += buf.byteLength;
+    pageState().stats.comm += buf.byteLength;
     inc.chunks += 1;
     const finished = inc.received >= inc.ref.size;
     if (inc.chunks % ACK_EVERY === 0 || finished) {
@@ -195,7 +346,7 @@ export class BlobLoader {
     inc.onProgress?.(inc.ref, inc.received, false);
     if (finished) {
       this.incoming.delete(msg.id!);
-      inc.resolve(inc.data);
+      inc.resolve({ id: msg.id!, data: inc.data });
     }
   }
 }

@@ -6,6 +6,12 @@ only for what it lacks; the kernel then sends ``blob`` chunks (binary buffers, m
 of the data, no copies), at most :data:`WINDOW` chunks ahead of the page's last ``ack``. The page
 verifies the sha256 before storing, so a second load of the same content sends nothing.
 
+Where the Jupyter server runs this package's extension (``server.py``), the page asks with
+``via: "http"``: the kernel then publishes the blob into ``cache_dir()/blobs`` (a hard link for a
+file) and answers with one ``blob`` message carrying ``url`` (relative to the server's base URL) and
+no buffer; the page fetches it from there, several times faster than the comm. If publishing fails,
+or ``WEBLLM_WIDGET_TRANSPORT=comm`` is set, the kernel sends chunks instead and the page takes them.
+
 Example::
 
     sender = BlobSender(channel)
@@ -24,6 +30,9 @@ from typing import Any, Callable
 
 from .protocol import ACK, BLOB, ERROR, NEED_BLOB, Channel
 
+#: Environment variable: ``comm`` makes the kernel answer every blob request over the comm.
+TRANSPORT_ENV = "WEBLLM_WIDGET_TRANSPORT"
+
 #: Bytes per chunk. Anything from 256 KB to 16 MB moves at the same rate over the comm; big enough
 #: to stay far below the iopub message-rate limit, small enough to show progress.
 CHUNK_SIZE = 1 << 20
@@ -41,6 +50,8 @@ class Blob:
     sha256: str
     size: int
     data: Any = field(repr=False, compare=False)
+    #: The file holding exactly these bytes, when there is one (published by hard link, not a copy).
+    path: Path | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, name: str, sha256: str | None = None) -> "Blob":
@@ -59,7 +70,7 @@ class Blob:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         digest = sha256 or hashlib.sha256(view).hexdigest()
-        return cls(name=name or p.name, sha256=digest, size=size, data=view)
+        return cls(name=name or p.name, sha256=digest, size=size, data=view, path=p)
 
     def ref(self) -> dict:
         """What travels in a request: enough for the page to look the blob up and check it."""
@@ -87,7 +98,8 @@ def static_blob(filename: str) -> Blob:
     key = (str(path), st.st_size, st.st_mtime_ns)
     blob = _static_cache.get(key)
     if blob is None:
-        blob = _static_cache[key] = Blob.from_bytes(path.read_bytes(), filename)
+        b = Blob.from_bytes(path.read_bytes(), filename)
+        blob = _static_cache[key] = Blob(b.name, b.sha256, b.size, b.data, path=path)
     return blob
 
 
@@ -114,10 +126,13 @@ class BlobSender:
         self.chunk_size = chunk_size
         self.window = window
         self.on_progress = on_progress
-        self.bytes_sent = 0           # blob bytes sent; a second load of cached content adds nothing
+        self.bytes_sent = 0           # blob bytes sent, either way; a second load of cached content adds nothing
+        self.bytes_comm = 0           # ... of which over the comm (chunks)
+        self.bytes_published = 0      # ... of which the page fetched over the HTTP route (counted at its ack)
         self.blobs_sent: list[str] = []  # sha256 of each completed transfer, in order
         self._offered: dict[str, Blob] = {}
         self._transfers: dict[str, _Transfer] = {}
+        self._published: dict[str, Blob] = {}  # request id -> blob the page is fetching over HTTP
         channel.on(NEED_BLOB, self._on_need)
         channel.on(ACK, self._on_ack)
         channel.on(ERROR, self._on_error)
@@ -136,10 +151,51 @@ class BlobSender:
                                       f"the kernel has no blob {sha} (it was never offered, or the kernel restarted); "
                                       "run the cell that loads it again"}, id=rid)
             return
+        if msg.get("http_error"):
+            self._published.pop(msg.get("retry_of"), None)
+            self._unpublish(blob)  # the page could not use the published copy: never offer it again as is
+        if msg.get("via") == "http" and self._publish(blob, rid):
+            return
         t = self._transfers[rid] = _Transfer(blob, rid)
         self._pump(t)
 
+    def _publish(self, blob: Blob, rid: str) -> bool:
+        """Make ``blob`` servable by the server extension and tell the page where; False to use the comm."""
+        if os.environ.get(TRANSPORT_ENV, "").lower() == "comm":
+            return False
+        from .server import publish_bytes, publish_path, route_path
+
+        try:
+            if blob.path is not None:
+                publish_path(blob.path, blob.sha256)
+            else:
+                publish_bytes(blob.data, blob.sha256)
+        except OSError:
+            return False  # read-only or full cache dir: the comm still works
+        self._published[rid] = blob
+        self.channel.send(BLOB, {"sha256": blob.sha256, "size": blob.size, "url": route_path(blob.sha256)}, id=rid)
+        return True
+
+    @staticmethod
+    def _unpublish(blob: Blob) -> None:
+        from .server import blob_path
+
+        path = blob_path(blob.sha256)
+        if path is not None:
+            try:
+                path.unlink()  # a hard link or a copy: the kernel's own file stays
+            except OSError:
+                pass
+
     def _on_ack(self, msg: dict, _buffers: list) -> None:
+        blob = self._published.pop(msg.get("id"), None)
+        if blob is not None:  # the page fetched and verified a published blob: count it as delivered
+            self.bytes_published += blob.size
+            self.bytes_sent += blob.size
+            self.blobs_sent.append(blob.sha256)
+            if self.on_progress:
+                self.on_progress(blob, blob.size)
+            return
         t = self._transfers.get(msg.get("id"))
         if t is None:
             return
@@ -154,6 +210,7 @@ class BlobSender:
 
     def _on_error(self, msg: dict, _buffers: list) -> None:
         self._transfers.pop(msg.get("id"), None)
+        self._published.pop(msg.get("id"), None)
 
     def _pump(self, t: _Transfer) -> None:
         view = memoryview(t.blob.data)
@@ -163,5 +220,6 @@ class BlobSender:
             self.channel.send(BLOB, {"sha256": t.blob.sha256, "offset": t.next_offset, "size": t.blob.size},
                               [chunk], id=t.id)
             self.bytes_sent += end - t.next_offset
+            self.bytes_comm += end - t.next_offset
             t.next_offset = end
             t.chunks_sent += 1

@@ -7,14 +7,21 @@ and the page verifies the sha256 as it does for the comm, so a stale or wrong fi
 
 Routes (under the server's ``base_url``, authenticated like every Jupyter API)::
 
-    GET webllm-widget/status           -> {"version": ..., "blobs": true}   (the page probes this)
+    GET webllm-widget/status           -> {"version", "blobs": true, "blobs_served", "bytes_served"}
     GET webllm-widget/blobs/<sha256>   -> the bytes (immutable, application/octet-stream)
 
-The kernel side publishes a blob before offering it::
+The page probes ``status`` once; when it answers, the page asks the kernel for a blob with
+``need-blob`` + ``via: "http"``, the kernel publishes it (``artifacts.BlobSender``) and answers with
+the route, and the page fetches it. Where the probe fails (VS Code, Colab, a server without this
+extension) or the fetch fails (a kernel on another machine, another cache dir), the blob comes over
+the comm instead. By hand::
 
     from webllm_widget.server import publish_path, publish_bytes
     publish_path(model_dir / "params_shard_0.bin", sha256)   # hard link (or copy) into cache/blobs/
     publish_bytes(wasm, sha256)
+
+Published entries stay until the cache dir is cleaned: hard links of files cost no space; copies of
+in-memory blobs (small libraries) are bounded by the distinct contents published.
 
 Enabled by the ``jupyter-config`` file the package installs
 (``etc/jupyter/jupyter_server_config.d/webllm_widget.json``), or by hand with
@@ -35,6 +42,8 @@ from .cache import cache_dir
 ROUTE = "webllm-widget"
 #: Bytes per write while streaming a file; big enough to keep Tornado's per-write cost small.
 CHUNK = 4 << 20
+#: Counted by this server process (shown by the status route): what crossed over HTTP, not the comm.
+SERVED = {"blobs": 0, "bytes": 0}
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -90,6 +99,11 @@ def publish_bytes(data: bytes | memoryview, sha256: str) -> Path:
     return dst
 
 
+def route_path(sha256: str) -> str:
+    """The blob's URL path relative to the server's base_url (what the kernel tells the page)."""
+    return f"{ROUTE}/blobs/{sha256}"
+
+
 def _handlers():
     # Imported here so the package (and the kernel) never needs jupyter_server unless it runs one.
     from jupyter_server.base.handlers import JupyterHandler
@@ -102,7 +116,8 @@ def _handlers():
         def get(self) -> None:
             self.set_header("Content-Type", "application/json")
             self.set_header("Cache-Control", "no-store")
-            self.finish({"version": __version__, "blobs": True})
+            self.finish({"version": __version__, "blobs": True,
+                         "blobs_served": SERVED["blobs"], "bytes_served": SERVED["bytes"]})
 
     class BlobHandler(JupyterHandler):
         @web.authenticated
@@ -118,7 +133,9 @@ def _handlers():
             with open(path, "rb") as f:
                 while block := f.read(CHUNK):
                     self.write(block)
+                    SERVED["bytes"] += len(block)
                     await self.flush()  # back-pressure: never hold more than one chunk in memory
+            SERVED["blobs"] += 1
             self.finish()
 
     return StatusHandler, BlobHandler
