@@ -22,6 +22,7 @@ interface ModelMsg {
   lib_url?: string;
   overrides?: Record<string, unknown>;
   required_features?: string[];
+  f32_variant?: string | null;
   device?: "auto" | "webgpu" | "cpu";
   cpu?: ModelMsg;
   webgpu?: boolean;
@@ -134,6 +135,7 @@ function initialize({ model }: { model: AnyModel }) {
         lib_url: m.lib_url,
         overrides: m.overrides,
         required_features: m.required_features,
+        f32_variant: m.f32_variant,
         device: m.device,
         cpu: m.cpu ? toSpec(m.cpu) : undefined,
         webgpu: m.webgpu,

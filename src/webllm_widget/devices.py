@@ -65,6 +65,7 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
         spec = dict(fm.spec)
         paths.update(fm.paths)
     spec["device"] = device
+    spec.update(f16_requirements(rec))
     if device == "auto" and rec.kind == "folder":
         try:
             # the built-in model, a GGUF file or an HF folder: built for the CPU too. A model folder built
@@ -78,6 +79,42 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
             spec["cpu"] = dict(cfm.spec, device="cpu")
             paths.update(cfm.paths)
     return spec, paths
+
+
+def _f32_name(quantization: str) -> str:
+    """The f32-compute twin of an f16-compute quantization name (q4f16_1 -> q4f32_1, q0f16 -> q0f32)."""
+    return quantization.replace("f16", "f32")
+
+
+def f16_requirements(rec: Any) -> dict:
+    """What the page must check before it moves any byte of a model that computes in float16.
+
+    ``{"required_features": ["shader-f16"], "f32_variant": ...}`` for an f16 model (an MLC prebuilt id
+    whose quantization computes in f16, or a model folder whose ``mlc-chat-config.json`` says so), else
+    ``{}``. ``f32_variant`` names what to use instead: the prebuilt id with f32 compute when web-llm has
+    it, or for a folder the quantization to rebuild it with. The page refuses the model with
+    ``no-shader-f16`` when its adapter lacks the feature, before installing or fetching anything.
+    """
+    import json
+    import re
+
+    from . import models as registry
+
+    if rec.kind == "prebuilt":
+        m = re.search(r"-(q\d+f16(?:_\d+)?)-", rec.model_id)
+        if not m:
+            return {}
+        twin = rec.model_id.replace(m.group(1), _f32_name(m.group(1)))
+        return {"required_features": ["shader-f16"],
+                "f32_variant": twin if twin in registry.prebuilt_ids() else None}
+    if rec.kind == "folder" and rec.folder is not None:
+        try:
+            quant = str(json.loads((Path(rec.folder) / "mlc-chat-config.json").read_text()).get("quantization", ""))
+        except (OSError, ValueError):
+            return {}
+        if re.fullmatch(r"q\d+f16(_\d+)?", quant):
+            return {"required_features": ["shader-f16"], "f32_variant": _f32_name(quant)}
+    return {}
 
 
 def _folder_device(model: Any) -> str | None:

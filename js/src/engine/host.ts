@@ -89,6 +89,27 @@ async function checkKvCacheFits(spec: ModelSpec, gpu: GPUInfo | null): Promise<v
   }
 }
 
+/**
+ * An f16-compute model on an adapter without `shader-f16`: refuse it before a byte is installed or fetched
+ * (web-llm would only find out when it asks for the device, after the config has been fetched), naming the
+ * f32 variant to use instead (helper M). `required_features` and `f32_variant` come from the kernel.
+ */
+function checkFeatures(spec: ModelSpec, gpu: GPUInfo | null): void {
+  const missing = (spec.required_features ?? []).filter((f) => !(gpu?.features ?? []).includes(f));
+  if (!missing.length) return;
+  const adapter = gpu ? gpu.description || [gpu.vendor, gpu.architecture].filter(Boolean).join(" ") : "none";
+  const instead = spec.f32_variant
+    ? (spec.prebuilt ? `use ${spec.f32_variant} (f32 compute) instead`
+      : `rebuild it with quantization ${spec.f32_variant} (f32 compute), e.g. \`webllm-widget build --quantization ${spec.f32_variant}\``)
+    : "use a q4f32_1 (f32-compute) model instead";
+  throw new EngineError(
+    missing.includes("shader-f16") ? "no-shader-f16" : "bad-model",
+    `${spec.id} computes in float16 and needs the WebGPU feature(s) ${missing.join(", ")}, which this GPU ` +
+      `(${adapter}) does not offer: ${instead}. Nothing was downloaded.`,
+    { missing_features: missing, f32_variant: spec.f32_variant ?? null, adapter_features: gpu?.features ?? [] },
+  );
+}
+
 export class WorkerEngine implements Engine {
   loaded: string | null = null;
   gpu: GPUInfo | null = null;
@@ -220,6 +241,7 @@ export class WorkerEngine implements Engine {
         const choice = await this.chooseDevice(spec);
         const requested = spec;
         spec = choice.spec;
+        if (choice.device === "webgpu") checkFeatures(spec, this.gpu);
         if (spec.files) {
           if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
           const total = spec.files.reduce((n, f) => n + f.size, 0);

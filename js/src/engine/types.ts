@@ -35,6 +35,8 @@ export interface ModelSpec {
   /** Overrides for mlc-chat-config.json (e.g. context_window_size). */
   overrides?: Record<string, unknown>;
   required_features?: string[];
+  /** For an f16-compute model: its f32-compute twin (prebuilt id, or quantization to rebuild a folder with). */
+  f32_variant?: string | null;
   /** Where to run: "webgpu", "cpu" (a model built for the page's CPU), or "auto" (default "webgpu"). */
   device?: "auto" | "webgpu" | "cpu";
   /** The same model built for the CPU, used when `device` is "auto" and the page has no hardware adapter. */

@@ -129,7 +129,8 @@ def resolve(model: str | os.PathLike | None = None, *, progress: bool = True, sc
     ``None``/``"default"``: the built-in model. A folder with ``mlc-chat-config.json``: used as is.
     A ``.gguf`` file or an HF folder (``config.json``): compiled first (cached). An ``http(s)`` URL of a
     web-llm folder: used as is (its library must be ``<url>/resolve/main/model.wasm`` or given via
-    ``"URL|LIB_URL"``). Otherwise an MLC prebuilt id known to web-llm 0.2.85.
+    ``"URL|LIB_URL"``). Otherwise an MLC prebuilt id known to web-llm 0.2.85; a prebuilt name without its
+    quantization (``"SmolLM2-360M-Instruct"``) picks the ``q4f32_1`` build, which needs no ``shader-f16``.
     ``schedule`` is passed to the build (``"fallback"`` suits software adapters such as SwiftShader).
     """
     if model is None or str(model) == "default":
@@ -155,6 +156,10 @@ def resolve(model: str | os.PathLike | None = None, *, progress: bool = True, sc
         return ModelRecord("folder", folder.name, folder=folder, model_lib="model.wasm")
     if text in prebuilt_ids():
         return ModelRecord("prebuilt", text)
+    if f"{text}-q4f32_1-MLC" in prebuilt_ids():
+        # a prebuilt model named without its quantization: the f32-compute build runs on every adapter
+        # (q4f16_1 needs shader-f16, which software adapters and some drivers lack)
+        return ModelRecord("prebuilt", f"{text}-q4f32_1-MLC")
     close = [m for m in prebuilt_ids() if text.lower() in m.lower()][:5]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise BadModel(f"unknown model {text!r}: not a file or folder, and not an MLC prebuilt id.{hint} "
