@@ -176,3 +176,48 @@ def test_blob_from_path_is_memory_mapped_and_hashed(tmp_path):
     blob = Blob.from_path(p)
     assert blob.size == 3000 and blob.sha256 == hashlib.sha256(b"abc" * 1000).hexdigest()
     assert bytes(memoryview(blob.data)[:3]) == b"abc"
+
+
+def test_asked_for_http_the_kernel_publishes_the_file_and_answers_with_its_route(tmp_path, monkeypatch):
+    from webllm_widget.server import blob_path
+
+    monkeypatch.setenv("WEBLLM_WIDGET_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "shard.bin"
+    src.write_bytes(b"\x01\x02" * 5000)
+    w = RecordingWidget()
+    ch = Channel(w)
+    w.page_says("ready")
+    sender = BlobSender(ch)
+    ref = sender.offer(Blob.from_path(src))
+    w.page_says("need-blob", id="b1", sha256=ref["sha256"], via="http")
+    msg, bufs = w.sent[-1]
+    assert msg["kind"] == "blob" and msg["id"] == "b1" and bufs == []
+    assert msg["url"] == f"webllm-widget/blobs/{ref['sha256']}"
+    published = blob_path(ref["sha256"])
+    assert published is not None and published.read_bytes() == src.read_bytes()
+    assert published.stat().st_ino == src.stat().st_ino  # a hard link, not a copy
+    assert sender.bytes_sent == 0  # counted once the page says it has the bytes
+    w.page_says("ack", id="b1", received=ref["size"], chunks=0, via="http")
+    assert sender.bytes_published == sender.bytes_sent == ref["size"] and sender.bytes_comm == 0
+    assert ch.bytes_sent == 0  # nothing went over the comm
+
+    # The page could not use it (e.g. a server with another cache dir): the copy goes, the comm takes over.
+    w.page_says("need-blob", id="b2", sha256=ref["sha256"], via="comm", http_error="HTTP 404", retry_of="b1")
+    assert blob_path(ref["sha256"]) is None and src.exists()
+    chunks = [(m, b) for m, b in w.sent if m["kind"] == "blob" and m["id"] == "b2"]
+    assert chunks and sum(len(b[0]) for _, b in chunks) == ref["size"]
+
+
+def test_kernel_told_to_use_the_comm_never_publishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("WEBLLM_WIDGET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WEBLLM_WIDGET_TRANSPORT", "comm")
+    w = RecordingWidget()
+    ch = Channel(w)
+    w.page_says("ready")
+    sender = BlobSender(ch)
+    data = bytes(range(256)) * 10
+    ref = sender.offer(Blob.from_bytes(data, "m.bin"))
+    w.page_says("need-blob", id="b1", sha256=ref["sha256"], via="http")
+    msg, bufs = w.sent[-1]
+    assert "url" not in msg and bytes(bufs[0]) == data
+    assert not (tmp_path / "cache" / "blobs" / ref["sha256"]).exists()
