@@ -81,3 +81,24 @@ def test_default_gguf_is_the_smollm2_file_from_the_pypi_wheel():
     assert (c["num_attention_heads"], c["num_key_value_heads"], c["vocab_size"]) == (9, 3, 49152)
     assert c["rope_theta"] == 100000.0 and c["tie_word_embeddings"] is True
     assert models.default_gguf(progress=False) == path  # extracted once, then found
+
+
+@pytest.mark.slow
+def test_built_in_model_folder_and_id_are_named_smollm2_135m_instruct_not_the_gguf_run_label():
+    from webllm_widget.compile.weights import open_checkpoint
+
+    # the GGUF's general.name is a training-run label; the registry names the model as published
+    assert open_checkpoint(models.default_gguf(progress=False)).config["name"] == "Smollm2 135M 8k Lc100K Mix1 Ep2"
+    rec = models.resolve(None, progress=False)
+    assert rec.kind == "folder" and rec.folder.name.startswith("SmolLM2-135M-Instruct-ggml-webgpu-")
+    assert rec.model_id == rec.folder.name
+    cpu = models.default(device="cpu", progress=False)
+    assert cpu.name.startswith("SmolLM2-135M-Instruct-ggml-cpu-")
+    import json
+
+    assert json.loads((cpu / "manifest.json").read_text())["model_id"] == "SmolLM2-135M-Instruct-ggml-cpu"
+
+
+def test_a_prebuilt_name_without_quantization_picks_the_f32_compute_build():
+    assert models.resolve("SmolLM2-360M-Instruct").model_id == "SmolLM2-360M-Instruct-q4f32_1-MLC"
+    assert models.resolve("Llama-3.2-1B-Instruct").model_id == "Llama-3.2-1B-Instruct-q4f32_1-MLC"
