@@ -22,12 +22,14 @@ test: setup
 	@status=0; $(PY) -m pytest tests -v --durations=25 --timeout=$(TEST_TIMEOUT) $(PYTEST_ARGS) || status=$$?; \
 	if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; exit $$status
 
-# Benchmarks (helper G): JSON + PNG in bench/results/, table in README's Benchmarks section. BENCH_ARGS goes
-# to decode.py (e.g. BENCH_ARGS="--max-tokens 32 --runs 5"); bench/cpu.py runs too when present.
+# Benchmarks: JSON + PNG in bench/results/, table in README's Benchmarks section. BENCH_ARGS goes to
+# decode.py (e.g. BENCH_ARGS="--max-tokens 32 --runs 5"), CPU_BENCH_ARGS to cpu.py (the page's CPU path
+# beside llama.cpp and numpy; its first run does `npm ci` in bench/llamacpp/).
 BENCH_ARGS ?=
+CPU_BENCH_ARGS ?=
 bench: setup
 	$(PY) bench/decode.py $(BENCH_ARGS)
 	$(PY) bench/kernels.py
 	$(PY) bench/channel.py
-	@if [ -f bench/cpu.py ]; then $(PY) bench/cpu.py; fi
+	$(PY) bench/cpu.py $(CPU_BENCH_ARGS)
 	$(PY) bench/plot.py --readme

@@ -45,6 +45,37 @@ def machine() -> dict:
     return info
 
 
+def cpu_jiffies() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (from /proc/stat)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(f[:8]) - idle) / hz, sum(f[:8]) / hz
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """How many cores other processes kept busy over the next ``seconds`` (0 = idle machine)."""
+    b0, _ = cpu_jiffies()
+    time.sleep(seconds)
+    b1, _ = cpu_jiffies()
+    return (b1 - b0) / seconds
+
+
+def wait_quiet(max_wait_s: float = 120.0, below: float = 0.5, window_s: float = 3.0) -> dict:
+    """Wait (up to ``max_wait_s``) until other work keeps fewer than ``below`` cores busy over ``window_s``.
+
+    The machine is shared: a one-thread speed measured while other jobs hold both cores says more about
+    them than about the engine. Returns what was seen: ``{"quiet": bool, "busy_cores", "waited_s", "loadavg_1"}``.
+    """
+    t0 = time.perf_counter()
+    while True:
+        busy = busy_cores(window_s)
+        waited = time.perf_counter() - t0
+        if busy < below or waited >= max_wait_s:
+            return {"quiet": busy < below, "busy_cores": round(busy, 2), "waited_s": round(waited, 1),
+                    "threshold_cores": below, "loadavg_1": round(os.getloadavg()[0], 2)}
+
+
 def write_result(name: str, data: dict, out_dir: Path | None = None) -> Path:
     """Write ``<out_dir>/<name>.json`` atomically (with the machine and a UTC timestamp); return its path."""
     out_dir = Path(out_dir or RESULTS)

@@ -1,33 +1,44 @@
-"""Decode and prefill speed of a model on the page's CPU (wasm32 + SIMD128, one thread) in headless Chromium.
+"""Decode and prefill speed on the page's CPU (wasm32 + SIMD128, one thread) beside llama.cpp and numpy, same run.
 
-    python bench/cpu.py                      # built-in SmolLM2-135M (lossless GGUF mode), 3 runs
-    python bench/cpu.py --runs 5 --decode 64 --prompt 64 --quantization q4f32_1
+    python bench/cpu.py                          # built-in SmolLM2-135M (GGUF mode), prompts 32,128, 3 runs
+    python bench/cpu.py --runs 5 --decode 64 --prompts 64 --quantization q4f32_1
+    python bench/cpu.py --baselines none         # the browser CPU path only
 
 Chromium is started *without* WebGPU: this is the path users without a GPU get. Each run resets the
-KV cache, prefills a prompt of ``--prompt`` tokens (chunked like web-llm) and decodes ``--decode``
-tokens greedily, timing every step in the page (``performance.now``). The JSON written to
-``bench/results/cpu.json`` holds every run and the medians; the numbers to compare are
-``decode_tok_s.median`` and ``prefill_tok_s.median`` (the issue's target: ≥ 20 tok/s decode here).
+KV cache, prefills a fixed prompt (chunked like web-llm) and decodes ``--decode`` tokens greedily, timing
+in the page (``performance.now``). The baselines get the same token ids, token counts and run count:
+llama.cpp on one thread (``bench/llamacpp.py``, node-llama-cpp's prebuilt binary, same GGUF) and the
+float32 numpy reference (``tests/reference.py``, BLAS limited to one thread; it decodes only
+``--numpy-decode`` tokens per run, being slow).
+
+The machine is shared, so before measuring the script waits (``--quiet-wait`` s at most) for a moment when
+other work keeps fewer than half a core busy, and records for every run how many cores *other* processes
+kept busy meanwhile (``other_busy_cores``) and the load average. The numbers to compare are the wall-clock
+medians ``cpu_path.prompts.<n>.decode_tok_s`` / ``prefill_tok_s`` (issue #7's target: ≥ 20 tok/s decode);
+``*_per_cpu_s`` (tokens per CPU-second of the browser's processes) is the speed with a core to itself.
+JSON: ``bench/results/cpu.json``.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import ROOT, cpu_jiffies, wait_quiet, write_result  # noqa: E402
+from llamacpp import prompt_ids  # noqa: E402
 
 LOAD_JS = """
 const { CpuModel } = await import('/static/cpu_model.js');
 const t0 = performance.now();
 const wasm = await (await fetch(arg.base + 'model.wasm')).arrayBuffer();
 globalThis.__m = await CpuModel.create(wasm, { tensorCacheUrl: arg.base, cacheScope: 'webllm-widget-bench',
-                                               contextWindowSize: 1024 });
+                                               contextWindowSize: arg.context });
 return performance.now() - t0;
 """
 PREFILL_JS = """
@@ -53,7 +64,11 @@ return { steps, out };
 """
 
 
-def _cpu_seconds(marker: str) -> float:
+def summary(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
+
+
+def _tree_cpu_seconds(marker: str) -> float:
     """CPU time (user + system) of the Chromium process tree whose browser process has ``marker`` in its cmdline."""
     from procmem import _children, _roots
 
@@ -73,102 +88,199 @@ def _cpu_seconds(marker: str) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def llama_cpp_row(gguf: Path, prompt: list[int], decode: int, runs: int) -> dict:
-    """llama.cpp on one thread, same GGUF, same token counts: wall clock and per CPU-second of this process."""
+class Meter:
+    """Wall time, our own CPU time (a callable) and the machine's busy CPU time over one measured section."""
+
+    def __init__(self, own_cpu):
+        self.own_cpu = own_cpu
+
+    def __enter__(self):
+        self.w0, self.c0, (self.b0, _) = time.perf_counter(), self.own_cpu(), cpu_jiffies()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.w0
+        self.cpu = self.own_cpu() - self.c0
+        busy = cpu_jiffies()[0] - self.b0
+        # Cores other processes kept busy meanwhile (ours subtracted); clock-tick granularity, so clamp at 0.
+        self.others = max(0.0, (busy - self.cpu) / max(self.wall, 1e-9))
+
+
+# -- the page's CPU path -------------------------------------------------------------------------------
+
+def bench_browser(folder: Path, prompts: list[list[int]], decode: int, runs: int) -> dict:
+    from browser import HostServer, launch_chromium
+    from cpu_page import serve_cpu_model
+
+    server = HostServer()
+    browser = launch_chromium(server.origin + "/blank.html", webgpu=False)
+    res: dict = {"prompts": {}}
     try:
-        import llama_cpp
-    except ImportError as e:
-        return {"skipped": f"llama-cpp-python is not installed ({e})"}
-    import numpy as np
+        page = browser.new_page()
+        page.goto(server.origin + "/blank.html")
+        base = serve_cpu_model(server, "bench", folder / "model.wasm", folder)
+        js = lambda body, arg=None: page.evaluate(f"async (arg) => {{ {body} }}", arg)  # noqa: E731
+        context = max(len(p) for p in prompts) + decode + 16
+        res["load_s"] = js(LOAD_JS, {"base": base, "context": context}) / 1000
+        own = lambda: _tree_cpu_seconds(browser.profile)  # noqa: E731
+        for ids in prompts:
+            rows = []
+            for _ in range(runs):
+                with Meter(own) as mp:
+                    prefill_ms = js(PREFILL_JS, {"prompt": ids})
+                with Meter(own) as md:
+                    dec = js(DECODE_JS, {"decode": decode})
+                rows.append({"prefill_s": prefill_ms / 1000, "decode_s": sum(dec["steps"]) / 1000,
+                             "steps_ms": dec["steps"], "tokens": dec["out"], "prefill_cpu_s": mp.cpu,
+                             "decode_cpu_s": md.cpu, "others": (mp.others * mp.wall + md.others * md.wall)
+                             / (mp.wall + md.wall)})
+            n = len(ids)
+            res["prompts"][str(n)] = {
+                "prompt_tokens": n,
+                "prefill_tok_s": summary([n / r["prefill_s"] for r in rows]),
+                "decode_tok_s": summary([decode / r["decode_s"] for r in rows]),
+                "prefill_tok_s_per_cpu_s": summary([n / max(1e-9, r["prefill_cpu_s"]) for r in rows]),
+                "decode_tok_s_per_cpu_s": summary([decode / max(1e-9, r["decode_cpu_s"]) for r in rows]),
+                "decode_step_ms_median": statistics.median(s for r in rows for s in r["steps_ms"]),
+                "other_busy_cores": summary([round(r["others"], 2) for r in rows]),
+                "greedy_tokens_first_run": rows[0]["tokens"][:16],
+            }
+    finally:
+        browser.close()
+        server.close()
+    return res
 
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=len(prompt) + decode + 16, n_threads=1, n_threads_batch=1,
-                          verbose=False)
-    rows = []
-    for _ in range(runs):
-        llm.reset()
-        w0, c0 = time.perf_counter(), time.process_time()
-        llm.eval(prompt)
-        w1, c1 = time.perf_counter(), time.process_time()
-        for _ in range(decode):
-            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
-        w2, c2 = time.perf_counter(), time.process_time()
-        rows.append((w1 - w0, c1 - c0, w2 - w1, c2 - c1))
-    return {"version": getattr(llama_cpp, "__version__", "?"), "threads": 1,
-            "prefill_tok_s": summary([len(prompt) / r[0] for r in rows]),
-            "prefill_tok_s_per_cpu_s": summary([len(prompt) / r[1] for r in rows]),
-            "decode_tok_s": summary([decode / r[2] for r in rows]),
-            "decode_tok_s_per_cpu_s": summary([decode / r[3] for r in rows])}
+
+# -- baselines --------------------------------------------------------------------------------------------
+
+def bench_llama_cpp(gguf: Path, prompts: list[list[int]], decode: int, runs: int) -> dict:
+    import resource
+
+    from llamacpp import run
+
+    own = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))  # noqa: E731
+    with Meter(own) as m:
+        res = run(gguf, prompts, decode, runs, threads=1)
+    if "skipped" not in res:
+        res["other_busy_cores_whole_run"] = round(m.others, 2)
+    return res
 
 
-def summary(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
+NUMPY_WORKER = r"""
+import json, sys, time, statistics
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from reference import LlamaReference, load_weights
+from webllm_widget.compile.weights import open_checkpoint
+a = json.loads(sys.argv[2])
+ckpt = open_checkpoint(a["gguf"])
+t = time.perf_counter()
+ref = LlamaReference(load_weights(ckpt), ckpt.config)
+out = {"load_s": time.perf_counter() - t, "dtype": "float32", "threads": 1, "decode_tokens": a["decode"],
+       "prompts": {}}
+for ids in a["prompts"]:
+    pre, dec = [], []
+    for _ in range(a["runs"]):
+        ref.reset()
+        t = time.perf_counter()
+        tok = int(np.argmax(ref.forward(ids)[-1]))
+        pre.append(len(ids) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for _ in range(a["decode"]):
+            tok = int(np.argmax(ref.forward([tok])[-1]))
+        dec.append(a["decode"] / (time.perf_counter() - t))
+    s = lambda xs: {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
+    out["prompts"][str(len(ids))] = {"prompt_tokens": len(ids), "prefill_tok_s": s(pre), "decode_tok_s": s(dec)}
+print(json.dumps(out))
+"""
 
+
+def bench_numpy(gguf: Path, prompts: list[list[int]], decode: int, runs: int) -> dict:
+    """The float32 numpy reference forward pass in a child process with BLAS held to one thread."""
+    import resource
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    arg = json.dumps({"gguf": str(gguf), "prompts": prompts, "decode": decode, "runs": runs})
+    own = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))  # noqa: E731
+    with Meter(own) as m:
+        r = subprocess.run([sys.executable, "-c", NUMPY_WORKER, str(ROOT / "tests"), arg], capture_output=True,
+                           text=True, env=env, timeout=1800)
+    if r.returncode != 0:
+        return {"skipped": f"numpy reference failed: {(r.stderr or r.stdout).strip()[-500:]}"}
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["other_busy_cores_whole_run"] = round(m.others, 2)
+    return res
+
+
+# -- driver -----------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--folder", help="a CPU model folder (default: build/find the built-in SmolLM2 one)")
     ap.add_argument("--quantization", default=None, help="for the built-in model: ggml (default) or q4f32_1")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--prompt", type=int, default=32, help="prompt length in tokens")
+    ap.add_argument("--prompts", default="32,128", help="prompt lengths in tokens")
     ap.add_argument("--decode", type=int, default=32, help="tokens to decode per run")
+    ap.add_argument("--baselines", default="llama.cpp,numpy", help="comma list of llama.cpp,numpy, or 'none'")
+    ap.add_argument("--numpy-decode", type=int, default=8,
+                    help="tokens the numpy reference decodes per run (it runs ~1-10 tok/s: kept short)")
+    ap.add_argument("--quiet-wait", type=float, default=120.0,
+                    help="seconds to wait at most for other work to leave a core free before measuring")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = ap.parse_args(argv)
 
-    from browser import HostServer, launch_chromium
-    from cpu_page import serve_cpu_model
     from webllm_widget import models
 
     folder = Path(args.folder) if args.folder else models.default(device="cpu", quantization=args.quantization)
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest.get("device") != "cpu":
         raise SystemExit(f"{folder} was built for {manifest.get('device')!r}; build it with device='cpu'")
-    # A fixed, ordinary prompt: token ids of plain English text (ids 100.. avoid the control tokens).
-    prompt = [(1009 + 37 * i) % 40000 + 100 for i in range(args.prompt)]
+    prompts = [prompt_ids(int(n)) for n in args.prompts.split(",") if n]
+    wanted = set() if args.baselines == "none" else set(args.baselines.split(","))
+    gguf = Path(manifest["source_path"]) if str(manifest.get("source_path", "")).endswith(".gguf") else None
 
-    server = HostServer()
-    browser = launch_chromium(server.origin + "/blank.html", webgpu=False)
-    try:
-        page = browser.new_page()
-        page.goto(server.origin + "/blank.html")
-        base = serve_cpu_model(server, "bench", folder / "model.wasm", folder)
-        js = lambda body, arg=None: page.evaluate(f"async (arg) => {{ {body} }}", arg)  # noqa: E731
-        load_ms = js(LOAD_JS, {"base": base})
-        runs = []
-        for _ in range(args.runs):
-            c0 = _cpu_seconds(browser.profile)
-            prefill_ms = js(PREFILL_JS, {"prompt": prompt})
-            c1 = _cpu_seconds(browser.profile)
-            dec = js(DECODE_JS, {"decode": args.decode})
-            c2 = _cpu_seconds(browser.profile)
-            runs.append({"prefill_ms": prefill_ms, "decode_ms": sum(dec["steps"]), "steps_ms": dec["steps"],
-                         "tokens": dec["out"], "prefill_cpu_s": c1 - c0, "decode_cpu_s": c2 - c1})
-    finally:
-        browser.close()
-        server.close()
-    result = {
-        "model": manifest.get("model_id"), "quantization": manifest.get("quantization"), "device": "cpu",
-        "backend": "wasm32 + SIMD128, one thread, Chromium without WebGPU",
-        "prompt_tokens": args.prompt, "decode_tokens": args.decode,
-        "decode_tok_s": summary([args.decode / (r["decode_ms"] / 1000) for r in runs]),
-        "prefill_tok_s": summary([args.prompt / (r["prefill_ms"] / 1000) for r in runs]),
-        # Tokens per CPU-second of the browser's processes: the one-thread speed with the machine to itself
-        # (on a shared machine the wall-clock numbers above include time other processes held the core).
-        "decode_tok_s_per_cpu_s": summary([args.decode / max(1e-9, r["decode_cpu_s"]) for r in runs]),
-        "prefill_tok_s_per_cpu_s": summary([args.prompt / max(1e-9, r["prefill_cpu_s"]) for r in runs]),
-        "decode_step_ms_median": statistics.median(s for r in runs for s in r["steps_ms"]),
-        "load_s": load_ms / 1000, "load_avg_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
-        "greedy_tokens_first_run": runs[0]["tokens"],
-        "llama_cpp": (llama_cpp_row(Path(manifest["source_path"]), prompt, args.decode, args.runs)
-                      if str(manifest.get("source_path", "")).endswith(".gguf") else {"skipped": "not a GGUF model"}),
-        "target_decode_tok_s": 20,
+    print(f"waiting up to {args.quiet_wait:.0f} s for a quiet moment…", file=sys.stderr)
+    quiet = wait_quiet(args.quiet_wait)
+    print(f"  {quiet}", file=sys.stderr)
+    t_all = time.perf_counter()
+    result: dict = {
+        "model": manifest.get("model_id"), "quantization": manifest.get("quantization"),
+        "settings": {"prompts": [len(p) for p in prompts], "decode_tokens": args.decode, "runs": args.runs,
+                     "threads": 1, "greedy": True, "prompt_ids": "bench/llamacpp.py prompt_ids(n)"},
+        "quiet_before": quiet, "target_decode_tok_s": 20,
     }
-    path = write_result("cpu", result, Path(args.out) if args.out else None)
-    def medians(d):
-        return {k: (v["median"] if isinstance(v, dict) and "median" in v else medians(v) if isinstance(v, dict) else v)
-                for k, v in d.items() if k != "greedy_tokens_first_run"}
+    print("== CPU path (Chromium without WebGPU)", file=sys.stderr)
+    result["cpu_path"] = {"backend": "wasm32 + SIMD128, one thread, Chromium without WebGPU",
+                          **bench_browser(folder, prompts, args.decode, args.runs)}
+    def settle(what: str) -> dict:
+        """Each engine gets its own quiet moment (shorter wait than the first): record what it found."""
+        q = wait_quiet(min(60.0, args.quiet_wait))
+        print(f"== {what}; quiet check: {q}", file=sys.stderr)
+        return q
 
-    short = medians(result)
-    print(json.dumps(short, indent=1, default=str))
+    if "llama.cpp" in wanted:
+        q = settle("llama.cpp (node-llama-cpp, one thread)")
+        result["llama_cpp"] = (bench_llama_cpp(gguf, prompts, args.decode, args.runs) if gguf
+                               else {"skipped": "not a GGUF model"})
+        result["llama_cpp"]["quiet_before"] = q
+    if "numpy" in wanted:
+        q = settle("numpy float32 reference (one BLAS thread)")
+        result["numpy"] = (bench_numpy(gguf, prompts, args.numpy_decode, args.runs) if gguf
+                           else {"skipped": "not a GGUF model"})
+        result["numpy"]["quiet_before"] = q
+    result["quiet_after"] = {"loadavg_1": round(os.getloadavg()[0], 2)}
+    result["wall_s"] = round(time.perf_counter() - t_all, 1)
+    path = write_result("cpu", result, Path(args.out) if args.out else None)
+
+    for name in ("cpu_path", "llama_cpp", "numpy"):
+        r = result.get(name) or {}
+        if "skipped" in r:
+            print(f"{name:9s} skipped: {r['skipped']}")
+        for n, p in r.get("prompts", {}).items():
+            extra = (f", per CPU-s {p['decode_tok_s_per_cpu_s']['median']:.1f}, others busy "
+                     f"{p['other_busy_cores']['median']:.2f} cores" if "other_busy_cores" in p else "")
+            print(f"{name:9s} prompt {n:>4s}: prefill {p['prefill_tok_s']['median']:7.1f} tok/s, decode "
+                  f"{p['decode_tok_s']['median']:6.1f} tok/s{extra}")
     print(f"wrote {path}")
     return result
 

@@ -2,7 +2,7 @@
 
     python bench/plot.py [--results bench/results] [--readme README.md]
 
-Writes ``channel.png``, ``decode.png``, ``kernels.png`` (for whichever JSON files exist) and
+Writes ``channel.png``, ``decode.png``, ``kernels.png``, ``cpu.png`` (for whichever JSON files exist) and
 ``summary.md`` next to the JSON. With ``--readme`` the text between ``<!-- bench:start -->`` and
 ``<!-- bench:end -->`` in the README is replaced by the summary (the markers are appended under a
 "Benchmarks" heading when missing); nothing else in the README changes.
@@ -138,6 +138,95 @@ def plot_kernels(d: dict, out: Path) -> None:
     plt.close(fig)
 
 
+CPU_LABEL = "page CPU (wasm SIMD128, 1 thread)"
+
+
+def _cpu_series(cpu: dict, de: dict | None) -> list[tuple[str, dict]]:
+    """(label, {prompt_len: entry}) for the CPU comparison: the page's CPU path, the WebGPU path (decode.json,
+    its default mode), llama.cpp and numpy (cpu.json, same run as the CPU path)."""
+    rows = []
+    if "prompts" in cpu.get("cpu_path", {}):
+        rows.append((CPU_LABEL, cpu["cpu_path"]["prompts"]))
+    for name, r in ((de or {}).get("browser") or {}).items():
+        if "prompts" in r:
+            rows.append((f"page WebGPU {name} (decode.py)", r["prompts"]))
+            break
+    if "prompts" in cpu.get("llama_cpp", {}):
+        rows.append(("llama.cpp (1 thread)", cpu["llama_cpp"]["prompts"]))
+    if "prompts" in cpu.get("numpy", {}):
+        rows.append(("numpy float32 (1 thread)", cpu["numpy"]["prompts"]))
+    return rows
+
+
+def plot_cpu(cpu: dict, de: dict | None, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series = _cpu_series(cpu, de)
+    lengths = sorted({int(n) for _, p in series for n in p})
+    colors = {CPU_LABEL: "#dd8452", "llama.cpp (1 thread)": "#55a868", "numpy float32 (1 thread)": "#999999"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, key, title in [(axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")]:
+        ax.set_ylim(0.1, 1000)
+        w = 0.8 / max(1, len(series))
+        for i, (label, p) in enumerate(series):
+            xs, ys, lo, hi = [], [], [], []
+            for j, n in enumerate(lengths):
+                s = p.get(str(n), {}).get(key)
+                if isinstance(s, dict) and s.get("median"):
+                    xs.append(j + i * w)
+                    ys.append(s["median"])
+                    lo.append(s["median"] - s["min"])
+                    hi.append(s["max"] - s["median"])
+            ax.bar(xs, ys, w, yerr=[lo, hi], label=label if ax is axes[0] else None, capsize=3,
+                   color=colors.get(label, "#4c72b0"))
+            for x, y, h in zip(xs, ys, hi):
+                ax.annotate(f"{y:.3g}", (x, (y + h) * 1.08), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(np.arange(len(lengths)) + 0.4 - w / 2, [f"{n}-token prompt" for n in lengths])
+        ax.set_yscale("log")
+        ax.set_ylabel("tokens/s, wall clock (log)")
+        ax.set_title(f"{title}: median, min-max of {cpu['settings']['runs']} runs")
+    axes[1].axhline(cpu.get("target_decode_tok_s", 20), ls="--", c="#dd8452", lw=1, label="CPU path target (20)")
+    fig.legend(fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def cpu_summary(cpu: dict, de: dict | None) -> list[str]:
+    s, q = cpu["settings"], cpu.get("quiet_before", {})
+    np_dec = (cpu.get("numpy") or {}).get("decode_tokens")
+    lines = [f"**CPU path vs WebGPU, llama.cpp and numpy** (`bench/cpu.py`, same GGUF and token ids, greedy, "
+             f"{s['decode_tokens']} decoded tokens{f' (numpy: {np_dec})' if np_dec else ''}, median (min–max) of "
+             f"{s['runs']} runs, wall clock; the WebGPU row is `bench/decode.py`'s, from its own run). "
+             f"Measured {cpu['when']} after waiting {q.get('waited_s', '?')} s for a quiet moment "
+             f"({'found' if q.get('quiet') else 'not found'}: other work kept {q.get('busy_cores', '?')} cores busy, "
+             f"load average {q.get('loadavg_1', '?')}).", "",
+             "| engine | prompt | prefill tok/s | decode tok/s | decode tok/s per CPU-second | other cores busy |",
+             "|---|---|---|---|---|---|"]
+    whole = {"llama.cpp (1 thread)": (cpu.get("llama_cpp") or {}).get("other_busy_cores_whole_run"),
+             "numpy float32 (1 thread)": (cpu.get("numpy") or {}).get("other_busy_cores_whole_run")}
+    for label, p in _cpu_series(cpu, de):
+        for n, e in sorted(p.items(), key=lambda kv: int(kv[0])):
+            busy = _med(e, "other_busy_cores") if "other_busy_cores" in e else whole.get(label)
+            lines.append(f"| {label} | {e.get('prompt_tokens', n)} | {_spread(e.get('prefill_tok_s'))} | "
+                         f"{_spread(e.get('decode_tok_s'))} | {_spread(e.get('decode_tok_s_per_cpu_s'))} | "
+                         f"{_f(busy)} |")
+    for name in ("llama_cpp", "numpy"):
+        if "skipped" in (cpu.get(name) or {}):
+            lines.append(f"\n{name.replace('_', '.')}: skipped — {cpu[name]['skipped']}")
+    ll = cpu.get("llama_cpp") or {}
+    if "prompts" in ll:
+        lines += ["", f"llama.cpp: npm `node-llama-cpp` {ll.get('version')} (prebuilt CPU binary, llama.cpp "
+                      f"{ll.get('llama_cpp_release')}), {ll.get('threads')} thread; `bench/llamacpp.py`."]
+    target = cpu.get("target_decode_tok_s", 20)
+    best = _med(cpu, "cpu_path", "prompts", str(min(s["prompts"])), "decode_tok_s")
+    if best is not None:
+        lines += ["", f"CPU path decode at the {min(s['prompts'])}-token prompt: {best:.1f} tok/s "
+                      f"({'meets' if best >= target else 'below'} the ≥ {target} tok/s target of issue #7)."]
+    return lines + ["", "![cpu](bench/results/cpu.png)", ""]
+
+
 def _f(x, fmt="{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
@@ -151,7 +240,8 @@ def _spread(s) -> str:
 def summary(results: Path) -> str:
     lines: list[str] = []
     ch, de, ke = _load(results, "channel"), _load(results, "decode"), _load(results, "kernels")
-    any_d = next((x for x in (de, ch, ke) if x), None)
+    cpu = _load(results, "cpu")
+    any_d = next((x for x in (de, ch, ke, cpu) if x), None)
     if any_d:
         m = any_d["machine"]
         ad = (de or {}).get("browser", {})
@@ -180,7 +270,11 @@ def summary(results: Path) -> str:
                          f"{(r['load_cold']['bytes_sent'] or 0) / 1e6:.0f} MB | {r['peak_pss_mb']:.0f} / {r['peak_rss_mb']:.0f} |")
         for name, r in de.get("baselines", {}).items():
             if "skipped" in r:
-                lines.append(f"\n{name}: skipped — {r['skipped']}")
+                if name == "llama.cpp" and "prompts" in ((cpu or {}).get("llama_cpp") or {}):
+                    lines.append("\nllama.cpp: not run here (llama-cpp-python is not installed); "
+                                 "see the CPU table below (`bench/llamacpp.py`, node-llama-cpp).")
+                else:
+                    lines.append(f"\n{name}: skipped — {r['skipped']}")
         lines += ["", "![decode](bench/results/decode.png)", ""]
     if ch:
         h = ch.get("http", {})
@@ -207,6 +301,8 @@ def summary(results: Path) -> str:
         for k in ke.get("kernels", [])[:10]:
             lines.append(f"| `{k['kernel']}` | {k['ms']:.1f} | {k['calls']} | {100 * (k['share'] or 0):.1f}% |")
         lines += ["", "![kernels](bench/results/kernels.png)", ""]
+    if cpu and "cpu_path" in cpu:
+        lines += cpu_summary(cpu, de)
     return "\n".join(lines)
 
 
@@ -234,6 +330,10 @@ def main(argv: list[str] | None = None) -> None:
         if d is not None:
             fn(d, args.results / f"{name}.png")
             print(f"-> {args.results / (name + '.png')}")
+    cpu = _load(args.results, "cpu")
+    if cpu is not None and "cpu_path" in cpu:
+        plot_cpu(cpu, _load(args.results, "decode"), args.results / "cpu.png")
+        print(f"-> {args.results / 'cpu.png'}")
     text = summary(args.results)
     (args.results / "summary.md").write_text(text + "\n")
     if args.readme:
