@@ -93,7 +93,7 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
     default_chunk = w.blobs.chunk_size
     for chunk in [default_chunk, *[int(c * (1 << 20)) for c in chunk_mb]]:
         w.blobs.chunk_size = chunk
-        mbs, page_ms = [], []
+        mbs, page_ms, timing = [], [], []
         for _ in range(runs):
             blob = Blob.from_bytes(os.urandom(size), "bench.bin")
             await _call(w, "clear")
@@ -101,8 +101,9 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
             assert msg["bytes"] == size and msg["via"]["comm"] == size and msg["kernel_comm_bytes"] == size, msg
             mbs.append(size / 1e6 / msg["s"])
             page_ms.append(msg["page_ms"])
+            timing.append(msg.get("timing"))
             del blob
-        sweep[chunk] = {"MBps": _summary(mbs), "page_ms": _summary(page_ms)}
+        sweep[chunk] = {"MBps": _summary(mbs), "page_ms": _summary(page_ms), "page_timing_ms": timing}
     w.blobs.chunk_size = default_chunk
     result["comm"] = {**sweep[default_chunk], "chunk_bytes": default_chunk, "window": w.blobs.window}
     if chunk_mb:
@@ -110,13 +111,14 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
 
     # HTTP: the same BlobLoader on "auto": it probes the server's webllm-widget route, the kernel publishes the
     # blob (a hard link of a file in the cache dir, as for model folders) and the page fetches it.
-    secs, via = [], []
+    secs, via, timing = [], [], []
     for _ in range(runs):
         path, sha = _random_file(size)
         blob = Blob.from_path(path, sha256=sha)
         await _call(w, "clear")
         msg = await load(w, blob, "auto")
         via.append(msg["via"])
+        timing.append(msg.get("timing"))
         if msg["via"]["http"] == size:
             secs.append(msg["s"])
         del blob
@@ -124,7 +126,7 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
         if (p := blob_path(sha)) is not None:
             p.unlink()
     if secs:
-        result["http"] = {"MBps": _summary([size / 1e6 / s for s in secs]), "via": via}
+        result["http"] = {"MBps": _summary([size / 1e6 / s for s in secs]), "via": via, "page_timing_ms": timing}
         # Baseline under the same conditions: the Jupyter server's own /files/ endpoint (no extension, no
         # kernel round trip), the same size from a file under the notebook root (the kernel's working dir).
         files = []

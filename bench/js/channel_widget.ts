@@ -79,7 +79,7 @@ function initialize({ model }: { model: any }) {
       const after = blobStats();
       const digest = msg.check ? await storedDigest(ref.sha256) : undefined;
       ch.reply(msg, "result", {
-        page_ms: pageMs, bytes: data.length, digest,
+        page_ms: pageMs, bytes: data.length, digest, timing: after.last,
         via: { comm: after.comm - before.comm, http: after.http - before.http, cache: after.cache - before.cache,
                http_failures: after.http_failures - before.http_failures },
       });

@@ -27,6 +27,8 @@ export interface BlobStats {
   http: number;
   cache: number;
   http_failures: number;
+  /** Where the time of the latest transfer went (ms): what limits a transport. */
+  last?: { via: "comm" | "http"; receive_ms: number; verify_ms: number; store_ms: number; bytes: number };
 }
 
 export const CACHE_NAME = "webllm-widget/blobs";
@@ -157,6 +159,16 @@ interface Incoming {
   onProgress?: ProgressFn;
   resolve: (answer: Answer) => void;
   reject: (err: unknown) => void;
+  // Chunks are also streamed into Cache Storage as they arrive (in order), so storing overlaps receiving.
+  sink?: { controller: ReadableStreamDefaultController<Uint8Array>; pos: number };
+}
+
+/** Stop streaming into the cache: close it when the bytes are all there, else fail it (nothing is stored). */
+function endSink(inc: Incoming, err?: unknown): void {
+  if (!inc.sink) return;
+  if (err === undefined && inc.sink.pos === inc.ref.size) inc.sink.controller.close();
+  else inc.sink.controller.error(err ?? new Error("chunks out of order"));
+  inc.sink = undefined;
 }
 
 /**
@@ -177,7 +189,9 @@ export class BlobLoader {
       const inc = msg.id ? this.incoming.get(msg.id) : undefined;
       if (!inc) return;
       this.incoming.delete(msg.id!);
-      inc.reject(new PageError(String(msg.code ?? "error"), String(msg.message ?? "blob transfer failed")));
+      const err = new PageError(String(msg.code ?? "error"), String(msg.message ?? "blob transfer failed"));
+      endSink(inc, err);
+      inc.reject(err);
     });
   }
 
@@ -231,12 +245,18 @@ export class BlobLoader {
     }
     let data: Uint8Array | undefined;
     let retry: Record<string, unknown> = {};
+    const t0 = performance.now();
+    let verifyMs = 0;
+    let storedAlready = false;
     const route = this.transport === "comm" || ref.size === 0 ? null : await httpRoute();
     if (route) {
       const answer = await this.fromKernel(ref, onProgress, "http");
       if (answer.url) {
         try {
-          data = await this.fromHttp(route, answer.url, ref, onProgress);
+          const got = await this.fromHttp(route, answer.url, ref, onProgress, store ? cache : undefined);
+          data = got.data;
+          verifyMs = got.verify_ms;
+          storedAlready = got.stored;
           stats.http += data.length;
           this.channel.send("ack", { id: answer.id, sha256: ref.sha256, received: data.length, chunks: 0, via: "http" });
         } catch (err) {
@@ -251,9 +271,19 @@ export class BlobLoader {
       }
     }
     const verified = !!data; // fromHttp checked it already
-    if (!data) data = (await this.fromKernel(ref, onProgress, "comm", retry)).data!;
+    let storing: Promise<boolean> | undefined;
+    if (!data) {
+      const target = cache && store ? cache : undefined;
+      const answer = await this.fromKernel(ref, onProgress, "comm", retry, target, (p) => (storing = p));
+      data = answer.data!;
+    }
+    const tReceived = performance.now();
     const digest = verified ? ref.sha256 : await sha256Hex(data);
+    const tVerified = performance.now();
+    if (!verified) verifyMs = tVerified - tReceived;
+    if (storing) storedAlready = await storing;
     if (digest !== ref.sha256) {
+      if (storing && storedAlready) await cache!.delete(blobUrl(ref.sha256));
       throw new PageError(
         "bad-artifact",
         `${ref.name}: received ${data.length} bytes whose sha256 is ${digest}, expected ${ref.sha256}. ` +
@@ -262,7 +292,7 @@ export class BlobLoader {
         { sha256: ref.sha256, name: ref.name },
       );
     }
-    if (cache && store) {
+    if (cache && store && !storedAlready) {
       try {
         await cache.put(blobUrl(ref.sha256), new Response(data as unknown as BodyInit, {
           headers: { "content-type": "application/octet-stream", "content-length": String(data.length) },
@@ -272,11 +302,18 @@ export class BlobLoader {
         console.warn(`webllm-widget: could not store ${ref.name} in Cache Storage`, err);
       }
     }
+    stats.last = { via: verified ? "http" : "comm", receive_ms: tReceived - t0 - (verified ? verifyMs : 0),
+                   verify_ms: verifyMs, store_ms: performance.now() - tVerified, bytes: data.length };
     return data;
   }
 
-  /** GET the published blob from the server into one buffer, with progress; checks size and sha256. */
-  private async fromHttp(route: HttpRoute, url: string, ref: BlobRef, onProgress?: ProgressFn): Promise<Uint8Array> {
+  /**
+   * GET the published blob from the server into one buffer, with progress; checks size and sha256. With `cache`,
+   * the response is also streamed into Cache Storage while it downloads (the body is teed), so storing costs no
+   * time after the download; an entry whose bytes turn out wrong is deleted before this throws.
+   */
+  private async fromHttp(route: HttpRoute, url: string, ref: BlobRef, onProgress?: ProgressFn,
+                         cache?: Cache): Promise<{ data: Uint8Array; verify_ms: number; stored: boolean }> {
     let resp: Response;
     try {
       // no-store: the bytes go to Cache Storage; a second copy in the HTTP cache would only cost disk.
@@ -285,35 +322,66 @@ export class BlobLoader {
       throw new HttpFailure(`GET ${url}: ${String(err)}`, true);
     }
     if (!resp.ok || !resp.body) throw new HttpFailure(`GET ${url}: HTTP ${resp.status}`, resp.status === 404 || resp.status === 403);
+    let body = resp.body;
+    let storing: Promise<boolean> | undefined;
+    if (cache) {
+      const [toCache, toPage] = body.tee();
+      body = toPage;
+      storing = cache.put(blobUrl(ref.sha256), new Response(toCache, {
+        headers: { "content-type": "application/octet-stream", "content-length": String(ref.size) },
+      })).then(() => true, (err) => {
+        console.warn(`webllm-widget: could not store ${ref.name} in Cache Storage`, err);
+        return false;
+      });
+    }
     const data = new Uint8Array(ref.size);
-    const reader = resp.body.getReader();
+    const reader = body.getReader();
     let received = 0;
+    let failure: HttpFailure | undefined;
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
       if (received + value.byteLength > ref.size) {
         await reader.cancel();
-        throw new HttpFailure(`GET ${url}: more than the ${ref.size} bytes expected`, false);
+        failure = new HttpFailure(`GET ${url}: more than the ${ref.size} bytes expected`, false);
+        break;
       }
       data.set(value, received);
       received += value.byteLength;
       onProgress?.(ref, received, false);
     }
-    if (received !== ref.size) throw new HttpFailure(`GET ${url}: ${received} of ${ref.size} bytes`, false);
-    const digest = await sha256Hex(data);
-    if (digest !== ref.sha256) throw new HttpFailure(`GET ${url}: sha256 ${digest}, expected ${ref.sha256}`, false);
-    return data;
+    if (!failure && received !== ref.size) failure = new HttpFailure(`GET ${url}: ${received} of ${ref.size} bytes`, false);
+    const t = performance.now();
+    const digest = failure ? "" : await sha256Hex(data);
+    const verifyMs = performance.now() - t;
+    if (!failure && digest !== ref.sha256) failure = new HttpFailure(`GET ${url}: sha256 ${digest}, expected ${ref.sha256}`, false);
+    const stored = storing ? await storing : false;
+    if (failure) {
+      if (stored) await cache!.delete(blobUrl(ref.sha256));
+      throw failure;
+    }
+    return { data, verify_ms: verifyMs, stored };
   }
 
   private fromKernel(ref: BlobRef, onProgress: ProgressFn | undefined, via: "http" | "comm",
-                     extra: Record<string, unknown> = {}): Promise<Answer> {
+                     extra: Record<string, unknown> = {}, cache?: Cache,
+                     onStoring?: (p: Promise<boolean>) => void): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const id = newId("b");
       if (ref.size === 0) {
         resolve({ id, data: new Uint8Array(0) });
         return;
       }
-      this.incoming.set(id, { ref, data: null, received: 0, chunks: 0, onProgress, resolve, reject });
+      const inc: Incoming = { ref, data: null, received: 0, chunks: 0, onProgress, resolve, reject };
+      if (cache && onStoring) {
+        let controller!: ReadableStreamDefaultController<Uint8Array>;
+        const body = new ReadableStream<Uint8Array>({ start: (c) => { controller = c; } });
+        inc.sink = { controller, pos: 0 };
+        onStoring(cache.put(blobUrl(ref.sha256), new Response(body, {
+          headers: { "content-type": "application/octet-stream", "content-length": String(ref.size) },
+        })).then(() => true, () => false)); // not stored (out of order, failed, quota): stored after, or not at all
+      }
+      this.incoming.set(id, inc);
       this.channel.send("need-blob", { ...extra, id, sha256: ref.sha256, size: ref.size, name: ref.name, via });
     });
   }
@@ -331,11 +399,20 @@ export class BlobLoader {
     const buf = buffers[0];
     if (!buf || offset + buf.byteLength > inc.ref.size) {
       this.incoming.delete(msg.id!);
-      inc.reject(new PageError("bad-artifact", `${inc.ref.name}: chunk at ${offset} does not fit ${inc.ref.size} bytes`));
+      const err = new PageError("bad-artifact", `${inc.ref.name}: chunk at ${offset} does not fit ${inc.ref.size} bytes`);
+      endSink(inc, err);
+      inc.reject(err);
       return;
     }
     if (!inc.data) inc.data = new Uint8Array(inc.ref.size);
     inc.data.set(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), offset);
+    if (inc.sink) {
+      if (offset === inc.sink.pos) {
+        // A view of the assembled bytes (no copy; they never change after this).
+        inc.sink.controller.enqueue(inc.data.subarray(offset, offset + buf.byteLength));
+        inc.sink.pos += buf.byteLength;
+      } else endSink(inc);
+    }
     inc.received += buf.byteLength;
     pageState().stats.comm += buf.byteLength;
     inc.chunks += 1;
@@ -346,6 +423,7 @@ export class BlobLoader {
     inc.onProgress?.(inc.ref, inc.received, false);
     if (finished) {
       this.incoming.delete(msg.id!);
+      endSink(inc);
       inc.resolve({ id: msg.id!, data: inc.data });
     }
   }
