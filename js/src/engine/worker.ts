@@ -91,7 +91,22 @@ async function load(id: number, modelId: string, record: ModelRecord | null) {
     engine.setInitProgressCallback(onProgress);
   }
   loadedId = null;
-  await engine.reload(modelId);
+  try {
+    await engine.reload(modelId);
+  } catch (err) {
+    // A failed load can leave web-llm's engine on a dead device: an allocation the GPU refused makes web-llm
+    // destroy the device (its tryCreateBuffer), TVM disposes its instance, and the next reload() on this engine
+    // ends in "exit(1)". Drop it: its buffers go with the device, and the next load starts a fresh engine.
+    const dead = engine;
+    engine = null;
+    backend = null;
+    try {
+      await dead.unload();
+    } catch {
+      /* already disposed with its device */
+    }
+    throw err;
+  }
   loadedId = modelId;
   backend = "webgpu";
   post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu" });
