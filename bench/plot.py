@@ -45,8 +45,7 @@ def plot_channel(d: dict, out: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     labels, vals, errs = [], [], ([], [])
-    for label, s in [("comm", d["comm"]["MBps"]), ("HTTP route\n(stored)", d.get("http", {}).get("MBps_stored")),
-                     ("HTTP route\n(stored+verified)", d.get("http", {}).get("MBps_verified")),
+    for label, s in [("comm", d["comm"]["MBps"]), ("HTTP route", d.get("http", {}).get("MBps")),
                      ("Jupyter /files/\n(baseline)", d.get("http", {}).get("files_endpoint_MBps_stored"))]:
         if isinstance(s, dict):
             labels.append(label)
@@ -54,7 +53,7 @@ def plot_channel(d: dict, out: Path) -> None:
             lo, hi = _err(s)
             errs[0].extend(lo)
             errs[1].extend(hi)
-    a.bar(labels, vals, yerr=errs, color=["#4c72b0", "#55a868", "#8fbf8f", "#999999"][:len(vals)], capsize=4)
+    a.bar(labels, vals, yerr=errs, color=["#4c72b0", "#55a868", "#999999"][:len(vals)], capsize=4)
     a.axhline(50, ls="--", c="#4c72b0", lw=1, label="comm target 50")
     a.axhline(200, ls="--", c="#55a868", lw=1, label="HTTP target 200")
     a.set_ylabel("MB/s (kernel -> page Cache Storage)")
@@ -283,8 +282,7 @@ def summary(results: Path) -> str:
                   f"cache emptied first, median (min–max) of {ch['runs']})", "",
                   "| path | MB/s | target |", "|---|---|---|",
                   f"| comm (BlobSender → BlobLoader → Cache Storage, sha256 verified) | {_spread(ch['comm']['MBps'])} | ≥ 50 |",
-                  f"| HTTP route (server extension → Cache Storage) | {_spread(h.get('MBps_stored'))} | ≥ 200 |",
-                  f"| HTTP route, then read back + sha256 verified | {_spread(h.get('MBps_verified'))} | |",
+                  f"| HTTP route (server extension → BlobLoader → Cache Storage, sha256 verified) | {_spread(h.get('MBps'))} | ≥ 200 |",
                   f"| baseline: Jupyter's own `/files/` endpoint → Cache Storage, same run | {_spread(h.get('files_endpoint_MBps_stored'))} | |",
                   "", f"Token latency page → kernel observer ({lat['n']} messages while a cell awaits): "
                   f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (targets < 2, < 5).", "",

@@ -58,15 +58,17 @@ def test_kernel_bench_attributes_decode_step_time_to_named_kernels(tiny_folder, 
 
 @pytest.mark.browser
 @pytest.mark.jupyter
-@pytest.mark.xfail(reason="passes alone; in the full clean-clone suite the benchmark page did not say ready within 120 s (2026-11-25), not yet diagnosed", strict=False)
 def test_channel_bench_moves_blobs_over_comm_and_http_and_times_messages(tmp_path):
+    # Failed in the CI trial (page never ready): the clone's venv hid the widget lab extensions from
+    # JupyterLab; tests/jupyter.py now adds the base interpreter's share/jupyter and fails fast without them.
     import channel
 
     d = channel.main(["--size-mb", "4", "--runs", "1", "--messages", "50", "--interval-ms", "1",
                       "--out", str(tmp_path)])
     assert json.loads((tmp_path / "channel.json").read_text())["size_bytes"] == 4 << 20
     assert d["server_extension_loaded"], "the server extension's route was not registered"
-    assert d["comm"]["MBps"]["median"] > 0 and "MBps_stored" in d["http"]
+    assert d["comm"]["MBps"]["median"] > 0 and d["http"]["MBps"]["median"] > 0
+    assert d["http"]["via"] == [{"comm": 0, "http": 4 << 20, "cache": 0, "http_failures": 0}]
     assert d["latency_ms"]["n"] == 50
 
 
@@ -79,7 +81,7 @@ def test_plot_draws_pngs_and_a_readme_section_without_touching_the_rest(tmp_path
     machine = {"cpu": "x", "cpus": 2, "mem_gb": 1, "chromium": "c"}
     (res / "channel.json").write_text(json.dumps({
         "machine": machine, "when": "t", "size_bytes": 1 << 20, "runs": 3, "comm": {"MBps": summ},
-        "http": {"MBps_stored": summ, "MBps_verified": summ},
+        "http": {"MBps": summ},
         "latency_ms": {"n": 10, "p50": 1.0, "p90": 2.0, "p99": 3.0}}))
     (res / "decode.json").write_text(json.dumps({
         "machine": machine, "when": "t", "settings": {"runs": 3, "max_tokens": 4},
