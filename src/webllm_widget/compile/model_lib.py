@@ -468,8 +468,15 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
     from .schedules import schedule_pipeline
 
     tgt = _target(target)
+    mod = exported.mod
+    if schedule == "fallback" and tgt.kind.name != "llvm":
+        from .schedules import use_fallback_attention
+
+        kv = exported.metadata["kv_cache"]
+        mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
+                                     as_quantization(exported.metadata["quantization"]).compute_dtype)
     with tgt:
-        return tvm.compile(exported.mod, target=tgt, relax_pipeline=schedule_pipeline(exported.mod, tgt, schedule))
+        return tvm.compile(mod, target=tgt, relax_pipeline=schedule_pipeline(mod, tgt, schedule))
 
 
 def _source_hash() -> str:
