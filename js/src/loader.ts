@@ -337,6 +337,7 @@ export class BlobLoader {
     const data = new Uint8Array(ref.size);
     const reader = body.getReader();
     let received = 0;
+    let reported = 0;
     let failure: HttpFailure | undefined;
     for (;;) {
       const { done, value } = await reader.read();
@@ -348,7 +349,11 @@ export class BlobLoader {
       }
       data.set(value, received);
       received += value.byteLength;
-      onProgress?.(ref, received, false);
+      // Network reads are small (tens of KB): report about every MiB, like the comm's chunks.
+      if (received - reported >= 1 << 20 || received === ref.size) {
+        reported = received;
+        onProgress?.(ref, received, false);
+      }
     }
     if (!failure && received !== ref.size) failure = new HttpFailure(`GET ${url}: ${received} of ${ref.size} bytes`, false);
     const t = performance.now();
