@@ -13,8 +13,7 @@ from llama_native import NativeModel
 from reference import LlamaReference
 from test_llama_native import PROMPT, FORCED, ArrayCheckpoint
 from tiny import TinyLlama
-from webllm_widget.compile.cpu import (cpu_param_records, deinterleave_words, interleave_words,
-                                       specialize_for_cpu)
+from webllm_widget.compile.cpu import cpu_param_records, pack_for_cpu, specialize_for_cpu, unpack_from_cpu
 from webllm_widget.compile.llama import LlamaConfig
 from webllm_widget.compile.model_lib import export_model
 from webllm_widget.compile.quantize import (_module_sources, _pack_bytes, _pack_nibbles, as_quantization, dequantize,
@@ -22,26 +21,24 @@ from webllm_widget.compile.quantize import (_module_sources, _pack_bytes, _pack_
 from webllm_widget.compile.weights import open_checkpoint
 
 
-def test_interleaved_4bit_words_put_element_4j_plus_l_in_nibble_j_of_word_l():
+def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nibble_of_byte_i():
     rng = np.random.default_rng(0)
     q = rng.integers(0, 16, (3, 64), dtype=np.uint8)
-    w = interleave_words(_pack_nibbles(q), 4)
+    w = pack_for_cpu(_pack_nibbles(q), 4)
+    b = w.astype("<u4").view(np.uint8).reshape(3, 64 // 2)
     for k in range(64):
         g, r = divmod(k, 32)
-        j, lane = divmod(r, 4)
-        np.testing.assert_array_equal((w[:, g * 4 + lane] >> np.uint32(4 * j)) & 15, q[:, k])
-    np.testing.assert_array_equal(deinterleave_words(w, 4), _pack_nibbles(q))
+        byte = b[:, g * 16 + r % 16]
+        np.testing.assert_array_equal(byte & 15 if r < 16 else byte >> 4, q[:, k])
+    np.testing.assert_array_equal(unpack_from_cpu(w, 4), _pack_nibbles(q))
 
 
-def test_interleaved_8bit_words_put_element_4j_plus_l_of_each_16_in_byte_j_of_word_l():
+def test_cpu_8bit_layout_keeps_element_k_in_byte_k():
     rng = np.random.default_rng(1)
     q = rng.integers(0, 256, (2, 64), dtype=np.uint8)
-    w = interleave_words(_pack_bytes(q), 8)
-    for k in range(64):
-        c, r = divmod(k, 16)
-        j, lane = divmod(r, 4)
-        np.testing.assert_array_equal((w[:, c * 4 + lane] >> np.uint32(8 * j)) & 255, q[:, k])
-    np.testing.assert_array_equal(deinterleave_words(w, 8), _pack_bytes(q))
+    w = pack_for_cpu(_pack_bytes(q), 8)
+    np.testing.assert_array_equal(w.astype("<u4").view(np.uint8).reshape(2, 64), q)
+    np.testing.assert_array_equal(unpack_from_cpu(w, 8), _pack_bytes(q))
 
 
 def _logits(mod, ex, records, cfg):
@@ -86,7 +83,7 @@ def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(sourc
         quant = as_quantization(source)
     ex = export_model(cfg, quant, tvm.target.Target({"kind": "llvm"}))
     records = list(param_records(ckpt, cfg, quant))
-    cpu_mod = specialize_for_cpu(ex.mod)
+    cpu_mod = specialize_for_cpu(ex.mod, tvm.target.Target({"kind": "llvm"}))
     replaced = [gv.name_hint for gv in ex.mod.get_global_vars()
                 if gv.name_hint.startswith("dequant_") and not cpu_mod[gv].same_as(ex.mod[gv])]
     assert any(n.startswith("dequant_take") for n in replaced) and any(n.startswith("dequant_lm_head") for n in replaced)
