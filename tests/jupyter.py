@@ -184,6 +184,30 @@ class JupyterLab:
                     parts.append(f"[{i}] {''.join(t) if isinstance(t, list) else t}")
         return "\n".join(parts)
 
+    def record_comm(self, page: Any) -> None:
+        """Start logging the page's widget comm traffic (opens, closes, our protocol's message kinds), for
+        :meth:`comm_log` when a test fails. Blob chunks and acks are left out (thousands of them)."""
+        page.evaluate("""() => {
+            window.__wlwComm = [];
+            const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+            k.anyMessage.connect((_, a) => {
+                const m = a.msg, t = m.header.msg_type;
+                if (!t.startsWith('comm')) return;
+                const d = (m.content && m.content.data) || {}, kind = (d.content && d.content.kind) || '';
+                if (['blob', 'ack', 'need-blob', 'progress', 'token'].includes(kind)) return;
+                if (d.method === 'update' && !('messages' in (d.state || {}))) return;
+                window.__wlwComm.push([Math.round(performance.now()), a.direction, t,
+                                      String(m.content.comm_id || '').slice(0, 8), d.method || '', kind]);
+            });
+        }""")
+
+    def comm_log(self, page: Any) -> list:
+        """What :meth:`record_comm` saw: ``[ms, send|recv, msg_type, comm id prefix, method, kind]`` rows."""
+        try:
+            return page.evaluate("() => window.__wlwComm || []")
+        except Exception as e:  # the page may be gone
+            return [f"no comm log: {e}"]
+
     def console_errors(self) -> list[str]:
         """Errors logged by the pages this driver opened (not by other tests' pages in the same browser)."""
         return [m for m in self.console if m.startswith(("error", "pageerror"))]

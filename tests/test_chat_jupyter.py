@@ -1,6 +1,8 @@
-"""JupyterLab end to end: notebooks/chat.ipynb with the built-in SmolLM2 model, in the WebGPU Chromium.
+"""JupyterLab end to end: notebooks/chat.ipynb run in real JupyterLab in the WebGPU Chromium.
 
-Real JupyterLab, real kernel, real widget, real model on SwiftShader WebGPU: slow (minutes).
+Real JupyterLab, real kernel, real Chat widget, real engine in the page. The tiny random-weight model shows the
+mechanics (answers, DOM, messages, KV-cache reuse, typing in the widget, reload from the page's cache); the built-in
+SmolLM2 (device "auto": the page's CPU build on this software adapter) shows the answer is right ("Paris").
 """
 from __future__ import annotations
 
@@ -15,30 +17,33 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jupyter import JupyterLab  # noqa: E402
-from test_chat_engine import tiny_model_folder  # noqa: E402,F401  (shared fixture)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 pytestmark = [pytest.mark.browser, pytest.mark.jupyter]
 
-KERNEL_EXEC = """async (code) => {
+KERNEL_EXEC = """async ([code, ms]) => {
   const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
   const fut = k.requestExecute({code, store_history: false});
   let out = "";
   fut.onIOPub = (msg) => {
     const t = msg.header.msg_type, c = msg.content;
     if (t === 'stream') out += c.text;
-    else if (t === 'error') out += `ERROR ${c.ename}: ${c.evalue}`;
+    else if (t === 'error') out += `\\n@@kernel-error@@ ${c.ename}: ${c.evalue}`;
   };
-  await fut.done;
+  // page.evaluate has no timeout of its own: a kernel that never answers must not hang the test
+  const late = new Promise(r => setTimeout(() => r('late'), ms));
+  if (await Promise.race([fut.done, late]) === 'late') return `${out}\\n@@kernel-error@@ timeout: the kernel did not finish in ${ms} ms; output so far: ${out}`;
   return out;
 }"""
 
 
-def kernel(page, code: str) -> dict:
-    """Run ``code`` in the notebook's kernel (it must print one JSON line) and return the parsed JSON."""
-    out = page.evaluate(KERNEL_EXEC, code)
-    assert not out.startswith("ERROR"), out
+def kernel(page, code: str, timeout: float = 120) -> dict:
+    """Run ``code`` in the notebook's kernel (it must print one JSON line last) and return the parsed JSON.
+
+    The code runs as its own execute request (top-level ``await`` works); any error fails the test."""
+    out = page.evaluate(KERNEL_EXEC, [code, int(timeout * 1000)])
+    assert "@@kernel-error@@" not in out, out
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -78,91 +83,149 @@ def text_of(cell_outputs: list[dict]) -> str:
     return "".join(parts)
 
 
-def run_chat_notebook(chromium, tmp_path, env: dict | None = None) -> dict:
+def wait_kernel_state(page, code: str, ok, timeout: float, what: str) -> dict:
+    """Poll ``kernel(page, code)`` until ``ok(state)``; fail at once when the Chat reports an error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = kernel(page, code)
+        if ok(st):
+            return st
+        assert not st.get("error"), f"{what}: the Chat reported an error: {st}"
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s: {st}"
+        time.sleep(1)
+
+
+STATE = ("import json; print(json.dumps({'messages': chat.messages, 'error': chat.error, 'status': chat.status,"
+         " 'ready': chat._ch.ready_count, 'sent': chat.bytes_sent, 'load_id': chat._load_reply.id,"
+         " 'loaded': chat._load_reply.done() and chat._load_info is not None, 'load': chat._load_info}))")
+
+
+def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeout: float = 600) -> dict:
     """Run notebooks/chat.ipynb in JupyterLab, type a message into the widget, reload the page; return facts."""
     shutil.copy(NOTEBOOKS / "chat.ipynb", tmp_path / "chat.ipynb")
     nb = json.loads((tmp_path / "chat.ipynb").read_text())
     code_cells = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
     facts: dict = {}
     with JupyterLab(tmp_path, env=env) as lab:
-        page = lab.open_notebook(chromium, "chat.ipynb")
-        lab.run_all(page)
-        outs = wait_notebook(lab, page, len(code_cells), timeout=3000)
+        try:
+            page = lab.open_notebook(chromium, "chat.ipynb")
+            lab.record_comm(page)
+            lab.run_all(page)
+            outs = wait_notebook(lab, page, len(code_cells), timeout=answer_timeout * 4)
+            facts["outputs"] = [text_of(outs[i]) for i in code_cells]
+            facts["stats1"] = ast.literal_eval(facts["outputs"][2].strip().splitlines()[-1])
+            facts["stats2"] = ast.literal_eval(facts["outputs"][3].strip().splitlines()[-1])
+            state = kernel(page, STATE)
+            facts["messages"] = state["messages"]
+            scroll_to_widget(page)
+            facts["shown"] = page.evaluate(
+                "() => [...document.querySelectorAll('.wlw-chat .wlw-msg')].map(e => [e.dataset.role, e.textContent])")
 
-        ask_out = text_of(outs[code_cells[2]])
-        facts["answer"] = ask_out.strip().splitlines()[0] if ask_out.strip() else ""
-        facts["stats1"] = ast.literal_eval(ask_out.strip().splitlines()[-1])
-        scroll_to_widget(page)
-        facts["shown"] = page.evaluate(
-            "() => [...document.querySelectorAll('.wlw-msg')].map(e => [e.dataset.role, e.textContent])")
-        facts["stats2"] = ast.literal_eval(text_of(outs[code_cells[3]]).strip().splitlines()[-1])
-        facts["complete"] = text_of(outs[code_cells[-1]])
-        state = kernel(page, "import json; print(json.dumps({'messages': chat.messages, 'stats': chat.stats}))")
-        facts["messages"] = state["messages"]
+            # a message typed into the widget reaches Python and gets an answer
+            n_before = len(state["messages"])
+            page.fill(".wlw-chat textarea", "Thank you!")
+            page.press(".wlw-chat textarea", "Enter")
+            state = wait_kernel_state(page, STATE, lambda st: len(st["messages"]) >= n_before + 2, answer_timeout,
+                                      "the message typed in the widget")
+            facts["typed"] = state["messages"][n_before:]
+            facts["typed_shown"] = page.evaluate(
+                "() => [...document.querySelectorAll('.wlw-chat .wlw-msg')].slice(-2).map(e => e.textContent)")
 
-        # a message typed into the widget reaches Python and gets an answer
-        n_before = len(state["messages"])
-        scroll_to_widget(page)
-        page.fill(".wlw-chat textarea", "Thank you!")
-        page.press(".wlw-chat textarea", "Enter")
-        deadline = time.monotonic() + 1800
-        while True:
-            msgs = kernel(page, "import json; print(json.dumps(chat.messages))")
-            if len(msgs) >= n_before + 2:
-                break
-            assert time.monotonic() < deadline, msgs
-            time.sleep(2)
-        facts["typed"] = msgs[n_before:]
-
-        # reload the page: the widget loads the model again from the browser's cache
-        facts["sent_before_reload"] = kernel(page, "import json; print(json.dumps(chat.bytes_sent))")
-        page.reload()
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                               " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=120000)
-        lab.wait_kernel_idle(page, 120)
-        deadline = time.monotonic() + 1800
-        while True:
-            st = kernel(page, "import json; print(json.dumps({'ready': chat._ch.ready_count, 'status': chat.status,"
-                              " 'sent': chat.bytes_sent, 'load': chat._load_info}))")
-            if st["ready"] >= 2 and st["status"] == "ready" and st["load"]:
-                break
-            assert st["status"] != "error", st
-            assert time.monotonic() < deadline, st
-            time.sleep(2)
-        facts["after_reload"] = st
+            # reload the page: the new page loads the engine and the model again, from its Cache Storage
+            before = state
+            # save first, as a user would (JupyterLab asks before leaving unsaved changes): the saved outputs hold
+            # the widget's view, which the reloaded page shows again
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.context.save()")
+            page.reload()
+            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=120000)
+            lab.wait_kernel_idle(page, 120)
+            after = wait_kernel_state(
+                page, STATE, lambda st: st["ready"] > before["ready"] and st["load_id"] != before["load_id"]
+                and st["loaded"] and st["status"] == "ready", answer_timeout, "the load after the reload")
+            facts["before_reload"], facts["after_reload"] = before, after
+            scroll_to_widget(page)
+            facts["shown_after_reload"] = page.evaluate(
+                "() => [...document.querySelectorAll('.wlw-chat .wlw-msg')].map(e => e.textContent)")
+            # The reloaded page's KV cache is empty: turn 2's conversation costs a full prefill there. That is
+            # the cold count to compare turn 2's (warm) prefill with; it is also an answer after the reload.
+            facts["cold2"] = kernel(page, "import json; r = await chat.complete(messages=chat.messages[:3], max_tokens=1);"
+                                          " print(json.dumps(r))", timeout=answer_timeout)
+            facts["console_errors"] = lab.console_errors()
+        except BaseException:
+            try:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+                print("console:", *lab.console[-40:], sep="\n")
+                print("comm:", *lab.comm_log(page)[-80:], sep="\n")
+                print("outputs:", lab.outputs_text(page)[-3000:])
+            except Exception:
+                pass
+            raise
     return facts
 
 
+def norm(text: str) -> str:
+    return " ".join(text.split())
+
+
 def check_mechanics(f: dict) -> None:
-    roles = [m["role"] for m in f["messages"]]
-    assert roles == ["user", "assistant", "user", "assistant"], roles
-    assert f["messages"][0]["content"] == "What is the capital of France?"
-    assert f["messages"][1]["content"].startswith(f["answer"].strip()[:20])
-    assert [r for r, _ in f["shown"]][:2] == ["user", "assistant"]
+    msgs = f["messages"]
+    # the notebook asks three questions (ask, stream, send); chat.messages holds every turn, in order
+    assert [m["role"] for m in msgs] == ["user", "assistant"] * 3, msgs
+    assert msgs[0]["content"] == "What is the capital of France?"
+    assert msgs[2]["content"] == "What language do people speak there?"
+    answer = msgs[1]["content"]
+    assert answer.strip(), msgs
+    assert f["outputs"][2].startswith(answer.strip()[:20]), f["outputs"][2]  # what `await chat.ask()` returned
+    # the widget's DOM shows the same conversation
+    assert [r for r, _ in f["shown"]] == [m["role"] for m in msgs], f["shown"]
     assert f["shown"][0][1] == "What is the capital of France?"
+    assert norm(f["shown"][1][1]) == norm(answer), (f["shown"][1][1], answer)
     assert f["stats1"]["completion_tokens"] >= 1 and f["stats2"]["completion_tokens"] >= 1
-    assert "'prompt_tokens'" in f["complete"], f["complete"]  # complete()'s usage dict was displayed
-    assert f["typed"][0] == {"role": "user", "content": "Thank you!"}
-    assert f["typed"][1]["role"] == "assistant" and f["typed"][1]["content"]
-    # nothing sent to the reloaded page: the engine and the model came from its Cache Storage
-    assert f["after_reload"]["sent"] == f["sent_before_reload"]
-    assert f["after_reload"]["load"]["bytes_installed"] == 0
+    # turn 2 reused the KV cache: it prefilled fewer tokens than the same conversation from an empty cache, by at
+    # least the whole first prompt (which a cold prefill has to run again)
+    cold = f["cold2"]["usage"]["prompt_tokens"]
+    assert f["stats2"]["prompt_tokens"] <= cold - f["stats1"]["prompt_tokens"], (f["stats1"], f["stats2"], cold)
+    assert "'prompt_tokens'" in f["outputs"][-1], f["outputs"][-1]  # complete()'s usage dict was displayed
+    # typed in the page: recorded in the kernel's chat.messages with its answer, and shown
+    assert f["typed"][0] == {"role": "user", "content": "Thank you!"}, f["typed"]
+    assert f["typed"][1]["role"] == "assistant" and f["typed"][1]["content"].strip(), f["typed"]
+    assert f["typed_shown"][0] == "Thank you!" and norm(f["typed_shown"][1]) == norm(f["typed"][1]["content"])
+    # after the reload: nothing sent (engine and model came from the page's Cache Storage), conversation shown,
+    # and it answers again
+    assert f["after_reload"]["sent"] == f["before_reload"]["sent"], (f["before_reload"]["sent"], f["after_reload"]["sent"])
+    assert f["after_reload"]["load"]["bytes_installed"] == 0, f["after_reload"]["load"]
+    assert f["shown_after_reload"][0] == "What is the capital of France?"
+    assert len(f["shown_after_reload"]) == len(msgs) + 2, f["shown_after_reload"]
+    assert f["cold2"]["choices"][0]["finish_reason"] in ("length", "stop"), f["cold2"]
+    assert not [m for m in f["console_errors"] if "Uncaught" in m or m.startswith("pageerror")], f["console_errors"]
 
 
-@pytest.mark.xfail(run=False, reason="hangs after the notebook ran in the full suite (clean-clone run, 2026-11-25): the page-side steps after run-all never finish; not yet diagnosed, see the closing note")
-def test_chat_notebook_runs_in_jupyterlab_with_the_tiny_model(chromium, tmp_path, tiny_model_folder):
-    facts = run_chat_notebook(chromium, tmp_path, env={"WEBLLM_WIDGET_MODEL": str(tiny_model_folder)})
+@pytest.fixture(scope="module")
+def tiny_chat_folder() -> Path:
+    """The tiny Llama with a 1,024-token context: the notebook's three turns, the typed one and their template
+    tokens outgrow the default tiny model's 256 (the typed message then fails with context-overflow)."""
+    from tiny import TinyLlama
+
+    from webllm_widget.cache import cache_dir
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    hf = TinyLlama.make(seed=0, context=1024).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0-ctx1024")
+    return build_model_folder(hf, quantization="q4f32_1", progress=False)
+
+
+def test_chat_notebook_runs_in_jupyterlab_with_the_tiny_model(chromium, tmp_path, tiny_chat_folder):
+    facts = run_chat_notebook(chromium, tmp_path, env={"WEBLLM_WIDGET_MODEL": str(tiny_chat_folder)})
     check_mechanics(facts)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(run=False, reason="hangs after the notebook ran in the full suite (clean-clone run, 2026-11-25): the page-side steps after run-all never finish; not yet diagnosed, see the closing note")
 def test_chat_notebook_answers_paris_with_the_built_in_model(chromium, tmp_path):
+    # device "auto" (the notebook's default): the page's CPU build on this software WebGPU adapter
     facts = run_chat_notebook(chromium, tmp_path)
     check_mechanics(facts)
-    assert "Paris" in facts["answer"], facts["answer"]
-    assert "Paris" in facts["messages"][1]["content"]
-    assert any(r == "assistant" and "Paris" in t for r, t in facts["shown"]), facts["shown"]
-    # second question: the KV cache holds the first turn, so only the new tokens are prefilled, fewer than
-    # the first prompt (system prompt + question); a cold prefill would cover both turns, more than that
-    assert facts["stats2"]["prompt_tokens"] < facts["stats1"]["prompt_tokens"], (facts["stats1"], facts["stats2"])
+    assert facts["after_reload"]["load"]["device"] in ("cpu", "webgpu")
+    answer = facts["messages"][1]["content"]
+    assert "Paris" in answer, answer
+    assert "Paris" in facts["outputs"][2]
+    assert "Paris" in facts["shown"][1][1], facts["shown"]

@@ -120,11 +120,14 @@ class Reply:
             self._value, self._error = value, error
             callbacks, self._callbacks = self._callbacks, []
             waiters, self._waiters = self._waiters, []
+        # Callbacks first: they record what the reply means (a load's report, an answer's turn). A waiter may sit
+        # on another thread's loop (ipykernel 7 delivers comm messages off the cell's loop), and woken first it
+        # could read that state before it is written: `await chat.ready()` returned {} that way in JupyterLab.
+        for fn in callbacks:
+            fn(self)
         for loop, fut in waiters:
             # Resolve on the future's own loop, from whichever thread delivered the message.
             loop.call_soon_threadsafe(_settle, fut, value, error)
-        for fn in callbacks:
-            fn(self)
 
     async def wait(self, timeout: float | None = None) -> tuple[dict, list]:
         """Wait for the final reply, yielding to the event loop (so widget messages get through)."""
