@@ -161,8 +161,9 @@ export class CpuEngine {
     this.cachedTokens = [];
   }
 
-  /** Put `prompt` into the KV cache, reusing the longest prefix already there; returns the last logits. */
-  private prefill(prompt: number[]): Float32Array {
+  /** Put `prompt` into the KV cache, reusing the longest prefix already there; returns the last logits and how
+   * many tokens ran (only those count as prefilled, as in web-llm's usage). */
+  private prefill(prompt: number[]): { logits: Float32Array; ran: number } {
     const model = this.model!;
     let keep = commonPrefix(this.cachedTokens, prompt);
     if (keep === prompt.length) keep -= 1; // at least one token must run to get logits
@@ -174,7 +175,7 @@ export class CpuEngine {
     }
     const logits = model.forward(prompt.slice(keep));
     this.cachedTokens = prompt.slice();
-    return logits;
+    return { logits, ran: prompt.length - keep };
   }
 
   async generate(messages: ChatMessage[], settings: GenerateSettings, onDelta?: (d: string) => void): Promise<GenerateResult> {
@@ -204,7 +205,8 @@ export class CpuEngine {
     const stopStrs = [...(conv.stop_str ?? []), ...(settings.stop ?? [])].filter((x) => x.length > 0);
     const vocab = Math.min(tok.getVocabSize() || Infinity, cfg.vocab_size ?? Infinity);
 
-    let logits = this.prefill(prompt);
+    const pre = this.prefill(prompt);
+    let logits = pre.logits;
     const t1 = performance.now();
     const out: number[] = [];
     const counts = new Map<number, number>();
@@ -267,10 +269,11 @@ export class CpuEngine {
       text: text.slice(0, emitted),
       finish_reason: finish,
       usage: {
-        prompt_tokens: prompt.length,
+        // Tokens prefilled by this request (a conversation's earlier turns stay in the KV cache), as web-llm counts.
+        prompt_tokens: pre.ran,
         completion_tokens: out.length,
-        total_tokens: prompt.length + out.length,
-        prefill_tokens_per_s: prompt.length / Math.max(1e-6, (t1 - t0) / 1000),
+        total_tokens: pre.ran + out.length,
+        prefill_tokens_per_s: pre.ran / Math.max(1e-6, (t1 - t0) / 1000),
         decode_tokens_per_s: decodeSteps > 0 && decodeS > 0 ? decodeSteps / decodeS : undefined,
         time_to_first_token_s: ((tFirst || t2) - t0) / 1000,
         e2e_latency_s: (t2 - t0) / 1000,
