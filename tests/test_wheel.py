@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import zipfile
 from pathlib import Path
@@ -85,9 +86,14 @@ _IN_VENV = textwrap.dedent("""
 
 def test_pip_install_without_emscripten_or_node_builds_the_built_in_model_from_the_wheel(wheel, tmp_path):
     venv = tmp_path / "venv"
-    # system site packages give TVM, gguf, numpy, ...; the wheel itself goes into the venv
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
+    # TVM, gguf, numpy, ... come from this test's environment (a path entry, so its .pth files, such as the
+    # source checkout's editable install, are not read); the wheel itself goes into the venv
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    parent = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site) / "_parent_env.pth").write_text("\n".join(sorted(parent)) + "\n")
     r = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--ignore-installed", str(wheel)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
