@@ -2,7 +2,9 @@
 
 In headless WebGPU Chromium the page loads the folder's ``model.wasm`` and weights with tvmjs (web-llm's
 ABI: ``embed``, ``prefill``, ``decode``, paged KV cache), prefills ``--prompt`` tokens, then times decode
-steps: the whole step by wall clock (to ``onSubmittedWorkDone``), and every compute pass by timestamp
+steps, each followed by web-llm's greedy sampling chain on the GPU (``softmax_with_temperature`` ->
+``argsort_probs`` -> ``sample_with_top_p``, the id copied back), as one decode token costs under web-llm:
+the whole step by wall clock (to ``onSubmittedWorkDone``), and every compute pass by timestamp
 queries when the adapter offers ``timestamp-query`` (else only the step). The same page measures the
 adapter's read bandwidth and FMA throughput with two small shaders; with the model's FLOPs and weight
 bytes per token they give the step's lower bound.

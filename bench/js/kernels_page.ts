@@ -151,18 +151,34 @@ export async function run(opts: { base: string; promptLen: number; steps: number
   tvm.endScope();
   const hidden = Number(cfg.model_config?.hidden_size);
 
-  const step = async (ids: number[]) => {
+  tvm.beginScope();
+  const [softmax, argsort, sampleTopP] = [f("softmax_with_temperature"), f("argsort_probs"), f("sample_with_top_p")];
+  tvm.endScope();
+  const vocab = Number(cfg.vocab_size);
+  // A decode token as web-llm runs it: forward, then softmax -> argsort -> top-p sampling on the GPU and the
+  // sampled id copied to the CPU (greedy: temperature clamped to 1e-6, as web-llm does for temperature 0).
+  const step = async (ids: number[], sample = true) => {
     tvm.beginScope();
     const input = tvm.empty([ids.length], "int32", dev).copyFrom(new Int32Array(ids));
     const e = embed(input, params).view([1, ids.length, hidden]);
     begin(kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
-    (ids.length > 1 ? prefill : decode)(e, kv, params);
+    const out = (ids.length > 1 ? prefill : decode)(e, kv, params);
     end(kv);
+    if (sample) {
+      const temp = tvm.empty([1], "float32", dev).copyFrom(new Float32Array([1e-6]));
+      const probs = softmax(out.get(0).view([1, 1, vocab]), temp).view([1, vocab]);
+      const sorted = argsort(probs);
+      const u = tvm.empty([1], "float32", dev).copyFrom(new Float32Array([0.5]));
+      const rows = tvm.empty([1], "int32", dev).copyFrom(new Int32Array([0]));
+      const topP = tvm.empty([1], "float32", dev).copyFrom(new Float32Array([1.0]));
+      const tok = sampleTopP(sorted.get(0), sorted.get(1), u, rows, topP);
+      tvm.empty([1], "int32", tvm.cpu()).copyFrom(tok);
+    }
     tvm.endScope();
     await dev.sync();
   };
   const prompt = Array.from({ length: opts.promptLen }, (_, i) => 100 + i);
-  for (let i = 0; i < prompt.length; i += chunk) await step(prompt.slice(i, i + chunk));
+  for (let i = 0; i < prompt.length; i += chunk) await step(prompt.slice(i, i + chunk), false);
   await step([7]); // warm-up decode
 
   const wall: number[] = [];

@@ -1,0 +1,76 @@
+"""The WebGPU "top-first" argsort (two passes: per-slice candidates, then a merge) orders like numpy.
+
+The sampling functions of the model library are compiled alone for WebGPU and run in headless
+Chromium (SwiftShader) with tvmjs; ``argsort_probs`` must give exactly the order of
+``test_llama_sampling.top_first`` (the ``TOP_SORTED`` most likely ids descending, ties by lower id,
+then every other id ascending) for vocabularies smaller and larger than one slice per thread,
+with ties inside the head and across the cut.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tvm import relax
+
+from test_llama_sampling import top_first
+from webllm_widget.compile.build import build
+from webllm_widget.compile.model_lib import _add_sampling
+
+pytestmark = pytest.mark.browser
+
+RUN_JS = """async ({lib, cases}) => {
+  const {tvmjs, gpuDevice} = await import('/static/tvmjs.js');
+  const gpu = await gpuDevice();
+  const wasm = await (await fetch(lib)).arrayBuffer();
+  const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
+  tvm.initWebGPU(gpu.device);
+  const dev = tvm.webgpu();
+  tvm.beginScope();
+  const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
+  tvm.endScope();
+  await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+  const out = [];
+  for (const p of cases) {
+    tvm.beginScope();
+    const probs = tvm.empty([1, p.length], 'float32', dev).copyFrom(new Float32Array(p));
+    const r = vm.getFunction('argsort_probs')(probs);
+    const sp = tvm.detachFromCurrentScope(tvm.empty([1, p.length], 'float32', tvm.cpu()).copyFrom(r.get(0)));
+    const si = tvm.detachFromCurrentScope(tvm.empty([1, p.length], 'int32', tvm.cpu()).copyFrom(r.get(1)));
+    tvm.endScope();
+    await dev.sync();
+    out.push({p: Array.from(sp.toArray()), i: Array.from(si.toArray())});
+  }
+  return out;
+}"""
+
+
+def _cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    out = []
+    for v in (40, 1000, 49152):
+        p = rng.random(v).astype(np.float32) ** 4
+        p[[5, v // 2, v - 1]] = p.max() * 2  # a three-way tie at the top, far apart
+        p /= p.sum()
+        out.append(p)
+    q = np.full(3000, 1e-4, np.float32)  # nearly flat: ties everywhere, including across the TOP_SORTED cut
+    q[100:110] = 2e-3
+    out.append(q)
+    return out
+
+
+def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium):
+    bb = relax.BlockBuilder()
+    _add_sampling(bb, gpu=True)
+    lib = build(bb.finalize(), target="webgpu", progress=False)
+    url = host_server.add_route(f"/sampling/{lib.sha256[:16]}.wasm", lib.wasm, "application/wasm")
+    cases = _cases()
+    page = chromium.new_page()
+    try:
+        page.goto(host_server.origin + "/blank.html")
+        got = page.evaluate(RUN_JS, {"lib": url, "cases": [c.tolist() for c in cases]})
+    finally:
+        page.close()
+    for p, g in zip(cases, got):
+        want = top_first(p)
+        np.testing.assert_array_equal(np.array(g["i"]), want)
+        np.testing.assert_array_equal(np.array(g["p"], np.float32), p[want])
