@@ -63,13 +63,14 @@ def _random_file(size: int) -> tuple[Path, str]:
 async def load(w: ChannelBench, blob: Blob, transport: str = "auto", check: bool = False) -> dict:
     """Offer ``blob`` and have the page get it (``transport`` "auto" or "comm"); returns the page's report
     plus ``s`` (kernel wall time from offer to the page's answer) and the kernel's byte counters."""
-    comm0, pub0 = w.blobs.bytes_comm, w.blobs.bytes_published
+    comm0, pub0, send0 = w.blobs.bytes_comm, w.blobs.bytes_published, w.blobs.send_s
     t0 = time.perf_counter()
     ref = w.blobs.offer(blob)
     msg = await _call(w, "load", ref=ref, transport=transport, check=check)
     msg["s"] = time.perf_counter() - t0
     msg["kernel_comm_bytes"] = w.blobs.bytes_comm - comm0
     msg["kernel_published_bytes"] = w.blobs.bytes_published - pub0
+    msg["kernel_send_s"] = w.blobs.send_s - send0
     return msg
 
 
@@ -101,7 +102,7 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
             assert msg["bytes"] == size and msg["via"]["comm"] == size and msg["kernel_comm_bytes"] == size, msg
             mbs.append(size / 1e6 / msg["s"])
             page_ms.append(msg["page_ms"])
-            timing.append(msg.get("timing"))
+            timing.append({**(msg.get("timing") or {}), "kernel_send_ms": msg["kernel_send_s"] * 1e3})
             del blob
         sweep[chunk] = {"MBps": _summary(mbs), "page_ms": _summary(page_ms), "page_timing_ms": timing}
     w.blobs.chunk_size = default_chunk

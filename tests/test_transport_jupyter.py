@@ -1,5 +1,6 @@
 """In real JupyterLab, blobs reach the page over the server extension's HTTP route when the server runs it,
-and over the widget's comm when it does not; either way the page stores exactly the offered bytes.
+and over the widget's comm when it does not (or cannot serve the kernel's blob); either way the page stores
+exactly the offered bytes.
 
 The widget is the channel benchmark's (bench/channel_kernel.py + bench/js/channel_widget.ts): the kernel's
 ``BlobSender`` and the page's ``BlobLoader`` are the product code, only the buttons are the benchmark's.
@@ -36,6 +37,14 @@ CELLS = [
     "    report[name] = {{'sha256': blob.sha256, 'digest': r['digest'], 'bytes': r['bytes'], 'via': r['via'],\n"
     "                    'kernel_comm_bytes': r['kernel_comm_bytes'],\n"
     "                    'kernel_published_bytes': r['kernel_published_bytes']}}\n"
+    # A kernel whose cache dir the server does not serve (another WEBLLM_WIDGET_CACHE, another machine):
+    # the page's GET fails and the same blob comes over the comm.
+    "os.environ['WEBLLM_WIDGET_CACHE'] = {elsewhere!r}\n"
+    "blob = Blob.from_bytes(os.urandom({mem_size}), 'elsewhere.bin')\n"
+    "r = await load(w, blob, 'auto', check=True)\n"
+    "report['elsewhere'] = {{'sha256': blob.sha256, 'digest': r['digest'], 'bytes': r['bytes'], 'via': r['via'],\n"
+    "                       'kernel_comm_bytes': r['kernel_comm_bytes'], 'kernel_published_bytes': r['kernel_published_bytes'],\n"
+    "                       'left_published': os.path.exists(os.path.join({elsewhere!r}, 'blobs', blob.sha256))}}\n"
     "open({out!r} + '.tmp', 'w').write(json.dumps(report)); os.replace({out!r} + '.tmp', {out!r})",
 ]
 
@@ -53,7 +62,8 @@ def _run(tmp_path: Path, *, extension: bool) -> tuple[dict, dict | None, str]:
     out = tmp_path / "report.json"
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(c.format(bench=str(BENCH), out=str(out), file_size=SIZES["file"],
-                                                   mem_size=SIZES["memory"])) for c in CELLS]
+                                                   mem_size=SIZES["memory"], elsewhere=str(tmp_path / "elsewhere")))
+                for c in CELLS]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(root / "transport.ipynb"))
     # Server and kernel share the cache dir, as they do for a user (the kernel inherits the server's env).
@@ -91,6 +101,11 @@ def test_blobs_travel_over_the_http_route_when_the_server_runs_the_extension(tmp
         assert r["via"]["http"] == size and r["via"]["comm"] == 0 and r["via"]["http_failures"] == 0, (name, r)
         assert r["kernel_comm_bytes"] == 0 and r["kernel_published_bytes"] == size, (name, r)
     assert status["bytes_served"] == sum(SIZES.values()) and status["blobs_served"] == len(SIZES)
+    # Published where this server does not look: one failed GET, then the comm, and the stray copy removed.
+    r = report["elsewhere"]
+    assert r["digest"] == r["sha256"] and r["bytes"] == SIZES["memory"], r
+    assert r["via"]["http_failures"] == 1 and r["via"]["http"] == 0 and r["via"]["comm"] == SIZES["memory"], r
+    assert r["kernel_comm_bytes"] == SIZES["memory"] and r["kernel_published_bytes"] == 0 and not r["left_published"], r
 
 
 def test_blobs_travel_over_the_comm_when_the_server_has_no_route(tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -129,6 +130,7 @@ class BlobSender:
         self.bytes_sent = 0           # blob bytes sent, either way; a second load of cached content adds nothing
         self.bytes_comm = 0           # ... of which over the comm (chunks)
         self.bytes_published = 0      # ... of which the page fetched over the HTTP route (counted at its ack)
+        self.send_s = 0.0             # kernel time spent handing chunks to the comm (what the kernel costs a transfer)
         self.blobs_sent: list[str] = []  # sha256 of each completed transfer, in order
         self._offered: dict[str, Blob] = {}
         self._transfers: dict[str, _Transfer] = {}
@@ -213,6 +215,7 @@ class BlobSender:
         self._published.pop(msg.get("id"), None)
 
     def _pump(self, t: _Transfer) -> None:
+        t0 = time.perf_counter()
         view = memoryview(t.blob.data)
         while t.next_offset < t.blob.size and t.chunks_sent - t.acked < self.window:
             end = min(t.next_offset + self.chunk_size, t.blob.size)
@@ -223,3 +226,4 @@ class BlobSender:
             self.bytes_comm += end - t.next_offset
             t.next_offset = end
             t.chunks_sent += 1
+        self.send_s += time.perf_counter() - t0
