@@ -41,6 +41,8 @@ class ChatState {
   error: { code: string; message: string } | null = null;
   engine: WorkerEngine | null = null;
   abort: AbortController | null = null;
+  // The kernel behind this model restarted or shut down (see onDisconnect in initialize()).
+  disconnected = false;
   private listeners = new Set<() => void>();
   subscribe(fn: () => void) {
     this.listeners.add(fn);
@@ -245,6 +247,17 @@ function initialize({ model }: { model: AnyModel }) {
     state.changed();
   };
   model.on("change:messages", onMessages);
+  // Kernel restart: the widget manager sets comm_live to false on every model, and that is the only change of
+  // comm_live after a model is made (closing the widget ends the same way). The Python object is gone: keep the
+  // conversation on screen, refuse input, say what to do, and stop an answer still being generated so the page's
+  // engine (still loaded; the next Chat() reuses it without copying anything) is free.
+  const onDisconnect = () => {
+    if (state.disconnected) return;
+    state.disconnected = true;
+    state.abort?.abort();
+    state.changed();
+  };
+  model.on("comm_live_update", onDisconnect);
   const onAny = () => state.changed();
   model.on("change:model", onAny);
   model.on("change:models", onAny);
@@ -276,6 +289,7 @@ function initialize({ model }: { model: AnyModel }) {
     model.off("change:models", onAny);
     model.off("change:gpu", onAny);
     model.off("change:device", onAny);
+    model.off("comm_live_update", onDisconnect);
     state.abort?.abort();
     channel.close();
     states.delete(keyOf(model));
@@ -306,7 +320,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
   });
   const draw = () => {
     const vs: ViewState = {
-      status: state.status === "idle" && state.error ? "error" : state.status,
+      status: state.disconnected ? "disconnected" : state.status === "idle" && state.error ? "error" : state.status,
       model: String(model.get("model") ?? ""),
       models: (model.get("models") as { id: string; label?: string }[]) ?? [],
       progress: state.progress,
@@ -316,7 +330,8 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       stats: state.stats ?? ((model.get("stats") as Record<string, number>) || null),
       gpu: state.gpu || String(model.get("gpu") ?? ""),
       device: String(model.get("device") ?? "auto"),
-      error: state.error,
+      error: state.disconnected ? { code: "kernel-disconnected", message: "The kernel restarted or stopped: this " +
+        "chat's Python object is gone. Run its cell again to chat; the model stays loaded in this page." } : state.error,
     };
     view.update(vs);
   };
