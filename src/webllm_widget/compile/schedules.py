@@ -189,20 +189,19 @@ _LOG2E = 1.4426950408889634
 
 def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: int, dtype: str = "float32",
                               page_size: int = 16) -> tirx.PrimFunc:
-    """Paged-KV decode attention with one small workgroup per query head and two barriers per 64 positions.
+    """Paged-KV decode attention with one thread per query head and no shared memory or barriers.
 
     A drop-in for ``TIRPagedKVCache``'s ``batch_decode_paged_kv`` (same arguments; the cache is made
     with RoPE applied before K is stored, so ``rotary_mode`` is 0 and Q/K are read as they are; no
     sliding window). TVM's GPU kernel puts one 240-thread workgroup on each KV head (3 workgroups for
-    SmolLM2) and reduces across threads with shared memory and barriers on every tile: 7.4 ms per
-    layer on SwiftShader at a 16-token context. Here a workgroup of ``head_dim`` threads serves one
-    query head: each thread scores one cached position (a ``head_dim``-long dot product), then,
-    after one barrier, each thread owns one output dimension and folds the chunk's scores into an
-    online softmax (base-2, as the original, so ``lse`` has the same meaning).
+    SmolLM2) and reduces across threads through shared memory with barriers on every tile: 7.4 ms per
+    layer on SwiftShader at a 16-token context. Here each query head is one thread that walks the
+    cached positions with an online softmax (base 2, as the original, so ``lse`` means the same),
+    holding q and the output row in registers: no barrier, which SwiftShader pays for dearly,
+    and at the short contexts of a chat the work per thread is small.
     """
     H_qo, H_kv, D = num_qo_heads, num_kv_heads, head_dim
     group = H_qo // H_kv
-    C = D  # positions scored per chunk: one per thread
 
     @T.prim_func(s_tir=True)
     def batch_decode_paged_kv(q_handle: T.handle, pages_handle: T.handle, indptr_handle: T.handle,
@@ -224,55 +223,41 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
         output = T.match_buffer(out_handle, (B, H_qo, D), dtype)
         lse = T.match_buffer(lse_handle, (B, H_qo), "float32")
         for bx in T.thread_binding(B * H_qo, thread="blockIdx.x"):
-            for tx in T.thread_binding(D, thread="threadIdx.x"):
+            for tx in T.thread_binding(1, thread="threadIdx.x"):
                 with T.sblock("attn"):
                     T.reads()
                     T.writes()
-                    s_smem = T.sblock_alloc_buffer((C,), "float32", scope="shared")
-                    q_smem = T.sblock_alloc_buffer((D,), "float32", scope="shared")
-                    acc = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    q = T.sblock_alloc_buffer((D,), "float32", scope="local")
+                    o = T.sblock_alloc_buffer((D,), "float32", scope="local")
+                    s = T.sblock_alloc_buffer((1,), "float32", scope="local")
                     m = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    m_new = T.sblock_alloc_buffer((1,), "float32", scope="local")
                     den = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    o = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    cmax = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    b: T.let[T.int32] = bx // H_qo
-                    h: T.let[T.int32] = bx % H_qo
+                    b: T.let[T.int32] = (bx + tx) // H_qo
+                    h: T.let[T.int32] = (bx + tx) % H_qo
                     kvh: T.let[T.int32] = h // group
                     begin: T.let[T.int32] = indptr[b]
                     end: T.let[T.int32] = indptr[b + 1]
                     n: T.let[T.int32] = T.if_then_else(begin != end, (end - begin - 1) * page_size + last_len[b], 0)
-                    q_smem[tx] = T.Cast("float32", Q[b, h, tx])
+                    for d in T.unroll(D):
+                        q[d] = T.Cast("float32", Q[b, h, d]) * sm_scale * T.float32(_LOG2E)
+                        o[d] = T.float32(0)
                     m[0] = T.float32(-5e4)
                     den[0] = T.float32(1.0)
-                    o[0] = T.float32(0)
-                    T.tvm_storage_sync("shared")
-                    for c in T.serial((n + C - 1) // C):
-                        pos: T.let[T.int32] = c * C + tx
-                        acc[0] = T.float32(-5e4)
-                        if pos < n:
-                            page: T.let[T.int32] = values[begin + pos // page_size]
-                            acc[0] = T.float32(0)
-                            for d in T.serial(D):
-                                acc[0] = acc[0] + q_smem[d] * T.Cast("float32", pages[page, 0, kvh, pos % page_size, d])
-                            acc[0] = acc[0] * sm_scale * T.float32(_LOG2E)
-                        s_smem[tx] = acc[0]
-                        T.tvm_storage_sync("shared")
-                        cnt: T.let[T.int32] = T.min(C, n - c * C)
-                        cmax[0] = m[0]
-                        for j in T.serial(cnt):
-                            cmax[0] = T.max(cmax[0], s_smem[j])
-                        den[0] = den[0] * T.exp2(m[0] - cmax[0])
-                        o[0] = o[0] * T.exp2(m[0] - cmax[0])
-                        m[0] = cmax[0]
-                        for j in T.serial(cnt):
-                            p: T.let[T.float32] = T.exp2(s_smem[j] - m[0])
-                            den[0] = den[0] + p
-                            o[0] = o[0] + p * T.Cast("float32", pages[values[begin + (c * C + j) // page_size], 1, kvh,
-                                                                           (c * C + j) % page_size, tx])
-                        T.tvm_storage_sync("shared")
-                    output[b, h, tx] = T.Cast(dtype, o[0] / den[0])
-                    if tx == 0:
-                        lse[b, h] = m[0] + T.log2(den[0])
+                    for pos in T.serial(n):
+                        page: T.let[T.int32] = values[begin + pos // page_size]
+                        s[0] = T.float32(0)
+                        for d in T.unroll(D):
+                            s[0] = s[0] + q[d] * T.Cast("float32", pages[page, 0, kvh, pos % page_size, d])
+                        m_new[0] = T.max(m[0], s[0])
+                        den[0] = den[0] * T.exp2(m[0] - m_new[0]) + T.exp2(s[0] - m_new[0])
+                        for d in T.unroll(D):
+                            o[d] = o[d] * T.exp2(m[0] - m_new[0]) + T.exp2(s[0] - m_new[0]) * T.Cast(
+                                "float32", pages[page, 1, kvh, pos % page_size, d])
+                        m[0] = m_new[0]
+                    for d in T.unroll(D):
+                        output[b, h, d] = T.Cast(dtype, o[d] / den[0])
+                    lse[b, h] = m[0] + T.log2(den[0])
 
     return batch_decode_paged_kv
 
