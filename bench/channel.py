@@ -30,7 +30,7 @@ NOTEBOOK_CELLS = [
     "from channel_kernel import ChannelBench, run\n"
     "w = ChannelBench(); w",
     "r = await run(w, {out!r}, size_mb={size_mb}, runs={runs}, messages={messages}, interval_ms={interval_ms},\n"
-    "              chunk_mb={chunk_mb!r}, ready_timeout={ready_timeout})\n"
+    "              chunk_mb={chunk_mb!r}, windows={windows!r}, ready_timeout={ready_timeout})\n"
     "print(r['comm']['MBps']['median'], r.get('http'), r['latency_ms'])",
 ]
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--interval-ms", type=float, default=2.0, help="pause between the page's messages")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     ap.add_argument("--chunk-mb", type=float, nargs="*", default=[], help="also time the comm at these chunk sizes")
+    ap.add_argument("--window", type=int, nargs="*", default=[], help="also time the comm at these windows (chunks in flight)")
     ap.add_argument("--ready-timeout", type=float, default=300, help="seconds for the widget's page to say ready")
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args(argv)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = tmp / "channel-result.json"
         write_notebook(root / "channel.ipynb", bench=str(BENCH), out=str(out), size_mb=args.size_mb,
                        runs=args.runs, messages=args.messages, interval_ms=args.interval_ms,
-                       chunk_mb=tuple(args.chunk_mb), ready_timeout=args.ready_timeout)
+                       chunk_mb=tuple(args.chunk_mb), windows=tuple(args.window), ready_timeout=args.ready_timeout)
         env = {"WEBLLM_WIDGET_CACHE": str(cache),
                "JUPYTER_CONFIG_PATH": os.pathsep.join(filter(None, [str(cfg), os.environ.get("JUPYTER_CONFIG_PATH")])),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}

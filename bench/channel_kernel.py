@@ -75,10 +75,11 @@ async def load(w: ChannelBench, blob: Blob, transport: str = "auto", check: bool
 
 
 async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, messages: int = 1000,
-              interval_ms: float = 2.0, chunk_mb: tuple[float, ...] = (), ready_timeout: float = 300) -> dict:
+              interval_ms: float = 2.0, chunk_mb: tuple[float, ...] = (), windows: tuple[int, ...] = (),
+              ready_timeout: float = 300) -> dict:
     """Measure comm and HTTP transfer of ``size_mb`` of random bytes and token latency; write JSON to ``out``.
 
-    ``chunk_mb`` adds comm runs at other chunk sizes (what limits the comm). Fresh bytes every run, page
+    ``chunk_mb`` x ``windows`` add comm runs at other chunk sizes / flow-control windows (what limits the comm). Fresh bytes every run, page
     cache emptied first, so neither side can answer from memory.
     """
     from webllm_widget.server import blob_path
@@ -91,24 +92,28 @@ async def run(w: ChannelBench, out: str, *, size_mb: int = 128, runs: int = 3, m
     # Comm: the page's BlobLoader told to use the comm; time from offer to the page's answer after it
     # verified the sha256 and stored the blob in Cache Storage.
     sweep = {}
-    default_chunk = w.blobs.chunk_size
-    for chunk in [default_chunk, *[int(c * (1 << 20)) for c in chunk_mb]]:
-        w.blobs.chunk_size = chunk
-        mbs, page_ms, timing = [], [], []
-        for _ in range(runs):
+    default = (w.blobs.chunk_size, w.blobs.window)
+    variants = [default] + [(int(c * (1 << 20)), win) for c in (chunk_mb or (default[0] / (1 << 20),))
+                            for win in (windows or (default[1],)) if (int(c * (1 << 20)), win) != default]
+    for _ in range(runs):  # interleaved, so a change in the machine's load hits every variant alike
+        for chunk, win in variants:
+            w.blobs.chunk_size, w.blobs.window = chunk, win
             blob = Blob.from_bytes(os.urandom(size), "bench.bin")
             await _call(w, "clear")
             msg = await load(w, blob, "comm")
             assert msg["bytes"] == size and msg["via"]["comm"] == size and msg["kernel_comm_bytes"] == size, msg
-            mbs.append(size / 1e6 / msg["s"])
-            page_ms.append(msg["page_ms"])
-            timing.append({**(msg.get("timing") or {}), "kernel_send_ms": msg["kernel_send_s"] * 1e3})
+            v = sweep.setdefault((chunk, win), {"MBps": [], "page_ms": [], "page_timing_ms": []})
+            v["MBps"].append(size / 1e6 / msg["s"])
+            v["page_ms"].append(msg["page_ms"])
+            v["page_timing_ms"].append({**(msg.get("timing") or {}), "kernel_send_ms": msg["kernel_send_s"] * 1e3})
             del blob
-        sweep[chunk] = {"MBps": _summary(mbs), "page_ms": _summary(page_ms), "page_timing_ms": timing}
-    w.blobs.chunk_size = default_chunk
-    result["comm"] = {**sweep[default_chunk], "chunk_bytes": default_chunk, "window": w.blobs.window}
-    if chunk_mb:
-        result["comm_by_chunk"] = {str(c): {"MBps_median": v["MBps"]["median"]} for c, v in sweep.items()}
+    w.blobs.chunk_size, w.blobs.window = default
+    d = sweep[default]
+    result["comm"] = {"MBps": _summary(d["MBps"]), "page_ms": _summary(d["page_ms"]),
+                      "page_timing_ms": d["page_timing_ms"], "chunk_bytes": default[0], "window": default[1]}
+    if len(variants) > 1:
+        result["comm_variants"] = [{"chunk_bytes": c, "window": win, "MBps": _summary(v["MBps"])}
+                                   for (c, win), v in sweep.items()]
 
     # HTTP: the same BlobLoader on "auto": it probes the server's webllm-widget route, the kernel publishes the
     # blob (a hard link of a file in the cache dir, as for model folders) and the page fetches it.
