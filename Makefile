@@ -23,13 +23,17 @@ test: setup
 	if [ -n "$$PYTEST_STATUS_FILE" ]; then echo $$status > "$$PYTEST_STATUS_FILE"; fi; exit $$status
 
 # Benchmarks: JSON + PNG in bench/results/, table in README's Benchmarks section. BENCH_ARGS goes to
-# decode.py (e.g. BENCH_ARGS="--max-tokens 32 --runs 5"), CPU_BENCH_ARGS to cpu.py (the page's CPU path
-# beside llama.cpp and numpy; its first run does `npm ci` in bench/llamacpp/).
-BENCH_ARGS ?=
+# decode.py, CPU_BENCH_ARGS to cpu.py (the page's CPU path beside llama.cpp and numpy, same run; its first
+# run does `npm ci` in bench/llamacpp/). The defaults keep `make bench` within 20 minutes on a fresh
+# 2-core machine: WebGPU prompts of 32 tokens (a 128-token prefill on SwiftShader takes ~2 min a run), and
+# the CPU baselines only in cpu.py (decode.py's numpy pass repeated them at several minutes).
+# BENCH_OUT elsewhere than bench/results leaves the committed results and the README alone (a trial run).
+BENCH_ARGS ?= --prompts 32 --baselines none
 CPU_BENCH_ARGS ?=
+BENCH_OUT ?= bench/results
 bench: setup
-	$(PY) bench/decode.py $(BENCH_ARGS)
-	$(PY) bench/kernels.py
-	$(PY) bench/channel.py
-	$(PY) bench/cpu.py $(CPU_BENCH_ARGS)
-	$(PY) bench/plot.py --readme
+	$(PY) bench/decode.py --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(PY) bench/kernels.py --out $(BENCH_OUT)
+	$(PY) bench/channel.py --out $(BENCH_OUT)
+	$(PY) bench/cpu.py --out $(BENCH_OUT) $(CPU_BENCH_ARGS)
+	$(PY) bench/plot.py --results $(BENCH_OUT) $(if $(filter bench/results,$(BENCH_OUT)),--readme,)

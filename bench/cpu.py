@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--baselines", default="llama.cpp,numpy", help="comma list of llama.cpp,numpy, or 'none'")
     ap.add_argument("--numpy-decode", type=int, default=8,
                     help="tokens the numpy reference decodes per run (it runs ~1-10 tok/s: kept short)")
-    ap.add_argument("--quiet-wait", type=float, default=120.0,
+    ap.add_argument("--quiet-wait", type=float, default=90.0,
                     help="seconds to wait at most for other work to leave a core free before measuring")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = ap.parse_args(argv)
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                           **bench_browser(folder, prompts, args.decode, args.runs)}
     def settle(what: str) -> dict:
         """Each engine gets its own quiet moment (shorter wait than the first): record what it found."""
-        q = wait_quiet(min(60.0, args.quiet_wait))
+        q = wait_quiet(min(30.0, args.quiet_wait))
         print(f"== {what}; quiet check: {q}", file=sys.stderr)
         return q
 
