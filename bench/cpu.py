@@ -226,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="tokens the numpy reference decodes per run (it runs ~1-10 tok/s: kept short)")
     ap.add_argument("--quiet-wait", type=float, default=90.0,
                     help="seconds to wait at most for other work to leave a core free before measuring")
+    ap.add_argument("--baseline-quiet-wait", type=float, default=30.0, help="the same before each baseline")
     ap.add_argument("--out", default=None, help="results folder (default bench/results)")
     args = ap.parse_args(argv)
 
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
                           **bench_browser(folder, prompts, args.decode, args.runs)}
     def settle(what: str) -> dict:
         """Each engine gets its own quiet moment (shorter wait than the first): record what it found."""
-        q = wait_quiet(min(30.0, args.quiet_wait))
+        q = wait_quiet(args.baseline_quiet_wait)
         print(f"== {what}; quiet check: {q}", file=sys.stderr)
         return q
 

@@ -219,10 +219,17 @@ def cpu_summary(cpu: dict, de: dict | None) -> list[str]:
         lines += ["", f"llama.cpp: npm `node-llama-cpp` {ll.get('version')} (prebuilt CPU binary, llama.cpp "
                       f"{ll.get('llama_cpp_release')}), {ll.get('threads')} thread; `bench/llamacpp.py`."]
     target = cpu.get("target_decode_tok_s", 20)
-    best = _med(cpu, "cpu_path", "prompts", str(min(s["prompts"])), "decode_tok_s")
+    n0 = str(min(s["prompts"]))
+    best = _med(cpu, "cpu_path", "prompts", n0, "decode_tok_s")
+    busy = _med(cpu, "cpu_path", "prompts", n0, "other_busy_cores")
+    per_cpu = _med(cpu, "cpu_path", "prompts", n0, "decode_tok_s_per_cpu_s")
     if best is not None:
-        lines += ["", f"CPU path decode at the {min(s['prompts'])}-token prompt: {best:.1f} tok/s "
-                      f"({'meets' if best >= target else 'below'} the ≥ {target} tok/s target of issue #7)."]
+        verdict = (f"{'meets' if best >= target else 'below'} the ≥ {target} tok/s target of issue #7"
+                   if busy is not None and busy < 0.5 else
+                   f"not a quiet measurement: with the core to itself the browser made {per_cpu:.1f} tokens "
+                   "per CPU-second, the better estimate of the one-thread speed")
+        lines += ["", f"CPU path decode at the {n0}-token prompt: {best:.1f} tok/s wall clock while other work "
+                      f"kept {_f(busy)} cores busy ({verdict})."]
     return lines + ["", "![cpu](bench/results/cpu.png)", ""]
 
 
@@ -319,17 +326,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--readme", type=Path, nargs="?", const=ROOT / "README.md", default=None)
+    ap.add_argument("--pngs", default="channel,decode,kernels,cpu",
+                    help="which PNGs to draw (comma list); the table always covers every JSON present")
     args = ap.parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")
+    pngs = set(args.pngs.split(","))
     for name, fn in [("channel", plot_channel), ("decode", plot_decode), ("kernels", plot_kernels)]:
         d = _load(args.results, name)
-        if d is not None:
+        if d is not None and name in pngs:
             fn(d, args.results / f"{name}.png")
             print(f"-> {args.results / (name + '.png')}")
     cpu = _load(args.results, "cpu")
-    if cpu is not None and "cpu_path" in cpu:
+    if cpu is not None and "cpu_path" in cpu and "cpu" in pngs:
         plot_cpu(cpu, _load(args.results, "decode"), args.results / "cpu.png")
         print(f"-> {args.results / 'cpu.png'}")
     text = summary(args.results)
