@@ -535,13 +535,17 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: LlamaConfig, dtype: str,
 
 
 def export_model(config: LlamaConfig | dict, quantization: Quantization | str = "q0f32",
-                 target: Any = "webgpu") -> ExportedModel:
-    """The Relax module holding the model and every function of web-llm's ABI."""
+                 target: Any = "webgpu", schedule: str = "auto") -> ExportedModel:
+    """The Relax module holding the model and every function of web-llm's ABI.
+
+    ``schedule="fallback"`` (software adapters) writes the quantized matrix-vector products in the
+    factored form its kernels are scheduled for (same parameters, same results up to rounding).
+    """
     cfg = config if isinstance(config, LlamaConfig) else LlamaConfig.from_dict(config)
     quant = as_quantization(quantization)
     tgt = _target(target)
     gpu = tgt.kind.name != "llvm"
-    model = quantize_module(LlamaForCausalLM(cfg), quant)
+    model = quantize_module(LlamaForCausalLM(cfg), quant, factored=gpu and schedule == "fallback")
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = expected_params(named_params)
     metadata = {
@@ -633,7 +637,7 @@ def build_model_library(config: LlamaConfig | dict, quantization: Quantization |
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=2, desc=f"compiling {cfg.model_type} {quant.name} for {target}", unit="step")
-    exported = export_model(cfg, quant, target)
+    exported = export_model(cfg, quant, target, schedule)
     exe = compile_model(exported, target, schedule)
     if bar:
         bar.update(1)

@@ -115,6 +115,8 @@ class RowTileGemv(dl.ScheduleRule):
             return None
         infos = try_inline(sch, infos)
         reductions = [b for b in infos if "R" in b.dom_kind()]
+        if len(reductions) == 3:
+            return self._apply_factored(sch, infos, reductions)
         if len(reductions) != 1:
             return None
         red = reductions[0]
@@ -178,6 +180,76 @@ class RowTileGemv(dl.ScheduleRule):
             sch.unroll(lp)
         for lp in (ri, kw, kj):
             sch.unroll(lp)
+        return sch
+
+
+    def _apply_factored(self, sch, infos, reductions):
+        """The factored GEMV of ``quantize._matvec_factored``: part (codes x inputs), xsum, sum over groups."""
+        by_name = {sch.get(r.block_rv).name_hint: r for r in reductions}
+        out = [r for n, r in by_name.items() if not n.endswith(("_part", "_xsum"))]
+        part = [r for n, r in by_name.items() if n.endswith("_part")]
+        xsum = [r for n, r in by_name.items() if n.endswith("_xsum")]
+        if not (len(out) == len(part) == len(xsum) == 1):
+            return None
+        out, part, xsum = out[0].block_rv, part[0].block_rv, xsum[0].block_rv
+        if not sch.get(out).iter_vars or len(sch.get_loops(out)) < 2:
+            return None
+        loops = sch.get_loops(out)
+        n_ext = sch.get(loops[-2]).extent
+        if not isinstance(n_ext, tirx.IntImm):
+            return None
+        n_ext = int(n_ext.value)
+        threads, rows = self.threads, self.rows
+        while n_ext % (threads * rows) and rows > 1:
+            rows //= 2
+        while n_ext % (threads * rows) and threads > 1:
+            threads //= 2
+        if n_ext % (threads * rows):
+            return None
+        part_stmt = sch.get(part)
+        x_idx = w_idx = None
+        for i, region in enumerate(part_stmt.reads):
+            if len(region.source.shape) == 2:
+                w_idx, w_buf = i, region.source
+            else:
+                x_idx = i
+        if x_idx is None or w_idx is None:
+            return None
+        groups = sch.get(loops[-1]).extent
+        if not isinstance(groups, tirx.IntImm) or int(w_buf.shape[-1]) % int(groups.value):
+            return None
+        per_word = 32 // (int(w_buf.shape[-1]) // int(groups.value))  # codes per 32-bit word (8 nibbles, 4 bytes)
+        rest = [b.block_rv for b in infos if b.block_rv not in (out, part, xsum)]
+        local = sch.cache_write(out, 0, "local")
+        for b in reversed(rest):  # elementwise epilogues (residual add) fold into the store
+            sch.reverse_compute_inline(b)
+        loops = sch.get_loops(out)
+        lead, n, g = loops[:-2], loops[-2], loops[-1]
+        st = sch.fuse(*lead) if len(lead) > 1 else (lead[0] if lead else None)
+        nb, tx, ri = sch.split(n, [None, threads, rows])
+        sch.reorder(*([st] if st is not None else []), nb, tx, g, ri)
+        bx = sch.fuse(st, nb) if st is not None else nb
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        sch.reverse_compute_at(local, tx, preserve_unit_loops=True)
+        sch.compute_at(xsum, g, preserve_unit_loops=True)
+        sch.compute_at(part, ri, preserve_unit_loops=True)
+        sch.set_scope(part, 0, "local")
+        sch.set_scope(xsum, 0, "local")
+        xc = sch.cache_read(part, x_idx, "local", consumer_blocks=[part, xsum])
+        sch.compute_at(xc, g, preserve_unit_loops=True)
+        for lp in sch.get_loops(xc)[3:]:
+            sch.unroll(lp)
+        j = sch.get_loops(part)[-1]
+        jw, jc = sch.split(j, [None, per_word])
+        wc = sch.cache_read(part, w_idx, "local")
+        sch.compute_at(wc, jw, preserve_unit_loops=True)
+        sch.decompose_reduction(out, g)
+        sch.decompose_reduction(part, jw)
+        sch.decompose_reduction(xsum, sch.get_loops(xsum)[-1])
+        for blk in (part, xsum, wc):
+            for lp in sch.get_loops(blk)[3:]:
+                sch.unroll(lp)
         return sch
 
 
