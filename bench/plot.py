@@ -200,7 +200,9 @@ def cpu_summary(cpu: dict, de: dict | None) -> list[str]:
              f"{s['runs']} runs, wall clock; the WebGPU row is `bench/decode.py`'s, from its own run). "
              f"Measured {cpu['when']} after waiting {q.get('waited_s', '?')} s for a quiet moment "
              f"({'found' if q.get('quiet') else 'not found'}: other work kept {q.get('busy_cores', '?')} cores busy, "
-             f"load average {q.get('loadavg_1', '?')}).", "",
+             f"load average {q.get('loadavg_1', '?')})"
+             + (f"; every engine ran at nice {cpu['nice']} (priority over the other jobs)" if cpu.get("nice") else "")
+             + ".", "",
              "| engine | prompt | prefill tok/s | decode tok/s | decode tok/s per CPU-second | other cores busy |",
              "|---|---|---|---|---|---|"]
     whole = {"llama.cpp (1 thread)": (cpu.get("llama_cpp") or {}).get("other_busy_cores_whole_run"),
