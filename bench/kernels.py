@@ -9,7 +9,7 @@ queries when the adapter offers ``timestamp-query`` (else only the step). The sa
 adapter's read bandwidth and FMA throughput with two small shaders; with the model's FLOPs and weight
 bytes per token they give the step's lower bound.
 
-    python bench/kernels.py [--model FOLDER] [--steps 3] [--prompt 16] [--quant ggml] [--schedule fallback]
+    python bench/kernels.py [--model FOLDER] [--steps 8] [--prompt 16] [--quant ggml] [--schedule fallback]
 
 Writes ``kernels.json``: kernels sorted by time (median ms per step, calls, share), step time, bound.
 """
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quant", default="ggml")
     ap.add_argument("--schedule", default="fallback")
     ap.add_argument("--prompt", type=int, default=16, help="tokens prefilled before the timed decode steps")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=8, help="timed decode steps (median); a shared machine needs several")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.model:
