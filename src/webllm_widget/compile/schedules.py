@@ -30,6 +30,8 @@ from tvm.script import tirx as T
 SCHEDULES = ("auto", "gpu", "fallback")
 _THREADS = 64
 _UNROLL = 8
+#: Output rows from which RowTileGemv gives each thread twice its usual rows (vocabulary-sized products).
+_WIDE_ROWS = 16384
 
 
 class RowPerThread(dl.ScheduleRule):
@@ -132,6 +134,8 @@ class RowTileGemv(dl.ScheduleRule):
         if k_ext % 32:
             return None
         threads, rows = self.threads, self.rows
+        if n_ext >= _WIDE_ROWS:  # the LM head: 8 rows a thread measured ~30% faster (49152x576 Q8_0)
+            rows *= 2
         while n_ext % (threads * rows) and rows > 1:
             rows //= 2
         while n_ext % (threads * rows) and threads > 1:
@@ -200,6 +204,8 @@ class RowTileGemv(dl.ScheduleRule):
             return None
         n_ext = int(n_ext.value)
         threads, rows = self.threads, self.rows
+        if n_ext >= _WIDE_ROWS:  # the LM head: 8 rows a thread measured ~30% faster (49152x576 Q8_0)
+            rows *= 2
         while n_ext % (threads * rows) and rows > 1:
             rows //= 2
         while n_ext % (threads * rows) and threads > 1:
