@@ -9,10 +9,13 @@ memory is ~24x faster (measured, /work/shared/TOOLCHAIN.md). So:
 ``"gpu"`` (and ``"auto"``)
     dlight's defaults (Matmul, GEMV, Reduction, GeneralReduction, Fallback).
 ``"fallback"``
-    :class:`RowPerThread` for every matrix product (the dequantizing ones included): one thread
-    per output element, the dot product accumulated in a register, the reduction unrolled by 8
-    (one packed 4-bit word), bias/residual epilogues fused into the store; no shared memory and
-    no barriers. Everything else keeps dlight's rules.
+    :class:`RowTileGemv` for the matrix-vector products (4 output rows a thread, 8 for the LM head;
+    per group of 32 inputs the activations, each row's scale/offset and each packed word are read
+    once into registers; with ``export_model(schedule="fallback")`` the group scale sits outside
+    the inner sum), :class:`RowPerThread` for other single reductions (one thread per output
+    element, register accumulator), bias/residual epilogues fused into the store; no shared memory
+    and no barriers. :func:`decode_attention_fallback` replaces the KV cache's decode attention
+    (one thread per query head). Everything else keeps dlight's rules.
 
 The page picks the library by ``GPUAdapterInfo.isFallbackAdapter`` / ``architecture == "swiftshader"``.
 
