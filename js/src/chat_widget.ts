@@ -26,6 +26,8 @@ interface ModelMsg {
   device?: "auto" | "webgpu" | "cpu";
   cpu?: ModelMsg;
   webgpu?: boolean;
+  schedule?: string;
+  webgpu_fallback?: ModelMsg;
 }
 
 /** Page-side state of one Chat model, shared by all its views. */
@@ -141,17 +143,20 @@ function initialize({ model }: { model: AnyModel }) {
         device: m.device,
         cpu: m.cpu ? toSpec(m.cpu) : undefined,
         webgpu: m.webgpu,
+        schedule: m.schedule,
+        webgpu_fallback: m.webgpu_fallback ? toSpec(m.webgpu_fallback) : undefined,
       });
       const spec = toSpec(m);
-      const byName = new Map([...(m.files ?? []), ...(m.cpu?.files ?? [])].map((f) => [f.sha256, f]));
+      const byName = new Map([...(m.files ?? []), ...(m.cpu?.files ?? []), ...(m.webgpu_fallback?.files ?? [])].map((f) => [f.sha256, f]));
       const r = await engine.load(spec, onProgress, (f, onBytes) =>
-        loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received)));
-      state.gpu = r.device === "cpu" ? `CPU (WebAssembly SIMD) — ${r.device_reason ?? ""}` : gpuLabel(r.gpu);
+        loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received), { store: false }));
+      state.gpu = r.device === "cpu" ? `CPU (WebAssembly SIMD) — ${r.device_reason ?? ""}`
+        : gpuLabel(r.gpu) + (r.schedule === "fallback" ? " — kernels for software adapters" : "");
       state.status = "ready";
       state.progress = null;
       state.changed();
       channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed,
-        device: r.device ?? "webgpu", device_reason: r.device_reason ?? "" });
+        device: r.device ?? "webgpu", device_reason: r.device_reason ?? "", schedule: r.schedule ?? null });
     } catch (err) {
       state.status = "error";
       state.progress = null;
