@@ -191,7 +191,8 @@ class Chat(anywidget.AnyWidget):
     device = t.Enum(("auto", "webgpu", "cpu"), "auto",
                     help="where the model runs: 'auto' (WebGPU on a hardware GPU, else the page's CPU), "
                          "'webgpu' or 'cpu'").tag(sync=True)
-    backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why}").tag(sync=True)
+    backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why, "
+                     "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters)}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
     # Names this widget's state in the page (anywidget gives each view a different model proxy).
     _page_key = t.Unicode().tag(sync=True)
@@ -292,11 +293,14 @@ class Chat(anywidget.AnyWidget):
         self._loaded = spec["id"]
         g = msg.get("gpu") or {}
         name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
-        self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or ""}
+        self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or "",
+                        "schedule": msg.get("schedule")}
         if self.backend["device"] == "cpu":
             self.gpu = f"CPU (WebAssembly SIMD) — {self.backend['reason']}"
         else:
             self.gpu = f"{name} (software)" if g.get("is_fallback") else name
+            if msg.get("schedule") == "fallback":
+                self.gpu += " — kernels for software adapters"
         self.progress = {"progress": 1.0, "phase": "done", "load_s": msg.get("load_s"),
                          "bytes_installed": msg.get("bytes_installed")}
         self.status = "ready"

@@ -6,6 +6,10 @@ picks: WebGPU on a hardware adapter, the CPU when there is no adapter or it is a
 (``isFallbackAdapter``, e.g. SwiftShader), and says why. Files are offered as content-addressed blobs, so
 only the chosen build's bytes ever travel.
 
+A model built here from source (the built-in one, a GGUF file, an HF folder) also carries, for WebGPU, its
+build with the kernels for software adapters (``spec["webgpu_fallback"]``, schedule "fallback": same weights,
+another library); the page uses it when its adapter is a software fallback and says so (``schedule``).
+
     spec, paths = model_spec("default", "auto")   # spec for the page's engine; paths: sha256 -> file
 """
 from __future__ import annotations
@@ -64,6 +68,8 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
         fm = folder_model(rec.folder, model_id=rec.model_id)
         spec = dict(fm.spec)
         paths.update(fm.paths)
+        if device != "cpu" and (sched := _folder_schedule(rec.folder)):
+            spec["schedule"] = sched
     spec["device"] = device
     spec.update(f16_requirements(rec))
     if device == "auto" and rec.kind == "folder":
@@ -78,7 +84,42 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
             cfm = folder_model(folder)
             spec["cpu"] = dict(cfm.spec, device="cpu")
             paths.update(cfm.paths)
+    if rec.kind == "folder" and "cpu" not in spec and _built_from_source(key):
+        fb = _fallback_spec(key, progress=progress)
+        if fb is not None:
+            spec["webgpu_fallback"], fb_paths = fb
+            spec["webgpu_fallback"].update(f16_requirements(rec))
+            paths.update(fb_paths)
     return spec, paths
+
+
+def _built_from_source(key: Any) -> bool:
+    """Whether resolving ``key`` compiles it here (the built-in model, a GGUF file, an HF folder)."""
+    if key is None:
+        return True
+    text = str(key)
+    if text.startswith(("http://", "https://")):
+        return False
+    p = Path(text).expanduser()
+    return p.exists() and not (p.is_dir() and (p / "mlc-chat-config.json").exists())
+
+
+def _fallback_spec(key: Any, *, progress: bool) -> tuple[dict, dict[str, Path]] | None:
+    """The same model built with the kernels for software adapters (schedule "fallback"), or None.
+
+    Its weights are the same bytes as the default build's (same sha256, so they travel at most once);
+    only the library differs. The page loads it instead when its adapter is a software fallback.
+    """
+    from . import models as registry
+    from .runner import folder_model
+
+    try:
+        rec = registry.resolve(key, progress=progress, schedule="fallback")
+    except WebLLMWidgetError as e:
+        log.warning("no fallback-schedule build of %s (%s); software adapters get the default one", key, e)
+        return None
+    fm = folder_model(rec.folder, model_id=rec.model_id)
+    return dict(fm.spec, device="webgpu", schedule="fallback"), dict(fm.paths)
 
 
 def _f32_name(quantization: str) -> str:
@@ -117,6 +158,16 @@ def f16_requirements(rec: Any) -> dict:
     return {}
 
 
+def _folder_schedule(folder: Path) -> str | None:
+    """The GPU kernel schedule a model folder's library was built with (its manifest), or None."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / "manifest.json").read_text()).get("schedule")
+    except (OSError, ValueError):
+        return None
+
+
 def _folder_device(model: Any) -> str | None:
     """The device a model folder was built for (its manifest), or None for anything else."""
     import json
@@ -129,9 +180,10 @@ def _folder_device(model: Any) -> str | None:
 
 
 def spec_files(spec: dict) -> list[dict]:
-    """Every file a spec names, its CPU alternative's included (each once)."""
+    """Every file a spec names, its CPU and fallback-schedule alternatives' included (each once)."""
     seen, out = set(), []
-    for f in list(spec.get("files", [])) + list((spec.get("cpu") or {}).get("files", [])):
+    for f in (list(spec.get("files", [])) + list((spec.get("cpu") or {}).get("files", []))
+              + list((spec.get("webgpu_fallback") or {}).get("files", []))):
         if f["sha256"] not in seen:
             seen.add(f["sha256"])
             out.append(f)

@@ -43,6 +43,11 @@ export interface ModelSpec {
   cpu?: ModelSpec;
   /** false when only the CPU build exists (then "auto" runs it on the CPU whatever the adapter). */
   webgpu?: boolean;
+  /** The GPU kernel schedule of this spec's library ("auto", "gpu" or "fallback"), when known. */
+  schedule?: string;
+  /** The same model (same weights) with the library built for software adapters (schedule "fallback"):
+   * used on WebGPU when the adapter is a software fallback (SwiftShader). */
+  webgpu_fallback?: ModelSpec;
 }
 
 /** Sampling settings; unset fields keep the model's defaults. */
@@ -105,6 +110,8 @@ export interface LoadResult {
   /** Which engine runs the model, and why it was chosen. */
   device?: "webgpu" | "cpu";
   device_reason?: string;
+  /** The GPU kernel schedule of the library that runs it (WebGPU only; "fallback" on software adapters). */
+  schedule?: string;
 }
 
 /** Error codes shared with Python (webllm_widget.errors). */
