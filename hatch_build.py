@@ -2,7 +2,8 @@
 
 hatchling runs this for ``python -m build --wheel`` / ``pip wheel .`` (not for editable installs: a
 source checkout compiles on first use, with the cache). It compiles, or takes from the user cache, the
-WebGPU and CPU libraries of SmolLM2-135M-Instruct (webllm_widget.models.packaged) and adds them as
+two WebGPU libraries (schedules "auto" and "fallback") and the CPU library of SmolLM2-135M-Instruct
+(webllm_widget.models.packaged) and adds them as
 ``webllm_widget/models/libs/*``. The engine bundle (``static/``) comes from the jupyter-builder hook.
 
 ``WEBLLM_WIDGET_WHEEL_LIBS``: ``auto`` (default: build them when TVM and emcc are there, otherwise warn and

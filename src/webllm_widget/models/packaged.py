@@ -1,14 +1,15 @@
 """The built-in model's compiled libraries shipped inside the wheel, so a pip user needs no emscripten.
 
 At wheel build time (``hatch_build.py``) :func:`build_packaged_libraries` compiles the built-in model's
-WebGPU library (default ``"auto"`` schedule) and its CPU library and writes them, with ``index.json``, to
+WebGPU libraries (the default ``"auto"`` schedule, and ``"fallback"``, which the page picks on software
+adapters such as SwiftShader) and its CPU library and writes them, with ``index.json``, to
 ``webllm_widget/models/libs/`` inside the wheel. At run time :func:`seed_cache` copies a packaged library
 into the compiler's cache when its content key matches the one the installed compiler computes (TVM
 version, model config, quantization, compiler sources, ABI), so the model folder build finds it there
 and only converts the weights. A mismatch (another TVM, edited sources) falls back to compiling.
 
     from webllm_widget.models import packaged
-    packaged.seed_cache(gguf_path)       # {"webgpu": True, "cpu": True} when both came from the wheel
+    packaged.seed_cache(gguf_path)       # {"webgpu": True, "webgpu-fallback": True, "cpu": True} from the wheel
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from .. import cache
 
-__all__ = ["LIBS_DIR", "INDEX", "WEBGPU_SCHEDULE", "library_keys", "packaged_index", "seed_cache",
+__all__ = ["LIBS_DIR", "INDEX", "WEBGPU_SCHEDULE", "FALLBACK_SCHEDULE", "library_keys", "packaged_index", "seed_cache",
            "build_packaged_libraries"]
 
 #: Where the wheel carries the libraries (absent in a source checkout or an editable install).
@@ -28,6 +29,8 @@ LIBS_DIR = Path(__file__).with_name("libs")
 INDEX = "index.json"
 #: The schedule of the packaged WebGPU library: the default one (``models.default()``'s).
 WEBGPU_SCHEDULE = "auto"
+#: The schedule of the second packaged WebGPU library (kernels for software adapters; same weights).
+FALLBACK_SCHEDULE = "fallback"
 
 
 def _config_and_quant(gguf: str | os.PathLike) -> tuple[Any, Any]:
@@ -43,13 +46,14 @@ def _config_and_quant(gguf: str | os.PathLike) -> tuple[Any, Any]:
 def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
     """Content keys of the built-in model's libraries as the installed compiler computes them.
 
-    ``{"webgpu": ..., "cpu": ...}``; the same keys name the compiler's cache entries.
+    ``{"webgpu": ..., "webgpu-fallback": ..., "cpu": ...}``; the same keys name the compiler's cache entries.
     """
     from ..compile.cpu import library_key
     from ..compile.model_lib import content_key
 
     cfg, quant = _config_and_quant(gguf)
-    return {"webgpu": content_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE), "cpu": library_key(cfg, quant)}
+    return {"webgpu": content_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
+            "webgpu-fallback": content_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE), "cpu": library_key(cfg, quant)}
 
 
 def packaged_index(libs_dir: Path | None = None) -> dict | None:
@@ -68,7 +72,7 @@ def _cpu_cache_entry(key: str) -> Path:
     return cache.cache_dir() / "model-libs-cpu" / f"{key}.wasm"  # cpu.build_cpu_library's cache layout
 
 
-def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "cpu"),
+def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "webgpu-fallback", "cpu"),
                libs_dir: Path | None = None) -> dict[str, bool]:
     """Copy the wheel's libraries whose key matches the installed compiler's into its cache.
 
@@ -91,7 +95,7 @@ def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "c
         if not src.is_file() or cache.sha256_file(src) != entry["sha256"]:
             used[device] = False
             continue
-        if device == "webgpu":
+        if device.startswith("webgpu"):
             dest = _webgpu_cache_entry(entry["key"])
             if not ((dest / "model.wasm").is_file() and (dest / "info.json").is_file()):
                 with cache.atomic_dir(dest) as tmp:
@@ -107,7 +111,7 @@ def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "c
 
 def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | None = None, *,
                              progress: bool = True) -> dict:
-    """Compile (or take from the cache) the built-in model's WebGPU and CPU libraries and write them to
+    """Compile (or take from the cache) the built-in model's two WebGPU libraries and its CPU library and write them to
     ``out`` with ``index.json``; return the index. Needs TVM and emscripten (the wheel builder's machine)."""
     import tvm
 
@@ -130,6 +134,12 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
     shutil.copyfile(entry / "model.wasm", out / webgpu_file)
     info = json.loads((entry / "info.json").read_text())
 
+    build_model_library(cfg, quant, "webgpu", schedule=FALLBACK_SCHEDULE, progress=progress)
+    fb_entry = _webgpu_cache_entry(keys["webgpu-fallback"])
+    fb_file = f"webgpu-fallback-{keys['webgpu-fallback']}.wasm"
+    shutil.copyfile(fb_entry / "model.wasm", out / fb_file)
+    fb_info = json.loads((fb_entry / "info.json").read_text())
+
     cpu_path = build_cpu_library(cfg, quant, progress=progress)
     cpu_file = f"cpu-{keys['cpu']}.wasm"
     shutil.copyfile(cpu_path, out / cpu_file)
@@ -140,6 +150,8 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
         "libraries": {
             "webgpu": {"key": keys["webgpu"], "file": webgpu_file, "schedule": WEBGPU_SCHEDULE,
                        "sha256": cache.sha256_file(out / webgpu_file), "info": info},
+            "webgpu-fallback": {"key": keys["webgpu-fallback"], "file": fb_file, "schedule": FALLBACK_SCHEDULE,
+                                "sha256": cache.sha256_file(out / fb_file), "info": fb_info},
             "cpu": {"key": keys["cpu"], "file": cpu_file, "sha256": cache.sha256_file(out / cpu_file)},
         },
     }

@@ -117,8 +117,10 @@ def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, 
 
     source = default_gguf(gguf, progress=progress)
     q = getattr(quantization, "name", quantization)
-    if q in (None, "ggml") and (device == "cpu" or schedule == packaged.WEBGPU_SCHEDULE):
-        packaged.seed_cache(source, (device,))
+    if q in (None, "ggml") and device == "cpu":
+        packaged.seed_cache(source, ("cpu",))
+    elif q in (None, "ggml") and schedule in (packaged.WEBGPU_SCHEDULE, packaged.FALLBACK_SCHEDULE):
+        packaged.seed_cache(source, ("webgpu" if schedule == packaged.WEBGPU_SCHEDULE else "webgpu-fallback",))
     return build_model_folder(source, quantization=quantization, device=device, out=out, progress=progress,
                               schedule=schedule, name=BUILTIN_NAME)
 
