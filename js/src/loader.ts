@@ -31,7 +31,9 @@ export interface BlobStats {
   cache: number;
   http_failures: number;
   /** Where the time of the latest transfer went (ms): what limits a transport. */
-  last?: { via: "comm" | "http"; receive_ms: number; verify_ms: number; store_ms: number; bytes: number };
+  last?: { via: "comm" | "http"; receive_ms: number; verify_ms: number; store_ms: number; bytes: number;
+          /** comm: time in our chunk handler (copy, hash, cache enqueue, ack) of the whole receive. */
+          handler_ms?: number };
 }
 
 export const CACHE_NAME = "webllm-widget/blobs";
@@ -164,6 +166,7 @@ interface Answer {
   data?: Uint8Array;
   url?: string;
   sha256?: string; // hashed while the chunks arrived (absent: not in order, or no hasher)
+  handlerMs?: number;
 }
 
 interface Incoming {
@@ -178,6 +181,7 @@ interface Incoming {
   sink?: { controller: ReadableStreamDefaultController<Uint8Array>; pos: number };
   // Chunks in order are hashed as they arrive; one out of order drops it (the whole buffer is hashed at the end).
   hash?: { hasher: IHasher; pos: number };
+  handlerMs: number; // time spent in onChunk for this transfer (what our page code costs the comm)
 }
 
 /** Stop streaming into the cache: close it when the bytes are all there, else fail it (nothing is stored). */
@@ -290,11 +294,13 @@ export class BlobLoader {
     const verified = !!data; // fromHttp checked it already
     let storing: Promise<boolean> | undefined;
     let incremental: string | undefined;
+    let handlerMs: number | undefined;
     if (!data) {
       const target = cache && store ? cache : undefined;
       const answer = await this.fromKernel(ref, onProgress, "comm", retry, target, (p) => (storing = p), await newHasher());
       data = answer.data!;
       incremental = answer.sha256;
+      handlerMs = answer.handlerMs;
     }
     const tReceived = performance.now();
     const digest = verified ? ref.sha256 : incremental ?? (await sha256Hex(data));
@@ -322,7 +328,7 @@ export class BlobLoader {
       }
     }
     stats.last = { via: verified ? "http" : "comm", receive_ms: tReceived - t0 - (verified ? verifyMs : 0),
-                   verify_ms: verifyMs, store_ms: performance.now() - tVerified, bytes: data.length };
+                   verify_ms: verifyMs, store_ms: performance.now() - tVerified, bytes: data.length, handler_ms: handlerMs };
     return data;
   }
 
@@ -414,7 +420,7 @@ export class BlobLoader {
         resolve({ id, data: new Uint8Array(0) });
         return;
       }
-      const inc: Incoming = { ref, data: null, received: 0, chunks: 0, onProgress, resolve, reject };
+      const inc: Incoming = { ref, data: null, received: 0, chunks: 0, onProgress, resolve, reject, handlerMs: 0 };
       if (hasher) inc.hash = { hasher, pos: 0 };
       if (cache && onStoring) {
         let controller!: ReadableStreamDefaultController<Uint8Array>;
@@ -438,6 +444,7 @@ export class BlobLoader {
       inc.resolve({ id: msg.id!, url: msg.url });
       return;
     }
+    const tStart = performance.now();
     const offset = Number(msg.offset);
     const buf = buffers[0];
     if (!buf || offset + buf.byteLength > inc.ref.size) {
@@ -471,11 +478,12 @@ export class BlobLoader {
       this.channel.send("ack", { id: msg.id, sha256: inc.ref.sha256, received: inc.received, chunks: inc.chunks });
     }
     inc.onProgress?.(inc.ref, inc.received, false);
+    inc.handlerMs += performance.now() - tStart;
     if (finished) {
       this.incoming.delete(msg.id!);
       endSink(inc);
       const sha256 = inc.hash && inc.hash.pos === inc.ref.size ? inc.hash.hasher.digest("hex") : undefined;
-      inc.resolve({ id: msg.id!, data: inc.data, sha256 });
+      inc.resolve({ id: msg.id!, data: inc.data, sha256, handlerMs: inc.handlerMs });
     }
   }
 }
