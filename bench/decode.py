@@ -3,11 +3,14 @@
 Loads a model folder in headless WebGPU Chromium through the engine the Chat widget uses (web-llm in a
 Worker, driven by ``webllm_widget.runner.HeadlessEngine``), then for each prompt length runs greedy
 generation of ``--max-tokens`` tokens (``ignore_eos``: fixed length) ``--runs`` times, resetting the KV
-cache before each. Load is timed cold (fresh browser profile: empty Cache Storage, every file sent)
+cache before each. By default the model is what ``Chat(device="webgpu")`` sends (both WebGPU libraries;
+the page picks "fallback" on a software adapter such as SwiftShader), so the numbers are what a user gets
+on this adapter; the JSON records the schedule the page chose. Load is timed cold (fresh browser profile: empty Cache Storage, every file sent)
 and warm (a new browser on the same profile). Baselines in the same run, on the same prompts: the numpy
 float32 reference (tests/reference.py) and llama.cpp through ``llama-cpp-python`` when it is installed.
 
     python bench/decode.py                                  # built-in SmolLM2, lossless GGUF mode + q4f32_1 + q0f32
+    python bench/decode.py --schedule fallback              # force one library instead of the page's pick
     python bench/decode.py --prompts 32,128,512 --max-tokens 32 --runs 5 --quant ggml   # more, where time allows
     python bench/decode.py --model path/to/folder           # any web-llm model folder (no baselines)
 
@@ -71,11 +74,31 @@ class Prompts:
 
 # -- the browser engine ---------------------------------------------------------------------------------
 
+def picked_model(q: str | None):
+    """What ``Chat(device="webgpu")`` sends for the built-in model in mode ``q``: both WebGPU libraries
+    (schedule "auto" and, as ``webgpu_fallback``, "fallback"; same weight files), the page picks one.
+
+    For the default mode (``ggml``) this is ``devices.model_spec`` itself; other modes are composed the same
+    way from their two builds (a user reaches them by building the folder, which keeps one library)."""
+    from webllm_widget import models
+    from webllm_widget.devices import model_spec
+    from webllm_widget.runner import FolderModel, folder_model
+
+    if q in (None, "ggml"):
+        spec, paths = model_spec(None, "webgpu")
+        return FolderModel(models.default(), spec, paths)
+    auto = folder_model(models.default(quantization=q, schedule="auto"))
+    fb = folder_model(models.default(quantization=q, schedule="fallback"))
+    spec = dict(auto.spec, device="webgpu", schedule="auto",
+                webgpu_fallback=dict(fb.spec, device="webgpu", schedule="fallback"))
+    return FolderModel(auto.folder, spec, {**auto.paths, **fb.paths})
+
+
 async def _browser_session(folder: Path, profile: Path, prompts: Prompts, lengths: list[int], max_tokens: int,
-                           runs: int, *, measure: bool) -> dict:
+                           runs: int, *, measure: bool, model=None) -> dict:
     from webllm_widget.runner import HeadlessEngine, folder_model
 
-    model = folder_model(folder)
+    model = model or folder_model(folder)
     out: dict = {}
     with TreeMemory(str(profile)) as mem:
         t0 = time.perf_counter()
@@ -87,7 +110,12 @@ async def _browser_session(folder: Path, profile: Path, prompts: Prompts, length
             out["load_s"] = time.perf_counter() - t1
             out["load_s_page"] = info.get("load_s")
             out["bytes_installed"] = info.get("bytes_installed")
-            out["model_bytes"] = model.total_bytes
+            # which library the page chose (schedule "fallback" on a software adapter) and why
+            out["schedule"] = info.get("schedule")
+            out["loaded_model"] = info.get("model")  # the folder id the page loaded (the fallback build's on SwiftShader)
+            out["device_reason"] = info.get("device_reason")
+            chosen = model.spec.get("webgpu_fallback") if info.get("schedule") == "fallback" else None
+            out["model_bytes"] = sum(f["size"] for f in chosen["files"]) if chosen else model.total_bytes
             if measure:
                 overhead = prompts.template_tokens(folder)
                 out["template_tokens"] = overhead
@@ -127,14 +155,18 @@ def tqdm_iter(xs, desc):
     return tqdm(xs, desc=desc, leave=False, file=sys.stderr)
 
 
-def bench_browser(folder: Path, prompts: Prompts, lengths: list[int], max_tokens: int, runs: int) -> dict:
-    """Cold load + measured runs in one browser, then a warm load in a new browser on the same profile."""
+def bench_browser(folder: Path, prompts: Prompts, lengths: list[int], max_tokens: int, runs: int,
+                  model=None) -> dict:
+    """Cold load + measured runs in one browser, then a warm load in a new browser on the same profile.
+    ``model``: a FolderModel to load instead of ``folder`` as is (e.g. :func:`picked_model`)."""
     with tempfile.TemporaryDirectory(prefix="wlw-bench-profile-") as profile:
-        cold = run_async(_browser_session(folder, Path(profile), prompts, lengths, max_tokens, runs, measure=True))
+        cold = run_async(_browser_session(folder, Path(profile), prompts, lengths, max_tokens, runs, measure=True,
+                                          model=model))
         warm, warm_error = None, None
         for attempt in range(2):  # a loaded machine can miss the page's start-up deadline once
             try:
-                warm = run_async(_browser_session(folder, Path(profile), prompts, [], max_tokens, runs, measure=False))
+                warm = run_async(_browser_session(folder, Path(profile), prompts, [], max_tokens, runs, measure=False,
+                                                  model=model))
                 break
             except Exception as e:  # noqa: BLE001 - keep the cold numbers whatever happens here
                 warm_error = f"{type(e).__name__}: {str(e)[:500]}"
@@ -227,7 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compare-prompts", default="32", help="prompt lengths for the other modes")
     ap.add_argument("--max-tokens", type=int, default=8, help="output tokens per run (M)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--schedule", default="fallback", help="GPU schedules the model is built with (auto|gpu|fallback)")
+    ap.add_argument("--schedule", default="pick",
+                    help="'pick' (default): what a user gets, Chat(device='webgpu')'s spec with both libraries, the "
+                         "page picks for its adapter; or one forced schedule (auto|gpu|fallback)")
     ap.add_argument("--baselines", default="numpy,llama.cpp", help="comma list, or 'none'")
     ap.add_argument("--llama-threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
@@ -239,9 +273,13 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"settings": {"prompts": lengths, "compare_prompts": compare, "max_tokens": args.max_tokens,
                                  "runs": args.runs, "schedule": args.schedule, "temperature": 0,
                                  "ignore_eos": True}, "browser": {}}
+    if args.schedule == "pick" and not args.model:
+        result["settings"]["what"] = ("the built-in model as Chat(device='webgpu') sends it (devices.model_spec: "
+                                      "'auto' library + 'fallback' library), library picked by the page for "
+                                      "its adapter; browser.<mode>.schedule says which one ran")
     gguf = None
     if args.model:
-        modes = {Path(args.model).name: lambda: Path(args.model)}
+        modes = {Path(args.model).name: lambda: (Path(args.model), None)}
     else:
         from webllm_widget import models
 
@@ -250,9 +288,13 @@ def main(argv: list[str] | None = None) -> dict:
         def builder(q: str):
             def build() -> Path:
                 t = time.perf_counter()
+                if args.schedule == "pick":
+                    m = picked_model(q)
+                    result.setdefault("build_s", {})[q] = round(time.perf_counter() - t, 1)
+                    return m.folder, m
                 folder = models.default(quantization=None if q == "ggml" else q, schedule=args.schedule, progress=True)
                 result.setdefault("build_s", {})[q] = round(time.perf_counter() - t, 1)
-                return folder
+                return folder, None
             return build
 
         # Built one at a time just before use: the first mode's numbers come in while later ones may still build.
@@ -260,11 +302,11 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = None
     for i, (name, build) in enumerate(modes.items()):
         try:
-            folder = build()
+            folder, model = build()
             prompts = prompts or Prompts(folder)
             print(f"== browser: {name} ({folder.name})", file=sys.stderr)
             result["browser"][name] = bench_browser(folder, prompts, lengths if i == 0 else compare,
-                                                    args.max_tokens, args.runs)
+                                                    args.max_tokens, args.runs, model=model)
             result["browser"][name]["folder"] = folder.name
         except Exception as e:  # noqa: BLE001 - one failing mode must not lose the others' numbers
             result["browser"][name] = {"error": f"{type(e).__name__}: {str(e)[:2000]}"}
@@ -287,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     path = write_result("decode", result, args.out)
     for name, r in result["browser"].items():
         for n, p in r.get("prompts", {}).items():
-            print(f"{name:10s} prompt {n:>4s}: prefill {p['prefill_tok_s']['median'] or 0:.2f} tok/s, "
+            print(f"{name:10s} [{r.get('schedule')}] prompt {n:>4s}: prefill {p['prefill_tok_s']['median'] or 0:.2f} tok/s, "
                   f"decode {p['decode_tok_s']['median'] or 0:.2f} tok/s, ttft {p['ttft_s']['median'] or 0:.2f} s")
     print(f"-> {path}")
     return result
