@@ -37,6 +37,18 @@ CELLS = [
     "    report[name] = {{'sha256': blob.sha256, 'digest': r['digest'], 'bytes': r['bytes'], 'via': r['via'],\n"
     "                    'kernel_comm_bytes': r['kernel_comm_bytes'],\n"
     "                    'kernel_published_bytes': r['kernel_published_bytes']}}\n"
+    # A file damaged after its hash was recorded: the HTTP copy fails its check (and is not kept in Cache
+    # Storage), the comm retry's bytes fail it too, and the load fails with bad-artifact.
+    "bad, bad_sha = _random_file({mem_size})\n"
+    "bad_blob = Blob.from_path(bad, sha256=bad_sha)\n"
+    "b = bytearray(bad.read_bytes()); b[len(b) // 2] ^= 1; bad.write_bytes(bytes(b))\n"
+    "comm0, pub0 = w.blobs.bytes_comm, w.blobs.bytes_published\n"
+    "try:\n"
+    "    await load(w, bad_blob, 'auto', check=True); code = None\n"
+    "except Exception as e:\n"
+    "    code = getattr(e, 'code', type(e).__name__)\n"
+    "report['damaged'] = {{'sha256': bad_sha, 'code': code, 'kernel_comm_bytes': w.blobs.bytes_comm - comm0,\n"
+    "                     'kernel_published_bytes': w.blobs.bytes_published - pub0}}\n"
     # A kernel whose cache dir the server does not serve (another WEBLLM_WIDGET_CACHE, another machine):
     # the page's GET fails and the same blob comes over the comm.
     "os.environ['WEBLLM_WIDGET_CACHE'] = {elsewhere!r}\n"
@@ -81,6 +93,8 @@ def _run(tmp_path: Path, *, extension: bool) -> tuple[dict, dict | None, str]:
             page = lab.open_notebook(browser, "transport.ipynb")
             lab.run_all(page)
             report = lab.wait_for_file(out, timeout=600, page=page)
+            report["cached"] = page.evaluate("""async () => (await (await caches.open('webllm-widget/blobs')).keys())
+                                                   .map((r) => r.url.split('/').pop())""")
         finally:
             browser.close()
         try:
@@ -100,7 +114,13 @@ def test_blobs_travel_over_the_http_route_when_the_server_runs_the_extension(tmp
         assert r["digest"] == r["sha256"] and r["bytes"] == size, (name, r)  # Cache Storage holds these bytes
         assert r["via"]["http"] == size and r["via"]["comm"] == 0 and r["via"]["http_failures"] == 0, (name, r)
         assert r["kernel_comm_bytes"] == 0 and r["kernel_published_bytes"] == size, (name, r)
-    assert status["bytes_served"] == sum(SIZES.values()) and status["blobs_served"] == len(SIZES)
+    # served: the good blobs, and the damaged one's copy that failed the page's check
+    assert status["bytes_served"] == sum(SIZES.values()) + SIZES["memory"] and status["blobs_served"] == len(SIZES) + 1
+    # Damaged on disk: bad-artifact, after one comm retry; the HTTP copy that failed its check was deleted.
+    r = report["damaged"]
+    assert r["code"] == "bad-artifact" and r["kernel_comm_bytes"] == SIZES["memory"], r
+    assert r["kernel_published_bytes"] == 0 and r["sha256"] not in report["cached"], (r, report["cached"])
+    assert report["file"]["sha256"] in report["cached"]  # good blobs are there (the listing works)
     # Published where this server does not look: one failed GET, then the comm, and the stray copy removed.
     r = report["elsewhere"]
     assert r["digest"] == r["sha256"] and r["bytes"] == SIZES["memory"], r
