@@ -56,7 +56,7 @@ def plot_channel(d: dict, out: Path) -> None:
     a.bar(labels, vals, yerr=errs, color=["#4c72b0", "#55a868", "#999999"][:len(vals)], capsize=4)
     a.axhline(50, ls="--", c="#4c72b0", lw=1, label="comm target 50")
     a.axhline(200, ls="--", c="#55a868", lw=1, label="HTTP target 200")
-    a.set_ylabel("MB/s (kernel -> page Cache Storage)")
+    a.set_ylabel("MB/s kernel -> page (sha256 verified)")
     a.set_title(f"{d['size_bytes'] >> 20} MB artifact, median of {d['runs']}")
     a.legend(fontsize=8)
     lat = d["latency_ms"]
@@ -289,10 +289,16 @@ def summary(results: Path) -> str:
         lat = ch["latency_ms"]
         lines += [f"**Channel** (`bench/channel.py`, real JupyterLab, {ch['size_bytes'] >> 20} MB of random bytes, "
                   f"cache emptied first, median (min–max) of {ch['runs']})", "",
-                  "| path | MB/s | target |", "|---|---|---|",
-                  f"| comm (BlobSender → BlobLoader → Cache Storage, sha256 verified) | {_spread(ch['comm']['MBps'])} | ≥ 50 |",
-                  f"| HTTP route (server extension → BlobLoader → Cache Storage, sha256 verified) | {_spread(h.get('MBps'))} | ≥ 200 |",
-                  f"| baseline: Jupyter's own `/files/` endpoint → Cache Storage, same run | {_spread(h.get('files_endpoint_MBps_stored'))} | |",
+                  "Into the page: the bytes verified (sha256) in page memory, as model files reach the engine "
+                  "(web-llm's cache then keeps them). Stored: also written to the loader's Cache Storage "
+                  "before the page answers (the engine bundle and GPU libraries).", "",
+                  "| path | into the page, MB/s | stored, MB/s | target |", "|---|---|---|---|",
+                  f"| comm (BlobSender → BlobLoader) | {_spread(ch['comm']['MBps'])} | "
+                  f"{_spread(ch['comm'].get('MBps_stored'))} | ≥ 50 |",
+                  f"| HTTP route (server extension → BlobLoader) | {_spread(h.get('MBps'))} | "
+                  f"{_spread(h.get('MBps_stored'))} | ≥ 200 |",
+                  f"| baseline: Jupyter's own `/files/` endpoint → Cache Storage, not verified, same run | | "
+                  f"{_spread(h.get('files_endpoint_MBps_stored'))} | |",
                   "", f"Token latency page → kernel observer ({lat['n']} messages while a cell awaits): "
                   f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (targets < 2, < 5).", "",
                   "![channel](bench/results/channel.png)", ""]

@@ -69,12 +69,13 @@ function initialize({ model }: { model: any }) {
       await clearAll();
       ch.reply(msg, "result", {});
     } else if (op === "load") {
-      // The product path: BlobLoader.get -> bytes verified and stored in Cache Storage.
+      // The product path: BlobLoader.get -> bytes verified, and with `store` also kept in Cache Storage.
+      // store:false is how the chat engine gets model files (web-llm's own cache keeps them).
       const ref = msg.ref as BlobRef;
       const loader = msg.transport === "comm" ? loaders.comm : loaders.auto;
       const before = blobStats();
       const t0 = now();
-      const data = await loader.get(ref);
+      const data = await loader.get(ref, undefined, { store: msg.store !== false });
       const pageMs = now() - t0;
       const after = blobStats();
       const digest = msg.check ? await storedDigest(ref.sha256) : undefined;
