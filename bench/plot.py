@@ -40,6 +40,19 @@ def _err(s: dict | None):
     return [s["median"] - s["min"]], [s["max"] - s["median"]]
 
 
+def _bar_points(p: dict, lengths: list[int], key: str, shift: float) -> tuple[list, list, list, list]:
+    """x, median, and the distances down to min and up to max, for one series' bars over the prompt lengths."""
+    xs, ys, lo, hi = [], [], [], []
+    for j, n in enumerate(lengths):
+        s = p.get(str(n), {}).get(key)
+        if isinstance(s, dict) and s.get("median"):
+            xs.append(j + shift)
+            ys.append(s["median"])
+            lo.append(s["median"] - s["min"])
+            hi.append(s["max"] - s["median"])
+    return xs, ys, lo, hi
+
+
 def plot_channel(d: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -95,14 +108,7 @@ def plot_decode(d: dict, out: Path) -> None:
     for ax, key, title in [(axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")]:
         w = 0.8 / max(1, len(series))
         for i, (label, p) in enumerate(series):
-            xs, ys, lo, hi = [], [], [], []
-            for j, n in enumerate(lengths):
-                s = p.get(str(n), {}).get(key)
-                if isinstance(s, dict) and s.get("median"):
-                    xs.append(j + i * w)
-                    ys.append(s["median"])
-                    lo.append(s["median"] - s["min"])
-                    hi.append(s["max"] - s["median"])
+            xs, ys, lo, hi = _bar_points(p, lengths, key, i * w)
             ax.bar(xs, ys, w, yerr=[lo, hi], label=label, capsize=3)
         ax.set_xticks(np.arange(len(lengths)) + 0.4 - w / 2, [f"{n}-token prompt" for n in lengths])
         ax.set_yscale("log")
@@ -169,14 +175,7 @@ def plot_cpu(cpu: dict, de: dict | None, out: Path) -> None:
         ax.set_ylim(0.1, 1000)
         w = 0.8 / max(1, len(series))
         for i, (label, p) in enumerate(series):
-            xs, ys, lo, hi = [], [], [], []
-            for j, n in enumerate(lengths):
-                s = p.get(str(n), {}).get(key)
-                if isinstance(s, dict) and s.get("median"):
-                    xs.append(j + i * w)
-                    ys.append(s["median"])
-                    lo.append(s["median"] - s["min"])
-                    hi.append(s["max"] - s["median"])
+            xs, ys, lo, hi = _bar_points(p, lengths, key, i * w)
             ax.bar(xs, ys, w, yerr=[lo, hi], label=label if ax is axes[0] else None, capsize=3,
                    color=colors.get(label, "#4c72b0"))
             for x, y, h in zip(xs, ys, hi):
