@@ -136,15 +136,10 @@ class RowTileGemv(dl.ScheduleRule):
         n_ext, k_ext = int(n_ext.value), int(k_ext.value)
         if k_ext % 32:
             return None
-        threads, rows = self.threads, self.rows
-        if n_ext >= _WIDE_ROWS:  # the LM head: 8 rows a thread measured ~30% faster (49152x576 Q8_0)
-            rows *= 2
-        while n_ext % (threads * rows) and rows > 1:
-            rows //= 2
-        while n_ext % (threads * rows) and threads > 1:
-            threads //= 2
-        if n_ext % (threads * rows):
+        fit = self._tile(n_ext)
+        if fit is None:
             return None
+        threads, rows = fit
         stmt = sch.get(block)
         n_var = stmt.iter_vars[len(kinds) - 2].var
         k_var = stmt.iter_vars[-1].var
@@ -190,6 +185,17 @@ class RowTileGemv(dl.ScheduleRule):
         return sch
 
 
+    def _tile(self, n_ext: int) -> tuple[int, int] | None:
+        """(threads, rows a thread) that divide ``n_ext`` output rows, or None when no power of two does."""
+        threads, rows = self.threads, self.rows
+        if n_ext >= _WIDE_ROWS:  # the LM head: 8 rows a thread measured ~30% faster (49152x576 Q8_0)
+            rows *= 2
+        while n_ext % (threads * rows) and rows > 1:
+            rows //= 2
+        while n_ext % (threads * rows) and threads > 1:
+            threads //= 2
+        return None if n_ext % (threads * rows) else (threads, rows)
+
     def _apply_factored(self, sch, infos, reductions):
         """The factored GEMV of ``quantize._matvec_factored``: part (codes x inputs), xsum, sum over groups."""
         by_name = {sch.get(r.block_rv).name_hint: r for r in reductions}
@@ -206,15 +212,10 @@ class RowTileGemv(dl.ScheduleRule):
         if not isinstance(n_ext, tirx.IntImm):
             return None
         n_ext = int(n_ext.value)
-        threads, rows = self.threads, self.rows
-        if n_ext >= _WIDE_ROWS:  # the LM head: 8 rows a thread measured ~30% faster (49152x576 Q8_0)
-            rows *= 2
-        while n_ext % (threads * rows) and rows > 1:
-            rows //= 2
-        while n_ext % (threads * rows) and threads > 1:
-            threads //= 2
-        if n_ext % (threads * rows):
+        fit = self._tile(n_ext)
+        if fit is None:
             return None
+        threads, rows = fit
         part_stmt = sch.get(part)
         x_idx = w_idx = None
         for i, region in enumerate(part_stmt.reads):
