@@ -37,8 +37,8 @@ _UNROLL = 8
 _WIDE_ROWS = 16384
 
 
-class RowPerThread(dl.ScheduleRule):
-    """One thread per output element of a single-reduction function; register accumulator, no barriers."""
+class _GpuRule(dl.ScheduleRule):
+    """A GPU schedule rule that declines (None) on CPU targets and on functions not of its shape."""
 
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, _tunable: bool):  # noqa: D102
         if not isinstance(func, tirx.PrimFunc) or target.kind.name == "llvm":
@@ -47,6 +47,13 @@ class RowPerThread(dl.ScheduleRule):
             return self._apply(func)
         except Exception:  # noqa: BLE001 - not this rule's shape: let the next rule try
             return None
+
+    def _apply(self, func: tirx.PrimFunc):
+        raise NotImplementedError
+
+
+class RowPerThread(_GpuRule):
+    """One thread per output element of a single-reduction function; register accumulator, no barriers."""
 
     @staticmethod
     def _apply(func: tirx.PrimFunc):
@@ -87,7 +94,7 @@ class RowPerThread(dl.ScheduleRule):
         return sch
 
 
-class RowTileGemv(dl.ScheduleRule):
+class RowTileGemv(_GpuRule):
     """Matrix-vector products: ``rows`` output rows per thread, weights, scales and inputs read once into registers.
 
     On SwiftShader every storage-buffer read is a per-lane gather with a bounds check, so the cost of a
@@ -101,14 +108,6 @@ class RowTileGemv(dl.ScheduleRule):
 
     def __init__(self, threads: int = 16, rows: int = 4):
         self.threads, self.rows = threads, rows
-
-    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, _tunable: bool):  # noqa: D102
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name == "llvm":
-            return None
-        try:
-            return self._apply(func)
-        except Exception:  # noqa: BLE001 - not this rule's shape: let the next rule try
-            return None
 
     def _apply(self, func: tirx.PrimFunc):
         from tvm.s_tir.dlight.analysis import normalize_prim_func
