@@ -32,8 +32,8 @@ from webllm_widget.compile.quantize import dequantize, ggml_quantization, param_
 
 pytestmark = pytest.mark.browser
 
-RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
-  const {tvmjs, gpuDevice} = await import('/static/tvmjs.js');
+#: Page JS that loads the library at `lib` on the page's WebGPU device: defines tvm, dev and vm.
+VM_OPEN = """  const {tvmjs, gpuDevice} = await import('/static/tvmjs.js');
   const gpu = await gpuDevice();
   const wasm = await (await fetch(lib)).arrayBuffer();
   const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
@@ -43,7 +43,10 @@ RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
   const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
   tvm.endScope();
   await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-  const bytes = new Uint8Array(await (await fetch(blob)).arrayBuffer());
+"""
+
+RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
+""" + VM_OPEN + """  const bytes = new Uint8Array(await (await fetch(blob)).arrayBuffer());
   tvm.beginScope();
   const meta = JSON.parse(vm.getFunction('_metadata')().toString());
   const arrays = params.map(p => tvm.empty(p.shape, p.dtype, dev).copyFromRawBytes(bytes.subarray(p.offset, p.offset + p.nbytes)));

@@ -13,23 +13,14 @@ import pytest
 from tvm import relax
 
 from test_llama_sampling import top_first
+from test_model_webgpu import VM_OPEN
 from webllm_widget.compile.build import build
 from webllm_widget.compile.model_lib import _add_sampling
 
 pytestmark = pytest.mark.browser
 
 RUN_JS = """async ({lib, cases}) => {
-  const {tvmjs, gpuDevice} = await import('/static/tvmjs.js');
-  const gpu = await gpuDevice();
-  const wasm = await (await fetch(lib)).arrayBuffer();
-  const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
-  tvm.initWebGPU(gpu.device);
-  const dev = tvm.webgpu();
-  tvm.beginScope();
-  const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
-  tvm.endScope();
-  await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-  const out = [];
+""" + VM_OPEN + """  const out = [];
   for (const p of cases) {
     tvm.beginScope();
     const probs = tvm.empty([1, p.length], 'float32', dev).copyFrom(new Float32Array(p));
