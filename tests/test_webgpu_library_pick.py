@@ -32,6 +32,13 @@ def _lib_sha(spec: dict) -> str:
     return next(f["sha256"] for f in spec["files"] if f["name"] == spec["lib"])
 
 
+async def _load_and_answer(model: Path):
+    """A WebGPU Chat of ``model``: the Chat, its load report and a greedy completion of "hello"."""
+    chat = Chat(model=str(model), device="webgpu", temperature=0, max_tokens=8)
+    report = await chat.ready(timeout=300)
+    return chat, report, await chat.complete([{"role": "user", "content": "hello"}])
+
+
 def test_software_adapter_gets_the_fallback_library_and_only_its_bytes(widget_host, tiny_hf_folder):
     spec, _ = model_spec(str(tiny_hf_folder), "webgpu", progress=False)
     fb = spec["webgpu_fallback"]
@@ -41,13 +48,7 @@ def test_software_adapter_gets_the_fallback_library_and_only_its_bytes(widget_ho
     # same weights: every file but the library is the same bytes in both builds
     assert {f["sha256"] for f in spec["files"]} - {auto_lib} == {f["sha256"] for f in fb["files"]} - {fb_lib}
 
-    async def go():
-        chat = Chat(model=str(tiny_hf_folder), device="webgpu", temperature=0, max_tokens=8)
-        report = await chat.ready(timeout=300)
-        r = await chat.complete([{"role": "user", "content": "hello"}])
-        return chat, report, r
-
-    chat, report, r = widget_host.run(go())
+    chat, report, r = widget_host.run(_load_and_answer(tiny_hf_folder))
     assert report["gpu"]["architecture"] == "swiftshader" and report["gpu"]["is_fallback"]
     assert report["schedule"] == "fallback" and chat.backend["schedule"] == "fallback"
     assert "software adapters" in chat.gpu
@@ -61,13 +62,7 @@ def test_software_adapter_gets_the_fallback_library_and_only_its_bytes(widget_ho
     # the same folder's default library, loaded directly (a built folder keeps its own library)
     auto_folder = Path(_folder_of(spec))
 
-    async def again():
-        chat2 = Chat(model=str(auto_folder), device="webgpu", temperature=0, max_tokens=8)
-        report2 = await chat2.ready(timeout=300)
-        r2 = await chat2.complete([{"role": "user", "content": "hello"}])
-        return chat2, report2, r2
-
-    chat2, report2, r2 = widget_host.run(again())
+    chat2, report2, r2 = widget_host.run(_load_and_answer(auto_folder))
     # which library ran is what the page reports; its bytes may already be in this browser's cache (earlier
     # tests load the same folder), so blobs_sent can be empty here
     assert report2["schedule"] == "auto" and chat2.backend["schedule"] == "auto"
