@@ -152,6 +152,71 @@ def launch_chromium(probe_url: str, *, webgpu: bool = True, probe_timeout_ms: in
     raise RuntimeError("Chromium gave no WebGPU adapter with any flag set:\n  " + "\n  ".join(tried))
 
 
+
+class DetachableChromium:
+    """Headless Chromium started as a plain process and driven over CDP until :meth:`detach`.
+
+    For measurements of what a user's page does: while Playwright is attached it keeps the Network domain
+    on, and Chromium then copies every WebSocket frame's payload (base64) to the driver, which halves the
+    comm's throughput into a JupyterLab page (bench/channel.py). After ``detach()`` no DevTools client is
+    attached; the page runs on, as in a user's browser. ``new_page()`` works until then.
+    """
+
+    def __init__(self, flags: list[str] | None = None, start_timeout: float = 30):
+        import subprocess
+        import time
+        import urllib.request
+
+        self.profile = tempfile.mkdtemp(prefix="wlw-chromium-")
+        port = _free_port()
+        self.proc = subprocess.Popen(
+            [find_chromium(), *QUIET_FLAGS, f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+             f"--user-data-dir={self.profile}", *(flags or ["--disable-gpu"]), "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(endpoint + "/json/version", timeout=2):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(f"Chromium did not open its DevTools port {port} within {start_timeout} s")
+                time.sleep(0.2)
+        self.browser = playwright_instance().chromium.connect_over_cdp(endpoint)
+        self.console: list[str] = []
+
+    def new_page(self) -> Any:
+        if self.browser is None:
+            raise RuntimeError("detached: no more pages can be opened")
+        return self.browser.contexts[0].new_page()
+
+    def detach(self) -> None:
+        """Disconnect Playwright; the browser and its pages keep running with no DevTools client."""
+        if self.browser is not None:
+            self.browser.close()  # for a CDP connection: disconnects, pages stay open
+            self.browser = None
+
+    def close(self) -> None:
+        try:
+            self.detach()
+        except Exception:
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 # ------------------------------------------------------------------------------------------------
 # The host page: anywidget's front-end contract, minimal, over a WebSocket.
 # Frames (both ways): 4-byte big-endian header length, JSON header, then the buffers back to back;

@@ -72,6 +72,7 @@ def test_channel_bench_moves_blobs_over_comm_and_http_and_times_messages(tmp_pat
     # one run into page memory, one also stored: both over HTTP only
     assert d["http"]["via"] == [{"comm": 0, "http": 4 << 20, "cache": 0, "http_failures": 0}] * 2
     assert d["latency_ms"]["n"] == 50
+    assert d["devtools_attached"] is False  # measured with the driver detached, as in a user's browser
 
 
 def test_plot_draws_pngs_and_a_readme_section_without_touching_the_rest(tmp_path):

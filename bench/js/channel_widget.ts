@@ -97,4 +97,10 @@ function initialize({ model }: { model: any }) {
   ch.ready({ bench: "channel", jupyter: !!jupyterServer() });
 }
 
-export default { initialize, render() {} };
+// A marker the benchmark driver waits for before it detaches (bench/channel.py).
+function render({ el }: { el: HTMLElement }) {
+  el.classList.add("wlw-channel-bench");
+  el.textContent = "webllm-widget channel benchmark";
+}
+
+export default { initialize, render };
