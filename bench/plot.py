@@ -287,7 +287,9 @@ def summary(results: Path) -> str:
         h = ch.get("http", {})
         lat = ch["latency_ms"]
         lines += [f"**Channel** (`bench/channel.py`, real JupyterLab, {ch['size_bytes'] >> 20} MB of random bytes, "
-                  f"cache emptied first, median (min–max) of {ch['runs']})", "",
+                  f"cache emptied first, median (min–max) of {ch['runs']}, "
+                  + ("Playwright attached while measuring" if ch.get("devtools_attached")
+                     else "no DevTools client attached while measuring, as in a user's browser") + ")", "",
                   "Into the page: the bytes verified (sha256) in page memory, as model files reach the engine "
                   "(web-llm's cache then keeps them). Stored: also written to the loader's Cache Storage "
                   "before the page answers (the engine bundle and GPU libraries).", "",
