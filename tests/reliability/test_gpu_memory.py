@@ -1,9 +1,11 @@
-"""Out of GPU memory: a model folder whose KV cache is far beyond the adapter's maxBufferSize must fail with
-a clear error, release what it took, and a smaller model must load after.
+"""Out of GPU memory: a model whose KV cache cannot be one GPU buffer per layer must fail with a clear error
+before anything is allocated, a buffer the GPU refuses must release what the load took, and a smaller model
+must load after.
 
-Two paths: a local folder is refused by the page's pre-check (it has the config before loading), and the
-same folder served by URL (no config before web-llm fetches it) goes all the way to the GPU: Dawn rejects
-the KV cache's buffer, web-llm destroys the device (every buffer with it) and reports the loss.
+The page's engine checks the KV cache against the adapter's buffer limits (and the wasm32 runtime's 32-bit
+buffer size) for every model before web-llm allocates anything: a local folder, the same folder served by URL,
+a prebuilt id (test_prebuilt_by_id.py). A buffer no config announces (a weight record whose shape is beyond
+maxBufferSize) still goes to the GPU: Dawn refuses it, web-llm destroys the device (every buffer with it).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from webllm_widget.cache import sha256_file
-from webllm_widget.errors import DeviceLost, OutOfGPUMemory, WebLLMWidgetError
+from webllm_widget.errors import BadArtifact, OutOfGPUMemory, WebLLMWidgetError
 
 from .conftest import copy_model
 
@@ -49,6 +51,52 @@ def test_a_kv_cache_beyond_max_buffer_size_fails_clearly_and_a_small_model_loads
     assert err.detail["needed_bytes"] > err.detail["max_buffer_size"] and err.detail["context_window_size"] == 1 << 24
     assert "context_window_size" in str(err)
     assert chat.status == "ready" and chat.messages[-1]["content"] == text
+
+
+def test_a_url_model_whose_kv_cache_is_4_gib_a_layer_is_refused_before_loading_and_the_loaded_model_stays(
+        rel, tiny_folder, tmp_path, file_server):
+    # 2^23 tokens x 512 B = 2^32 bytes a layer (+ one page): the wasm32 runtime's 32-bit size wrapped it to an
+    # 8 KiB buffer, and the model "loaded" and answered from it. Refused now from the config, as a local folder is.
+    per_token = _kv_bytes_per_token_and_layer(tiny_folder)
+    context = (1 << 32) // per_token
+    url = file_server.add("kv-4gib", _oversized(tiny_folder, tmp_path / "tiny-4gib-kv", context))
+    chat = rel.chat(tiny_folder, temperature=0, max_tokens=4)
+    before = rel.run(chat.ask("hello"), timeout=300)
+
+    async def go():
+        with pytest.raises(WebLLMWidgetError) as e:
+            await chat.load(url)
+        await chat.load(str(tiny_folder))
+        chat.reset()
+        return e.value, await chat.ask("hello")
+    err, text = rel.run(go(), timeout=300)
+    assert isinstance(err, OutOfGPUMemory) and err.code == "out-of-memory", str(err)
+    assert err.detail["needed_bytes"] >= 1 << 32 and err.detail["context_window_size"] == context
+    assert err.detail["max_tokens"] * per_token <= err.detail["limit_bytes"]
+    assert "context_window_size" in str(err) and "sliding_window_size" in str(err)
+    assert file_server.hits("/kv-4gib/resolve/main/mlc-chat-config.json") == 1  # read once, by the check
+    assert file_server.hits("/kv-4gib/") == 1  # nothing else fetched: no library, no shard
+    assert text == before and chat.status == "ready"
+
+
+def test_a_url_model_whose_kv_cache_exceeds_max_buffer_size_is_refused_with_the_context_that_fits(
+        rel, tiny_folder, tmp_path, file_server):
+    max_buffer = rel.page.evaluate("async () => (await navigator.gpu.requestAdapter()).limits.maxBufferSize")
+    per_token = _kv_bytes_per_token_and_layer(tiny_folder)
+    context = (3 * max_buffer // 2) // per_token  # 1.5x the largest buffer a layer, below 2^32
+    url = file_server.add("kv-1.5x", _oversized(tiny_folder, tmp_path / "tiny-1.5x-kv", context))
+    chat = rel.chat(tiny_folder, temperature=0, max_tokens=4)
+
+    async def go():
+        with pytest.raises(WebLLMWidgetError) as e:
+            await chat.load(url)
+        return e.value
+    err = rel.run(go(), timeout=300)
+    assert isinstance(err, OutOfGPUMemory) and err.code == "out-of-memory", str(err)
+    assert err.detail["needed_bytes"] > err.detail["max_buffer_size"] == max_buffer
+    fits = err.detail["max_tokens"]
+    assert 0 < fits < context and (fits // 16 + 1) * 16 * per_token <= max_buffer < (fits // 16 + 3) * 16 * per_token
+    assert file_server.hits("/kv-1.5x/") == 1
 
 
 def _with_padding(folder: Path, nbytes: int) -> Path:
@@ -100,15 +148,23 @@ def _kv_bytes_per_token_and_layer(folder: Path) -> int:
     return 2 * mc["num_key_value_heads"] * head_dim * 4  # K and V, float32
 
 
-def test_a_kv_cache_the_gpu_refuses_loses_the_device_frees_it_and_a_small_model_loads_after(
+def _with_record_beyond(folder: Path, nbytes: int) -> Path:
+    """Add a weight record whose shape needs ``nbytes`` on the GPU (its data is 4 bytes): the buffer web-llm
+    creates for it is what the GPU refuses. No config value announces it, so no pre-check can see it."""
+    (folder / "params_shard_huge.bin").write_bytes(bytes(4))
+    tc = json.loads((folder / "tensor-cache.json").read_text())
+    tc["records"].append({"dataPath": "params_shard_huge.bin", "format": "raw-shard", "nbytes": 4, "records": [
+        {"name": "huge", "shape": [nbytes // 4], "dtype": "float32", "format": "raw", "nbytes": 4, "byteOffset": 0}]})
+    (folder / "tensor-cache.json").write_text(json.dumps(tc))
+    return folder
+
+
+def test_a_weight_buffer_the_gpu_refuses_fails_the_load_frees_its_memory_and_a_small_model_loads_after(
         rel, tiny_folder, tmp_path, file_server):
     max_buffer = rel.page.evaluate("async () => (await navigator.gpu.requestAdapter()).limits.maxBufferSize")
-    # 1.5x the largest buffer per layer, below 2^31 bytes (a size of exactly 2^32 was seen to wrap around
-    # to a tiny buffer somewhere below web-llm and "load"; this case must reach Dawn's size check)
-    context = (3 * max_buffer // 2) // _kv_bytes_per_token_and_layer(tiny_folder)
-    assert max_buffer < context * _kv_bytes_per_token_and_layer(tiny_folder) < 1 << 31
-    pad = 128 << 20  # on the GPU before the KV cache fails: what a failed load must give back
-    url = file_server.add("kv-too-big", _with_padding(_oversized(tiny_folder, tmp_path / "tiny-big-kv", context), pad))
+    pad = 128 << 20  # on the GPU before the big buffer fails: what a failed load must give back
+    folder = _with_padding(copy_model(tiny_folder, tmp_path / "tiny-huge-record"), pad)
+    url = file_server.add("record-too-big", _with_record_beyond(folder, 3 * max_buffer // 2))
     chat = rel.chat(tiny_folder, temperature=0, max_tokens=4)
 
     async def fail():
@@ -124,10 +180,10 @@ def test_a_kv_cache_the_gpu_refuses_loses_the_device_frees_it_and_a_small_model_
         await chat.load(str(tiny_folder))
         return await chat.ask("hello")
     text = rel.run(good(), timeout=300)
-    for err in errors:
-        assert isinstance(err, DeviceLost) and err.code == "device-lost", str(err)
-        assert "smaller" in str(err) and "lost" in str(err)
-    assert file_server.hits("/kv-too-big/resolve/main/mlc-chat-config.json") >= 1  # web-llm itself fetched it
+    for err in errors:  # web-llm creates the buffer (refused: it destroys the device), then tvmjs finds 4 bytes
+        assert isinstance(err, BadArtifact) and err.code == "bad-artifact", str(err)
+        assert "nbytes" in str(err) and "damaged" in str(err)
+    assert file_server.hits("/record-too-big/resolve/main/params_shard_huge.bin") >= 1  # web-llm got that far
     # each failed load had `pad` bytes of weights on the GPU; kept, they would add up load after load
     assert rss[2] - rss[0] < pad // 2, [r >> 20 for r in rss]
     assert chat.status == "ready" and chat.messages[-1]["content"] == text and chat.error == {}

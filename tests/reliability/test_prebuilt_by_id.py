@@ -8,6 +8,7 @@ it through web-llm's own prebuilt list to those URLs, fetches every file from th
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,52 @@ def test_a_prebuilt_id_is_fetched_by_the_page_from_the_prebuilt_hosts(rel, tiny_
     assert "tensor-cache.json" in fetched or "ndarray-cache.json" in fetched
     libs = [u for u in served if u.startswith(LIB_HOST)]
     assert len(libs) == 1 and libs[0].endswith("/SmolLM2-135M-Instruct-q0f32_cs1k-webgpu.wasm"), libs
+
+
+def test_a_prebuilt_id_whose_kv_cache_cannot_be_one_gpu_buffer_is_refused_before_its_weights_are_fetched(
+        rel, tiny_folder, tmp_path):
+    # The config served for the prebuilt id claims 1024 KV heads of 64 dims: with web-llm's override for this id
+    # (context_window_size 4096) that is 2 GiB a layer, beyond SwiftShader's 1 GiB buffers. The page must check
+    # the config web-llm will use (overrides on top) and stop before the library or any shard is fetched.
+    cfg = json.loads((Path(tiny_folder) / "mlc-chat-config.json").read_text())
+    cfg["model_config"].update(num_key_value_heads=1024, head_dim=64)
+    cfg["context_window_size"] = 256
+    body = json.dumps(cfg).encode()
+    served: list[str] = []
+
+    def from_config(route, request) -> None:
+        served.append(request.url)
+        if request.url.split("?")[0] == HF_BASE + "mlc-chat-config.json":
+            route.fulfill(status=200, body=body, headers={"access-control-allow-origin": "*",
+                                                          "content-type": "application/json"})
+        else:
+            route.fulfill(status=404, body=b"", headers={"access-control-allow-origin": "*"})
+
+    ctx = rel.chromium.context
+    ctx.route("https://huggingface.co/**", from_config)
+    ctx.route("https://raw.githubusercontent.com/**", from_config)
+    try:
+        chat = rel.chat(tiny_folder, temperature=0, max_tokens=3)
+        rel.page.evaluate("""async () => { for (const name of await caches.keys()) { const c = await caches.open(name);
+            for (const r of await c.keys()) if (/huggingface\\.co|githubusercontent/.test(r.url)) await c.delete(r); } }""")
+
+        async def go():
+            from webllm_widget.errors import WebLLMWidgetError
+            try:
+                await chat.load(MODEL_ID)
+            except WebLLMWidgetError as e:
+                return e
+            return None
+        err = _run_pumping(rel, go(), timeout=120)
+    finally:
+        ctx.unroute("https://huggingface.co/**")
+        ctx.unroute("https://raw.githubusercontent.com/**")
+    from webllm_widget.errors import OutOfGPUMemory
+
+    assert isinstance(err, OutOfGPUMemory) and err.code == "out-of-memory", err
+    assert err.detail["context_window_size"] == 4096  # web-llm's override for this id, not the file's 256
+    assert err.detail["needed_bytes"] > err.detail["max_buffer_size"]
+    assert served == [HF_BASE + "mlc-chat-config.json"]  # nothing else: no library, no shard
+    # and the refused config is not left in the page's cache (a corrected copy would be read next time)
+    assert not rel.page.evaluate("async () => !!(await (await caches.open('webllm/config')).match("
+                                 f"{json.dumps(HF_BASE + 'mlc-chat-config.json')}))")

@@ -70,7 +70,7 @@ const RULES: Rule[] = [
   },
   {
     code: "bad-artifact",
-    test: /Cannot fetch|Request failed|IntegrityError|CompileError|WebAssembly|fgetMetadata|Invalid kv_cache|LinkError|JSON|Unexpected token|sha256 mismatch/i,
+    test: /Cannot fetch|Request failed|IntegrityError|CompileError|WebAssembly|fgetMetadata|Invalid kv_cache|LinkError|JSON|Unexpected token|sha256 mismatch|data's length equals nbytes|Tensor-cache record/i,
     advice: "A model file is missing or damaged (library, weights, tokenizer or config). Rebuild the model folder; the page will fetch it again.",
   },
 ];

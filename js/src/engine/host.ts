@@ -1,7 +1,7 @@
 // The page side of the engine: starts the worker from a Blob URL, installs model files, and turns the
 // worker's messages into the Engine interface. One engine per page, shared by every widget on it.
 import { toEngineError } from "./errors";
-import { baseUrlFor, installModelFiles, recordFor } from "./model_files";
+import { installModelFiles, recordFor } from "./model_files";
 import {
   EngineError,
   type BlobSource,
@@ -50,42 +50,11 @@ async function checkModelUrl(url: string): Promise<void> {
     throw new EngineError("bad-model", `${cfg} answered HTTP ${r.status}: no web-llm model folder there ` +
       "(it needs mlc-chat-config.json, tensor-cache.json, shards and the library).", { url: cfg, status: r.status });
   }
-}
-
-/**
- * A KV cache larger than any buffer this adapter can make does not fail cleanly later (WebGPU reports an
- * uncaptured validation error and the model computes on an invalid buffer): refuse it before loading.
- * Paged KV caches hold one buffer per layer of context x 2 (K, V) x KV heads x head dim elements.
- */
-async function checkKvCacheFits(spec: ModelSpec, gpu: GPUInfo | null): Promise<void> {
-  if (!spec.files || !gpu?.max_buffer_size) return;
-  let cfg: Record<string, any>;
+  // Where web-llm (and the worker's KV cache check) read it: the server is asked for the config once.
   try {
-    const r = await (await caches.open("webllm/config")).match(baseUrlFor(spec) + "mlc-chat-config.json");
-    if (!r) return;
-    cfg = await r.json();
+    await (await caches.open("webllm/config")).put(cfg, r);
   } catch {
-    return; // unreadable config: web-llm reports it
-  }
-  const mc = (cfg.model_config ?? {}) as Record<string, number>;
-  const ctx = Number(cfg.context_window_size ?? mc.context_window_size);
-  const layers = Number(mc.num_hidden_layers);
-  const kvHeads = Number(mc.num_key_value_heads ?? mc.num_attention_heads);
-  const headDim = Number(mc.head_dim ?? mc.hidden_size / mc.num_attention_heads);
-  if (![ctx, layers, kvHeads, headDim].every((x) => Number.isFinite(x) && x > 0)) return;
-  const elem = /f16/.test(String(cfg.quantization ?? "")) ? 2 : 4;
-  const perLayer = ctx * 2 * kvHeads * headDim * elem;
-  const limit = gpu.max_buffer_size;
-  if (perLayer > limit) {
-    const fits = Math.floor(limit / (2 * kvHeads * headDim * elem));
-    const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
-    throw new EngineError(
-      "out-of-memory",
-      `${spec.id}: its KV cache needs ${gib(perLayer)} per layer for a context of ${ctx} tokens, more than the ` +
-        `largest buffer this GPU allows (${gib(limit)}). Lower context_window_size in mlc-chat-config.json ` +
-        `(at most ${fits} tokens here) or pick a smaller model. Nothing was loaded.`,
-      { needed_bytes: perLayer, max_buffer_size: limit, context_window_size: ctx, layers },
-    );
+    /* no Cache Storage: web-llm fetches it again */
   }
 }
 
@@ -265,13 +234,20 @@ export class WorkerEngine implements Engine {
           });
         }
         if (spec.url && !spec.files) await checkModelUrl(spec.url);
-        if (choice.device === "webgpu") await checkKvCacheFits(spec, this.gpu);
-        this.loaded = null;
-        this.loadedKey = null;
-        const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(
-          { type: "load", model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
-          { onProgress: emit },
-        );
+        let r: { model: string; gpu: GPUInfo; load_s: number };
+        try {
+          r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(
+            { type: "load", model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
+            { onProgress: emit },
+          );
+        } catch (e) {
+          // Refused before loading (the worker's KV cache check): the model loaded before is still there.
+          if (!(e instanceof EngineError && e.detail?.before_load)) {
+            this.loaded = null;
+            this.loadedKey = null;
+          }
+          throw e;
+        }
         this.loaded = r.model;
         this.loadedKey = key;
         this.gpu = r.gpu;

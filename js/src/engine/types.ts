@@ -83,6 +83,7 @@ export interface GPUInfo {
   is_fallback: boolean;
   features: string[];
   max_buffer_size?: number;
+  max_storage_buffer_binding_size?: number;
 }
 
 export interface Usage {
@@ -140,10 +141,18 @@ export class EngineError extends Error {
 }
 
 /** Supplies the bytes of a content-addressed file (the host's transport: comm, HTTP, ...). */
+/**
+ * Bytes the source has already checked against the file's sha256 (the blob loader does, as they arrive):
+ * installed without hashing them again (~0.2 s per 128 MB).
+ */
+export interface VerifiedBytes {
+  verified: Uint8Array;
+}
+
 export type BlobSource = (
   file: ModelFile,
   onBytes?: (received: number) => void,
-) => Promise<Response | Blob | ArrayBuffer | Uint8Array>;
+) => Promise<Response | Blob | ArrayBuffer | Uint8Array | VerifiedBytes>;
 
 export interface Engine {
   load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult>;

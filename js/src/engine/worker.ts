@@ -4,6 +4,7 @@
 import { MLCEngine, prebuiltAppConfig } from "@mlc-ai/web-llm";
 import type { AppConfig, ModelRecord, InitProgressReport } from "@mlc-ai/web-llm";
 import { errorPayload } from "./errors";
+import { checkKvCacheFits, configUrlFor } from "./kv_fit";
 import { CpuEngine, type CpuModelRecord } from "./cpu/engine";
 import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 
@@ -39,6 +40,7 @@ async function probeGPU(): Promise<GPUInfo> {
       (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
     features: [...adapter.features].map(String).sort(),
     max_buffer_size: adapter.limits.maxBufferSize,
+    max_storage_buffer_binding_size: adapter.limits.maxStorageBufferBindingSize,
   };
 }
 
@@ -77,12 +79,46 @@ async function loadOnCpu(id: number, modelId: string, record: ModelRecord | null
   post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "cpu" });
 }
 
+/**
+ * The KV cache must fit one GPU buffer per layer (kv_fit.ts): checked here for every model, local, URL or
+ * prebuilt, on the config web-llm is about to read (its cache, else the server; the record's overrides on top).
+ * A config that passes is left in web-llm's config cache, so the server is asked for it once; a refused one is not.
+ */
+async function checkKvCache(modelId: string, appConfig: AppConfig): Promise<void> {
+  const rec = appConfig.model_list.find((m) => m.model_id === modelId);
+  if (!rec) return; // web-llm names the missing id
+  const url = configUrlFor(rec.model);
+  let cfg: Record<string, any>;
+  let fresh: Response | null = null;
+  try {
+    const cache = await caches.open("webllm/config");
+    let r = await cache.match(url);
+    if (!r) {
+      r = await fetch(url);
+      if (!r.ok) return; // web-llm fetches it again and reports the failure
+      fresh = r.clone();
+    }
+    cfg = await r.json();
+  } catch {
+    return; // unreachable or unreadable: web-llm reports it
+  }
+  try {
+    checkKvCacheFits(modelId, { ...cfg, ...((rec as { overrides?: object }).overrides ?? {}) }, gpu);
+  } catch (err) {
+    // Not kept: a corrected copy on the server is read next time.
+    await (await caches.open("webllm/config")).delete(url).catch(() => undefined);
+    throw err;
+  }
+  if (fresh) await (await caches.open("webllm/config")).put(url, fresh).catch(() => undefined);
+}
+
 async function load(id: number, modelId: string, record: ModelRecord | null) {
   const t0 = performance.now();
   gpu = gpu ?? (await probeGPU());
+  const appConfig = appConfigFor(record, modelId);
+  await checkKvCache(modelId, appConfig); // refused here, the loaded model stays loaded
   cpu?.unload();
   backend = null;
-  const appConfig = appConfigFor(record, modelId);
   const onProgress = (r: InitProgressReport) => post({ type: "progress", id, progress: progressOf(r) });
   if (!engine) {
     engine = new MLCEngine({ appConfig, initProgressCallback: onProgress });
