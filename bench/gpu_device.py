@@ -1,0 +1,298 @@
+"""Benchmark: the built-in model's decode on a real GPU (Node + Dawn on Vulkan), beside that GPU's bandwidth bound.
+
+The widget's own engine (js/src/engine: web-llm + the tvmjs runtime + our model library, the same WGSL kernels a
+browser runs) is bundled for Node (bench/gpu/engine_node.ts) and driven on Dawn for Node (npm ``webgpu``), so a
+GPU machine without a browser can run it. Three steps, because the GPU machine may be another one:
+
+    python bench/gpu_device.py prepare [--prompts 32,128,512 --max-tokens 128 --runs 5]
+        # here: bundle the engine, stage node, dawn.node, a Vulkan loader .deb and the model folder (what
+        # Chat(device="webgpu") sends for the built-in model) under .gpu/p1, p2, ... (each <= --part-mib)
+    python3 bench/gpu/device_run.py run --out DIR     # there, once every part is there (stdlib + torch)
+    python bench/gpu_device.py collect DIR/gpu_raw.json   # here: -> bench/results/gpu.json with the bound
+
+    python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
+
+The bound: a decode step reads every weight once (the tied embedding as the LM head) and the KV cache so far;
+bytes per token / measured copy bandwidth (torch, device-to-device, bytes read + written) gives the most tokens
+per second the memory allows. Results: decode and prefill tok/s (median, min, max over --runs after a warm-up run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, write_result  # noqa: E402
+
+GPU = ROOT / "bench" / "gpu"
+STAGED = ROOT / ".gpu"
+#: Datasheet memory bandwidth (GB/s) of GPUs this may meet, for the record beside the measured copy.
+DATASHEET_GBPS = {"H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100 NVL": 3900, "H200": 4800, "A100-SXM4-80GB": 2039,
+                  "A100-SXM4-40GB": 1555, "L40S": 864, "L4": 300, "A10G": 600}
+
+
+def npm_ci() -> Path:
+    """bench/gpu/node_modules (npm `webgpu`: prebuilt dawn.node per platform); returns linux-x64 dawn.node."""
+    dawn = GPU / "node_modules" / "webgpu" / "dist" / "linux-x64" / "dawn.node"
+    if not dawn.exists():
+        cmd = ["npm", "ci"] if (GPU / "package-lock.json").exists() else ["npm", "install"]
+        subprocess.run(cmd + ["--no-audit", "--no-fund", "--ignore-scripts"], cwd=GPU, check=True)
+    return dawn
+
+
+def bundle(out: Path) -> Path:
+    """engine_node.ts + js/src/engine + web-llm, one CommonJS file for Node."""
+    exe = ROOT / "js" / "node_modules" / ".bin" / "esbuild"
+    if not exe.exists():
+        raise SystemExit(f"{exe} is missing: run `make setup` (npm ci in js/) first")
+    subprocess.run([str(exe), str(GPU / "engine_node.ts"), "--bundle", "--platform=node", "--format=cjs",
+                    "--target=node20", "--minify", "--external:ws", f"--outfile={out}", "--log-level=warning"],
+                   check=True)
+    return out
+
+
+def xz(src: Path, dst: Path) -> Path:
+    with open(src, "rb") as fi, lzma.open(dst, "wb", preset=6) as fo:
+        shutil.copyfileobj(fi, fo, 1 << 22)
+    return dst
+
+
+def vulkan_deb(dst: Path) -> Path | None:
+    """Debian's libvulkan1 .deb (the loader; the device image may have none). None when apt cannot fetch it."""
+    lists = Path(tempfile.gettempdir()) / "wlw-apt-amd64"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    o = ["-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", f"-oDir::State::Lists={lists}"]
+    try:
+        if not any(lists.glob("*Packages*")):
+            subprocess.run(["apt-get", *o, "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", *o, "download", "libvulkan1"], cwd=dst, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"   no libvulkan1 .deb ({e}); the GPU machine must have a Vulkan loader", file=sys.stderr)
+        return None
+    return next(dst.glob("libvulkan1_*.deb"), None)
+
+
+def model_job(prompt_lengths: list[int], max_tokens: int, runs: int, folder: Path | None):
+    """(spec, paths, prompts): the built-in model as Chat(device='webgpu') sends it, or a model folder."""
+    from decode import Prompts  # token-exact filler prompts, as bench/decode.py makes them
+
+    if folder is None:
+        from webllm_widget import models
+        from webllm_widget.devices import model_spec
+
+        spec, paths = model_spec(None, "webgpu")
+        folder = models.default()
+    else:
+        from webllm_widget.runner import folder_model
+
+        fm = folder_model(folder)
+        spec, paths = dict(fm.spec, device="webgpu"), dict(fm.paths)
+    # A hardware adapter loads the main library; the fallback build's own files (its model.wasm) stay behind.
+    fb = spec.get("webgpu_fallback")
+    if fb:
+        main_shas = {f["sha256"] for f in spec["files"]}
+        spec = dict(spec, webgpu_fallback=None)
+        paths = {k: v for k, v in paths.items() if k in main_shas}
+        print(f"   staged without the fallback library {fb['id']} (a real GPU loads {spec['id']})", file=sys.stderr)
+    spec = {k: v for k, v in spec.items() if v is not None}
+    pr = Prompts(folder)
+    overhead = pr.template_tokens(folder)
+    prompts = {str(n): [{"role": "user", "content": pr.text(max(1, n - overhead))}] for n in prompt_lengths}
+    job = {"spec": spec, "prompts": prompts, "max_tokens": max_tokens, "runs": runs, "warmup": 1}
+    return job, paths
+
+
+def prepare(args) -> dict:
+    """Stage everything for the GPU machine under .gpu/p1, p2, ...; returns the manifest."""
+    if STAGED.exists():
+        shutil.rmtree(STAGED)
+    work = Path(tempfile.mkdtemp(prefix="wlw-gpu-prep-"))
+    items: list[tuple[str, Path]] = []  # (name on the device, local file), in the order they should travel
+    items.append(("manifest.json", work / "manifest.json"))
+    node = Path(shutil.which("node") or "")
+    if args.node_binary:
+        node = Path(args.node_binary)
+    items.append(("node.xz", xz(node.resolve(), work / "node.xz")))
+    items.append(("dawn.node.xz", xz(npm_ci(), work / "dawn.node.xz")))
+    items.append(("engine_node.cjs.xz", xz(bundle(work / "engine_node.cjs"), work / "engine_node.cjs.xz")))
+    deb = vulkan_deb(work)
+    if deb:
+        items.append((deb.name, deb))
+    manifest: dict = {"node_version": subprocess.run([str(node), "--version"], capture_output=True, text=True).stdout.strip(),
+                      "jobs": {}}
+    jobs = []
+    if args.smoke_model:
+        jobs.append(("smoke", model_job([16], 8, 2, Path(args.smoke_model))))
+    jobs.append(("model", model_job([int(x) for x in args.prompts.split(",")], args.max_tokens, args.runs,
+                                    Path(args.model) if args.model else None)))
+    part_bytes = int(args.part_mib * 2**20)
+    for name, (job, paths) in jobs:
+        tar = work / f"{name}.tar"
+        with tarfile.open(tar, "w") as tf:
+            for sha, p in paths.items():
+                tf.add(str(p), arcname=sha)
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(tar, "rb") as f:
+            for b in iter(lambda: f.read(1 << 22), b""):
+                h.update(b)
+        # the first pieces fill what the toolchain left of part 1
+        used = sum(p.stat().st_size for n, p in items if n != "manifest.json")
+        pieces, off, size, i = [], 0, tar.stat().st_size, 0
+        with open(tar, "rb") as f:
+            while off < size:
+                room = part_bytes - used % part_bytes
+                n = min(room, size - off)
+                piece = work / f"{name}.tar.{i:03d}"
+                piece.write_bytes(f.read(n))
+                items.append((piece.name, piece))
+                pieces.append(piece.name)
+                used += n
+                off += n
+                i += 1
+        tar.unlink()
+        manifest["jobs"][name] = {"job": job, "parts": pieces, "tar_sha256": h.hexdigest(),
+                                  "model_bytes": sum(Path(p).stat().st_size for p in paths.values())}
+        manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    # pack the items into parts of at most part_bytes each (the manifest rides in part 1)
+    part, used = 1, 0
+    for name, p in items:
+        sz = p.stat().st_size
+        if used and used + sz > part_bytes + 2**20:  # the manifest rides in part 1 beside a full piece
+            part, used = part + 1, 0
+        d = STAGED / f"p{part}"
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(p), d / name)
+        used += sz
+    shutil.rmtree(work, ignore_errors=True)
+    for d in sorted(STAGED.iterdir()):
+        print(f"{d.relative_to(ROOT)}: {sum(f.stat().st_size for f in d.iterdir()) / 2**20:.1f} MiB "
+              f"({', '.join(sorted(f.name for f in d.iterdir()))})")
+    return manifest
+
+
+def weight_bytes(paths: dict, spec: dict) -> dict:
+    """Bytes a decode step must read: every parameter record once (tensor-cache.json), plus the KV cache per
+    position of context (layers x 2 x KV heads x head dim x element size, from mlc-chat-config.json)."""
+    by_name = {f["name"]: paths.get(f["sha256"]) for f in spec.get("files", [])}
+    out: dict = {}
+    tc = by_name.get("tensor-cache.json")
+    if tc:
+        recs = json.loads(Path(tc).read_text())["records"]
+        out["params_bytes"] = sum(r["nbytes"] for r in recs)
+    cfg_path = by_name.get("mlc-chat-config.json")
+    if cfg_path:
+        cfg = json.loads(Path(cfg_path).read_text())
+        mc = cfg.get("model_config", {})
+        layers, kvh = mc.get("num_hidden_layers"), mc.get("num_key_value_heads")
+        hd = mc.get("head_dim") or (mc.get("hidden_size", 0) // max(1, mc.get("num_attention_heads", 1)))
+        q = str(cfg.get("quantization", ""))
+        elem = 2 if q.endswith("f16_1") or q == "q0f16" else 4  # the KV cache is kept in the compute dtype
+        if layers and kvh and hd:
+            out["kv_bytes_per_position"] = layers * 2 * kvh * hd * elem
+    return out
+
+
+def datasheet(name: str) -> int | None:
+    for k, v in DATASHEET_GBPS.items():
+        if k.lower() in name.lower():
+            return v
+    return None
+
+
+def collect(raw_path: Path, out_dir: Path | None) -> Path:
+    """gpu_raw.json from the GPU machine -> gpu.json: speeds, the GPU, the bandwidth bound beside them."""
+    raw = json.loads(raw_path.read_text())
+    gpu_name = raw.get("torch", {}).get("name") or raw.get("nvidia_smi", {}).get("name") or "unknown"
+    copy = raw.get("torch", {}).get("copy", {})
+    measured = copy.get("GBps_median")
+    sheet = datasheet(gpu_name)
+    res: dict = {"gpu": {"name": gpu_name, "nvidia_smi": raw.get("nvidia_smi"), "torch": raw.get("torch"),
+                         "datasheet_GBps": sheet, "vulkan": raw.get("vulkan")},
+                 "how": ("Node " + str(raw.get("manifest", {}).get("node_version")) + " + Dawn for Node (npm webgpu "
+                         "0.6.2, Vulkan) running the widget's engine (js/src/engine, web-llm 0.2.85, tvmjs 0.27) "
+                         "in one thread; greedy, ignore_eos, KV cache reset before each run, 1 warm-up run"),
+                 "runs": {}}
+    for name, job in raw.get("jobs", {}).items():
+        man = raw.get("manifest", {}).get("jobs", {}).get(name, {})
+        r = job.get("result") or {}
+        entry: dict = {"model": man.get("job", {}).get("spec", {}).get("id"),
+                       "rc": job.get("rc"), "error": job.get("error") or job.get("skipped")}
+        if job.get("rc") not in (0, None):
+            entry["stderr_tail"] = job.get("stderr_tail")
+        entry.update({k: r.get(k) for k in ("adapter_info", "load", "prompts") if k in r})
+        w = man.get("weights", {})
+        entry["weights"] = w
+        if w.get("params_bytes") and measured:
+            per_len = {}
+            for n, p in (r.get("prompts") or {}).items():
+                ctx = (p.get("prompt_tokens") or 0) + (p.get("completion_tokens") or 0) / 2  # mean context while decoding
+                bpt = w["params_bytes"] + w.get("kv_bytes_per_position", 0) * ctx
+                bound = measured * 1e9 / bpt
+                dec = (p.get("decode_tok_s") or {}).get("median")
+                per_len[n] = {"bytes_per_token": round(bpt), "bound_tok_s": round(bound, 1),
+                              "bound_tok_s_datasheet": round(sheet * 1e9 / bpt, 1) if sheet else None,
+                              "decode_tok_s": dec, "fraction_of_bound": (dec / bound) if dec else None,
+                              "achieved_GBps": (dec * bpt / 1e9) if dec else None}
+            entry["bound"] = per_len
+        res["runs"][name] = entry
+    path = write_result("gpu", res, out_dir)
+    for name, e in res["runs"].items():
+        for n, b in (e.get("bound") or {}).items():
+            print(f"{name} prompt {n}: decode {b['decode_tok_s'] or 0:.1f} tok/s, bound {b['bound_tok_s']:.0f} tok/s "
+                  f"({(b['fraction_of_bound'] or 0) * 100:.2f}%) on {gpu_name}")
+    print(f"-> {path}")
+    return path
+
+
+def has_gpu() -> bool:
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("prepare", "run"):
+        p = sub.add_parser(name)
+        p.add_argument("--prompts", default="32,128,512")
+        p.add_argument("--max-tokens", type=int, default=128)
+        p.add_argument("--runs", type=int, default=5)
+        p.add_argument("--model", help="a web-llm model folder (default: the built-in SmolLM2 as Chat sends it)")
+        p.add_argument("--smoke-model", help="a tiny model folder run first, to show the path works")
+        p.add_argument("--node-binary", help="the node executable to ship (default: the one on PATH)")
+        p.add_argument("--part-mib", type=float, default=60.0, help="largest staged part (one transfer)")
+        p.add_argument("--out", type=Path, default=None)
+        if name == "run":
+            p.add_argument("--if-gpu", action="store_true", help="skip (exit 0) when this machine has no NVIDIA GPU")
+    c = sub.add_parser("collect")
+    c.add_argument("raw", type=Path)
+    c.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "prepare":
+        prepare(args)
+    elif args.cmd == "collect":
+        collect(args.raw, args.out)
+    else:
+        if not has_gpu():
+            print("gpu_device: no NVIDIA GPU on this machine; skipped (run it where one is: see the docstring)")
+            return 0 if args.if_gpu else 1
+        args.part_mib = 1e9  # one part: everything is local
+        prepare(args)
+        tmp = Path(tempfile.mkdtemp(prefix="wlw-gpu-run-"))
+        subprocess.run([sys.executable, str(GPU / "device_run.py"), "run", "--stage", str(tmp / "stage"),
+                        "--out", str(tmp / "out")], check=True)
+        collect(tmp / "out" / "gpu_raw.json", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
