@@ -27,6 +27,8 @@ test: setup
 # run does `npm ci` in bench/llamacpp/). The defaults keep `make bench` within 20 minutes on a fresh
 # 2-core machine: WebGPU prompts of 32 tokens (a 128-token prefill on SwiftShader takes ~2 min a run), and
 # the CPU baselines only in cpu.py (decode.py's numpy pass repeated them at several minutes).
+# gpu_device.py runs only where this machine has an NVIDIA GPU (else it says so and skips); bench/results/gpu.json
+# came from a lent GPU machine (prepare here, device_run.py there, collect here: see its docstring).
 # BENCH_OUT elsewhere than bench/results leaves the committed results and the README alone (a trial run).
 BENCH_ARGS ?= --prompts 32 --baselines none
 CPU_BENCH_ARGS ?=
@@ -36,4 +38,5 @@ bench: setup
 	$(PY) bench/kernels.py --out $(BENCH_OUT)
 	$(PY) bench/channel.py --out $(BENCH_OUT)
 	$(PY) bench/cpu.py --out $(BENCH_OUT) $(CPU_BENCH_ARGS)
+	$(PY) bench/gpu_device.py run --if-gpu --out $(BENCH_OUT)
 	$(PY) bench/plot.py --results $(BENCH_OUT) $(if $(filter bench/results,$(BENCH_OUT)),--readme,)

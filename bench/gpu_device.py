@@ -7,7 +7,8 @@ GPU machine without a browser can run it. Three steps, because the GPU machine m
     python bench/gpu_device.py prepare [--prompts 32,128,512 --max-tokens 128 --runs 5]
         # here: bundle the engine, stage node, dawn.node, a Vulkan loader .deb and the model folder (what
         # Chat(device="webgpu") sends for the built-in model) under .gpu/p1, p2, ... (each <= --part-mib)
-    python3 bench/gpu/device_run.py run --out DIR     # there, once every part is there (stdlib + torch)
+    python3 bench/gpu/device_run.py stash             # there, one call per part (.gpu/pN carried), then:
+    python3 bench/gpu/device_run.py run --unpack-debs --profile --out DIR   # (stdlib + torch)
     python bench/gpu_device.py collect DIR/gpu_raw.json   # here: -> bench/results/gpu.json with the bound
 
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
@@ -64,19 +65,24 @@ def xz(src: Path, dst: Path) -> Path:
     return dst
 
 
-def vulkan_deb(dst: Path) -> Path | None:
-    """Debian's libvulkan1 .deb (the loader; the device image may have none). None when apt cannot fetch it."""
+#: Debian packages the GPU machine may lack: the Vulkan loader, and GLVND (NVIDIA's Vulkan ICD is libGLX_nvidia,
+#: which needs libGLdispatch; without it: "Could not get 'vkCreateInstance' ... for ICD libGLX_nvidia.so.0").
+DEBS = ["libvulkan1", "libglvnd0", "libglx0", "libgl1", "libegl1", "libopengl0", "libgles2"]
+
+
+def vulkan_debs(dst: Path) -> list[Path]:
+    """Debian's .debs of DEBS (unpacked there only when missing). [] when apt cannot fetch them."""
     lists = Path(tempfile.gettempdir()) / "wlw-apt-amd64"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     o = ["-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", f"-oDir::State::Lists={lists}"]
     try:
         if not any(lists.glob("*Packages*")):
             subprocess.run(["apt-get", *o, "update", "-qq"], check=True, capture_output=True)
-        subprocess.run(["apt-get", *o, "download", "libvulkan1"], cwd=dst, check=True, capture_output=True)
+        subprocess.run(["apt-get", *o, "download", *DEBS], cwd=dst, check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        print(f"   no libvulkan1 .deb ({e}); the GPU machine must have a Vulkan loader", file=sys.stderr)
-        return None
-    return next(dst.glob("libvulkan1_*.deb"), None)
+        print(f"   no .debs ({e}); the GPU machine must have a Vulkan loader and GLVND", file=sys.stderr)
+        return []
+    return sorted(dst.glob("*.deb"))
 
 
 def model_job(prompt_lengths: list[int], max_tokens: int, runs: int, folder: Path | None):
@@ -122,9 +128,7 @@ def prepare(args) -> dict:
     items.append(("node.xz", xz(node.resolve(), work / "node.xz")))
     items.append(("dawn.node.xz", xz(npm_ci(), work / "dawn.node.xz")))
     items.append(("engine_node.cjs.xz", xz(bundle(work / "engine_node.cjs"), work / "engine_node.cjs.xz")))
-    deb = vulkan_deb(work)
-    if deb:
-        items.append((deb.name, deb))
+    items += [(deb.name, deb) for deb in vulkan_debs(work)]
     manifest: dict = {"node_version": subprocess.run([str(node), "--version"], capture_output=True, text=True).stdout.strip(),
                       "jobs": {}}
     jobs = []
@@ -245,6 +249,30 @@ def collect(raw_path: Path, out_dir: Path | None) -> Path:
                               "achieved_GBps": (dec * bpt / 1e9) if dec else None}
             entry["bound"] = per_len
         res["runs"][name] = entry
+    prof = raw.get("profile")
+    if prof:
+        res["profile"] = {"prompts": (prof.get("result") or {}).get("prompts"), "rc": prof.get("rc")}
+        files = sorted(raw_path.parent.glob("prof/*.cpuprofile")) + sorted(raw_path.parent.glob("*.cpuprofile"))
+        if files:
+            res["profile"]["host_cpu"] = profile_summary(files[0])
+        util = next(iter(sorted(raw_path.parent.glob("**/gpu_util.csv"))), None)
+        if util:
+            vals = [int(l.split(",")[1].strip().split()[0]) for l in util.read_text().splitlines() if l.count(",") >= 3
+                    and l.split(",")[1].strip().split()[0].isdigit()]
+            res["profile"]["gpu_util_pct"] = {"samples": len(vals), "mean": sum(vals) / len(vals) if vals else None,
+                                              "max": max(vals) if vals else None}
+    model = res["runs"].get("model") or {}
+    res["summary"] = {
+        "gpu": gpu_name, "copy_GBps": measured, "datasheet_GBps": sheet, "model": model.get("model"),
+        "schedule": (model.get("load") or {}).get("schedule"),
+        "bytes_per_token_weights": (model.get("weights") or {}).get("params_bytes"),
+        "per_prompt": {n: {"decode_tok_s": b["decode_tok_s"], "bound_tok_s": b["bound_tok_s"],
+                           "fraction_of_bound": b["fraction_of_bound"],
+                           "prefill_tok_s": ((model.get("prompts") or {}).get(n, {}).get("prefill_tok_s") or {}).get("median"),
+                           # this process's CPU seconds per wall second over the run: ~1 or more = host-bound
+                           "host_cpu_per_wall": _ratio((model.get("prompts") or {}).get(n, {}))}
+                       for n, b in (model.get("bound") or {}).items()},
+    }
     path = write_result("gpu", res, out_dir)
     for name, e in res["runs"].items():
         for n, b in (e.get("bound") or {}).items():
@@ -252,6 +280,27 @@ def collect(raw_path: Path, out_dir: Path | None) -> Path:
                   f"({(b['fraction_of_bound'] or 0) * 100:.2f}%) on {gpu_name}")
     print(f"-> {path}")
     return path
+
+
+def profile_summary(path: Path, top: int = 15) -> dict:
+    """Self time by function from a Node .cpuprofile: the idle share says whether the host waits (on the GPU,
+    or on Dawn's event polling) or computes; the top entries say where its own time goes."""
+    prof = json.loads(path.read_text())
+    nodes = {n["id"]: n for n in prof["nodes"]}
+    self_us: dict = {}
+    for nid, dt in zip(prof["samples"], prof["timeDeltas"]):
+        cf = nodes[nid]["callFrame"]
+        key = f"{cf['functionName'] or '(anonymous)'} {Path(cf['url']).name}:{cf['lineNumber']}".strip()
+        self_us[key] = self_us.get(key, 0) + max(dt, 0)
+    total = sum(self_us.values()) or 1
+    rows = sorted(self_us.items(), key=lambda kv: -kv[1])
+    return {"total_s": total / 1e6, "idle_share": self_us.get("(idle) :-1", 0) / total,
+            "top": [{"fn": k, "share": round(v / total, 4), "s": round(v / 1e6, 3)} for k, v in rows[:top]]}
+
+
+def _ratio(p: dict) -> float | None:
+    c, w = (p.get("cpu_s") or {}).get("median"), (p.get("wall_s") or {}).get("median")
+    return round(c / w, 2) if c and w else None
 
 
 def has_gpu() -> bool:
@@ -271,13 +320,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--node-binary", help="the node executable to ship (default: the one on PATH)")
         p.add_argument("--part-mib", type=float, default=60.0, help="largest staged part (one transfer)")
         p.add_argument("--out", type=Path, default=None)
+        if name == "prepare":
+            p.add_argument("--bundle-only", action="store_true", help="only rebuild the staged engine bundle")
         if name == "run":
             p.add_argument("--if-gpu", action="store_true", help="skip (exit 0) when this machine has no NVIDIA GPU")
     c = sub.add_parser("collect")
     c.add_argument("raw", type=Path)
     c.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    if args.cmd == "prepare":
+    if args.cmd == "prepare" and args.bundle_only:
+        # a new engine bundle into the staged part 1, model parts untouched (the same model build travels again)
+        dst = STAGED / "p1" / "engine_node.cjs.xz"
+        xz(bundle(dst.with_suffix("")), dst)
+        dst.with_suffix("").unlink()
+        print(f"{dst.relative_to(ROOT)}: {dst.stat().st_size / 2**20:.1f} MiB")
+    elif args.cmd == "prepare":
         prepare(args)
     elif args.cmd == "collect":
         collect(args.raw, args.out)

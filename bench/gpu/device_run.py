@@ -6,7 +6,8 @@ small enough for one transfer); every call of this script first copies the parts
 the parts may arrive over several calls while the machine stays up.
 
     python3 bench/gpu/device_run.py stash            # only collect the parts that came with this call
-    python3 bench/gpu/device_run.py run --out DIR    # collect, then probe + smoke job + model job -> DIR/gpu_raw.json
+    python3 bench/gpu/device_run.py run --unpack-debs --profile --out DIR
+        # collect, then smoke job + model job (+ a profiled run) + torch bandwidth -> DIR/gpu_raw.json
 """
 from __future__ import annotations
 
@@ -55,16 +56,21 @@ def unxz(src: Path, dst: Path, mode: int = 0o644) -> Path:
     return dst
 
 
-def vulkan_env(stage: Path) -> dict:
-    """A Vulkan loader (unpacked from the staged .deb when the image has none) and the NVIDIA ICD file."""
+def vulkan_env(stage: Path, unpack_debs: bool = False) -> dict:
+    """The NVIDIA ICD file, and with ``unpack_debs`` (a bare GPU image, as root) the staged Vulkan loader and GLVND
+    .debs unpacked into / when any of their libraries is missing."""
     env = dict(os.environ)
-    have_loader = "libvulkan.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout or any(
-        (Path(d) / "libvulkan.so.1").exists() for d in env.get("LD_LIBRARY_PATH", "").split(":") if d)
-    if not have_loader:
-        for deb in sorted(stage.glob("*.deb")):
+    def have(lib: str) -> bool:
+        return lib in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout or any(
+            (Path(d) / lib).exists() for d in env.get("LD_LIBRARY_PATH", "").split(":") if d)
+
+    # NVIDIA's Vulkan ICD (libGLX_nvidia) needs GLVND's libGLdispatch beside the loader
+    libs = ["libvulkan.so.1", "libGLdispatch.so.0", "libGLX.so.0", "libGL.so.1", "libEGL.so.1", "libOpenGL.so.0"]
+    if unpack_debs and not all(have(x) for x in libs):
+        for deb in sorted(stage.glob("*.deb")) + sorted((ROOT / ".gl").glob("*.deb")):
             subprocess.run(["dpkg", "-x", str(deb), "/"], check=True)
         subprocess.run(["ldconfig"], check=False)
-        have_loader = "libvulkan.so.1" in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    have_loader = have("libvulkan.so.1")
     icds = [f for d in ICD_DIRS for f in sorted(glob.glob(f"{d}/*.json")) if "nvidia" in f.lower()]
     if icds:
         env["VK_DRIVER_FILES"] = env["VK_ICD_FILENAMES"] = icds[0]
@@ -137,6 +143,28 @@ def run_job(node: Path, bundle: Path, job: Path, out_json: Path, env: dict, time
     return res
 
 
+def profile(node: Path, bundle: Path, st: Path, job: dict, out: Path, env: dict) -> dict:
+    """One short run of the model job (first prompt, 64 tokens) under Node's CPU profiler, with nvidia-smi
+    sampling GPU utilization every 50 ms: tells whether the host (JS, wasm, Dawn calls) or the GPU limits decode."""
+    first = next(iter(job["prompts"]))
+    spec = dict(job, prompts={first: job["prompts"][first]}, max_tokens=64, runs=1, warmup=1,
+                dawn=str(st / "dawn.node"), files=str(st / "files-model"))
+    jp = st / "job-profile.json"
+    jp.write_text(json.dumps(spec))
+    (out / "prof").mkdir(exist_ok=True)
+    smi = None if not shutil.which("nvidia-smi") else subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu,utilization.memory,clocks.sm",
+                            "--format=csv,noheader", "-lms", "50"], stdout=open(out / "prof" / "gpu_util.csv", "w"))
+    t = time.time()
+    r = subprocess.run([str(node), "--cpu-prof", f"--cpu-prof-dir={out / 'prof'}", "--cpu-prof-interval=200",
+                        str(bundle), str(jp), str(out / "profile.json")], env=env, capture_output=True, text=True,
+                       timeout=300)
+    if smi:
+        smi.terminate()
+    log(f"profile rc {r.returncode} in {time.time() - t:.1f} s: {r.stderr[-500:]}")
+    return {"rc": r.returncode, "wall_s": round(time.time() - t, 1),
+            "result": json.loads((out / "profile.json").read_text()) if (out / "profile.json").exists() else None}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["stash", "run"])
@@ -144,6 +172,10 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", type=Path, default=Path("/tmp/wlw-gpu-stage"))
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/wlw-gpu-out")))
     ap.add_argument("--timeout", type=int, default=420, help="seconds for the model job")
+    ap.add_argument("--unpack-debs", action="store_true",
+                    help="unpack the staged Vulkan loader / GLVND .debs into / where missing (a bare GPU image, as root)")
+    ap.add_argument("--profile", action="store_true",
+                    help="then one short model run under node --cpu-prof (to OUT/prof), GPU utilization sampled beside it")
     args = ap.parse_args(argv)
     have = stash(args.staged, args.stage)
     if args.what == "stash":
@@ -157,7 +189,7 @@ def main(argv=None) -> int:
     node = Path(raw["host_node"]) if (raw["host_node"] and not (st / "node.xz").exists()) else unxz(st / "node.xz", st / "node", 0o755)
     unxz(st / "dawn.node.xz", st / "dawn.node")
     bundle = unxz(st / "engine_node.cjs.xz", st / "engine_node.cjs")
-    env = vulkan_env(st)
+    env = vulkan_env(st, args.unpack_debs)
     raw["vulkan"] = json.loads(env.pop("__vulkan"))
     raw["nvidia_smi"] = nvidia_smi()
     log(f"vulkan {raw['vulkan']}; gpu {raw['nvidia_smi']}")
@@ -194,6 +226,9 @@ def main(argv=None) -> int:
         jp.write_text(json.dumps(spec))
         log(f"{name}: running {job['job']['spec']['id']}")
         raw["jobs"][name] = run_job(node, bundle, jp, args.out / f"{name}.json", env, args.timeout)
+        write()
+    if args.profile and (raw["jobs"].get("model") or {}).get("rc") == 0:
+        raw["profile"] = profile(node, bundle, st, manifest["jobs"]["model"]["job"], args.out, env)
         write()
     log("torch probe")
     raw["torch"] = torch_probe()

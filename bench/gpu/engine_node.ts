@@ -136,12 +136,15 @@ async function main() {
     for (let i = 0; i < (job.warmup ?? 1) + job.runs; i++) {
       await engine.reset();
       const t = performance.now();
+      const cpu0 = process.cpuUsage();
       const r = await engine.generate(messages as never, { temperature: 0, max_tokens: job.max_tokens, ignore_eos: true });
       const wall = (performance.now() - t) / 1000;
+      const c = process.cpuUsage(cpu0);
+      const cpu = (c.user + c.system) / 1e6; // this process's CPU seconds: near wall_s means the host side limits
       text = r.text;
       if (i < (job.warmup ?? 1)) continue; // first run compiles pipelines and warms the caches
       const u = r.usage;
-      rows.push({ wall_s: wall, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
+      rows.push({ wall_s: wall, cpu_s: cpu, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
         prefill_tok_s: u.prefill_tokens_per_s as number, decode_tok_s: u.decode_tokens_per_s as number,
         ttft_s: u.time_to_first_token_s as number, finish_reason: r.finish_reason });
     }
@@ -149,7 +152,8 @@ async function main() {
     prompts[n] = {
       prompt_tokens: rows[0]?.prompt_tokens, completion_tokens: rows[0]?.completion_tokens,
       prefill_tok_s: summary(col("prefill_tok_s")), decode_tok_s: summary(col("decode_tok_s")),
-      ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")), text_head: text.slice(0, 200),
+      ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")),
+      cpu_s: summary(col("cpu_s")), text_head: text.slice(0, 200),
     };
     const p = prompts[n] as { decode_tok_s: { median: number }; prefill_tok_s: { median: number } };
     console.error(`prompt ${n}: prefill ${p.prefill_tok_s.median?.toFixed(1)} tok/s, decode ${p.decode_tok_s.median?.toFixed(1)} tok/s`);

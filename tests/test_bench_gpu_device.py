@@ -1,0 +1,76 @@
+"""bench/gpu_device.py's local pieces: the bandwidth bound it writes beside the GPU run, its profile summary, and
+that `make bench` passes over it on a machine without an NVIDIA GPU. (The GPU run itself needs a GPU machine.)"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_device  # noqa: E402
+
+
+def _raw(tmp_path: Path, copy_gbps: float, params: int, kv: int, prompts: dict) -> Path:
+    raw = {
+        "manifest": {"node_version": "v20", "jobs": {"model": {"job": {"spec": {"id": "m"}},
+                                                             "weights": {"params_bytes": params,
+                                                                         "kv_bytes_per_position": kv}}}},
+        "nvidia_smi": {"name": "NVIDIA H200"},
+        "torch": {"name": "NVIDIA H200", "copy": {"GBps_median": copy_gbps}},
+        "jobs": {"model": {"rc": 0, "result": {"load": {"schedule": "auto"}, "prompts": prompts}}},
+    }
+    p = tmp_path / "raw" / "gpu_raw.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps(raw))
+    return p
+
+
+def test_collect_puts_decode_beside_the_bandwidth_bound(tmp_path):
+    prompts = {"32": {"prompt_tokens": 32, "completion_tokens": 64, "decode_tok_s": {"median": 50.0},
+                      "prefill_tok_s": {"median": 900.0}, "cpu_s": {"median": 3.0}, "wall_s": {"median": 2.0}},
+               "512": {"prompt_tokens": 512, "completion_tokens": 64, "decode_tok_s": {"median": 40.0},
+                       "prefill_tok_s": {"median": 1300.0}, "cpu_s": {"median": 1.0}, "wall_s": {"median": 4.0}}}
+    params, kv, gbps = 100_000_000, 40_000, 4000.0
+    path = gpu_device.collect(_raw(tmp_path, gbps, params, kv, prompts), tmp_path / "out")
+    res = json.loads(path.read_text())
+    assert res["summary"]["gpu"] == "NVIDIA H200"
+    assert res["summary"]["datasheet_GBps"] == gpu_device.DATASHEET_GBPS["H200"]
+    for n, p in prompts.items():
+        b = res["runs"]["model"]["bound"][n]
+        ctx = p["prompt_tokens"] + p["completion_tokens"] / 2  # mean context while decoding
+        assert b["bytes_per_token"] == round(params + kv * ctx)
+        assert b["bound_tok_s"] == pytest.approx(gbps * 1e9 / (params + kv * ctx), rel=1e-3)
+        assert b["fraction_of_bound"] == pytest.approx(p["decode_tok_s"]["median"] / b["bound_tok_s"], rel=1e-3)
+        s = res["summary"]["per_prompt"][n]
+        assert s["host_cpu_per_wall"] == pytest.approx(p["cpu_s"]["median"] / p["wall_s"]["median"], abs=0.01)
+        assert s["prefill_tok_s"] == p["prefill_tok_s"]["median"]
+    # a longer context reads more KV cache per token: a lower bound
+    assert res["runs"]["model"]["bound"]["512"]["bound_tok_s"] < res["runs"]["model"]["bound"]["32"]["bound_tok_s"]
+
+
+def test_profile_summary_gives_self_time_by_function(tmp_path):
+    prof = {"nodes": [{"id": 1, "callFrame": {"functionName": "(root)", "url": "", "lineNumber": -1}},
+                      {"id": 2, "callFrame": {"functionName": "(idle)", "url": "", "lineNumber": -1}},
+                      {"id": 3, "callFrame": {"functionName": "dispatch", "url": "file:///x/engine.cjs", "lineNumber": 7}}],
+            "samples": [2, 3, 3, 3, 2], "timeDeltas": [100, 300, 300, 200, 100]}
+    p = tmp_path / "a.cpuprofile"
+    p.write_text(json.dumps(prof))
+    s = gpu_device.profile_summary(p)
+    assert s["total_s"] == pytest.approx(1000 / 1e6)
+    assert s["idle_share"] == pytest.approx(0.2)
+    assert s["top"][0] == {"fn": "dispatch engine.cjs:7", "share": 0.8, "s": 0.001}
+
+
+@pytest.mark.skipif(gpu_device.has_gpu(), reason="this machine has an NVIDIA GPU: make bench runs the GPU benchmark")
+def test_gpu_benchmark_is_skipped_without_a_gpu():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_device.py"), "run", "--if-gpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "no NVIDIA GPU" in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_device.py"), "run"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
