@@ -148,8 +148,10 @@ function initialize({ model }: { model: AnyModel }) {
       });
       const spec = toSpec(m);
       const byName = new Map([...(m.files ?? []), ...(m.cpu?.files ?? []), ...(m.webgpu_fallback?.files ?? [])].map((f) => [f.sha256, f]));
-      const r = await engine.load(spec, onProgress, (f, onBytes) =>
-        loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received), { store: false }));
+      // loader.get checks each file's sha256 as it arrives: say so, so the engine does not hash it again
+      const r = await engine.load(spec, onProgress, async (f, onBytes) => ({
+        verified: await loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received), { store: false }),
+      }));
       state.gpu = r.device === "cpu" ? `CPU (WebAssembly SIMD) — ${r.device_reason ?? ""}`
         : gpuLabel(r.gpu) + (r.schedule === "fallback" ? " — kernels for software adapters" : "");
       state.status = "ready";

@@ -1,7 +1,7 @@
 // Makes a local model folder visible to web-llm without a server: each file is put into the Cache Storage
 // cache web-llm reads (webllm/config, webllm/wasm, webllm/model) under the synthetic URL its model record
 // names. web-llm looks in its cache before fetching, so it never goes to the network for these URLs.
-import { EngineError, type BlobSource, type ModelFile, type ModelSpec } from "./types";
+import { EngineError, type BlobSource, type ModelFile, type ModelSpec, type VerifiedBytes } from "./types";
 
 /** A host name that can never resolve (RFC 6761), so a missed cache entry fails fast instead of leaking a request. */
 export const SYNTHETIC_ORIGIN = "https://webllm-widget.invalid";
@@ -36,6 +36,10 @@ function scopeFor(spec: ModelSpec, file: ModelFile): string {
 async function sha256Hex(data: ArrayBuffer | Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", data as BufferSource);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function isVerified(x: unknown): x is VerifiedBytes {
+  return typeof x === "object" && x !== null && (x as VerifiedBytes).verified instanceof Uint8Array;
 }
 
 export interface InstallProgress {
@@ -123,8 +127,10 @@ export async function installModelFiles(
     if (got instanceof Response) {
       response = got; // from a content-addressed store that checked the hash when it stored the blob
     } else {
-      const bytes = got instanceof Blob ? new Uint8Array(await got.arrayBuffer()) : got instanceof Uint8Array ? got : new Uint8Array(got);
-      if (bytes.byteLength !== f.size || (await sha256Hex(bytes)) !== f.sha256) {
+      const checked = isVerified(got); // the source hashed these bytes already: only the size is checked here
+      const bytes = checked ? got.verified : got instanceof Blob ? new Uint8Array(await got.arrayBuffer())
+        : got instanceof Uint8Array ? got : new Uint8Array(got as ArrayBuffer);
+      if (bytes.byteLength !== f.size || (!checked && (await sha256Hex(bytes)) !== f.sha256)) {
         await evictBlob(f.sha256);
         throw new EngineError("bad-artifact", `model file ${f.name} arrived damaged (size or sha256 mismatch); rebuild or resend the model folder`, { file: f.name, sha256: f.sha256 });
       }
