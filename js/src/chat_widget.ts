@@ -192,12 +192,13 @@ function initialize({ model }: { model: AnyModel }) {
         if (live.tokens === 1) live.t0 = now;
         else live.tok_s = ((live.tokens - 1) * 1000) / Math.max(1, now - live.t0);
         state.pending[1].content += delta;
-        if (origin === "kernel") channel.reply(id, "token", { text: delta });
+        if (origin === "kernel" && !state.disconnected) channel.reply(id, "token", { text: delta });
         if (!raf) raf = requestAnimationFrame(() => ((raf = 0), state.changed()));
       }, state.abort.signal);
       state.pending[1].content = r.text;
       state.stats = { ...r.usage, finish_reason: r.finish_reason };
-      channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user });
+      // After a kernel restart nobody listens (the comm is gone): the partial answer stays on screen.
+      if (!state.disconnected) channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user });
     } finally {
       if (raf) cancelAnimationFrame(raf);
       state.status = "ready";
@@ -213,6 +214,7 @@ function initialize({ model }: { model: AnyModel }) {
     try {
       await generate(String(msg.id), msg.messages as ChatMessage[], (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel", msg.record !== false);
     } catch (err) {
+      if (state.disconnected) return; // the kernel is gone: keep what is shown, there is no one to tell
       state.pending = [];
       fail(msg, err);
     }
