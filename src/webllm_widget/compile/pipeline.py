@@ -136,11 +136,16 @@ def _resolve_quantization(ckpt: Checkpoint, cfg: Any, quantization: Any):
     return as_quantization(name)
 
 
-def _write_manifest(folder: Path, info: dict) -> dict:
+def _write_manifest(folder: Path, info: dict, known: dict | None = None) -> dict:
+    """``known``: name -> {sha256, size} of files linked from a checked build (not hashed again)."""
     files = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name != MANIFEST and not p.name.startswith("."):
-            files[p.name] = {"sha256": cache.sha256_file(p), "size": p.stat().st_size}
+            k = (known or {}).get(p.name)
+            if k is not None and p.name != LIBRARY_NAME and k["size"] == p.stat().st_size:
+                files[p.name] = dict(k)
+            else:
+                files[p.name] = {"sha256": cache.sha256_file(p), "size": p.stat().st_size}
     doc = {**info, "files": files}
     (folder / MANIFEST).write_text(json.dumps(doc, indent=1))
     return doc
@@ -201,48 +206,26 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         raise BadModel(f"{dest} exists and is not a model folder built by webllm-widget; pick another --out "
                        "or remove it.")
 
+    # Another schedule of the same WebGPU model has the same weights, tokenizer and config (only the library's
+    # kernels differ): link them from the default ("auto") build when it is there instead of converting again.
+    twin = None
+    if device == "webgpu" and library and schedule != "auto":
+        twin_doc = {**key_doc, "schedule": "auto",
+                    "compiler": _compiler_version(cfg, quant, device, "auto", library)}
+        twin_key = hashlib.sha256(json.dumps(twin_doc, sort_keys=True).encode()).hexdigest()[:16]
+        candidate = cache.cache_dir() / "models" / f"{name}-{twin_key}"
+        twin = candidate if _existing(candidate, twin_key) else None
+
     steps = ["weights", "tokenizer", "config"] + (["library"] if library else []) + ["manifest"]
     with cache.atomic_dir(dest) as tmp, _tqdm(progress, total=len(steps), desc=f"build {name}",
                                               unit="step") as bar:
-        # 1. parameters, streamed tensor by tensor into shards
-        from .quantize import param_records
-
-        total = sum(ckpt.get(n).nbytes for n in ckpt.tensor_names())
-        bar.set_postfix_str("weights")
-        with _tqdm(progress, total=total, unit="B", unit_scale=True, desc="weights", leave=False) as wbar:
-            # source bytes consumed, approximately: count each record's size against the source size
-            records = param_records(ckpt, cfg, quant)
-            if device == "cpu":  # the CPU kernels read 4-/8-bit words interleaved for SIMD128 (compile/cpu.py)
-                from .cpu import cpu_param_records
-
-                records = cpu_param_records(records)
-            doc = write_tensor_cache(tmp, records,
-                                     progress=lambda n: wbar.update(min(n, max(0, total - wbar.n))))
-        verify_tensor_cache(tmp)
-        bar.update(1)
-
-        # 2. tokenizer
-        bar.set_postfix_str("tokenizer")
-        tokenizer_files = write_tokenizer(ckpt, tmp)
-        tok_doc = json.loads((tmp / "tokenizer.json").read_text())
-        specials = {t["content"]: int(t["id"]) for t in tok_doc.get("added_tokens", [])}
-        bar.update(1)
-
-        # 3. mlc-chat-config.json
-        bar.set_postfix_str("config")
-        conv = conv_template_from_jinja(chat_template_of(ckpt), specials)
-        c = ckpt.config
-        chat = chat_config(
-            model_type=getattr(cfg, "model_type", c["architecture"]), quantization=quant.name,
-            vocab_size=c["vocab_size"], context_window_size=cfg.context_window_size,
-            prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
-            bos_token_id=c.get("bos_token_id"),
-            model_config={k: c[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
-                                            "num_key_value_heads", "head_dim", "num_hidden_layers",
-                                            "rms_norm_eps", "rope_theta", "vocab_size", "tie_word_embeddings",
-                                            "attention_bias") if k in c})
-        write_chat_config(tmp, chat)
-        bar.update(1)
+        if twin is not None:
+            bar.set_postfix_str(f"weights, tokenizer, config shared with {twin.name}")
+            _link_shared(twin, tmp)
+            doc = json.loads((tmp / "tensor-cache.json").read_text())
+            bar.update(3)
+        else:
+            doc = _convert(ckpt, cfg, quant, device, tmp, progress, bar)
 
         # 4. the model library
         if library:
@@ -256,9 +239,69 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         _write_manifest(tmp, {"key": key, "build": key_doc, "schedule": schedule, "source_path": str(ckpt.path),
                               "model_id": name, "quantization": quant.name, "device": device,
                               "library": LIBRARY_NAME if library else None,
-                              "build_seconds": round(time.perf_counter() - t_start, 1)})
+                              "build_seconds": round(time.perf_counter() - t_start, 1)},
+                        known=_manifest_files(twin) if twin is not None else None)
         bar.update(1)
     return dest
+
+
+def _manifest_files(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST).read_text())["files"]
+
+
+def _link_shared(twin: Path, tmp: Path) -> None:
+    """Hard-link every file of ``twin`` but its library and manifest into ``tmp`` (a copy where links fail)."""
+    for name in _manifest_files(twin):
+        if name == LIBRARY_NAME:
+            continue
+        try:
+            os.link(twin / name, tmp / name)
+        except OSError:  # another file system, or links not allowed: the bytes are the same either way
+            shutil.copyfile(twin / name, tmp / name)
+
+
+def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, progress: bool, bar: Any) -> dict:
+    """Steps 1-3 of a build: weights into shards, tokenizer, mlc-chat-config.json. Returns the tensor cache."""
+    # 1. parameters, streamed tensor by tensor into shards
+    from .quantize import param_records
+
+    total = sum(ckpt.get(n).nbytes for n in ckpt.tensor_names())
+    bar.set_postfix_str("weights")
+    with _tqdm(progress, total=total, unit="B", unit_scale=True, desc="weights", leave=False) as wbar:
+        # source bytes consumed, approximately: count each record's size against the source size
+        records = param_records(ckpt, cfg, quant)
+        if device == "cpu":  # the CPU kernels read 4-/8-bit words interleaved for SIMD128 (compile/cpu.py)
+            from .cpu import cpu_param_records
+
+            records = cpu_param_records(records)
+        doc = write_tensor_cache(tmp, records,
+                                 progress=lambda n: wbar.update(min(n, max(0, total - wbar.n))))
+    verify_tensor_cache(tmp)
+    bar.update(1)
+
+    # 2. tokenizer
+    bar.set_postfix_str("tokenizer")
+    tokenizer_files = write_tokenizer(ckpt, tmp)
+    tok_doc = json.loads((tmp / "tokenizer.json").read_text())
+    specials = {t["content"]: int(t["id"]) for t in tok_doc.get("added_tokens", [])}
+    bar.update(1)
+
+    # 3. mlc-chat-config.json
+    bar.set_postfix_str("config")
+    conv = conv_template_from_jinja(chat_template_of(ckpt), specials)
+    c = ckpt.config
+    chat = chat_config(
+        model_type=getattr(cfg, "model_type", c["architecture"]), quantization=quant.name,
+        vocab_size=c["vocab_size"], context_window_size=cfg.context_window_size,
+        prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
+        bos_token_id=c.get("bos_token_id"),
+        model_config={k: c[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                        "num_key_value_heads", "head_dim", "num_hidden_layers",
+                                        "rms_norm_eps", "rope_theta", "vocab_size", "tie_word_embeddings",
+                                        "attention_bias") if k in c})
+    write_chat_config(tmp, chat)
+    bar.update(1)
+    return doc
 
 
 def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], progress: bool,
