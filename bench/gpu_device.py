@@ -270,7 +270,8 @@ def collect(raw_path: Path, out_dir: Path | None) -> Path:
                            "fraction_of_bound": b["fraction_of_bound"],
                            "prefill_tok_s": ((model.get("prompts") or {}).get(n, {}).get("prefill_tok_s") or {}).get("median"),
                            # this process's CPU seconds per wall second over the run: ~1 or more = host-bound
-                           "host_cpu_per_wall": _ratio((model.get("prompts") or {}).get(n, {}))}
+                           "host_cpu_per_wall": _ratio((model.get("prompts") or {}).get(n, {})),
+                           **_dispatch((model.get("prompts") or {}).get(n, {}))}
                        for n, b in (model.get("bound") or {}).items()},
     }
     path = write_result("gpu", res, out_dir)
@@ -301,6 +302,16 @@ def profile_summary(path: Path, top: int = 15) -> dict:
 def _ratio(p: dict) -> float | None:
     c, w = (p.get("cpu_s") or {}).get("median"), (p.get("wall_s") or {}).get("median")
     return round(c / w, 2) if c and w else None
+
+
+def _dispatch(p: dict) -> dict:
+    """Compute dispatches per generated token (the run's count, prefill included, over its tokens) and the decode
+    time per token shared among them: the host's cost per dispatch when the host is the limit."""
+    d, n, dec = p.get("dispatches"), p.get("completion_tokens"), (p.get("decode_tok_s") or {}).get("median")
+    if not (d and n and dec):
+        return {}
+    per_tok = d / n
+    return {"dispatches_per_token": round(per_tok, 1), "us_per_dispatch": round(1e6 / dec / per_tok, 1)}
 
 
 def has_gpu() -> bool:

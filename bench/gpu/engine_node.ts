@@ -111,6 +111,20 @@ async function main() {
   g.createRequire = createRequire;
   if (!g.location) g.location = { href: pathToFileURL(__filename).href, origin: "https://webllm-widget.invalid" };
   g.Worker = InThreadWorker;
+  // Count what the engine asks of the GPU per run: compute dispatches and queue submits (host cost scales with them).
+  const counts = { dispatches: 0, submits: 0 };
+  const pass = (dawn.globals.GPUComputePassEncoder as { prototype: Record<string, (...a: unknown[]) => unknown> }).prototype;
+  const queue = (dawn.globals.GPUQueue as { prototype: Record<string, (...a: unknown[]) => unknown> }).prototype;
+  const dispatch = pass.dispatchWorkgroups;
+  pass.dispatchWorkgroups = function (this: unknown, ...a: unknown[]) {
+    counts.dispatches++;
+    return dispatch.apply(this, a);
+  };
+  const submit = queue.submit;
+  queue.submit = function (this: unknown, ...a: unknown[]) {
+    counts.submits++;
+    return submit.apply(this, a);
+  };
 
   const { sharedEngine } = await import("../../js/src/engine/host");
   const out: Record<string, unknown> = { node: process.version };
@@ -137,6 +151,7 @@ async function main() {
       await engine.reset();
       const t = performance.now();
       const cpu0 = process.cpuUsage();
+      const d0 = counts.dispatches, s0 = counts.submits;
       const r = await engine.generate(messages as never, { temperature: 0, max_tokens: job.max_tokens, ignore_eos: true });
       const wall = (performance.now() - t) / 1000;
       const c = process.cpuUsage(cpu0);
@@ -144,7 +159,7 @@ async function main() {
       text = r.text;
       if (i < (job.warmup ?? 1)) continue; // first run compiles pipelines and warms the caches
       const u = r.usage;
-      rows.push({ wall_s: wall, cpu_s: cpu, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
+      rows.push({ wall_s: wall, cpu_s: cpu, dispatches: counts.dispatches - d0, submits: counts.submits - s0, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
         prefill_tok_s: u.prefill_tokens_per_s as number, decode_tok_s: u.decode_tokens_per_s as number,
         ttft_s: u.time_to_first_token_s as number, finish_reason: r.finish_reason });
     }
@@ -153,7 +168,7 @@ async function main() {
       prompt_tokens: rows[0]?.prompt_tokens, completion_tokens: rows[0]?.completion_tokens,
       prefill_tok_s: summary(col("prefill_tok_s")), decode_tok_s: summary(col("decode_tok_s")),
       ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")),
-      cpu_s: summary(col("cpu_s")), text_head: text.slice(0, 200),
+      cpu_s: summary(col("cpu_s")), dispatches: rows[0]?.dispatches, submits: rows[0]?.submits, text_head: text.slice(0, 200),
     };
     const p = prompts[n] as { decode_tok_s: { median: number }; prefill_tok_s: { median: number } };
     console.error(`prompt ${n}: prefill ${p.prefill_tok_s.median?.toFixed(1)} tok/s, decode ${p.decode_tok_s.median?.toFixed(1)} tok/s`);
