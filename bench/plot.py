@@ -317,7 +317,46 @@ def summary(results: Path) -> str:
         lines += ["", "![kernels](bench/results/kernels.png)", ""]
     if cpu and "cpu_path" in cpu:
         lines += cpu_summary(cpu, de)
+    gpu = _load(results, "gpu")
+    if gpu and gpu.get("runs"):
+        lines += gpu_summary(gpu)
     return "\n".join(lines)
+
+
+#: How each engine of ``gpu.json`` ran, for its table rows (a run may name itself with "label").
+GPU_LABELS = {"model": "Node + Dawn for Node (Vulkan)", "chromium": "Chromium (WebGPU on Vulkan)"}
+
+
+def gpu_summary(gpu: dict) -> list[str]:
+    """The README part for ``bench/gpu_device.py``: decode on a real GPU beside its memory-bandwidth bound."""
+    g = gpu.get("gpu", {})
+    copy = (g.get("torch") or {}).get("copy", {}).get("GBps_median")
+    lines = [f"**On a real GPU** (`bench/gpu_device.py`, run by hand on a lent {g.get('name', 'GPU')}, driver "
+             f"{(g.get('nvidia_smi') or {}).get('driver_version', '?')}; not part of CI): the built-in SmolLM2-135M "
+             "in its default mode, the widget's engine and WGSL kernels, greedy, median (min–max). The bound is the "
+             "bytes a decode step reads (weights + KV cache) at the device-to-device copy bandwidth measured on the "
+             f"same GPU ({_f(copy, '{:.0f}')} GB/s; datasheet {g.get('datasheet_GBps', '–')}). Measured {gpu.get('when', '')}.",
+             "", "| engine | prompt | prefill tok/s | decode tok/s | bound tok/s | share of bound | dispatches/token |"
+             " host µs/dispatch |", "|---|---|---|---|---|---|---|---|"]
+    per = (gpu.get("summary") or {}).get("per_prompt", {})
+    for key, run in gpu["runs"].items():
+        if key == "smoke" or not run.get("prompts"):
+            continue
+        label = run.get("label") or GPU_LABELS.get(key, key)
+        for n, p in run["prompts"].items():
+            b = (run.get("bound") or {}).get(n, {})
+            extra = per.get(n, {}) if key == "model" else (run.get("per_prompt") or {}).get(n, {})
+            frac = b.get("fraction_of_bound")
+            lines.append(f"| {label} | {p.get('prompt_tokens', n)} | {_spread(p.get('prefill_tok_s'))} | "
+                         f"{_spread(p.get('decode_tok_s'))} | {_f(b.get('bound_tok_s'), '{:,.0f}')} | "
+                         f"{'–' if frac is None else f'{100 * frac:.2f}%'} | "
+                         f"{_f(extra.get('dispatches_per_token'), '{:.0f}')} | {_f(extra.get('us_per_dispatch'), '{:.0f}')} |")
+    busy = [v["host_cpu_per_wall"] for v in per.values() if v.get("host_cpu_per_wall") is not None]
+    if busy:
+        lines += ["", f"While decoding, the Node engine process used {min(busy):.2f}–{max(busy):.2f} CPU-seconds per "
+                  "second: the step is bound by the host's cost per dispatch, not by the GPU's memory."]
+    lines.append("")
+    return lines
 
 
 def update_readme(readme: Path, text: str) -> None:

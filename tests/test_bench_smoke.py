@@ -93,11 +93,18 @@ def test_plot_draws_pngs_and_a_readme_section_without_touching_the_rest(tmp_path
             "load_cold": {"s": 1, "bytes_sent": 5}, "load_warm": {"s": 1, "bytes_sent": 0},
             "peak_pss_mb": 1, "peak_rss_mb": 2}},
         "baselines": {"llama.cpp": {"skipped": "not installed"}}}))
+    (res / "gpu.json").write_text(json.dumps({
+        "when": "t", "gpu": {"name": "GPU-X", "torch": {"copy": {"GBps_median": 1000.0}}},
+        "runs": {"model": {"prompts": {"32": {"prompt_tokens": 32, "prefill_tok_s": summ, "decode_tok_s": summ}},
+                           "bound": {"32": {"bound_tok_s": 9000.0, "fraction_of_bound": 0.0002}}}},
+        "summary": {"per_prompt": {"32": {"dispatches_per_token": 310.0, "us_per_dispatch": 80.0,
+                                          "host_cpu_per_wall": 1.05}}}}))
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n\nintro\n")
     plot.main(["--results", str(res), "--readme", str(readme)])
     assert (res / "channel.png").stat().st_size > 1000 and (res / "decode.png").stat().st_size > 1000
     text = readme.read_text()
     assert text.startswith("# Title\n\nintro\n") and "## Benchmarks" in text and "| ggml" in text
+    assert "lent GPU-X" in text and "| 32 | 2.00 (1.00–3.00) | 2.00 (1.00–3.00) | 9,000 | 0.02% | 310 | 80 |" in text
     plot.main(["--results", str(res), "--readme", str(readme)])  # idempotent: one section
     assert readme.read_text().count("## Benchmarks") == 1
