@@ -184,6 +184,58 @@ def prepare(args) -> dict:
     return manifest
 
 
+#: Debian's Chromium: what of /usr/lib/chromium a headless run needs (no validation layers, mock ICD, extensions).
+CHROMIUM_DIR = Path("/usr/lib/chromium")
+CHROMIUM_FILES = ["chromium", "chrome_crashpad_handler", "icudtl.dat", "chrome_100_percent.pak",
+                  "chrome_200_percent.pak", "resources.pak", "snapshot_blob.bin", "v8_context_snapshot.bin", "libEGL.so",
+                  "libGLESv2.so", "libvulkan.so.1", "libvk_swiftshader.so", "vk_swiftshader_icd.json",
+                  "locales/en-US.pak"]
+#: glibc's own libraries stay the GPU machine's (Chromium needs GLIBC_2.36 at most).
+GLIBC = ("libc.so", "libm.so", "libdl.so", "libpthread.so", "librt.so", "ld-linux")
+
+
+def prepare_chrome(args) -> Path:
+    """Stage Debian's Chromium for the GPU machine: chrome.tar.xz = chromium/ (the browser), lib/ (every shared
+    library ldd resolves for it here, glibc aside), fonts/ (one font), static/ (the page bundles runner.js and
+    engine_worker.js the widget serves), cut into pieces under .gpu/c1, c2, ... (each <= --part-mib)."""
+    from webllm_widget.runner import STATIC
+
+    for d in STAGED.glob("c[0-9]*"):
+        shutil.rmtree(d)
+    work = Path(tempfile.mkdtemp(prefix="wlw-chrome-prep-"))
+    root = work / "chrome"
+    for name in CHROMIUM_FILES:
+        (root / "chromium" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CHROMIUM_DIR / name, root / "chromium" / name)
+        shutil.copymode(CHROMIUM_DIR / name, root / "chromium" / name)
+    (root / "lib").mkdir()
+    ldd = subprocess.run(["ldd", str(CHROMIUM_DIR / "chromium")], capture_output=True, text=True, check=True).stdout
+    libs = [l.split("=>")[1].split("(")[0].strip() for l in ldd.splitlines() if "=>" in l]
+    for lib in libs:
+        if lib and not any(g in Path(lib).name for g in GLIBC):
+            shutil.copyfile(Path(lib).resolve(), root / "lib" / Path(lib).name)
+    (root / "fonts").mkdir()
+    shutil.copyfile("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", root / "fonts" / "DejaVuSans.ttf")
+    (root / "static").mkdir()
+    for name in ("runner.js", "engine_worker.js"):
+        shutil.copyfile(STATIC / name, root / "static" / name)
+    tar = work / "chrome.tar.xz"
+    print(f"   packing {sum(f.stat().st_size for f in root.rglob('*') if f.is_file()) / 2**20:.0f} MiB (xz)", file=sys.stderr)
+    subprocess.run(f"tar -C {root} -cf - . | xz -T2 -6 > {tar}", shell=True, check=True)
+    part_bytes = int(args.part_mib * 2**20)
+    with open(tar, "rb") as f:
+        i = 0
+        while chunk := f.read(part_bytes):
+            d = STAGED / f"c{i + 1}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"chrome.tar.xz.{i:03d}").write_bytes(chunk)
+            i += 1
+    shutil.rmtree(work, ignore_errors=True)
+    for d in sorted(STAGED.glob("c[0-9]*")):
+        print(f"{d.relative_to(ROOT)}: {sum(f.stat().st_size for f in d.iterdir()) / 2**20:.1f} MiB")
+    return STAGED
+
+
 def weight_bytes(paths: dict, spec: dict) -> dict:
     """Bytes a decode step must read: every parameter record once (tensor-cache.json), plus the KV cache per
     position of context (layers x 2 x KV heads x head dim x element size, from mlc-chat-config.json)."""
@@ -213,8 +265,10 @@ def datasheet(name: str) -> int | None:
     return None
 
 
-def collect(raw_path: Path, out_dir: Path | None) -> Path:
-    """gpu_raw.json from the GPU machine -> gpu.json: speeds, the GPU, the bandwidth bound beside them."""
+def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | None = None) -> Path:
+    """gpu_raw.json from the GPU machine -> gpu.json: speeds, the GPU, the bandwidth bound beside them; with
+    chrome_paths (chrome_raw.json files of bench/gpu/chrome_run.py, the same machine) the browser's run beside Node's:
+    the first in full, later ones as repeats (their per-prompt medians)."""
     raw = json.loads(raw_path.read_text())
     gpu_name = raw.get("torch", {}).get("name") or raw.get("nvidia_smi", {}).get("name") or "unknown"
     copy = raw.get("torch", {}).get("copy", {})
@@ -250,6 +304,11 @@ def collect(raw_path: Path, out_dir: Path | None) -> Path:
             entry["bound"] = per_len
         res["runs"][name] = entry
     prof = raw.get("profile")
+    old = (out_dir or ROOT / "bench" / "results") / "gpu.json"
+    if not prof and old.exists() and json.loads(old.read_text()).get("profile"):
+        # a run without --profile keeps the last profiled run's findings, marked with that run's date
+        o = json.loads(old.read_text())
+        res["profile"] = dict(o["profile"], from_run=o["profile"].get("from_run") or o.get("when"))
     if prof:
         res["profile"] = {"prompts": (prof.get("result") or {}).get("prompts"), "rc": prof.get("rc")}
         files = sorted(raw_path.parent.glob("prof/*.cpuprofile")) + sorted(raw_path.parent.glob("*.cpuprofile"))
@@ -274,13 +333,61 @@ def collect(raw_path: Path, out_dir: Path | None) -> Path:
                            **_dispatch((model.get("prompts") or {}).get(n, {}))}
                        for n, b in (model.get("bound") or {}).items()},
     }
+    if chrome_paths:
+        res["chrome"] = chrome_entry(json.loads(chrome_paths[0].read_text()), measured, sheet, model.get("weights") or {})
+        res["chrome"]["repeats"] = [
+            {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s")} for n, b in
+             chrome_entry(json.loads(p.read_text()), measured, sheet, model.get("weights") or {})["per_prompt"].items()}
+            for p in chrome_paths[1:]]
+        node_pp = res["summary"]["per_prompt"]
+        res["summary"]["chrome"] = {
+            "chromium": res["chrome"].get("chromium"), "flag_set": res["chrome"].get("flag_set"),
+            "adapter": res["chrome"].get("adapter_info"), "error": res["chrome"].get("error"),
+            "per_prompt": {n: dict(b, chrome_over_node_decode=(b["decode_tok_s"] / node_pp[n]["decode_tok_s"])
+                                   if b.get("decode_tok_s") and (node_pp.get(n) or {}).get("decode_tok_s") else None)
+                           for n, b in (res["chrome"].get("per_prompt") or {}).items()}}
     path = write_result("gpu", res, out_dir)
+    for n, b in ((res.get("summary") or {}).get("chrome") or {}).get("per_prompt", {}).items():
+        print(f"chrome prompt {n}: decode {b['decode_tok_s'] or 0:.1f} tok/s, prefill {b['prefill_tok_s'] or 0:.0f} tok/s, "
+              f"{b.get('us_per_dispatch')} us/dispatch, x{b.get('chrome_over_node_decode') or 0:.2f} of Node's decode")
     for name, e in res["runs"].items():
         for n, b in (e.get("bound") or {}).items():
             print(f"{name} prompt {n}: decode {b['decode_tok_s'] or 0:.1f} tok/s, bound {b['bound_tok_s']:.0f} tok/s "
                   f"({(b['fraction_of_bound'] or 0) * 100:.2f}%) on {gpu_name}")
     print(f"-> {path}")
     return path
+
+
+def chrome_entry(c: dict, measured: float | None, sheet: int | None, weights: dict) -> dict:
+    """The browser's run (chrome_raw.json): adapter, flags, load, per-prompt speeds, host CPU by Chromium process
+    type per wall second, dispatches per token and wall us per dispatch, and the fraction of the bandwidth bound."""
+    r = c.get("result") or {}
+    out: dict = {"chromium": c.get("chromium"), "flag_set": c.get("flag_set"), "flags": (c.get("job") or {}).get("flags"),
+                 "probes": {k: {kk: vv for kk, vv in v.items() if kk != "features"} for k, v in (c.get("probes") or {}).items()},
+                 "adapter_info": r.get("adapter_info"), "features": r.get("features"), "load": r.get("load"),
+                 "error": r.get("error"), "ldd_missing": c.get("ldd_missing"), "job": c.get("job"),
+                 "prompts": r.get("prompts"),
+                 "how": ("Debian's Chromium (headless, carried with its shared libraries) on the GPU through Vulkan; "
+                         "the widget's runner page (runner.js + engine_worker.js: web-llm in a Worker) served from "
+                         "loopback; greedy, ignore_eos, KV cache reset before each run, 1 warm-up run")}
+    if r.get("error"):
+        out["stderr_tail"] = (r.get("stderr_tail") or "")[-2000:]
+    per: dict = {}
+    for n, p in (r.get("prompts") or {}).items():
+        dec = (p.get("decode_tok_s") or {}).get("median")
+        wall = (p.get("wall_s") or {}).get("median")
+        row = {"decode_tok_s": dec, "prefill_tok_s": (p.get("prefill_tok_s") or {}).get("median"),
+               "host_cpu_per_wall": _ratio(p),
+               "cpu_per_wall_by_type": {t: round(v["median"] / wall, 2) for t, v in (p.get("cpu_s_by_type") or {}).items()
+                                        if wall and v.get("median") is not None},
+               **_dispatch(p)}
+        if weights.get("params_bytes") and measured and dec:
+            ctx = (p.get("prompt_tokens") or 0) + (p.get("completion_tokens") or 0) / 2
+            bpt = weights["params_bytes"] + weights.get("kv_bytes_per_position", 0) * ctx
+            row.update(bound_tok_s=round(measured * 1e9 / bpt, 1), fraction_of_bound=dec / (measured * 1e9 / bpt))
+        per[n] = row
+    out["per_prompt"] = per
+    return out
 
 
 def profile_summary(path: Path, top: int = 15) -> dict:
@@ -335,8 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--bundle-only", action="store_true", help="only rebuild the staged engine bundle")
         if name == "run":
             p.add_argument("--if-gpu", action="store_true", help="skip (exit 0) when this machine has no NVIDIA GPU")
+    pc = sub.add_parser("prepare-chrome", help="stage Debian's Chromium + the page bundles under .gpu/c1, c2, ...")
+    pc.add_argument("--part-mib", type=float, default=60.0)
     c = sub.add_parser("collect")
     c.add_argument("raw", type=Path)
+    c.add_argument("--chrome", type=Path, nargs="*", default=None,
+                   help="chrome_raw.json files (bench/gpu/chrome_run.py, same machine) to put beside; first in full")
     c.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cmd == "prepare" and args.bundle_only:
@@ -347,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dst.relative_to(ROOT)}: {dst.stat().st_size / 2**20:.1f} MiB")
     elif args.cmd == "prepare":
         prepare(args)
+    elif args.cmd == "prepare-chrome":
+        prepare_chrome(args)
     elif args.cmd == "collect":
-        collect(args.raw, args.out)
+        collect(args.raw, args.out, args.chrome)
     else:
         if not has_gpu():
             print("gpu_device: no NVIDIA GPU on this machine; skipped (run it where one is: see the docstring)")

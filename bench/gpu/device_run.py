@@ -35,7 +35,7 @@ def log(msg: str) -> None:
 def stash(staged: Path, stage: Path) -> list[str]:
     """Copy every staged part that came with this call into ``stage`` (kept between calls while the machine is up)."""
     stage.mkdir(parents=True, exist_ok=True)
-    for part in sorted(staged.glob("p*")):
+    for part in sorted(staged.glob("[pc][0-9]*")):
         for f in part.iterdir():
             dst = stage / f.name
             if not dst.exists() or dst.stat().st_size != f.stat().st_size:
@@ -165,6 +165,26 @@ def profile(node: Path, bundle: Path, st: Path, job: dict, out: Path, env: dict)
             "result": json.loads((out / "profile.json").read_text()) if (out / "profile.json").exists() else None}
 
 
+def model_files(st: Path, name: str, job: dict) -> Path:
+    """The job's model folder files (named by sha256) under st/files-<name>, joined from its staged tar pieces."""
+    files = st / f"files-{name}"
+    if job.get("parts") and not files.exists():
+        # the model folder's files travel as one tar cut into pieces; sha256 is checked again by the engine
+        cat = st / f"{name}.tar"
+        with open(cat, "wb") as fo:
+            for p in job["parts"]:
+                with open(st / p, "rb") as fi:
+                    shutil.copyfileobj(fi, fo, 1 << 22)
+        h = hashlib.sha256(cat.read_bytes()).hexdigest()
+        if h != job["tar_sha256"]:
+            raise ValueError(f"{name}.tar sha256 {h} != {job['tar_sha256']}")
+        with tarfile.open(cat) as tf:
+            tf.extractall(files.with_suffix(".tmp"))
+        os.replace(files.with_suffix(".tmp"), files)
+        cat.unlink()
+    return files
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["stash", "run"])
@@ -204,23 +224,12 @@ def main(argv=None) -> int:
             raw["jobs"][name] = {"skipped": f"parts not here yet: {missing}"}
             log(f"{name}: skipped, missing {missing}")
             continue
-        files = st / f"files-{name}"
-        if job.get("parts") and not files.exists():
-            # the model folder's files travel as one tar cut into pieces; sha256 is checked again by the engine
-            cat = st / f"{name}.tar"
-            with open(cat, "wb") as fo:
-                for p in job["parts"]:
-                    with open(st / p, "rb") as fi:
-                        shutil.copyfileobj(fi, fo, 1 << 22)
-            h = hashlib.sha256(cat.read_bytes()).hexdigest()
-            if h != job["tar_sha256"]:
-                raw["jobs"][name] = {"error": f"{name}.tar sha256 {h} != {job['tar_sha256']}"}
-                write()
-                continue
-            with tarfile.open(cat) as tf:
-                tf.extractall(files.with_suffix(".tmp"))
-            os.replace(files.with_suffix(".tmp"), files)
-            cat.unlink()
+        try:
+            files = model_files(st, name, job)
+        except ValueError as e:
+            raw["jobs"][name] = {"error": str(e)}
+            write()
+            continue
         spec = dict(job["job"], dawn=str(st / "dawn.node"), files=str(files))
         jp = st / f"job-{name}.json"
         jp.write_text(json.dumps(spec))

@@ -1,0 +1,435 @@
+"""Runs on the GPU machine: the widget's engine in a real headless Chromium on the GPU, the decode benchmark there.
+
+The product's runtime is a browser, so this is the number a user gets: the same engine bundle the Chat widget
+loads (runner.js + engine_worker.js: web-llm in a Worker), the same model files (the staged model job of
+``bench/gpu_device.py prepare``), in Debian's Chromium carried as ``chrome.tar.xz`` (the browser and the shared
+libraries it needs, unpacked into a private prefix and found through LD_LIBRARY_PATH). Standard library only.
+
+A tiny HTTP server on loopback serves the page, the engine and the model files (``/blob/<sha256>``); the page
+runs the job and posts its results back (no DevTools protocol, no Playwright on that machine). Before the run,
+each flag set is tried with a probe page that only asks ``navigator.gpu.requestAdapter()``; the first set whose
+adapter is the hardware one (not a fallback adapter) runs the model.
+
+    python3 bench/gpu/chrome_run.py --out DIR [--flags nvidia|swiftshader] [--job model]
+        # -> DIR/chrome_raw.json (+ DIR/chrome_<set>.log, Chromium's stderr per try)
+
+Per run: the engine's own prefill/decode tok/s (as bench/decode.py reads them), wall time, the CPU seconds of
+Chromium's processes by type (browser, renderer = the page and its Worker, gpu-process = Dawn), and the compute
+dispatches and queue submits the Worker made (prototype wrappers appended to engine_worker.js, counts posted back).
+"""
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import device_run  # noqa: E402  (stash, the model files, the Vulkan environment)
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+#: Flag sets tried in order. Every set: WebGPU on, blocklist off; they differ in how GL/ANGLE and Vulkan come up.
+FLAG_SETS = {
+    "nvidia": {
+        # The VM has no DRM node (drmGetDevices2 finds none), so Chromium's GPU info names no GPU; the testing ids
+        # (NVIDIA, H100/H200 class) stand in for it. Without them requestAdapter() gave null at once (00:43).
+        "vulkan-no-compositing": ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=native",
+                                  "--ignore-gpu-blocklist", "--disable-gpu-compositing", "--disable-vulkan-surface",
+                                  "--use-angle=vulkan", "--enable-dawn-features=allow_unsafe_apis"],
+        "vulkan-gpu-in-tests": ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=vulkan",
+                                "--use-vulkan=native", "--disable-vulkan-surface", "--ignore-gpu-blocklist",
+                                "--use-gpu-in-tests", "--gpu-testing-vendor-id=0x10de",
+                                "--gpu-testing-device-id=0x2335"],
+        "vulkan-verbose": ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=vulkan",
+                           "--use-vulkan=native", "--disable-vulkan-surface", "--ignore-gpu-blocklist",
+                           "--vmodule=*webgpu*=3,*dawn*=3,*gpu_init*=3,*vulkan*=3,*gpu_data_manager*=3,"
+                           "*gpu_util*=3,*gpu_channel*=2,*gpu_feature*=3"],
+    },
+    # this machine's check of the same path (SwiftShader's Vulkan ICD, as the browser tests use it)
+    "swiftshader": {
+        "swiftshader": ["--enable-unsafe-webgpu", "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader",
+                        "--disable-vulkan-surface"],
+    },
+}
+COMMON = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--enable-logging=stderr",
+          "--v=0", "--disable-features=Translate,MediaRouter", "--mute-audio"]
+
+PAGE = b"""<!doctype html><meta charset="utf-8"><title>webllm-widget gpu bench</title>
+<script>
+window.__emit = (e) => {
+  if (e.type === "progress" && e.phase !== window.__phase) {
+    window.__phase = e.phase;
+    fetch("/log", {method: "POST", body: JSON.stringify({t: "load: " + e.phase + " " + (e.text || "")})});
+  }
+};
+</script>
+<script type="module" src="/runner.js"></script>
+<script type="module" src="/bench.js"></script>"""
+
+BENCH_JS = r"""
+const post = async (p, o) => (await fetch(p, {method: "POST", body: JSON.stringify(o)})).json();
+const log = (t) => post("/log", {t});
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const summary = (xs) => {
+  xs = xs.filter((x) => typeof x === "number");
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
+  return {median: m, min: s[0] ?? null, max: s[s.length - 1] ?? null, runs: xs};
+};
+async function main() {
+  const job = await (await fetch("/job.json")).json();
+  const out = {user_agent: navigator.userAgent};
+  if (!navigator.gpu) return {...out, error: "navigator.gpu is missing"};
+  const a = await Promise.race([navigator.gpu.requestAdapter({powerPreference: "high-performance"}), sleep(20000)]);
+  if (!a) return {...out, error: "requestAdapter() gave no adapter (or hung 20 s)"};
+  const i = a.info || {};
+  out.adapter_info = {vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description,
+    is_fallback: !!(i.isFallbackAdapter ?? a.isFallbackAdapter)};
+  out.features = [...a.features];
+  out.adapter_limits = {maxBufferSize: a.limits.maxBufferSize, maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize,
+    maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize};
+  if (job.probe_only) return out;
+  const R = window.webllmRunner;
+  const t0 = performance.now();
+  const info = await R.load(job.spec);
+  if (info.error) return {...out, error: `load: [${info.error.code}] ${info.error.message}`};
+  out.load = {...info, wall_s: (performance.now() - t0) / 1000};
+  await log(`loaded ${info.model} (${info.schedule}) in ${out.load.wall_s.toFixed(1)} s`);
+  out.prompts = {};
+  for (const [n, messages] of Object.entries(job.prompts)) {
+    const rows = [];
+    let text = "";
+    for (let k = 0; k < (job.warmup ?? 1) + job.runs; k++) {
+      await R.reset();
+      await sleep(300);  // the Worker posts its counters every 100 ms
+      const c0 = await post("/mark", {});
+      const t = performance.now();
+      const r = await R.generate(messages, {temperature: 0, max_tokens: job.max_tokens, ignore_eos: true});
+      const wall = (performance.now() - t) / 1000;
+      const c1a = await post("/mark", {});
+      await sleep(300);
+      const c1 = await post("/mark", {});
+      if (r.error) return {...out, error: `generate: [${r.error.code}] ${r.error.message}`};
+      text = r.text ?? "";
+      if (k < (job.warmup ?? 1)) continue;  // the first run compiles pipelines
+      const u = r.usage;
+      const cpu = {};
+      for (const [ty, s] of Object.entries(c1a.cpu)) cpu[ty] = s - (c0.cpu[ty] ?? 0);
+      rows.push({wall_s: wall, cpu_s: Object.values(cpu).reduce((x, y) => x + y, 0), cpu_by_type: cpu,
+        dispatches: c1.counts.d - c0.counts.d, submits: c1.counts.s - c0.counts.s,
+        prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
+        prefill_tok_s: u.prefill_tokens_per_s, decode_tok_s: u.decode_tokens_per_s,
+        ttft_s: u.time_to_first_token_s, finish_reason: r.finish_reason});
+    }
+    const col = (key) => rows.map((r) => r[key]);
+    const types = Object.keys(rows[0]?.cpu_by_type ?? {});
+    out.prompts[n] = {prompt_tokens: rows[0]?.prompt_tokens, completion_tokens: rows[0]?.completion_tokens,
+      prefill_tok_s: summary(col("prefill_tok_s")), decode_tok_s: summary(col("decode_tok_s")),
+      ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")), cpu_s: summary(col("cpu_s")),
+      cpu_s_by_type: Object.fromEntries(types.map((ty) => [ty, summary(rows.map((r) => r.cpu_by_type[ty]))])),
+      dispatches: rows[0]?.dispatches, submits: rows[0]?.submits, text_head: text.slice(0, 200)};
+    const p = out.prompts[n];
+    await log(`prompt ${n}: prefill ${p.prefill_tok_s.median?.toFixed(1)} tok/s, decode ${p.decode_tok_s.median?.toFixed(1)} tok/s, ` +
+      `${p.dispatches} dispatches, cpu ${p.cpu_s.median?.toFixed(2)} s / wall ${p.wall_s.median?.toFixed(2)} s`);
+    await post("/partial", out);
+  }
+  return out;
+}
+main().then((r) => post("/result", r), (e) => post("/result", {error: `page: ${e?.stack ?? e}`}));
+"""
+
+#: Appended to engine_worker.js: count compute dispatches and queue submits in the Worker, post them to the server.
+WORKER_COUNTERS = r"""
+;(() => {
+  const c = {d: 0, s: 0};
+  const P = self.GPUComputePassEncoder && self.GPUComputePassEncoder.prototype;
+  if (!P) return;
+  const d = P.dispatchWorkgroups;
+  P.dispatchWorkgroups = function (...a) { c.d++; return d.apply(this, a); };
+  const Q = self.GPUQueue.prototype, s = Q.submit;
+  Q.submit = function (...a) { c.s++; return s.apply(this, a); };
+  let last = -1;
+  setInterval(() => {
+    if (c.d + c.s === last) return;
+    last = c.d + c.s;
+    fetch(self.location.origin + "/count", {method: "POST", body: JSON.stringify(c)}).catch(() => {});
+  }, 100);
+})();
+"""
+
+
+def tree_cpu(root_pid: int) -> dict:
+    """CPU seconds (user + system) of root_pid and its descendants, summed by Chromium process type."""
+    parent, ptype, cpu = {}, {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            st = (d / "stat").read_text()
+            f = st[st.rindex(")") + 2:].split()
+            parent[int(d.name)] = int(f[1])
+            cpu[int(d.name)] = (int(f[11]) + int(f[12])) / CLK
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").split()  # renderers rewrite their title
+            t = next((a.split(b"=", 1)[1].decode() for a in cmd if a.startswith(b"--type=")), "browser")
+            if t == "utility":
+                t = next((a.split(b"=", 1)[1].decode() for a in cmd if a.startswith(b"--utility-sub-type=")), t)
+            ptype[int(d.name)] = t
+        except (OSError, ValueError, IndexError):
+            continue
+    out: dict = {}
+    for pid in cpu:
+        p, seen = pid, 0
+        while p and p != root_pid and seen < 64:
+            p, seen = parent.get(p, 0), seen + 1
+        if p == root_pid:
+            out[ptype[pid]] = out.get(ptype[pid], 0.0) + cpu[pid]
+    return out
+
+
+class Server:
+    """Serves the page, the engine, the job and the model files; collects logs, counters and the result."""
+
+    def __init__(self, static: Path, files: Path | None, job: dict):
+        self.static, self.files, self.job = static, files, job
+        self.counts = {"d": 0, "s": 0}
+        self.result: dict | None = None
+        self.partial: dict | None = None
+        self.logs: list[str] = []
+        self.chrome_pid = 0
+        self.done = threading.Event()
+        srv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, body: bytes, ctype: str, code: int = 200):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                p = self.path.split("?")[0]
+                if p in ("/", "/index.html"):
+                    return self._send(PAGE, "text/html")
+                if p == "/bench.js":
+                    return self._send(BENCH_JS.encode(), "text/javascript")
+                if p == "/runner.js":
+                    return self._send((srv.static / "runner.js").read_bytes(), "text/javascript")
+                if p == "/engine_worker.js":
+                    return self._send((srv.static / "engine_worker.js").read_bytes() + WORKER_COUNTERS.encode(),
+                                      "text/javascript")
+                if p == "/job.json":
+                    return self._send(json.dumps(srv.job).encode(), "application/json")
+                if p.startswith("/blob/") and srv.files:
+                    f = srv.files / p[len("/blob/"):]
+                    if f.is_file() and f.parent == srv.files:
+                        return self._send(f.read_bytes(), "application/octet-stream")
+                return self._send(b"not found", "text/plain", 404)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                p = self.path
+                if p == "/count":
+                    srv.counts = body
+                elif p == "/log":
+                    srv.logs.append(f"{time.strftime('%H:%M:%S')} {body.get('t')}")
+                    print(f"[page] {body.get('t')}", flush=True)
+                elif p == "/mark":
+                    return self._send(json.dumps({"counts": srv.counts, "cpu": tree_cpu(srv.chrome_pid)}).encode(),
+                                      "application/json")
+                elif p == "/partial":
+                    srv.partial = body
+                elif p == "/result":
+                    srv.result = body
+                    srv.done.set()
+                self._send(b"{}", "application/json")
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def unpack_chrome(stage: Path) -> Path:
+    """chrome.tar.xz(.NNN pieces) in the stage -> stage/chrome/{chromium/, lib/, fonts/}; returns that prefix."""
+    prefix = stage / "chrome"
+    if (prefix / "chromium" / "chromium").exists():
+        return prefix
+    pieces = sorted(stage.glob("chrome.tar.xz.*"))
+    if not pieces:
+        raise SystemExit(f"no chrome.tar.xz.* pieces in {stage}")
+    whole = stage / "chrome.tar.xz"
+    with open(whole, "wb") as fo:
+        for p in pieces:
+            with open(p, "rb") as fi:
+                shutil.copyfileobj(fi, fo, 1 << 22)
+    tmp = stage / "chrome.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(whole, "r:xz") as tf:
+        tf.extractall(tmp)
+    os.replace(tmp, prefix)
+    whole.unlink()
+    return prefix
+
+
+def chrome_env(prefix: Path, base: dict) -> dict:
+    env = dict(base)
+    env["LD_LIBRARY_PATH"] = ":".join(x for x in [str(prefix / "chromium"), str(prefix / "lib"),
+                                                  base.get("LD_LIBRARY_PATH", "")] if x)
+    fonts = prefix / "fonts"
+    if fonts.is_dir():
+        conf = prefix / "fonts.conf"
+        conf.write_text(f'<?xml version="1.0"?><fontconfig><dir>{fonts}</dir><cachedir>{prefix / "fc-cache"}'
+                        "</cachedir></fontconfig>")
+        env["FONTCONFIG_FILE"] = str(conf)
+    env.setdefault("HOME", "/tmp")
+    egl = Path("/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json")  # the device README's EGL vendor file
+    if egl.exists():
+        env.setdefault("__EGL_VENDOR_LIBRARY_FILENAMES", str(egl))
+    return env
+
+
+def launch(exe: Path, flags: list[str], port: int, env: dict, log: Path, profile: Path) -> subprocess.Popen:
+    args = [str(exe), *COMMON, *flags, f"--user-data-dir={profile}", f"http://127.0.0.1:{port}/"]
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait(5)
+
+
+def attempt(exe: Path, static: Path, files: Path | None, job: dict, flags: list[str], env: dict, log: Path,
+            timeout: float) -> dict:
+    srv = Server(static, files, job)
+    profile = Path(tempfile.mkdtemp(prefix="wlw-chrome-profile-"))
+    t = time.time()
+    proc = launch(exe, flags, srv.port, env, log, profile)
+    srv.chrome_pid = proc.pid
+    try:
+        while not srv.done.wait(0.5):
+            if proc.poll() is not None:
+                break
+            if time.time() - t > timeout:
+                break
+        res = srv.result or dict(srv.partial or {}, error=(
+            f"chromium exited with {proc.returncode}" if proc.poll() is not None else f"no result in {timeout:.0f} s"))
+    finally:
+        stop(proc)
+        srv.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    res["wall_s"] = round(time.time() - t, 1)
+    res["page_log"] = srv.logs
+    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+    res["stderr_tail"] = tail
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--staged", type=Path, default=device_run.ROOT / ".gpu")
+    ap.add_argument("--stage", type=Path, default=Path("/tmp/wlw-gpu-stage"))
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/wlw-gpu-out")))
+    ap.add_argument("--flags", choices=sorted(FLAG_SETS), default="nvidia")
+    ap.add_argument("--job", default="model", help="which staged job to run (model, smoke)")
+    ap.add_argument("--static", type=Path, default=None, help="runner.js + engine_worker.js (default: staged)")
+    ap.add_argument("--runs", type=int, default=None, help="override the job's runs")
+    ap.add_argument("--timeout", type=int, default=420)
+    ap.add_argument("--unpack-debs", action="store_true", help="as device_run.py: the .gl set into / where missing")
+    ap.add_argument("--stash-only", action="store_true")
+    ap.add_argument("--probe-only", action="store_true", help="only try the flag sets (no model needed)")
+    ap.add_argument("--gpu-screenshot", action="store_true",
+                    help="with each flag set, a screenshot of chrome://gpu to OUT/gpu_<set>.png (what Chromium's GPU "
+                         "process made of the machine)")
+    args = ap.parse_args(argv)
+    device_run.stash(args.staged, args.stage)
+    if args.stash_only:
+        return 0
+    st, out = args.stage, args.out
+    out.mkdir(parents=True, exist_ok=True)
+    raw: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def write():
+        (out / "chrome_raw.json").write_text(json.dumps(raw, indent=1, default=str))
+
+    prefix = unpack_chrome(st)
+    static = args.static or prefix / "static"
+    exe = prefix / "chromium" / "chromium"
+    env = device_run.vulkan_env(st, args.unpack_debs)
+    raw["vulkan"] = json.loads(env.pop("__vulkan"))
+    if args.flags == "swiftshader":
+        env["VK_ICD_FILENAMES"] = env["VK_DRIVER_FILES"] = str(prefix / "chromium" / "vk_swiftshader_icd.json")
+    env = chrome_env(prefix, env)
+    raw["nvidia_smi"] = device_run.nvidia_smi()
+    raw["chromium"] = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True).stdout.strip()
+    missing = subprocess.run(["ldd", str(exe)], env=env, capture_output=True, text=True).stdout
+    raw["ldd_missing"] = [l.strip() for l in missing.splitlines() if "not found" in l]
+    device_run.log(f"{raw['chromium'] or 'chromium --version printed nothing'}; missing libs {raw['ldd_missing']}")
+    raw["probes"] = {}
+    chosen = None
+    for name, flags in FLAG_SETS[args.flags].items():
+        if args.gpu_screenshot:
+            prof = Path(tempfile.mkdtemp(prefix="wlw-chrome-gpu-"))
+            subprocess.run([str(exe), *COMMON, *flags, f"--user-data-dir={prof}", f"--screenshot={out / f'gpu_{name}.png'}",
+                            "--window-size=1100,5000", "--virtual-time-budget=4000", "chrome://gpu"], env=env,
+                           capture_output=True, timeout=60)
+            shutil.rmtree(prof, ignore_errors=True)
+        r = attempt(exe, static, None, {"probe_only": True}, flags, env, out / f"chrome_{name}.log", 60)
+        raw["probes"][name] = {k: r.get(k) for k in ("adapter_info", "features", "adapter_limits", "error", "wall_s",
+                                                      "user_agent")}
+        if r.get("error"):
+            raw["probes"][name]["stderr_tail"] = r.get("stderr_tail", "")[-1500:]
+        device_run.log(f"probe {name}: {r.get('adapter_info') or r.get('error')}")
+        write()
+        ai = r.get("adapter_info") or {}
+        if ai and (args.flags == "swiftshader" or not ai.get("is_fallback")):
+            chosen = name
+            break
+    raw["flag_set"] = chosen
+    if chosen and args.probe_only:
+        write()
+        return 0
+    if chosen:
+        manifest = json.loads((st / "manifest.json").read_text())
+        job = manifest["jobs"][args.job]
+        files = device_run.model_files(st, args.job, job)
+        spec = dict(job["job"])
+        if args.runs:
+            spec["runs"] = args.runs
+        raw["job"] = {"name": args.job, "model": spec["spec"]["id"], "runs": spec["runs"], "warmup": spec.get("warmup"),
+                      "max_tokens": spec["max_tokens"], "flags": [*COMMON, *FLAG_SETS[args.flags][chosen]]}
+        device_run.log(f"bench {args.job} with flag set {chosen}")
+        raw["result"] = attempt(exe, static, files, spec, FLAG_SETS[args.flags][chosen], env,
+                                out / f"chrome_{chosen}_bench.log", args.timeout)
+        device_run.log(f"bench: {raw['result'].get('error') or 'ok'} in {raw['result']['wall_s']} s")
+    write()
+    return 0 if chosen and not raw["result"].get("error") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
