@@ -15,7 +15,7 @@ memory is ~24x faster (measured, /work/shared/TOOLCHAIN.md). So:
     the inner sum), :class:`RowPerThread` for other single reductions (one thread per output
     element, register accumulator), bias/residual epilogues fused into the store; no shared memory
     and no barriers. :class:`TokenTileGemm` for the same products over a prompt (prefill: each thread
-    a tile of 4 tokens x 4 rows, every decoded weight used for the tile's tokens).
+    a tile of 8 tokens x 8 rows, every decoded weight used for the tile's tokens).
     :func:`decode_attention_fallback` replaces the KV cache's decode attention (one thread per query
     head). Everything else keeps dlight's rules.
 
@@ -312,12 +312,14 @@ class TokenTileGemm(RowTileGemv):
     :func:`_drop_predicates`). Applies only where a leading (token) extent is symbolic: decode (one
     token) keeps :class:`RowTileGemv`.
 
-    Measured on SwiftShader (SmolLM2-135M ggml, 32-token prefill, GPU time by timestamp queries, load
-    5-9): the four layer products 14.9 s -> 10.8 s while the untouched attention kernel took 3.8 s
-    and 4.9 s in the same two runs, i.e. ~1.75x per unit of machine time.
+    Measured on SwiftShader (SmolLM2-135M ggml, 32-token prefill, GPU time by timestamp queries): with
+    4 tokens x 4 rows the four layer products took 10.8 s against 14.9 s per token (load 5-9, attention
+    4.9 vs 3.8 s in the same runs); at load ~2, tiles of 4x4 / 8 rows x 4 / 4 x 8 tokens / 8 x 8 gave a
+    whole prefill 6.4 / 7.0 / 7.0 / 7.5 tok/s (per-token kernels: 2.9). Where the rows do not tile
+    (576 = 16 x 36), ``_tile`` halves the rows.
     """
 
-    def __init__(self, threads: int = 16, rows: int = 4, tokens: int = 4):
+    def __init__(self, threads: int = 16, rows: int = 8, tokens: int = 8):
         super().__init__(threads, rows)
         self.tokens = tokens
 
