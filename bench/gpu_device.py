@@ -11,6 +11,13 @@ GPU machine without a browser can run it. Three steps, because the GPU machine m
     python3 bench/gpu/device_run.py run --unpack-debs --profile --out DIR   # (stdlib + torch)
     python bench/gpu_device.py collect DIR/gpu_raw.json   # here: -> bench/results/gpu.json with the bound
 
+The browser beside it (the product's runtime): Debian's Chromium carried there, the widget's runner page in it.
+
+    python bench/gpu_device.py prepare-chrome              # here: .gpu/c1, c2 (Chromium + its libs + page bundles)
+    python3 bench/gpu/chrome_run.py --stash-only            # there, one call per part (c1, c2, p1..), then:
+    python3 bench/gpu/chrome_run.py --out DIR [--variant NAME="--flag;--flag"]   # -> DIR/chrome_raw.json
+    python bench/gpu_device.py collect DIR/gpu_raw.json --chrome DIR/chrome_raw.json [more chrome_raw.json]
+
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
 
 The bound: a decode step reads every weight once (the tied embedding as the LM head) and the KV cache so far;
@@ -339,6 +346,17 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
             {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s")} for n, b in
              chrome_entry(json.loads(p.read_text()), measured, sheet, model.get("weights") or {})["per_prompt"].items()}
             for p in chrome_paths[1:]]
+        # runs with extra Chromium flags (Dawn toggles), each beside the plain run of the same call (same machine)
+        res["chrome"]["variants"] = []
+        for p in chrome_paths:
+            c = json.loads(p.read_text())
+            base = {n: (q.get("decode_tok_s") or {}).get("median") for n, q in ((c.get("result") or {}).get("prompts") or {}).items()}
+            for name, v in (c.get("variants") or {}).items():
+                dec = {n: (q.get("decode_tok_s") or {}).get("median") for n, q in (v.get("prompts") or {}).items()}
+                res["chrome"]["variants"].append({
+                    "name": name, "when": c.get("when"), "flags": v.get("flags"), "error": v.get("error"),
+                    "decode_tok_s": dec, "plain_decode_tok_s_same_call": base,
+                    "speedup": {n: dec[n] / base[n] for n in dec if dec.get(n) and base.get(n)}})
         node_pp = res["summary"]["per_prompt"]
         res["summary"]["chrome"] = {
             "chromium": res["chrome"].get("chromium"), "flag_set": res["chrome"].get("flag_set"),

@@ -52,6 +52,37 @@ def test_collect_puts_decode_beside_the_bandwidth_bound(tmp_path):
     assert res["runs"]["model"]["bound"]["512"]["bound_tok_s"] < res["runs"]["model"]["bound"]["32"]["bound_tok_s"]
 
 
+
+def _chrome_raw(tmp_path: Path, name: str, decode: dict, variants: dict | None = None) -> Path:
+    def prompts(dec):
+        return {n: {"prompt_tokens": 32, "completion_tokens": 100, "decode_tok_s": {"median": d},
+                    "prefill_tok_s": {"median": 800.0}, "wall_s": {"median": 2.0}, "cpu_s": {"median": 1.0},
+                    "cpu_s_by_type": {"renderer": {"median": 0.6}, "gpu-process": {"median": 0.4}},
+                    "dispatches": 31_000} for n, d in dec.items()}
+    raw = {"when": name, "chromium": "Chromium 156", "flag_set": "vulkan-no-compositing",
+           "result": {"adapter_info": {"vendor": "nvidia", "is_fallback": False}, "prompts": prompts(decode)},
+           "variants": {k: {"flags": ["--x"], "prompts": prompts(v)} for k, v in (variants or {}).items()}}
+    p = tmp_path / f"{name}.json"
+    p.write_text(json.dumps(raw))
+    return p
+
+
+def test_collect_puts_chromes_decode_beside_nodes_with_repeats_and_variant_speedups(tmp_path):
+    node = {"32": {"prompt_tokens": 32, "completion_tokens": 100, "decode_tok_s": {"median": 40.0},
+                   "prefill_tok_s": {"median": 900.0}, "cpu_s": {"median": 2.0}, "wall_s": {"median": 2.0}}}
+    first = _chrome_raw(tmp_path, "a", {"32": 50.0})
+    again = _chrome_raw(tmp_path, "b", {"32": 48.0}, {"nochecks": {"32": 60.0}})
+    path = gpu_device.collect(_raw(tmp_path, 4000.0, 100_000_000, 40_000, node), tmp_path / "out", [first, again])
+    res = json.loads(path.read_text())
+    c = res["summary"]["chrome"]["per_prompt"]["32"]
+    assert c["decode_tok_s"] == 50.0 and c["chrome_over_node_decode"] == pytest.approx(50.0 / 40.0)
+    assert c["cpu_per_wall_by_type"] == {"renderer": 0.3, "gpu-process": 0.2}
+    assert c["us_per_dispatch"] == pytest.approx(1e6 / 50.0 / 310.0, abs=0.1)
+    assert c["fraction_of_bound"] == pytest.approx(50.0 / c["bound_tok_s"], rel=1e-3)
+    assert res["chrome"]["repeats"] == [{"32": {"decode_tok_s": 48.0, "prefill_tok_s": 800.0}}]
+    (v,) = res["chrome"]["variants"]
+    assert v["name"] == "nochecks" and v["speedup"]["32"] == pytest.approx(60.0 / 48.0)  # against its own call's run
+
 def test_profile_summary_gives_self_time_by_function(tmp_path):
     prof = {"nodes": [{"id": 1, "callFrame": {"functionName": "(root)", "url": "", "lineNumber": -1}},
                       {"id": 2, "callFrame": {"functionName": "(idle)", "url": "", "lineNumber": -1}},

@@ -363,6 +363,10 @@ def main(argv=None) -> int:
     ap.add_argument("--unpack-debs", action="store_true", help="as device_run.py: the .gl set into / where missing")
     ap.add_argument("--stash-only", action="store_true")
     ap.add_argument("--probe-only", action="store_true", help="only try the flag sets (no model needed)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAG;FLAG",
+                    help="after the bench, the same job again with these Chromium flags added (e.g. Dawn toggles)")
+    ap.add_argument("--gpu-util", action="store_true",
+                    help="sample nvidia-smi every 50 ms beside the bench (it slowed decode ~15%% on the H200)")
     ap.add_argument("--gpu-screenshot", action="store_true",
                     help="with each flag set, a screenshot of chrome://gpu to OUT/gpu_<set>.png (what Chromium's GPU "
                          "process made of the machine)")
@@ -424,9 +428,34 @@ def main(argv=None) -> int:
         raw["job"] = {"name": args.job, "model": spec["spec"]["id"], "runs": spec["runs"], "warmup": spec.get("warmup"),
                       "max_tokens": spec["max_tokens"], "flags": [*COMMON, *FLAG_SETS[args.flags][chosen]]}
         device_run.log(f"bench {args.job} with flag set {chosen}")
+        smi = None
+        if args.gpu_util and shutil.which("nvidia-smi"):  # GPU utilization beside the run: busy GPU vs a waiting one
+            smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu", "--format=csv,noheader",
+                                    "-lms", "50"], stdout=open(st / "gpu_util.csv", "w"), stderr=subprocess.DEVNULL)
         raw["result"] = attempt(exe, static, files, spec, FLAG_SETS[args.flags][chosen], env,
                                 out / f"chrome_{chosen}_bench.log", args.timeout)
-        device_run.log(f"bench: {raw['result'].get('error') or 'ok'} in {raw['result']['wall_s']} s")
+        if smi:
+            smi.terminate()
+            smi.wait(5)
+            vals = [int(l.split(",")[1].split()[0]) for l in (st / "gpu_util.csv").read_text().splitlines()
+                    if l.count(",") == 1 and l.split(",")[1].split()[:1] and l.split(",")[1].split()[0].isdigit()]
+            raw["gpu_util_pct"] = {"samples": len(vals), "mean": sum(vals) / len(vals) if vals else None,
+                                   "max": max(vals) if vals else None, "note": "whole bench, load included"}
+        device_run.log(f"bench: {raw['result'].get('error') or 'ok'} in {raw['result']['wall_s']} s; "
+                       f"gpu util {raw.get('gpu_util_pct')}")
+        raw["variants"] = {}
+        for v in args.variant:
+            name, _, extra = v.partition("=")
+            r = attempt(exe, static, files, spec, [*FLAG_SETS[args.flags][chosen], *extra.split(";")], env,
+                        st / f"chrome_{name}.log", args.timeout)
+            raw["variants"][name] = {"flags": extra.split(";"), "error": r.get("error"),
+                                     "stderr_tail": (r.get("stderr_tail") or "")[-1500:] if r.get("error") else None,
+                                     "prompts": {n: {k: p.get(k) for k in ("decode_tok_s", "prefill_tok_s", "wall_s",
+                                                                           "cpu_s", "cpu_s_by_type", "dispatches")}
+                                                 for n, p in (r.get("prompts") or {}).items()}}
+            device_run.log(f"variant {name}: " + (r.get("error") or ", ".join(
+                f"{n} decode {p['decode_tok_s']['median']:.1f}" for n, p in (r.get("prompts") or {}).items())))
+            write()
     write()
     return 0 if chosen and not raw["result"].get("error") else 1
 
