@@ -323,8 +323,18 @@ def summary(results: Path) -> str:
     return "\n".join(lines)
 
 
-#: How each engine of ``gpu.json`` ran, for its table rows (a run may name itself with "label").
-GPU_LABELS = {"model": "Node + Dawn for Node (Vulkan)", "chromium": "Chromium (WebGPU on Vulkan)"}
+def _gpu_engines(gpu: dict) -> list[tuple[str, dict, dict, dict]]:
+    """(label, prompts, bound per prompt, dispatch/CPU figures per prompt) for each engine in ``gpu.json``."""
+    out = []
+    ch = gpu.get("chrome") or {}
+    if ch.get("prompts") and not ch.get("error"):
+        per = ch.get("per_prompt") or {}
+        out.append((f"{ch.get('chromium', 'Chromium')} (WebGPU, Vulkan)", ch["prompts"], per, per))
+    node = (gpu.get("runs") or {}).get("model") or {}
+    if node.get("prompts") and not node.get("error"):
+        out.append(("Node + Dawn for Node (Vulkan)", node["prompts"], node.get("bound") or {},
+                    (gpu.get("summary") or {}).get("per_prompt") or {}))
+    return out
 
 
 def gpu_summary(gpu: dict) -> list[str]:
@@ -337,24 +347,25 @@ def gpu_summary(gpu: dict) -> list[str]:
              "bytes a decode step reads (weights + KV cache) at the device-to-device copy bandwidth measured on the "
              f"same GPU ({_f(copy, '{:.0f}')} GB/s; datasheet {g.get('datasheet_GBps', '–')}). Measured {gpu.get('when', '')}.",
              "", "| engine | prompt | prefill tok/s | decode tok/s | bound tok/s | share of bound | dispatches/token |"
-             " host µs/dispatch |", "|---|---|---|---|---|---|---|---|"]
-    per = (gpu.get("summary") or {}).get("per_prompt", {})
-    for key, run in gpu["runs"].items():
-        if key == "smoke" or not run.get("prompts"):
-            continue
-        label = run.get("label") or GPU_LABELS.get(key, key)
-        for n, p in run["prompts"].items():
-            b = (run.get("bound") or {}).get(n, {})
-            extra = per.get(n, {}) if key == "model" else (run.get("per_prompt") or {}).get(n, {})
+             " wall µs/dispatch | engine CPU s per s |", "|---|---|---|---|---|---|---|---|---|"]
+    busy = {}
+    for label, prompts, bounds, extra in _gpu_engines(gpu):
+        for n, p in prompts.items():
+            b, x = bounds.get(n, {}), extra.get(n, {})
             frac = b.get("fraction_of_bound")
+            if x.get("host_cpu_per_wall") is not None:
+                busy.setdefault(label, []).append(x["host_cpu_per_wall"])
             lines.append(f"| {label} | {p.get('prompt_tokens', n)} | {_spread(p.get('prefill_tok_s'))} | "
                          f"{_spread(p.get('decode_tok_s'))} | {_f(b.get('bound_tok_s'), '{:,.0f}')} | "
                          f"{'–' if frac is None else f'{100 * frac:.2f}%'} | "
-                         f"{_f(extra.get('dispatches_per_token'), '{:.0f}')} | {_f(extra.get('us_per_dispatch'), '{:.0f}')} |")
-    busy = [v["host_cpu_per_wall"] for v in per.values() if v.get("host_cpu_per_wall") is not None]
+                         f"{_f(x.get('dispatches_per_token'), '{:.0f}')} | {_f(x.get('us_per_dispatch'), '{:.0f}')} | "
+                         f"{_f(x.get('host_cpu_per_wall'))} |")
     if busy:
-        lines += ["", f"While decoding, the Node engine process used {min(busy):.2f}–{max(busy):.2f} CPU-seconds per "
-                  "second: the step is bound by the host's cost per dispatch, not by the GPU's memory."]
+        lines += ["", "Engine CPU s per s: CPU time of the engine's processes (Chromium: all of its processes) per "
+                  "second of decoding. " + "; ".join(f"{k}: {min(v):.2f}–{max(v):.2f}" for k, v in busy.items())
+                  + ". Near 1 means the step waits on the host's per-dispatch work; well under 1 means it waits on "
+                  "the GPU or on a round trip per token, not on memory bandwidth, which it uses a fraction of a "
+                  "percent of."]
     lines.append("")
     return lines
 

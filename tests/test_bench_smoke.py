@@ -105,6 +105,7 @@ def test_plot_draws_pngs_and_a_readme_section_without_touching_the_rest(tmp_path
     assert (res / "channel.png").stat().st_size > 1000 and (res / "decode.png").stat().st_size > 1000
     text = readme.read_text()
     assert text.startswith("# Title\n\nintro\n") and "## Benchmarks" in text and "| ggml" in text
-    assert "lent GPU-X" in text and "| 32 | 2.00 (1.00–3.00) | 2.00 (1.00–3.00) | 9,000 | 0.02% | 310 | 80 |" in text
+    assert "lent GPU-X" in text
+    assert "| Node + Dawn for Node (Vulkan) | 32 | 2.00 (1.00–3.00) | 2.00 (1.00–3.00) | 9,000 | 0.02% | 310 | 80 | 1.05 |" in text
     plot.main(["--results", str(res), "--readme", str(readme)])  # idempotent: one section
     assert readme.read_text().count("## Benchmarks") == 1
