@@ -574,18 +574,99 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
     return batch_decode_paged_kv
 
 
+def prefill_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: int,
+                               dtype: str = "float32") -> tirx.PrimFunc:
+    """Ragged prefill attention (the chunk's queries against the chunk's own keys), barrier-free.
+
+    A drop-in for ``TIRPagedKVCache``'s ``batch_prefill_ragged_kv`` (same arguments; RoPE is applied
+    before attention, so ``rotary_mode`` is 0 as for :func:`decode_attention_fallback`). TVM's kernel
+    tiles queries and keys through shared memory with a barrier per tile; here each (query token, head)
+    is one thread (16 a workgroup) walking its keys up to the causal limit with an online softmax in
+    base 2, so ``lse`` means what the original's does (the KV cache merges it with the paged part).
+    """
+    H_qo, H_kv, D = num_qo_heads, num_kv_heads, head_dim
+    group = H_qo // H_kv
+    TX = 16
+
+    @T.prim_func(s_tir=True)
+    def batch_prefill_ragged_kv(q_handle: T.handle, q_indptr_handle: T.handle, k_handle: T.handle,
+                                v_handle: T.handle, kv_indptr_handle: T.handle, q_rope_handle: T.handle,
+                                k_rope_handle: T.handle, out_handle: T.handle, lse_handle: T.handle,
+                                causal: T.int32, rotary_mode: T.int32, rope_scale: T.float32,
+                                rope_theta: T.float32, sm_scale: T.float32):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        batch_size, qo_len, kv_len = T.int32(), T.int32(), T.int32()
+        q_indptr_off, kv_indptr_off, q_rope_off, k_rope_off = T.int32(), T.int32(), T.int32(), T.int32()
+        Q = T.match_buffer(q_handle, (qo_len, H_qo, D), dtype)
+        q_indptr = T.match_buffer(q_indptr_handle, (batch_size + 1,), "int32", elem_offset=q_indptr_off)
+        K = T.match_buffer(k_handle, (kv_len, H_kv, D), dtype)
+        V = T.match_buffer(v_handle, (kv_len, H_kv, D), dtype)
+        kv_indptr = T.match_buffer(kv_indptr_handle, (batch_size + 1,), "int32", elem_offset=kv_indptr_off)
+        q_rope = T.match_buffer(q_rope_handle, (qo_len,), "int32", elem_offset=q_rope_off)  # noqa: F841 - ABI only
+        k_rope = T.match_buffer(k_rope_handle, (batch_size,), "int32", elem_offset=k_rope_off)  # noqa: F841 - ABI only
+        output = T.match_buffer(out_handle, (qo_len, H_qo, D), dtype)
+        lse = T.match_buffer(lse_handle, (qo_len, H_qo), "float32")
+        for bx in T.thread_binding((qo_len * H_qo + TX - 1) // TX, thread="blockIdx.x"):
+            for tx in T.thread_binding(TX, thread="threadIdx.x"):
+                with T.sblock("attn"):
+                    T.reads()
+                    T.writes()
+                    q = T.sblock_alloc_buffer((D,), "float32", scope="local")
+                    o = T.sblock_alloc_buffer((D,), "float32", scope="local")
+                    s = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    m = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    m_new = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    den = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    b = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    idx: T.let[T.int32] = bx * TX + tx
+                    if idx < qo_len * H_qo:
+                        row: T.let[T.int32] = idx // H_qo
+                        h: T.let[T.int32] = idx % H_qo
+                        kvh: T.let[T.int32] = h // group
+                        b[0] = 0
+                        for bb in T.serial(batch_size):
+                            if q_indptr[bb] <= row:
+                                b[0] = bb
+                        q_begin: T.let[T.int32] = q_indptr[b[0]]
+                        kv_begin: T.let[T.int32] = kv_indptr[b[0]]
+                        n_q: T.let[T.int32] = q_indptr[b[0] + 1] - q_begin
+                        n_kv: T.let[T.int32] = kv_indptr[b[0] + 1] - kv_begin
+                        limit: T.let[T.int32] = T.if_then_else(
+                            causal > 0, T.min(n_kv, n_kv - n_q + (row - q_begin) + 1), n_kv)
+                        for d in T.unroll(D):
+                            q[d] = T.Cast("float32", Q[row, h, d]) * sm_scale * T.float32(_LOG2E)
+                            o[d] = T.float32(0)
+                        m[0] = T.float32(-5e4)
+                        den[0] = T.float32(1.0)
+                        for j in T.serial(limit):
+                            s[0] = T.float32(0)
+                            for d in T.unroll(D):
+                                s[0] = s[0] + q[d] * T.Cast("float32", K[kv_begin + j, kvh, d])
+                            m_new[0] = T.max(m[0], s[0])
+                            den[0] = den[0] * T.exp2(m[0] - m_new[0]) + T.exp2(s[0] - m_new[0])
+                            for d in T.unroll(D):
+                                o[d] = o[d] * T.exp2(m[0] - m_new[0]) + T.exp2(s[0] - m_new[0]) * T.Cast(
+                                    "float32", V[kv_begin + j, kvh, d])
+                            m[0] = m_new[0]
+                        for d in T.unroll(D):
+                            output[row, h, d] = T.Cast(dtype, o[d] / den[0])
+                        lse[row, h] = m[0] + T.log2(den[0])
+
+    return batch_prefill_ragged_kv
+
+
 def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: int, head_dim: int,
                            dtype: str = "float32") -> tvm.IRModule:
-    """``mod`` with the KV cache's decode attention kernel replaced by :func:`decode_attention_fallback`."""
-    for gv, func in mod.functions.items():
-        if gv.name_hint == "batch_decode_paged_kv" and isinstance(func, tirx.PrimFunc):
-            new = decode_attention_fallback(num_kv_heads, num_qo_heads, head_dim, dtype)
+    """``mod`` with the KV cache's decode and ragged prefill attention kernels replaced by the barrier-free ones above."""
+    makers = {"batch_decode_paged_kv": decode_attention_fallback, "batch_prefill_ragged_kv": prefill_attention_fallback}
+    for gv, func in list(mod.functions.items()):
+        if gv.name_hint in makers and isinstance(func, tirx.PrimFunc):
+            new = makers[gv.name_hint](num_kv_heads, num_qo_heads, head_dim, dtype)
             for key in ("global_symbol",):
                 if func.attrs is not None and key in func.attrs:
                     new = new.with_attr(key, func.attrs[key])
             mod = mod.clone() if hasattr(mod, "clone") else mod
             mod[gv] = new
-            return mod
     return mod
 
 
