@@ -357,6 +357,10 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                     "name": name, "when": c.get("when"), "flags": v.get("flags"), "error": v.get("error"),
                     "decode_tok_s": dec, "plain_decode_tok_s_same_call": base,
                     "speedup": {n: dec[n] / base[n] for n in dec if dec.get(n) and base.get(n)}})
+        # per-kernel GPU time (chrome_run.py --kernels): the first chrome_raw.json that has it
+        kraw = next((c for c in (json.loads(p.read_text()) for p in chrome_paths) if c.get("kernels")), None)
+        if kraw:
+            res["chrome"]["kernels"] = dict(kraw["kernels"], when=kraw.get("when"))
         node_pp = res["summary"]["per_prompt"]
         res["summary"]["chrome"] = {
             "chromium": res["chrome"].get("chromium"), "flag_set": res["chrome"].get("flag_set"),
@@ -364,7 +368,13 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
             "per_prompt": {n: dict(b, chrome_over_node_decode=(b["decode_tok_s"] / node_pp[n]["decode_tok_s"])
                                    if b.get("decode_tok_s") and (node_pp.get(n) or {}).get("decode_tok_s") else None)
                            for n, b in (res["chrome"].get("per_prompt") or {}).items()}}
+        if kraw:
+            res["summary"]["chrome"]["kernels"] = kernel_step_summary(res["chrome"]["kernels"])
     path = write_result("gpu", res, out_dir)
+    for n, b in (((res.get("summary") or {}).get("chrome") or {}).get("kernels") or {}).get("per_prompt", {}).items():
+        print(f"chrome prompt {n} per decode step: wall {b['step_wall_ms'] or 0:.3f} ms, GPU busy "
+              f"{b['gpu_busy_ms'] or 0:.3f} ms (span {b['gpu_span_ms'] or 0:.3f}), encode {b['encode_ms'] or 0:.3f} ms; "
+              + ", ".join(f"{t['kernel']} {t['ms_per_step']:.3f} ms" for t in b["top_kernels"][:3]))
     for n, b in ((res.get("summary") or {}).get("chrome") or {}).get("per_prompt", {}).items():
         print(f"chrome prompt {n}: decode {b['decode_tok_s'] or 0:.1f} tok/s, prefill {b['prefill_tok_s'] or 0:.0f} tok/s, "
               f"{b.get('us_per_dispatch')} us/dispatch, x{b.get('chrome_over_node_decode') or 0:.2f} of Node's decode")
@@ -406,6 +416,21 @@ def chrome_entry(c: dict, measured: float | None, sheet: int | None, weights: di
         per[n] = row
     out["per_prompt"] = per
     return out
+
+
+def kernel_step_summary(k: dict, top: int = 5) -> dict:
+    """chrome_run.py --kernels -> per prompt: a decode step's wall, the Worker's encode time and the GPU's busy
+    time (sum of timed compute passes) and span, in ms (means over the timed steps), and the top kernels."""
+    out: dict = {}
+    for n, q in (k.get("per_prompt") or {}).items():
+        d = q.get("decode") or {}
+        mean = lambda key: (d.get(key) or {}).get("mean")  # noqa: E731
+        out[n] = {"step_wall_ms": mean("wall_ms"), "encode_ms": mean("encode_ms"), "gpu_busy_ms": mean("gpu_busy_ms"),
+                  "gpu_span_ms": mean("gpu_span_ms"), "dispatches_per_step": mean("dispatches"),
+                  "gpu_busy_share_of_wall": q.get("gpu_busy_share_of_wall"), "decode_steps": q.get("decode_steps"),
+                  "top_kernels": [{kk: t.get(kk) for kk in ("kernel", "ms_per_step", "calls_per_step", "us_per_call",
+                                                            "share_of_gpu")} for t in (q.get("top_kernels") or [])[:top]]}
+    return {"error": k.get("error"), "timestamps": k.get("timestamps"), "when": k.get("when"), "per_prompt": out}
 
 
 def profile_summary(path: Path, top: int = 15) -> dict:

@@ -366,7 +366,28 @@ def gpu_summary(gpu: dict) -> list[str]:
                   + ". Near 1 means the step waits on the host's per-dispatch work; well under 1 means it waits on "
                   "the GPU or on a round trip per token, not on memory bandwidth, which it uses a fraction of a "
                   "percent of."]
+    lines += _gpu_kernel_lines(((gpu.get("summary") or {}).get("chrome") or {}).get("kernels") or {})
     lines.append("")
+    return lines
+
+
+def _gpu_kernel_lines(k: dict) -> list[str]:
+    """Chromium's decode step split by timestamp queries (``chrome_run.py --kernels``): GPU busy of the step's wall
+    per prompt, and the top kernels of the first prompt."""
+    per = k.get("per_prompt") or {}
+    if not per:
+        return []
+    steps = "; ".join(f"prompt {n}: GPU busy {_f(b.get('gpu_busy_ms'), '{:.2f}')} ms of {_f(b.get('step_wall_ms'), '{:.2f}')}"
+                      f" ms per step (span {_f(b.get('gpu_span_ms'), '{:.2f}')} ms)" for n, b in per.items())
+    n, first = next(iter(per.items()))
+    lines = ["", f"Decode step in Chromium, every compute pass timed on the GPU (timestamp queries, {k.get('when', '')}): "
+             + steps + ". GPU span: first pass start to last pass end, idle gaps between passes included.",
+             "", f"| kernel (prompt {n}) | ms per step | calls per step | µs per call | share of GPU time |",
+             "|---|---|---|---|---|"]
+    for t in first.get("top_kernels") or []:
+        share = t.get("share_of_gpu")
+        lines.append(f"| `{t.get('kernel')}` | {_f(t.get('ms_per_step'), '{:.3f}')} | {_f(t.get('calls_per_step'), '{:.0f}')} | "
+                     f"{_f(t.get('us_per_call'), '{:.1f}')} | {'–' if share is None else f'{100 * share:.1f}%'} |")
     return lines
 
 

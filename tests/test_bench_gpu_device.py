@@ -83,6 +83,41 @@ def test_collect_puts_chromes_decode_beside_nodes_with_repeats_and_variant_speed
     (v,) = res["chrome"]["variants"]
     assert v["name"] == "nochecks" and v["speedup"]["32"] == pytest.approx(60.0 / 48.0)  # against its own call's run
 
+def test_kernel_summary_takes_decode_steps_per_run_and_collect_puts_gpu_busy_beside_wall(tmp_path):
+    """chrome_run.kernel_summary: steps fall in a run by their end time, the first of each run is the prefill;
+    collect carries the per-step GPU busy / wall and the top kernels into gpu.json's chrome summary."""
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    import chrome_run
+
+    def step(t, wall, busy_ns, kern):
+        return {"epoch_ms": t * 1e3, "wall_ms": wall, "encode_ms": 1.0, "dispatches": 3, "submits": 1,
+                "timed_passes": 3, "gpu_busy_ms": busy_ns / 1e6, "gpu_span_ms": busy_ns / 1e6 + 0.5, "kernels": kern}
+    pre = {"matmul_pre": [9_000_000, 3]}
+    dec = {"matmul": [1_500_000, 2], "norm": [500_000, 1]}
+    segs = [step(5.0, 9.0, 9e6, pre)]  # outside every window (an earlier run)
+    for a in (10.0, 20.0):
+        segs += [step(a + 0.1, 50.0, 9e6, pre), step(a + 0.2, 20.0, 2e6, dec), step(a + 0.3, 20.0, 2e6, dec)]
+    k = chrome_run.kernel_summary(segs, {"32": {"windows": [[10.0, 11.0], [20.0, 21.0]]}}, {"timestamps": True}, {})
+    q = k["per_prompt"]["32"]
+    assert q["steps_per_run"] == [3, 3] and q["decode_steps"] == 4
+    assert q["decode"]["gpu_busy_ms"]["mean"] == pytest.approx(2.0) and q["gpu_busy_share_of_wall"] == pytest.approx(0.1)
+    assert q["prefill"]["gpu_busy_ms"]["mean"] == pytest.approx(9.0)
+    assert [t["kernel"] for t in q["top_kernels"]] == ["matmul", "norm"]
+    assert q["top_kernels"][0]["share_of_gpu"] == pytest.approx(0.75) and q["top_kernels"][0]["us_per_call"] == 750.0
+
+    node = {"32": {"prompt_tokens": 32, "completion_tokens": 100, "decode_tok_s": {"median": 40.0},
+                   "prefill_tok_s": {"median": 900.0}, "cpu_s": {"median": 2.0}, "wall_s": {"median": 2.0}}}
+    first = _chrome_raw(tmp_path, "a", {"32": 50.0})
+    withk = json.loads(first.read_text())
+    withk["kernels"] = k
+    first.write_text(json.dumps(withk))
+    res = json.loads(gpu_device.collect(_raw(tmp_path, 4000.0, 100_000_000, 40_000, node), tmp_path / "out",
+                                        [first]).read_text())
+    s = res["summary"]["chrome"]["kernels"]["per_prompt"]["32"]
+    assert s["step_wall_ms"] == pytest.approx(20.0) and s["gpu_busy_ms"] == pytest.approx(2.0)
+    assert s["top_kernels"][0]["kernel"] == "matmul" and res["chrome"]["kernels"]["per_prompt"]["32"]["decode_steps"] == 4
+
+
 def test_profile_summary_gives_self_time_by_function(tmp_path):
     prof = {"nodes": [{"id": 1, "callFrame": {"functionName": "(root)", "url": "", "lineNumber": -1}},
                       {"id": 2, "callFrame": {"functionName": "(idle)", "url": "", "lineNumber": -1}},
@@ -142,7 +177,8 @@ def test_chrome_driver_runs_the_engine_in_chromium_and_reports_speeds_dispatches
     os.symlink(STATIC, stage / "chrome" / "static")
     (tmp_path / "staged").mkdir()
     rc = chrome_run.main(["--staged", str(tmp_path / "staged"), "--stage", str(stage), "--out", str(tmp_path / "out"),
-                          "--flags", "swiftshader", "--job", "smoke", "--timeout", "240"])
+                          "--flags", "swiftshader", "--job", "smoke", "--timeout", "240", "--kernels",
+                          "--kernel-runs", "1"])
     raw = json.loads((tmp_path / "out" / "chrome_raw.json").read_text())
     assert rc == 0, raw.get("result", {}).get("error")
     r = raw["result"]
@@ -155,3 +191,16 @@ def test_chrome_driver_runs_the_engine_in_chromium_and_reports_speeds_dispatches
     row = e["per_prompt"]["16"]
     assert row["dispatches_per_token"] == pytest.approx(p["dispatches"] / p["completion_tokens"], abs=0.1)
     assert row["fraction_of_bound"] == pytest.approx(p["decode_tok_s"]["median"] / row["bound_tok_s"], rel=1e-3)
+    # --kernels: the same job again with every compute pass timed on the GPU, grouped into the engine's steps
+    k = raw["kernels"]
+    assert k["error"] is None and k["timestamps"] is True, k.get("error")
+    kp = k["per_prompt"]["16"]
+    assert kp["decode_steps"] >= 1
+    assert kp["steps_per_run"][0] >= k["prompts"]["16"]["completion_tokens"]  # a step per generated token at least
+    d = kp["decode"]
+    assert d["gpu_busy_ms"]["mean"] > 0 and d["wall_ms"]["mean"] > 0
+    assert d["gpu_busy_ms"]["mean"] <= d["gpu_span_ms"]["mean"] * 1.0001  # SwiftShader runs passes one after another
+    assert d["timed_passes"]["mean"] >= d["dispatches"]["mean"] * 0.99  # every dispatch sits in a timed pass
+    top = kp["top_kernels"]
+    assert top and all(t["kernel"] != "?" for t in top)
+    assert top[0]["ms_per_step"] >= top[-1]["ms_per_step"] and sum(t["share_of_gpu"] for t in top) <= 1.0001

@@ -130,7 +130,7 @@ async function main() {
         dispatches: c1.counts.d - c0.counts.d, submits: c1.counts.s - c0.counts.s,
         prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
         prefill_tok_s: u.prefill_tokens_per_s, decode_tok_s: u.decode_tokens_per_s,
-        ttft_s: u.time_to_first_token_s, finish_reason: r.finish_reason});
+        ttft_s: u.time_to_first_token_s, finish_reason: r.finish_reason, window: [c0.t, c1a.t]});
     }
     const col = (key) => rows.map((r) => r[key]);
     const types = Object.keys(rows[0]?.cpu_by_type ?? {});
@@ -138,7 +138,8 @@ async function main() {
       prefill_tok_s: summary(col("prefill_tok_s")), decode_tok_s: summary(col("decode_tok_s")),
       ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")), cpu_s: summary(col("cpu_s")),
       cpu_s_by_type: Object.fromEntries(types.map((ty) => [ty, summary(rows.map((r) => r.cpu_by_type[ty]))])),
-      dispatches: rows[0]?.dispatches, submits: rows[0]?.submits, text_head: text.slice(0, 200)};
+      dispatches: rows[0]?.dispatches, submits: rows[0]?.submits, text_head: text.slice(0, 200),
+      windows: col("window")};
     const p = out.prompts[n];
     await log(`prompt ${n}: prefill ${p.prefill_tok_s.median?.toFixed(1)} tok/s, decode ${p.decode_tok_s.median?.toFixed(1)} tok/s, ` +
       `${p.dispatches} dispatches, cpu ${p.cpu_s.median?.toFixed(2)} s / wall ${p.wall_s.median?.toFixed(2)} s`);
@@ -169,6 +170,124 @@ WORKER_COUNTERS = r"""
 """
 
 
+#: Appended to engine_worker.js in --kernels mode: GPU time of every compute pass by timestamp queries (the device is
+#: asked for "timestamp-query" when the adapter has it), grouped into the engine's steps. A step ends where the engine
+#: reads a result back (its mapAsync resolves: the sampled token once per decode step). Per step the Worker posts its
+#: wall time, the CPU-side time until its last submit, dispatches, and per kernel (pipeline entry point) GPU ns.
+WORKER_KERNELS = r"""
+;(() => {
+  const A = self.GPUAdapter && self.GPUAdapter.prototype;
+  if (!A) return;
+  const CAP = 2048;  // passes in flight: 2 queries each, 4096 per query set
+  const K = {dev: null, qs: null, ts: false, next: 0, done: 0, cur: [], seg: null, out: [], skipped: 0, err: null,
+             names: new WeakMap(), pass: new WeakMap(), pool: []};
+  const now = () => performance.now();
+  const newSeg = (t) => ({t0: t, tsub: t, d: 0, s: 0, batches: []});
+  K.seg = newSeg(now());
+  const rd = A.requestDevice;
+  A.requestDevice = async function (desc) {
+    desc = desc || {};
+    const want = this.features.has("timestamp-query") ? ["timestamp-query"] : [];
+    const dev = await rd.call(this, {...desc, requiredFeatures: [...new Set([...(desc.requiredFeatures || []), ...want])]});
+    K.dev = dev;
+    K.ts = dev.features.has("timestamp-query");
+    if (K.ts) {
+      K.qs = dev.createQuerySet({type: "timestamp", count: 2 * CAP});
+      // resolveQuerySet's destination offset must be a multiple of 256: each range goes to offset 0 of its own buffer
+      K.res = [0, 1].map(() => dev.createBuffer({size: 2 * CAP * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC}));
+    }
+    fetch(self.location.origin + "/kinfo", {method: "POST", body: JSON.stringify({timestamps: K.ts,
+      adapter_features: [...this.features], device_features: [...dev.features]})}).catch(() => {});
+    return dev;
+  };
+  const D = self.GPUDevice.prototype;
+  for (const m of ["createComputePipeline", "createComputePipelineAsync"]) {
+    const f = D[m];
+    D[m] = function (d) { return f.call(this, {...d, label: d.label || String((d.compute || {}).entryPoint || "?")}); };
+  }
+  const E = self.GPUCommandEncoder.prototype, bcp = E.beginComputePass;
+  E.beginComputePass = function (d) {
+    if (!K.qs || K.next - K.done >= CAP || (d && d.timestampWrites)) { K.skipped++; return bcp.call(this, d); }
+    const slot = K.next++ % CAP;
+    const rec = {slot, name: "?", ns: null, b: null};
+    K.cur.push(rec);
+    const pass = bcp.call(this, {...(d || {}), timestampWrites: {querySet: K.qs, beginningOfPassWriteIndex: 2 * slot,
+                                                                 endOfPassWriteIndex: 2 * slot + 1}});
+    K.pass.set(pass, rec);
+    return pass;
+  };
+  const P = self.GPUComputePassEncoder.prototype, sp = P.setPipeline, dw = P.dispatchWorkgroups;
+  P.setPipeline = function (p) { const r = K.pass.get(this); if (r) r.name = p.label || "?"; return sp.call(this, p); };
+  P.dispatchWorkgroups = function (...a) { K.seg.d++; return dw.apply(this, a); };
+  const Q = self.GPUQueue.prototype, sub = Q.submit;
+  const B = self.GPUBuffer.prototype, map = B.mapAsync;
+  Q.submit = function (cbs) {
+    const r = sub.call(this, cbs);
+    K.seg.s++;
+    K.seg.tsub = now();
+    if (K.cur.length && K.dev) {
+      const batch = K.cur;
+      K.cur = [];
+      const first = batch[0].slot, n = batch.length, size = 2 * n * 8;
+      const enc = K.dev.createCommandEncoder();
+      const ranges = first + n <= CAP ? [[first, n, 0]] : [[first, CAP - first, 0], [0, first + n - CAP, CAP - first]];
+      let buf = K.pool.pop();
+      if (!buf) buf = K.dev.createBuffer({size: 2 * CAP * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+      ranges.forEach(([s0, c, at], j) => {
+        enc.resolveQuerySet(K.qs, 2 * s0, 2 * c, K.res[j], 0);
+        enc.copyBufferToBuffer(K.res[j], 0, buf, 2 * at * 8, 2 * c * 8);
+      });
+      sub.call(this, [enc.finish()]);
+      const b = {n, left: true};
+      K.seg.batches.push(b);
+      map.call(buf, GPUMapMode.READ, 0, size).then(() => {
+        const t = new BigUint64Array(buf.getMappedRange(0, size).slice(0));
+        buf.unmap();
+        K.pool.push(buf);
+        b.passes = batch.map((p, i) => ({name: p.name, b: Number(t[2 * i]), ns: t[2 * i + 1] > t[2 * i] ? Number(t[2 * i + 1] - t[2 * i]) : 0}));
+        b.left = false;
+        K.done += n;
+      }, (e) => { K.err = String(e); b.left = false; K.done += n; });
+    }
+    return r;
+  };
+  B.mapAsync = function (...a) {
+    return map.apply(this, a).then((v) => {
+      const t = now(), s = K.seg;
+      if (s.d || s.s) {
+        s.t1 = t;
+        s.epoch_ms = performance.timeOrigin + t;
+        K.out.push(s);
+        K.seg = newSeg(t);
+      }
+      return v;
+    });
+  };
+  setInterval(() => {
+    const ready = [];
+    while (K.out.length && !K.out[0].batches.some((b) => b.left)) ready.push(K.out.shift());
+    if (!ready.length) return;
+    const rows = ready.map((s) => {
+      const kern = {};
+      let busy = 0, lo = Infinity, hi = -Infinity;
+      for (const b of s.batches) for (const p of b.passes || []) {
+        const k = kern[p.name] || (kern[p.name] = [0, 0]);
+        k[0] += p.ns; k[1]++; busy += p.ns;
+        if (p.b) { lo = Math.min(lo, p.b); hi = Math.max(hi, p.b + p.ns); }
+      }
+      return {epoch_ms: s.epoch_ms, wall_ms: s.t1 - s.t0, encode_ms: s.tsub - s.t0, dispatches: s.d, submits: s.s,
+              timed_passes: s.batches.reduce((x, b) => x + b.n, 0), gpu_busy_ms: busy / 1e6,
+              gpu_span_ms: hi > lo ? (hi - lo) / 1e6 : null, kernels: kern};
+    });
+    fetch(self.location.origin + "/ksegs", {method: "POST", body: JSON.stringify({rows, skipped: K.skipped, err: K.err})})
+      .catch(() => {});
+  }, 250);
+})();
+"""
+
+#: Chromium flags of the --kernels run: full-resolution timestamps (Chrome quantizes them to 100 us otherwise).
+KERNEL_FLAGS = ["--enable-webgpu-developer-features", "--disable-dawn-features=timestamp_quantization"]
+
 def tree_cpu(root_pid: int) -> dict:
     """CPU seconds (user + system) of root_pid and its descendants, summed by Chromium process type."""
     parent, ptype, cpu = {}, {}, {}
@@ -197,12 +316,81 @@ def tree_cpu(root_pid: int) -> dict:
     return out
 
 
+def _med(xs: list) -> float | None:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def kernel_summary(segs: list[dict], prompts: dict, info: dict, state: dict, top: int = 12) -> dict:
+    """The Worker's steps (WORKER_KERNELS rows) -> per prompt: decode steps' wall vs GPU time and the top kernels.
+
+    Steps are placed in the measured runs by their end time (the page's marks before and after each generate);
+    in each run the first step with dispatches is the prefill, the rest are decode steps. GPU busy = the sum of the
+    compute passes' timestamp durations; GPU span = first pass start to last pass end of the step (busy plus the
+    GPU's idle gaps between passes); encode = the Worker's time from the step's start to its last submit."""
+    out: dict = {"timestamps": info.get("timestamps"), "adapter_features": info.get("adapter_features"),
+                 "device_features": info.get("device_features"), "untimed_passes": state.get("skipped"),
+                 "readback_error": state.get("err"), "steps_seen": len(segs), "per_prompt": {}}
+    for n, p in prompts.items():
+        dec, pre, per_run, first = [], [], [], None
+        for a, b in p.get("windows") or []:
+            run = sorted((s for s in segs if a * 1e3 <= (s.get("epoch_ms") or 0) <= b * 1e3 and s.get("dispatches")),
+                         key=lambda s: s["epoch_ms"])
+            per_run.append(len(run))
+            if first is None:  # the first measured run's steps, compact, to read the pattern from
+                first = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "kernels"}
+                         for r in run]
+            if run:
+                pre.append(run[0])
+                dec.extend(run[1:])
+        if not dec:
+            out["per_prompt"][n] = {"steps_per_run": per_run}
+            continue
+
+        def stats(rows: list[dict], keys=("wall_ms", "encode_ms", "gpu_busy_ms", "gpu_span_ms", "dispatches",
+                                          "submits", "timed_passes")) -> dict:
+            return {k: {"median": _med([r.get(k) for r in rows]), "mean": _mean([r.get(k) for r in rows])} for k in keys}
+        d = stats(dec)
+        kern: dict = {}
+        for s in dec:
+            for name, (ns, calls) in (s.get("kernels") or {}).items():
+                k = kern.setdefault(name, [0.0, 0])
+                k[0] += ns / 1e6
+                k[1] += calls
+        busy = d["gpu_busy_ms"]["mean"] or 0
+        rows = sorted(({"kernel": name, "ms_per_step": v[0] / len(dec), "calls_per_step": v[1] / len(dec),
+                        "us_per_call": 1e3 * v[0] / v[1] if v[1] else None,
+                        "share_of_gpu": (v[0] / len(dec)) / busy if busy else None} for name, v in kern.items()),
+                      key=lambda r: -r["ms_per_step"])
+        wall = d["wall_ms"]["mean"]
+        out["per_prompt"][n] = {
+            "steps_per_run": per_run, "decode_steps": len(dec), "decode": d,
+            # the prefill step's wall starts at the previous run's end (reset, marks): only its GPU side is kept
+            "prefill": stats(pre, ("gpu_busy_ms", "gpu_span_ms", "dispatches", "submits")),
+            "gpu_busy_share_of_wall": busy / wall if wall else None,
+            "gpu_span_share_of_wall": (d["gpu_span_ms"]["mean"] or 0) / wall if wall else None,
+            "encode_share_of_wall": (d["encode_ms"]["mean"] or 0) / wall if wall else None,
+            "kernels_distinct": len(rows), "top_kernels": rows[:top], "first_run_steps": first}
+    return out
+
+
 class Server:
     """Serves the page, the engine, the job and the model files; collects logs, counters and the result."""
 
     def __init__(self, static: Path, files: Path | None, job: dict):
         self.static, self.files, self.job = static, files, job
         self.counts = {"d": 0, "s": 0}
+        self.kinfo: dict = {}
+        self.ksegs: list[dict] = []
+        self.kstate: dict = {}
         self.result: dict | None = None
         self.partial: dict | None = None
         self.logs: list[str] = []
@@ -231,8 +419,9 @@ class Server:
                 if p == "/runner.js":
                     return self._send((srv.static / "runner.js").read_bytes(), "text/javascript")
                 if p == "/engine_worker.js":
-                    return self._send((srv.static / "engine_worker.js").read_bytes() + WORKER_COUNTERS.encode(),
-                                      "text/javascript")
+                    extra = WORKER_KERNELS if srv.job.get("kernels") else ""
+                    return self._send((srv.static / "engine_worker.js").read_bytes() + WORKER_COUNTERS.encode()
+                                      + extra.encode(), "text/javascript")
                 if p == "/job.json":
                     return self._send(json.dumps(srv.job).encode(), "application/json")
                 if p.startswith("/blob/") and srv.files:
@@ -246,11 +435,17 @@ class Server:
                 p = self.path
                 if p == "/count":
                     srv.counts = body
+                elif p == "/kinfo":
+                    srv.kinfo = body
+                elif p == "/ksegs":
+                    srv.ksegs.extend(body.get("rows") or [])
+                    srv.kstate = {k: body.get(k) for k in ("skipped", "err")}
                 elif p == "/log":
                     srv.logs.append(f"{time.strftime('%H:%M:%S')} {body.get('t')}")
                     print(f"[page] {body.get('t')}", flush=True)
                 elif p == "/mark":
-                    return self._send(json.dumps({"counts": srv.counts, "cpu": tree_cpu(srv.chrome_pid)}).encode(),
+                    return self._send(json.dumps({"counts": srv.counts, "cpu": tree_cpu(srv.chrome_pid),
+                                                  "t": time.time()}).encode(),
                                       "application/json")
                 elif p == "/partial":
                     srv.partial = body
@@ -345,6 +540,8 @@ def attempt(exe: Path, static: Path, files: Path | None, job: dict, flags: list[
         shutil.rmtree(profile, ignore_errors=True)
     res["wall_s"] = round(time.time() - t, 1)
     res["page_log"] = srv.logs
+    if job.get("kernels"):
+        res["kernels"] = kernel_summary(srv.ksegs, res.get("prompts") or {}, srv.kinfo, srv.kstate)
     tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
     res["stderr_tail"] = tail
     return res
@@ -365,6 +562,10 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-only", action="store_true", help="only try the flag sets (no model needed)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAG;FLAG",
                     help="after the bench, the same job again with these Chromium flags added (e.g. Dawn toggles)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="after the bench, the job again with every compute pass timed on the GPU (timestamp queries "
+                         "in the Worker): per decode step GPU busy vs wall, and the top kernels -> raw['kernels']")
+    ap.add_argument("--kernel-runs", type=int, default=2, help="measured runs per prompt of the --kernels pass")
     ap.add_argument("--gpu-util", action="store_true",
                     help="sample nvidia-smi every 50 ms beside the bench (it slowed decode ~15%% on the H200)")
     ap.add_argument("--gpu-screenshot", action="store_true",
@@ -455,6 +656,25 @@ def main(argv=None) -> int:
                                                  for n, p in (r.get("prompts") or {}).items()}}
             device_run.log(f"variant {name}: " + (r.get("error") or ", ".join(
                 f"{n} decode {p['decode_tok_s']['median']:.1f}" for n, p in (r.get("prompts") or {}).items())))
+            write()
+        if args.kernels:
+            kspec = dict(spec, kernels=True, runs=args.kernel_runs)
+            kflags = [*FLAG_SETS[args.flags][chosen], *KERNEL_FLAGS]
+            r = attempt(exe, static, files, kspec, kflags, env, st / "chrome_kernels.log", args.timeout)
+            k = r.get("kernels") or {}
+            raw["kernels"] = dict(k, flags=KERNEL_FLAGS, runs=args.kernel_runs, error=r.get("error"),
+                                  stderr_tail=(r.get("stderr_tail") or "")[-1500:] if r.get("error") else None,
+                                  prompts={n: {kk: q.get(kk) for kk in ("decode_tok_s", "prefill_tok_s", "wall_s",
+                                                                         "completion_tokens", "dispatches")}
+                                           for n, q in (r.get("prompts") or {}).items()})
+            for n, q in (k.get("per_prompt") or {}).items():
+                d = q.get("decode") or {}
+                device_run.log(f"kernels {n}: step wall {(d.get('wall_ms') or {}).get('mean')} ms, encode "
+                               f"{(d.get('encode_ms') or {}).get('mean')} ms, gpu busy {(d.get('gpu_busy_ms') or {}).get('mean')}"
+                               f" ms, span {(d.get('gpu_span_ms') or {}).get('mean')} ms; top "
+                               + ", ".join(f"{t['kernel']} {t['ms_per_step']:.3f}" for t in q.get("top_kernels", [])[:4]))
+            if r.get("error"):
+                device_run.log(f"kernels: {r['error']}")
             write()
     write()
     return 0 if chosen and not raw["result"].get("error") else 1
