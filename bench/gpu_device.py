@@ -360,7 +360,9 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
         # per-kernel GPU time (chrome_run.py --kernels): the first chrome_raw.json that has it
         kraw = next((c for c in (json.loads(p.read_text()) for p in chrome_paths) if c.get("kernels")), None)
         if kraw:
-            res["chrome"]["kernels"] = dict(kraw["kernels"], when=kraw.get("when"))
+            k = kraw["kernels"]  # the first run's step rows: the first few (prefill + decode) show the pattern
+            res["chrome"]["kernels"] = dict(k, when=kraw.get("when"), per_prompt={
+                n: dict(q, first_run_steps=(q.get("first_run_steps") or [])[:4]) for n, q in (k.get("per_prompt") or {}).items()})
         node_pp = res["summary"]["per_prompt"]
         res["summary"]["chrome"] = {
             "chromium": res["chrome"].get("chromium"), "flag_set": res["chrome"].get("flag_set"),
@@ -427,6 +429,8 @@ def kernel_step_summary(k: dict, top: int = 5) -> dict:
         mean = lambda key: (d.get(key) or {}).get("mean")  # noqa: E731
         out[n] = {"step_wall_ms": mean("wall_ms"), "encode_ms": mean("encode_ms"), "gpu_busy_ms": mean("gpu_busy_ms"),
                   "gpu_span_ms": mean("gpu_span_ms"), "dispatches_per_step": mean("dispatches"),
+                  # the timed run's own decode speed (the extra resolve + readback per submit slows it a little)
+                  "timed_decode_tok_s": (((k.get("prompts") or {}).get(n) or {}).get("decode_tok_s") or {}).get("median"),
                   "gpu_busy_share_of_wall": q.get("gpu_busy_share_of_wall"), "decode_steps": q.get("decode_steps"),
                   "top_kernels": [{kk: t.get(kk) for kk in ("kernel", "ms_per_step", "calls_per_step", "us_per_call",
                                                             "share_of_gpu")} for t in (q.get("top_kernels") or [])[:top]]}

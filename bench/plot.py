@@ -378,7 +378,8 @@ def _gpu_kernel_lines(k: dict) -> list[str]:
     if not per:
         return []
     steps = "; ".join(f"prompt {n}: GPU busy {_f(b.get('gpu_busy_ms'), '{:.2f}')} ms of {_f(b.get('step_wall_ms'), '{:.2f}')}"
-                      f" ms per step (span {_f(b.get('gpu_span_ms'), '{:.2f}')} ms)" for n, b in per.items())
+                      f" ms per step (span {_f(b.get('gpu_span_ms'), '{:.2f}')} ms, "
+                      f"{_f(b.get('timed_decode_tok_s'), '{:.1f}')} tok/s while timed)" for n, b in per.items())
     n, first = next(iter(per.items()))
     lines = ["", f"Decode step in Chromium, every compute pass timed on the GPU (timestamp queries, {k.get('when', '')}): "
              + steps + ". GPU span: first pass start to last pass end, idle gaps between passes included.",

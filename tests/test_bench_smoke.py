@@ -115,11 +115,11 @@ def test_gpu_summary_shows_chromes_gpu_busy_time_per_decode_step_and_its_top_ker
     import plot
 
     kern = {"when": "t", "per_prompt": {"32": {
-        "step_wall_ms": 19.5, "gpu_busy_ms": 3.25, "gpu_span_ms": 12.0, "top_kernels": [
+        "step_wall_ms": 19.5, "gpu_busy_ms": 3.25, "gpu_span_ms": 12.0, "timed_decode_tok_s": 50.0, "top_kernels": [
             {"kernel": "matmul_a", "ms_per_step": 1.5, "calls_per_step": 60, "us_per_call": 25.0, "share_of_gpu": 0.46},
             {"kernel": "norm", "ms_per_step": 0.25, "calls_per_step": 61, "us_per_call": 4.1, "share_of_gpu": 0.077}]}}}
     gpu = {"gpu": {"name": "GPU-X"}, "runs": {}, "summary": {"per_prompt": {}, "chrome": {"kernels": kern}}}
     text = "\n".join(plot.gpu_summary(gpu))
-    assert "prompt 32: GPU busy 3.25 ms of 19.50 ms per step (span 12.00 ms)" in text
+    assert "prompt 32: GPU busy 3.25 ms of 19.50 ms per step (span 12.00 ms, 50.0 tok/s while timed)" in text
     assert "| `matmul_a` | 1.500 | 60 | 25.0 | 46.0% |" in text and "| `norm` | 0.250 | 61 | 4.1 | 7.7% |" in text
     assert "timestamp queries" not in "\n".join(plot.gpu_summary(dict(gpu, summary={"per_prompt": {}})))
