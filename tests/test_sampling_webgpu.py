@@ -1,4 +1,4 @@
-"""The WebGPU "top-first" argsort (two passes: per-slice candidates, then a merge) orders like numpy.
+"""The WebGPU "top-first" argsort (per-slice candidates, a merge into the head, the rest by slices) orders like numpy.
 
 The sampling functions of the model library are compiled alone for WebGPU and run in headless
 Chromium (SwiftShader) with tvmjs; ``argsort_probs`` must give exactly the order of
@@ -46,6 +46,7 @@ def _cases() -> list[np.ndarray]:
     q = np.full(3000, 1e-4, np.float32)  # nearly flat: ties everywhere, including across the TOP_SORTED cut
     q[100:110] = 2e-3
     out.append(q)
+    out.append(np.full(20, 0.05, np.float32))  # fewer tokens than the sorted head: all of it is the head
     return out
 
 

@@ -283,19 +283,24 @@ def _top_first_kernel(gpu: bool) -> tirx.PrimFunc:
 
 #: Partitions the GPU "top-first" argsort splits the vocabulary into (one thread each), and threads per workgroup.
 _SORT_PARTS, _SORT_WG = 64, 4
+#: Slices (one thread each) that write the tokens after the sorted head, and threads per workgroup (R >= TOP_SORTED).
+_REST_PARTS, _REST_WG = 256, 64
 
 
-def _top_first_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """The GPU "top-first" argsort in two passes; same output as :func:`_top_first_kernel`.
+def _top_first_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc, tirx.PrimFunc]:
+    """The GPU "top-first" argsort in three passes; same output as :func:`_top_first_kernel`.
 
     The single-thread version makes ``TOP_SORTED`` passes over the vocabulary: 108 ms per token
     on SwiftShader for SmolLM2's 49,152 tokens (14% of a decode token). Here ``_SORT_PARTS``
     threads each keep the ``TOP_SORTED`` best of their slice in one pass (insertion into a sorted
-    list, rarely taken once the list is full), then one thread merges the slices' lists and writes
-    the rest in id order. Ties keep the lower id first in both passes: elements of equal probability
-    reach each list in ascending id order and a newcomer goes after its equals.
+    list, rarely taken once the list is full), then one thread merges the slices' lists into the
+    head, then ``_REST_PARTS`` threads write the rest in id order, each its own slice from the place
+    its slice starts at (its start minus the head tokens before it, after the head). Writing the rest
+    from one thread took 8.7 ms of a 23 ms decode step on an H200 (bench/gpu_device.py kernels).
+    Ties keep the lower id first in both passes: elements of equal probability reach each list in
+    ascending id order and a newcomer goes after its equals.
     """
-    K, P, WG = TOP_SORTED, _SORT_PARTS, _SORT_WG
+    K, P, WG, R, RWG = TOP_SORTED, _SORT_PARTS, _SORT_WG, _REST_PARTS, _REST_WG
 
     @T.prim_func(s_tir=True)
     def top_first_candidates(var_probs: T.handle, var_cp: T.handle, var_ci: T.handle):
@@ -334,26 +339,23 @@ def _top_first_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
                         cand_i[row, part, t] = T.if_then_else(t < cnt[0], li[t], -1)
 
     @T.prim_func(s_tir=True)
-    def top_first_merge(var_probs: T.handle, var_cp: T.handle, var_ci: T.handle, var_out_p: T.handle,
-                        var_out_i: T.handle):
+    def top_first_merge(var_cp: T.handle, var_ci: T.handle, var_top_p: T.handle, var_top_i: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v = T.int32(), T.int32()
-        probs = T.match_buffer(var_probs, (b, v), "float32")
+        b = T.int32()
         cand_p = T.match_buffer(var_cp, (b, P, K), "float32")
         cand_i = T.match_buffer(var_ci, (b, P, K), "int32")
-        out_p = T.match_buffer(var_out_p, (b, v), "float32")
-        out_i = T.match_buffer(var_out_i, (b, v), "int32")
+        top_p = T.match_buffer(var_top_p, (b, K), "float32")
+        top_i = T.match_buffer(var_top_i, (b, K), "int32")
         for bx in T.thread_binding(b, "blockIdx.x"):
             for th in T.thread_binding(1, "threadIdx.x"):
                 with T.sblock("merge"):
                     row = T.axis.spatial(b, bx + th)
-                    T.reads(probs[row, 0:v], cand_p[row, 0:P, 0:K], cand_i[row, 0:P, 0:K])
-                    T.writes(out_p[row, 0:v], out_i[row, 0:v])
+                    T.reads(cand_p[row, 0:P, 0:K], cand_i[row, 0:P, 0:K])
+                    T.writes(top_p[row, 0:K], top_i[row, 0:K])
                     lp = T.sblock_alloc_buffer((K,), "float32", scope="local")
                     li = T.sblock_alloc_buffer((K,), "int32", scope="local")
                     cnt = T.sblock_alloc_buffer((1,), "int32", scope="local")
                     pos = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    c = T.sblock_alloc_buffer((1,), "int32", scope="local")
                     cnt[0] = 0
                     for q in T.serial(P * K):
                         if cand_p[row, q // K, q % K] >= T.float32(0) and (
@@ -366,17 +368,48 @@ def _top_first_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
                             lp[pos[0]] = cand_p[row, q // K, q % K]
                             li[pos[0]] = cand_i[row, q // K, q % K]
                             cnt[0] = T.min(cnt[0] + 1, K)
-                    for t in T.serial(cnt[0]):
-                        out_p[row, t] = lp[t]
-                        out_i[row, t] = li[t]
-                    c[0] = cnt[0]
-                    for j in T.serial(v):
-                        if probs[row, j] < lp[cnt[0] - 1] or (probs[row, j] == lp[cnt[0] - 1] and j > li[cnt[0] - 1]):
-                            out_p[row, c[0]] = probs[row, j]
-                            out_i[row, c[0]] = j
+                    for t in T.serial(K):
+                        top_p[row, t] = T.if_then_else(t < cnt[0], lp[t], T.float32(-1))
+                        top_i[row, t] = T.if_then_else(t < cnt[0], li[t], -1)
+
+    @T.prim_func(s_tir=True)
+    def top_first_rest(var_probs: T.handle, var_top_p: T.handle, var_top_i: T.handle, var_out_p: T.handle,
+                       var_out_i: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v = T.int32(), T.int32()
+        probs = T.match_buffer(var_probs, (b, v), "float32")
+        top_p = T.match_buffer(var_top_p, (b, K), "float32")
+        top_i = T.match_buffer(var_top_i, (b, K), "int32")
+        out_p = T.match_buffer(var_out_p, (b, v), "float32")
+        out_i = T.match_buffer(var_out_i, (b, v), "int32")
+        for bx in T.thread_binding(b * (R // RWG), "blockIdx.x"):
+            for th in T.thread_binding(RWG, "threadIdx.x"):
+                with T.sblock("rest"):
+                    T.reads(probs[0:b, 0:v], top_p[0:b, 0:K], top_i[0:b, 0:K])
+                    T.writes(out_p[0:b, 0:v], out_i[0:b, 0:v])
+                    c = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    row: T.let[T.int32] = (bx * RWG + th) // R
+                    part: T.let[T.int32] = (bx * RWG + th) % R
+                    n: T.let[T.int32] = T.min(v, K)
+                    chunk: T.let[T.int32] = (v + R - 1) // R
+                    start: T.let[T.int32] = T.min(v, part * chunk)
+                    stop: T.let[T.int32] = T.min(v, start + chunk)
+                    # This slice's first free place: the top list, then every earlier slice's rest.
+                    c[0] = n + start
+                    for t in T.serial(n):
+                        if top_i[row, t] < start:
+                            c[0] = c[0] - 1
+                    if part < n:
+                        out_p[row, part] = top_p[row, part]
+                        out_i[row, part] = top_i[row, part]
+                    for jj in T.serial(stop - start):
+                        if probs[row, start + jj] < top_p[row, n - 1] or (
+                                probs[row, start + jj] == top_p[row, n - 1] and start + jj > top_i[row, n - 1]):
+                            out_p[row, c[0]] = probs[row, start + jj]
+                            out_i[row, c[0]] = start + jj
                             c[0] = c[0] + 1
 
-    return top_first_candidates, top_first_merge
+    return top_first_candidates, top_first_merge, top_first_rest
 
 
 def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
@@ -486,9 +519,10 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
     probs2 = relax.Var("probs", relax.TensorType([b, v], "float32"))
     out_types = [relax.TensorType([b, v], "float32"), relax.TensorType([b, v], "int32")]
     if gpu:
-        cand_func, merge_func = _top_first_gpu_kernels()
+        cand_func, merge_func, rest_func = _top_first_gpu_kernels()
         cand_kernel = bb.add_func(cand_func, "top_first_candidates")
         merge_kernel = bb.add_func(merge_func, "top_first_merge")
+        rest_kernel = bb.add_func(rest_func, "top_first_rest")
     else:
         sort_kernel = bb.add_func(_top_first_kernel(gpu), "top_first_sort")
     with bb.function("argsort_probs", [probs2]):
@@ -497,8 +531,10 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
                 cand = bb.emit(relax.call_tir(cand_kernel, [probs2], [
                     relax.TensorType([b, _SORT_PARTS, TOP_SORTED], "float32"),
                     relax.TensorType([b, _SORT_PARTS, TOP_SORTED], "int32")]))
-                out = bb.emit(relax.call_tir(merge_kernel, [probs2, relax.TupleGetItem(cand, 0),
-                                                            relax.TupleGetItem(cand, 1)], out_types))
+                top = bb.emit(relax.call_tir(merge_kernel, [relax.TupleGetItem(cand, 0), relax.TupleGetItem(cand, 1)], [
+                    relax.TensorType([b, TOP_SORTED], "float32"), relax.TensorType([b, TOP_SORTED], "int32")]))
+                out = bb.emit(relax.call_tir(rest_kernel, [probs2, relax.TupleGetItem(top, 0),
+                                                           relax.TupleGetItem(top, 1)], out_types))
             else:
                 out = bb.emit(relax.call_tir(sort_kernel, [probs2], out_types))
             out = bb.emit_output(out)
