@@ -122,6 +122,41 @@ def model_job(prompt_lengths: list[int], max_tokens: int, runs: int, folder: Pat
     return job, paths
 
 
+def source_commit() -> str | None:
+    """The checkout's HEAD (with "+dirty" when the model compiler's sources differ from it): which code built the
+    staged model library."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src/webllm_widget"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def model_lib(manifest: dict) -> dict:
+    """The staged model's folder name (it carries the build's hash), its library's sha256 and the source commit."""
+    spec = (manifest.get("jobs", {}).get("model", {}).get("job") or {}).get("spec") or {}
+    lib = next((f for f in spec.get("files", []) if f.get("name") == spec.get("lib", "model.wasm")), {})
+    return {"folder": spec.get("id"), "schedule": spec.get("schedule"), "library_sha256": lib.get("sha256"),
+            "library_bytes": lib.get("size"), "source_commit": manifest.get("source_commit")}
+
+
+def previous_run(old: dict, model: str | None) -> dict | None:
+    """The last gpu.json's decode figures when it measured another model library (kept beside the new ones);
+    a rerun of the same library carries the older comparison on."""
+    s = old.get("summary") or {}
+    if not s or s.get("model") == model:
+        return old.get("previous")
+    k = ((s.get("chrome") or {}).get("kernels") or {}).get("per_prompt") or {}
+    return {"model": s.get("model"), "model_lib": s.get("model_lib"), "when": old.get("when"),
+            "node_decode_tok_s": {n: b.get("decode_tok_s") for n, b in (s.get("per_prompt") or {}).items()},
+            "chrome_decode_tok_s": {n: b.get("decode_tok_s") for n, b in ((s.get("chrome") or {}).get("per_prompt") or {}).items()},
+            "chrome_step": {n: {kk: b.get(kk) for kk in ("step_wall_ms", "gpu_busy_ms", "gpu_span_ms")} for n, b in k.items()},
+            "chrome_top_kernel": {n: (b.get("top_kernels") or [{}])[0] for n, b in k.items()}}
+
+
 def prepare(args) -> dict:
     """Stage everything for the GPU machine under .gpu/p1, p2, ...; returns the manifest."""
     if STAGED.exists():
@@ -137,7 +172,7 @@ def prepare(args) -> dict:
     items.append(("engine_node.cjs.xz", xz(bundle(work / "engine_node.cjs"), work / "engine_node.cjs.xz")))
     items += [(deb.name, deb) for deb in vulkan_debs(work)]
     manifest: dict = {"node_version": subprocess.run([str(node), "--version"], capture_output=True, text=True).stdout.strip(),
-                      "jobs": {}}
+                      "source_commit": source_commit(), "jobs": {}}
     jobs = []
     if args.smoke_model:
         jobs.append(("smoke", model_job([16], 8, 2, Path(args.smoke_model))))
@@ -330,6 +365,7 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
     model = res["runs"].get("model") or {}
     res["summary"] = {
         "gpu": gpu_name, "copy_GBps": measured, "datasheet_GBps": sheet, "model": model.get("model"),
+        "model_lib": model_lib(raw.get("manifest") or {}),
         "schedule": (model.get("load") or {}).get("schedule"),
         "bytes_per_token_weights": (model.get("weights") or {}).get("params_bytes"),
         "per_prompt": {n: {"decode_tok_s": b["decode_tok_s"], "bound_tok_s": b["bound_tok_s"],
@@ -372,6 +408,10 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                            for n, b in (res["chrome"].get("per_prompt") or {}).items()}}
         if kraw:
             res["summary"]["chrome"]["kernels"] = kernel_step_summary(res["chrome"]["kernels"])
+    if old.exists():
+        prev = previous_run(json.loads(old.read_text()), res["summary"]["model"])
+        if prev:
+            res["previous"] = prev
     path = write_result("gpu", res, out_dir)
     for n, b in (((res.get("summary") or {}).get("chrome") or {}).get("kernels") or {}).get("per_prompt", {}).items():
         print(f"chrome prompt {n} per decode step: wall {b['step_wall_ms'] or 0:.3f} ms, GPU busy "

@@ -345,7 +345,8 @@ def gpu_summary(gpu: dict) -> list[str]:
              f"{(g.get('nvidia_smi') or {}).get('driver_version', '?')}; not part of CI): the built-in SmolLM2-135M "
              "in its default mode, the widget's engine and WGSL kernels, greedy, median (min–max). The bound is the "
              "bytes a decode step reads (weights + KV cache) at the device-to-device copy bandwidth measured on the "
-             f"same GPU ({_f(copy, '{:.0f}')} GB/s; datasheet {g.get('datasheet_GBps', '–')}). Measured {gpu.get('when', '')}.",
+             f"same GPU ({_f(copy, '{:.0f}')} GB/s; datasheet {g.get('datasheet_GBps', '–')}). Measured {gpu.get('when', '')}"
+             + _gpu_lib_text(gpu) + ".",
              "", "| engine | prompt | prefill tok/s | decode tok/s | bound tok/s | share of bound | dispatches/token |"
              " wall µs/dispatch | engine CPU s per s |", "|---|---|---|---|---|---|---|---|---|"]
     busy = {}
@@ -360,6 +361,11 @@ def gpu_summary(gpu: dict) -> list[str]:
                          f"{'–' if frac is None else f'{100 * frac:.2f}%'} | "
                          f"{_f(x.get('dispatches_per_token'), '{:.0f}')} | {_f(x.get('us_per_dispatch'), '{:.0f}')} | "
                          f"{_f(x.get('host_cpu_per_wall'))} |")
+    reps = ((gpu.get("chrome") or {}).get("repeats")) or []
+    if reps:  # the same job in later calls on the same machine: how far one call's medians move
+        lines += ["", "Chromium decode tok/s in further calls (same machine, same job): " + "; ".join(
+            " / ".join(_f((r.get(n) or {}).get("decode_tok_s"), "{:.1f}") for n in r) for r in reps)
+            + f" (prompts {', '.join(reps[0].keys())})."]
     if busy:
         lines += ["", "Engine CPU s per s: CPU time of the engine's processes (Chromium: all of its processes) per "
                   "second of decoding. " + "; ".join(f"{k}: {min(v):.2f}–{max(v):.2f}" for k, v in busy.items())
@@ -369,6 +375,29 @@ def gpu_summary(gpu: dict) -> list[str]:
     lines += _gpu_kernel_lines(((gpu.get("summary") or {}).get("chrome") or {}).get("kernels") or {})
     lines.append("")
     return lines
+
+
+def _gpu_lib_text(gpu: dict) -> str:
+    """Which model build was measured (folder name with its hash, library sha256, source commit) and, when the
+    previous gpu.json measured another build, that build's decode speeds for comparison."""
+    s = gpu.get("summary") or {}
+    lib = s.get("model_lib") or {}
+    folder = lib.get("folder") or s.get("model")
+    if not folder:
+        return ""
+    text = f" with model folder `{folder}`"
+    if lib.get("library_sha256"):
+        text += f" (library sha256 `{lib['library_sha256'][:12]}`"
+        text += f", built from commit `{lib['source_commit']}`)" if lib.get("source_commit") else ")"
+    prev = gpu.get("previous") or {}
+    if prev.get("model"):
+        def speeds(d: dict) -> str:
+            return " / ".join(_f(v, "{:.1f}") for v in (d or {}).values()) or "–"
+        text += (f". The previous build (`{prev['model']}`, {prev.get('when', '')}) decoded "
+                 f"{speeds(prev.get('chrome_decode_tok_s'))} tok/s in Chromium and "
+                 f"{speeds(prev.get('node_decode_tok_s'))} in Node + Dawn (prompts "
+                 f"{', '.join((prev.get('node_decode_tok_s') or {}).keys())})")
+    return text
 
 
 def _gpu_kernel_lines(k: dict) -> list[str]:
