@@ -115,7 +115,9 @@ class RowTileGemv(_GpuRule):
     def __init__(self, threads: int = 16, rows: int = 4):
         self.threads, self.rows = threads, rows
 
-    def _apply(self, func: tirx.PrimFunc):
+    @staticmethod
+    def _blocks(func: tirx.PrimFunc):
+        """(schedule, blocks with elementwise producers inlined, reduction blocks), or None if not normalizable."""
         from tvm.s_tir.dlight.analysis import normalize_prim_func
         from tvm.s_tir.dlight.base import try_inline
 
@@ -124,14 +126,18 @@ class RowTileGemv(_GpuRule):
         if infos is None:
             return None
         infos = try_inline(sch, infos)
-        reductions = [b for b in infos if "R" in b.dom_kind()]
-        if len(reductions) == 3:
-            return self._apply_factored(sch, infos, reductions)
+        return sch, infos, [b for b in infos if "R" in b.dom_kind()]
+
+    def _product(self, sch, infos, reductions, min_kinds: int):
+        """Match one reduction over the last loop (rows, then k) whose k is a multiple of 32 and whose rows tile;
+        write its result through a local buffer with the elementwise epilogues (bias add, residual) folded into
+        the store. Returns (block, local, k extent, threads, rows, reads) with reads as (index, buffer, varies by
+        row, varies by k), or None without touching the schedule."""
         if len(reductions) != 1:
             return None
         red = reductions[0]
         kinds = red.dom_kind()
-        if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 2:
+        if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < min_kinds:
             return None
         block = red.block_rv
         loops = sch.get_loops(block)
@@ -156,8 +162,21 @@ class RowTileGemv(_GpuRule):
             reads.append((i, region.source, n_var in used, k_var in used))
         rest = [b.block_rv for b in infos if b.block_rv != block]
         local = sch.cache_write(block, 0, "local")
-        for b in reversed(rest):  # elementwise epilogues (bias add, residual) fold into the store
+        for b in reversed(rest):
             sch.reverse_compute_inline(b)
+        return block, local, k_ext, threads, rows, reads
+
+    def _apply(self, func: tirx.PrimFunc):
+        got = self._blocks(func)
+        if got is None:
+            return None
+        sch, infos, reductions = got
+        if len(reductions) == 3:
+            return self._apply_factored(sch, infos, reductions)
+        m = self._product(sch, infos, reductions, min_kinds=2)
+        if m is None:
+            return None
+        block, local, k_ext, threads, rows, reads = m
         loops = sch.get_loops(block)
         lead, n, k = loops[:-2], loops[-2], loops[-1]
         st = sch.fuse(*lead) if len(lead) > 1 else (lead[0] if lead else None)
@@ -329,50 +348,18 @@ class TokenTileGemm(RowTileGemv):
         return any(not isinstance(sch.get(lp).extent, tirx.IntImm) for lp in loops[:-2])
 
     def _apply(self, func: tirx.PrimFunc):
-        from tvm.s_tir.dlight.analysis import normalize_prim_func
-        from tvm.s_tir.dlight.base import try_inline
-
-        sch = s_tir.Schedule(func)
-        infos = normalize_prim_func(sch)
-        if infos is None:
+        got = self._blocks(func)
+        if got is None:
             return None
-        infos = try_inline(sch, infos)
-        reductions = [b for b in infos if "R" in b.dom_kind()]
+        sch, infos, reductions = got
         if len(reductions) == 3:
             return self._tokens_factored(sch, infos, reductions)
-        if len(reductions) != 1:
+        if len(reductions) != 1 or not self._symbolic_lead(sch, reductions[0].block_rv):
             return None
-        red = reductions[0]
-        kinds = red.dom_kind()
-        if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 3:
+        m = self._product(sch, infos, reductions, min_kinds=3)
+        if m is None:
             return None
-        block = red.block_rv
-        if not self._symbolic_lead(sch, block):
-            return None
-        loops = sch.get_loops(block)
-        n_ext, k_ext = sch.get(loops[-2]).extent, sch.get(loops[-1]).extent
-        if not (isinstance(n_ext, tirx.IntImm) and isinstance(k_ext, tirx.IntImm)):
-            return None
-        n_ext, k_ext = int(n_ext.value), int(k_ext.value)
-        if k_ext % 32:
-            return None
-        fit = self._tile(n_ext)
-        if fit is None:
-            return None
-        threads, rows = fit
-        stmt = sch.get(block)
-        n_var = stmt.iter_vars[len(kinds) - 2].var
-        k_var = stmt.iter_vars[-1].var
-        reads = []
-        for i, region in enumerate(stmt.reads):
-            used = set()
-            for r in region.region:
-                used.update(tirx.analysis.undefined_vars(r.min))
-            reads.append((i, region.source, n_var in used, k_var in used))
-        rest = [b.block_rv for b in infos if b.block_rv != block]
-        local = sch.cache_write(block, 0, "local")
-        for b in reversed(rest):
-            sch.reverse_compute_inline(b)
+        block, local, k_ext, threads, rows, reads = m
         loops = sch.get_loops(block)
         lead, n, k = loops[:-2], loops[-2], loops[-1]
         st = sch.fuse(*lead) if len(lead) > 1 else lead[0]
