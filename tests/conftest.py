@@ -72,3 +72,15 @@ def bundle_page(host_server, chromium):
     page.goto(host_server.origin + "/blank.html")
     yield page
     page.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder() -> Path:
+    """The tiny random-weight Llama (seed 0) as a q4f32_1 WebGPU model folder, built once (cached by content)."""
+    from tiny import TinyLlama
+
+    from webllm_widget.cache import cache_dir
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
+    return build_model_folder(hf, quantization="q4f32_1", progress=False)

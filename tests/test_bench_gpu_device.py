@@ -142,18 +142,6 @@ def test_gpu_benchmark_is_skipped_without_a_gpu():
     assert r.returncode == 1
 
 
-@pytest.fixture(scope="module")
-def tiny_folder() -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import TinyLlama
-
-    from webllm_widget.cache import cache_dir
-    from webllm_widget.compile.pipeline import build_model_folder
-
-    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
-    return build_model_folder(hf, quantization="q4f32_1", progress=False)
-
-
 @pytest.mark.browser
 def test_chrome_driver_runs_the_engine_in_chromium_and_reports_speeds_dispatches_and_cpu(tiny_folder, tmp_path):
     """bench/gpu/chrome_run.py on this machine (SwiftShader), in the layout the GPU machine unpacks: the page

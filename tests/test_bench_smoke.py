@@ -11,18 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-@pytest.fixture(scope="module")
-def tiny_folder() -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import TinyLlama
-
-    from webllm_widget.cache import cache_dir
-    from webllm_widget.compile.pipeline import build_model_folder
-
-    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
-    return build_model_folder(hf, quantization="q4f32_1", progress=False)
-
-
 @pytest.mark.browser
 def test_decode_bench_writes_speeds_loads_and_memory_for_a_model_folder(tiny_folder, tmp_path):
     import decode

@@ -22,18 +22,6 @@ sys.path.insert(0, str(TESTS))
 from browser import HostServer, WidgetHost, _BridgeComm  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_folder() -> Path:
-    """The tiny Llama (seed 0) compiled to a web-llm folder (cached by content hash; same one E's tests use)."""
-    from tiny import TinyLlama
-
-    from webllm_widget.cache import cache_dir
-    from webllm_widget.compile.pipeline import build_model_folder
-
-    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
-    return build_model_folder(hf, quantization="q4f32_1", progress=False)
-
-
 def copy_model(src: Path, dst: Path) -> Path:
     """A private copy of a model folder, to damage in a test (the cached one stays intact)."""
     shutil.copytree(src, dst)
