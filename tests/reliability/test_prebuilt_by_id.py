@@ -8,6 +8,7 @@ it through web-llm's own prebuilt list to those URLs, fetches every file from th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,28 @@ def _run_pumping(rel, coro, timeout: float) -> Any:
     return fut.result()
 
 
+_HUB = ("https://huggingface.co/**", "https://raw.githubusercontent.com/**")
+
+
+@contextlib.contextmanager
+def _hub_served_by(rel, handler):
+    """Route the model hub and the prebuilt-library host of the test browser to ``handler`` while inside."""
+    ctx = rel.chromium.context
+    for pattern in _HUB:
+        ctx.route(pattern, handler)
+    try:
+        yield
+    finally:
+        for pattern in _HUB:
+            ctx.unroute(pattern)
+
+
+def _forget_hub_files(rel) -> None:
+    """Drop what an earlier test cached from the hub in this browser's Cache Storage."""
+    rel.page.evaluate("""async () => { for (const name of await caches.keys()) { const c = await caches.open(name);
+        for (const r of await c.keys()) if (/huggingface\\.co|githubusercontent/.test(r.url)) await c.delete(r); } }""")
+
+
 def test_a_prebuilt_id_is_fetched_by_the_page_from_the_prebuilt_hosts(rel, tiny_folder):
     served: list[str] = []
 
@@ -52,23 +75,15 @@ def test_a_prebuilt_id_is_fetched_by_the_page_from_the_prebuilt_hosts(rel, tiny_
         route.fulfill(status=200, body=f.read_bytes(),
                       headers={"access-control-allow-origin": "*", "content-type": "application/octet-stream"})
 
-    ctx = rel.chromium.context
-    ctx.route("https://huggingface.co/**", from_folder)
-    ctx.route("https://raw.githubusercontent.com/**", from_folder)
-    try:
+    with _hub_served_by(rel, from_folder):
         chat = rel.chat(tiny_folder, temperature=0, max_tokens=3)
-        # nothing from an earlier run in this browser's Cache Storage: the page must fetch
-        rel.page.evaluate("""async () => { for (const name of await caches.keys()) { const c = await caches.open(name);
-            for (const r of await c.keys()) if (/huggingface\\.co|githubusercontent/.test(r.url)) await c.delete(r); } }""")
+        _forget_hub_files(rel)  # nothing from an earlier run in this browser's Cache Storage: the page must fetch
         sent = chat.bytes_sent
 
         async def go():
             r = await chat.load(MODEL_ID)
             return r, await chat.ask("hello")
         result, text = _run_pumping(rel, go(), timeout=300)
-    finally:
-        ctx.unroute("https://huggingface.co/**")
-        ctx.unroute("https://raw.githubusercontent.com/**")
 
     assert chat.bytes_sent == sent  # the kernel sent the id only, no model byte
     assert result["model"] == MODEL_ID and chat.status == "ready" and chat.error == {}
@@ -100,13 +115,9 @@ def test_a_prebuilt_id_whose_kv_cache_cannot_be_one_gpu_buffer_is_refused_before
         else:
             route.fulfill(status=404, body=b"", headers={"access-control-allow-origin": "*"})
 
-    ctx = rel.chromium.context
-    ctx.route("https://huggingface.co/**", from_config)
-    ctx.route("https://raw.githubusercontent.com/**", from_config)
-    try:
+    with _hub_served_by(rel, from_config):
         chat = rel.chat(tiny_folder, temperature=0, max_tokens=3)
-        rel.page.evaluate("""async () => { for (const name of await caches.keys()) { const c = await caches.open(name);
-            for (const r of await c.keys()) if (/huggingface\\.co|githubusercontent/.test(r.url)) await c.delete(r); } }""")
+        _forget_hub_files(rel)
 
         async def go():
             from webllm_widget.errors import WebLLMWidgetError
@@ -116,9 +127,6 @@ def test_a_prebuilt_id_whose_kv_cache_cannot_be_one_gpu_buffer_is_refused_before
                 return e
             return None
         err = _run_pumping(rel, go(), timeout=120)
-    finally:
-        ctx.unroute("https://huggingface.co/**")
-        ctx.unroute("https://raw.githubusercontent.com/**")
     from webllm_widget.errors import OutOfGPUMemory
 
     assert isinstance(err, OutOfGPUMemory) and err.code == "out-of-memory", err
