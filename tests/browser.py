@@ -168,7 +168,7 @@ class DetachableChromium:
         import urllib.request
 
         self.profile = tempfile.mkdtemp(prefix="wlw-chromium-")
-        port = _free_port()
+        port = free_port()
         self.proc = subprocess.Popen(
             [find_chromium(), *QUIET_FLAGS, f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
              f"--user-data-dir={self.profile}", *(flags or ["--disable-gpu"]), "about:blank"],
@@ -210,12 +210,14 @@ class DetachableChromium:
 
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
 
 # ------------------------------------------------------------------------------------------------
 # The host page: anywidget's front-end contract, minimal, over a WebSocket.

@@ -19,7 +19,7 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
-from browser import HostServer, WidgetHost, _BridgeComm  # noqa: E402
+from browser import HostServer, WidgetHost, _BridgeComm, free_port  # noqa: E402,F401  (free_port: for the tests here)
 
 
 def copy_model(src: Path, dst: Path) -> Path:
@@ -185,11 +185,3 @@ def file_server():
     yield s
     s.close()
 
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
