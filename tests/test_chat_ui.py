@@ -59,10 +59,13 @@ def _route(path: str):
     return None
 
 
-async def _render(messages: list[dict]) -> tuple[dict, list]:
+async def _render(messages: list[dict], then: str | None = None) -> tuple[dict, list]:
+    """Render ``messages`` in the real view; ``then`` (a JS function body run after rendering) may click things,
+    its result is returned as ``dom["then"]``."""
     with PageServer(_route) as srv:
         async with launch_webgpu(srv) as b:
             page = b.context.pages[0]
+            await b.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=srv.origin)
             await page.goto(srv.origin + "/")
             await page.wait_for_function("window.hostReady === true")
             state = {"messages": messages, "models": [], "model": "default", "stats": {}, "gpu": "",
@@ -82,6 +85,8 @@ async def _render(messages: list[dict]) -> tuple[dict, list]:
                 code: [...root.querySelectorAll('pre code')].map(c => c.textContent),
               };
             }""")
+            if then:
+                dom["then"] = await page.evaluate(f"async () => {{ {then} }}")
             return dom, sent
 
 
@@ -109,3 +114,43 @@ def test_markdown_renders_code_lists_and_web_links():
     assert dom["hrefs"] == ["https://example.org/a?b=1"]
     # the page announced itself to the kernel (protocol handshake)
     assert any(m.get("kind") == "ready" for m in sent), json.dumps(sent)
+
+
+TABLE_AND_CODE = (
+    "| name | n |\n|:-----|--:|\n| a <b>x</b> | 1 |\n| b | 22 |\n\n"
+    "1. first\n2. second\n   - nested\n\n"
+    "```python\ndef f(x):\n    return x + 1  # <i>not markup</i>\n```\n\n"
+    "```\nplain block\n```"
+)
+
+
+@pytest.mark.browser
+def test_tables_nested_lists_and_highlighted_code_with_a_copy_button():
+    then = """
+      const root = document.querySelector('#out .wlw-messages');
+      const btns = [...root.querySelectorAll('pre > button.wlw-copy-code')];
+      btns[0].click();
+      for (let i = 0; i < 50 && !btns[0].dataset.copied; i++) await new Promise(r => setTimeout(r, 20));
+      return {
+        buttons: btns.map(b => b.getAttribute('aria-label')),
+        copied: btns[0].dataset.copied ?? null,
+        clipboard: await navigator.clipboard.readText(),
+        cells: [...root.querySelectorAll('table tr')].map(tr => [...tr.children].map(c => [c.tagName, c.textContent, c.className])),
+        nested: root.querySelectorAll('ol > li ul > li').length,
+        keywords: [...root.querySelectorAll('pre code .hljs-keyword')].map(e => e.textContent),
+        langs: [...root.querySelectorAll('pre')].map(p => p.dataset.lang ?? null),
+      };"""
+    dom, _ = run_async(_render([{"role": "assistant", "content": TABLE_AND_CODE}], then))
+    t = dom["then"]
+    assert t["cells"] == [
+        [["TH", "name", "wlw-align-left"], ["TH", "n", "wlw-align-right"]],
+        [["TD", "a <b>x</b>", "wlw-align-left"], ["TD", "1", "wlw-align-right"]],
+        [["TD", "b", "wlw-align-left"], ["TD", "22", "wlw-align-right"]],
+    ]
+    assert t["nested"] == 1
+    assert "def" in t["keywords"] and "return" in t["keywords"]  # highlighted as Python
+    assert t["langs"] == ["python", None]
+    assert dom["code"] == ["def f(x):\n    return x + 1  # <i>not markup</i>", "plain block"]
+    assert "i" not in dom["tags"] and "b" not in dom["tags"]
+    assert t["buttons"] == ["Copy code", "Copy code"]
+    assert t["copied"] == "yes" and t["clipboard"] == dom["code"][0]

@@ -1,13 +1,35 @@
-// Markdown to DOM for untrusted text (model output, user input): nodes are built with createElement and
-// textContent only, so markup in the text stays text. Links are kept only for http(s) URLs; images are
-// not loaded (shown as their alt text) so a message cannot make the page fetch anything.
+// Markdown to DOM for untrusted text (model output, user input), with two walls between the text and the page:
+// markdown-it parses with raw HTML off (markup in the text stays text), keeps links only for absolute http(s)
+// URLs and shows images as their alt text (a message never makes the page fetch anything); DOMPurify then
+// sanitizes the produced HTML against a short allow-list of tags and attributes before any of it becomes DOM.
+// highlight.js (core, a few languages) colours fenced code; each code block gets a copy button.
+import MarkdownIt from "markdown-it";
+import DOMPurify from "dompurify";
+import hljs from "highlight.js/lib/core";
+import bash from "highlight.js/lib/languages/bash";
+import cpp from "highlight.js/lib/languages/cpp";
+import javascript from "highlight.js/lib/languages/javascript";
+import json from "highlight.js/lib/languages/json";
+import python from "highlight.js/lib/languages/python";
+import sql from "highlight.js/lib/languages/sql";
+import typescript from "highlight.js/lib/languages/typescript";
+import xml from "highlight.js/lib/languages/xml";
 
-const SAFE_URL = /^https?:\/\/[^\s]+$/i;
+hljs.registerLanguage("bash", bash);
+hljs.registerLanguage("cpp", cpp);
+hljs.registerLanguage("javascript", javascript);
+hljs.registerLanguage("json", json);
+hljs.registerLanguage("python", python);
+hljs.registerLanguage("sql", sql);
+hljs.registerLanguage("typescript", typescript);
+hljs.registerLanguage("xml", xml);
+
+const WEB_URL = /^https?:\/\/[^\s]+$/i;
 
 /** The URL if it is an absolute http(s) URL, else null (javascript:, data:, relative, ...). */
 export function safeHref(url: string): string | null {
   const u = url.trim();
-  if (!SAFE_URL.test(u)) return null;
+  if (!WEB_URL.test(u)) return null;
   try {
     const parsed = new URL(u);
     return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
@@ -16,144 +38,104 @@ export function safeHref(url: string): string | null {
   }
 }
 
-// Inline spans, in priority order. Each regex is tried at every position; the earliest match wins.
-const INLINE: { re: RegExp; make: (m: RegExpExecArray) => Node }[] = [
-  { re: /`([^`\n]+)`/, make: (m) => el("code", m[1]) },
-  {
-    re: /!\[([^\]\n]*)\]\(([^)\s]*)\)/,
-    make: (m) => el("span", `[image: ${m[1] || "no description"}]`, "wlw-img-alt"),
-  },
-  {
-    re: /\[([^\]\n]+)\]\(([^)\s]*)(?:\s+"[^"]*")?\)/,
-    make: (m) => {
-      const href = safeHref(m[2]);
-      if (!href) return document.createTextNode(m[0]); // not a web link: keep the source text, inert
-      const a = document.createElement("a");
-      a.href = href;
-      a.target = "_blank";
-      a.rel = "noopener noreferrer nofollow";
-      inline(a, m[1]);
-      return a;
-    },
-  },
-  { re: /\*\*([^*\n]+)\*\*|__([^_\n]+)__/, make: (m) => withInline("strong", m[1] ?? m[2]) },
-  { re: /\*([^*\n]+)\*|(?<![A-Za-z0-9])_([^_\n]+)_(?![A-Za-z0-9])/, make: (m) => withInline("em", m[1] ?? m[2]) },
-  { re: /~~([^~\n]+)~~/, make: (m) => withInline("del", m[1]) },
-];
-
-function el(tag: string, text?: string, cls?: string): HTMLElement {
-  const e = document.createElement(tag);
-  if (text !== undefined) e.textContent = text;
-  if (cls) e.className = cls;
-  return e;
-}
-
-function withInline(tag: string, text: string): HTMLElement {
-  const e = document.createElement(tag);
-  inline(e, text);
-  return e;
-}
-
-/** Append `text` to `parent` with inline markdown applied. */
-export function inline(parent: Node, text: string): void {
-  let rest = text;
-  while (rest.length) {
-    let best: { idx: number; m: RegExpExecArray; make: (m: RegExpExecArray) => Node } | null = null;
-    for (const { re, make } of INLINE) {
-      const m = re.exec(rest);
-      if (m && (best === null || m.index < best.idx)) best = { idx: m.index, m, make };
+const md = new MarkdownIt({
+  html: false, // raw HTML in the text is shown as text
+  linkify: false, // bare URLs stay text: a link is only what the text writes as one
+  typographer: false, // keep the text's own characters
+  breaks: true, // a chat's line breaks are meant
+  highlight: (code, lang) => {
+    const name = lang.trim().toLowerCase();
+    if (!name || !hljs.getLanguage(name)) return ""; // markdown-it escapes it as plain code
+    try {
+      return hljs.highlight(code, { language: name, ignoreIllegals: true }).value;
+    } catch {
+      return "";
     }
-    if (!best) {
-      parent.appendChild(document.createTextNode(rest));
-      return;
+  },
+});
+// A link or image whose URL fails this stays the text it was written as.
+md.validateLink = (url: string) => safeHref(url) !== null;
+// Images are not loaded: their alt text is shown instead.
+md.renderer.rules.image = (tokens, idx, options, env, self) => {
+  const alt = self.renderInlineAsText(tokens[idx].children ?? [], options, env);
+  return `<span class="wlw-img-alt">[image: ${md.utils.escapeHtml(alt || "no description")}]</span>`;
+};
+// Line breaks as <br> alone, so the message's text (textContent) is the text without markup or breaks.
+md.renderer.rules.softbreak = () => "<br>";
+md.renderer.rules.hardbreak = () => "<br>";
+md.core.ruler.push("wlw_chat_shape", (state) => {
+  for (const tok of state.tokens) {
+    // Code as written, without the newline CommonMark keeps before the closing fence.
+    if (tok.type === "fence" || tok.type === "code_block") tok.content = tok.content.replace(/\n$/, "");
+    // Headings two levels down: a message sits inside a notebook cell's output, under the notebook's own.
+    if (tok.type === "heading_open" || tok.type === "heading_close") {
+      tok.tag = `h${Math.min(6, Number(tok.tag.slice(1)) + 2)}`;
     }
-    if (best.idx > 0) parent.appendChild(document.createTextNode(rest.slice(0, best.idx)));
-    parent.appendChild(best.make(best.m));
-    rest = rest.slice(best.idx + best.m[0].length);
+    // Table cell alignment as a class (the sanitizer allows no style attribute).
+    if (tok.type === "th_open" || tok.type === "td_open") {
+      const style = tok.attrGet("style");
+      if (style) {
+        tok.attrs = (tok.attrs ?? []).filter(([k]) => k !== "style");
+        const m = /text-align:(left|right|center)/.exec(String(style));
+        if (m) tok.attrJoin("class", `wlw-align-${m[1]}`);
+      }
+    }
   }
+  return true;
+});
+
+const PURIFY = {
+  ALLOWED_TAGS: ["p", "br", "strong", "em", "del", "s", "code", "pre", "span", "a", "h3", "h4", "h5", "h6", "ul",
+    "ol", "li", "blockquote", "hr", "table", "thead", "tbody", "tr", "th", "td"],
+  ALLOWED_ATTR: ["href", "class", "start", "title"],
+  ALLOWED_URI_REGEXP: /^https?:\/\//i,
+  ALLOW_DATA_ATTR: false,
+  RETURN_DOM_FRAGMENT: true as const,
+};
+
+/** Copy `text` to the clipboard; `button` says whether it worked (data-copied = "yes" | "no") for a moment. */
+export function copyText(text: string, button?: HTMLElement): Promise<boolean> {
+  const mark = (ok: boolean) => {
+    if (!button) return ok;
+    button.dataset.copied = ok ? "yes" : "no";
+    setTimeout(() => delete button.dataset.copied, 1500);
+    return ok;
+  };
+  if (!navigator.clipboard?.writeText) return Promise.resolve(mark(false));
+  return navigator.clipboard.writeText(text).then(() => mark(true), () => mark(false));
 }
 
 /** Render markdown `text` into a fragment of inert DOM nodes. An unclosed code fence (while streaming) is a code block. */
 export function renderMarkdown(text: string): DocumentFragment {
-  const frag = document.createDocumentFragment();
-  const lines = text.replace(/\r\n?/g, "\n").split("\n");
-  let i = 0;
-  let para: string[] = [];
-  const flush = () => {
-    if (para.length) {
-      const p = el("p");
-      para.forEach((l, k) => {
-        if (k) p.appendChild(document.createElement("br"));
-        inline(p, l);
-      });
-      frag.appendChild(p);
-      para = [];
-    }
-  };
-  while (i < lines.length) {
-    const line = lines[i];
-    const fence = /^\s*(```|~~~)\s*([\w+#.-]*)\s*$/.exec(line);
-    if (fence) {
-      flush();
-      const body: string[] = [];
-      i++;
-      while (i < lines.length && !lines[i].trim().startsWith(fence[1])) body.push(lines[i++]);
-      i++; // closing fence (or end of text)
-      const pre = el("pre");
-      const code = el("code", body.join("\n"));
-      if (fence[2]) {
-        code.className = `language-${fence[2].replace(/[^\w+#.-]/g, "")}`;
-        pre.dataset.lang = fence[2];
-      }
-      pre.appendChild(code);
-      frag.appendChild(pre);
-      continue;
-    }
-    const heading = /^(#{1,6})\s+(.*)$/.exec(line);
-    if (heading) {
-      flush();
-      frag.appendChild(withInline(`h${Math.min(heading[1].length + 2, 6)}`, heading[2]));
-      i++;
-      continue;
-    }
-    if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) {
-      flush();
-      frag.appendChild(el("hr"));
-      i++;
-      continue;
-    }
-    const item = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(line);
-    if (item) {
-      flush();
-      const ordered = /\d/.test(item[1]);
-      const list = el(ordered ? "ol" : "ul");
-      if (ordered) (list as HTMLOListElement).start = parseInt(item[1], 10) || 1;
-      while (i < lines.length) {
-        const m = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(lines[i]);
-        if (!m || /\d/.test(m[1]) !== ordered) break;
-        list.appendChild(withInline("li", m[2]));
-        i++;
-      }
-      frag.appendChild(list);
-      continue;
-    }
-    if (/^\s*>/.test(line)) {
-      flush();
-      const quoted: string[] = [];
-      while (i < lines.length && /^\s*>/.test(lines[i])) quoted.push(lines[i++].replace(/^\s*>\s?/, ""));
-      const bq = el("blockquote");
-      bq.appendChild(renderMarkdown(quoted.join("\n")));
-      frag.appendChild(bq);
-      continue;
-    }
-    if (!line.trim()) {
-      flush();
-      i++;
-      continue;
-    }
-    para.push(line);
-    i++;
+  const html = md.render(text);
+  const frag = DOMPurify.sanitize(html, PURIFY) as DocumentFragment;
+  // The renderer's newlines between blocks are not the text's: drop them (code keeps its own).
+  const walker = document.createTreeWalker(frag, NodeFilter.SHOW_TEXT);
+  const drop: Node[] = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (/^\n+$/.test(n.nodeValue ?? "") && !n.parentElement?.closest("pre")) drop.push(n);
   }
-  flush();
+  drop.forEach((n) => n.parentNode?.removeChild(n));
+  for (const a of frag.querySelectorAll("a")) {
+    const href = safeHref(a.getAttribute("href") ?? "");
+    if (!href) {
+      a.replaceWith(...a.childNodes);
+      continue;
+    }
+    a.target = "_blank";
+    a.rel = "noopener noreferrer nofollow";
+  }
+  for (const pre of frag.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    const lang = /language-([\w+#.-]+)/.exec(code?.className ?? "");
+    if (lang) pre.dataset.lang = lang[1];
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.className = "wlw-copy-code";
+    btn.title = "Copy code";
+    btn.setAttribute("aria-label", "Copy code");
+    btn.addEventListener("click", () => void copyText(code?.textContent ?? "", btn));
+    pre.prepend(btn);
+  }
   return frag;
 }

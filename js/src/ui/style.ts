@@ -25,6 +25,22 @@ export const CSS = `
 .wlw-body :not(pre) > code { background: #0000000f; padding: 0 3px; border-radius: 3px; }
 .wlw-body ul, .wlw-body ol { margin: .2em 0; padding-left: 1.5em; }
 .wlw-body blockquote { margin: .2em 0; padding-left: 8px; border-left: 3px solid #8886; }
+.wlw-body pre { position: relative; }
+.wlw-copy-code { position: absolute; top: 3px; right: 3px; font-size: 10px; padding: 0 5px; opacity: .6; cursor: pointer; }
+.wlw-copy-code::before { content: "Copy"; }
+.wlw-copy-code[data-copied="yes"]::before { content: "Copied"; }
+.wlw-copy-code[data-copied="no"]::before { content: "Copy failed"; }
+.wlw-body pre:hover .wlw-copy-code, .wlw-copy-code:focus { opacity: 1; }
+.wlw-body table { border-collapse: collapse; margin: .3em 0; }
+.wlw-body th, .wlw-body td { border: 1px solid var(--jp-border-color2, #ccc); padding: 2px 6px; }
+.wlw-align-right { text-align: right; } .wlw-align-center { text-align: center; }
+.wlw-body .hljs-keyword, .wlw-body .hljs-built_in, .wlw-body .hljs-literal { color: var(--jp-mirror-editor-keyword-color, #008000); font-weight: 600; }
+.wlw-body .hljs-string { color: var(--jp-mirror-editor-string-color, #ba2121); }
+.wlw-body .hljs-number { color: var(--jp-mirror-editor-number-color, #080); }
+.wlw-body .hljs-comment { color: var(--jp-mirror-editor-comment-color, #408080); font-style: italic; }
+.wlw-body .hljs-title, .wlw-body .hljs-title.function_ { color: var(--jp-mirror-editor-def-color, #00f); }
+.wlw-body .hljs-attr, .wlw-body .hljs-variable, .wlw-body .hljs-params { color: var(--jp-mirror-editor-variable-color, #212121); }
+.wlw-body .hljs-meta, .wlw-body .hljs-tag { color: var(--jp-mirror-editor-meta-color, #aa22ff); }
 .wlw-img-alt { font-style: italic; opacity: .8; }
 .wlw-error { color: #b71c1c; background: #c628281a; margin: 0 8px 6px; padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
 .wlw-input-row { display: flex; gap: 6px; padding: 6px 8px; border-top: 1px solid var(--jp-border-color2, #ddd); }
