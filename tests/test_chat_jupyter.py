@@ -1,6 +1,7 @@
-"""JupyterLab end to end: notebooks/chat.ipynb run in real JupyterLab in the WebGPU Chromium.
+"""JupyterLab and Notebook 7 end to end: notebooks/chat.ipynb run in a real ``jupyter lab`` / ``jupyter notebook``
+server and page in the WebGPU Chromium.
 
-Real JupyterLab, real kernel, real Chat widget, real engine in the page. The tiny random-weight model shows the
+Real server, real kernel, real Chat widget, real engine in the page. The tiny random-weight model shows the
 mechanics (answers, DOM, messages, KV-cache reuse, typing in the widget, reload from the page's cache); the built-in
 SmolLM2 (device "auto": the page's CPU build on this software adapter) shows the answer is right ("Paris").
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jupyter import JupyterLab  # noqa: E402
+from jupyter import JupyterServer  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -96,17 +97,19 @@ def wait_kernel_state(page, code: str, ok, timeout: float, what: str) -> dict:
 
 
 STATE = ("import json; print(json.dumps({'messages': chat.messages, 'error': chat.error, 'status': chat.status,"
-         " 'ready': chat._ch.ready_count, 'sent': chat.bytes_sent, 'load_id': chat._load_reply.id,"
+         " 'ready': chat._ch.ready_count, 'sent': chat.bytes_sent, 'over_http': chat._blobs.bytes_published,"
+         " 'load_id': chat._load_reply.id,"
          " 'loaded': chat._load_reply.done() and chat._load_info is not None, 'load': chat._load_info}))")
 
 
-def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeout: float = 600) -> dict:
-    """Run notebooks/chat.ipynb in JupyterLab, type a message into the widget, reload the page; return facts."""
+def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeout: float = 600, app: str = "lab") -> dict:
+    """Run notebooks/chat.ipynb in ``jupyter lab`` or ``jupyter notebook`` (``app``), type a message into the widget,
+    reload the page; return facts."""
     shutil.copy(NOTEBOOKS / "chat.ipynb", tmp_path / "chat.ipynb")
     nb = json.loads((tmp_path / "chat.ipynb").read_text())
     code_cells = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
     facts: dict = {}
-    with JupyterLab(tmp_path, env=env) as lab:
+    with JupyterServer(tmp_path, app=app, env=env) as lab:
         try:
             page = lab.open_notebook(chromium, "chat.ipynb")
             lab.record_comm(page)
@@ -117,6 +120,7 @@ def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeou
             facts["stats2"] = ast.literal_eval(facts["outputs"][3].strip().splitlines()[-1])
             state = kernel(page, STATE)
             facts["messages"] = state["messages"]
+            facts["route"] = lab.route_status()  # what the server extension's HTTP route served this page
             scroll_to_widget(page)
             facts["shown"] = page.evaluate(
                 "() => [...document.querySelectorAll('.wlw-chat .wlw-msg')].map(e => [e.dataset.role, e.textContent])")
@@ -182,6 +186,11 @@ def check_mechanics(f: dict) -> None:
     assert f["shown"][0][1] == "What is the capital of France?"
     assert norm(f["shown"][1][1]) == norm(answer), (f["shown"][1][1], answer)
     assert f["stats1"]["completion_tokens"] >= 1 and f["stats2"]["completion_tokens"] >= 1
+    # the first load came over the server extension's HTTP route, not the comm: the server counted the bytes the
+    # page fetched, and they are the kernel's blob bytes (engine, library, weights, tokenizer)
+    assert f["route"]["blobs_served"] >= 3 and f["route"]["bytes_served"] > 0, f["route"]
+    assert f["before_reload"]["over_http"] == f["before_reload"]["sent"] == f["route"]["bytes_served"], (
+        f["route"], f["before_reload"])
     # turn 2 reused the KV cache: it prefilled fewer tokens than the same conversation from an empty cache, by at
     # least the whole first prompt (which a cold prefill has to run again)
     cold = f["cold2"]["usage"]["prompt_tokens"]
@@ -216,6 +225,11 @@ def tiny_chat_folder() -> Path:
 
 def test_chat_notebook_runs_in_jupyterlab_with_the_tiny_model(chromium, tmp_path, tiny_chat_folder):
     facts = run_chat_notebook(chromium, tmp_path, env={"WEBLLM_WIDGET_MODEL": str(tiny_chat_folder)})
+    check_mechanics(facts)
+
+
+def test_chat_notebook_runs_in_notebook7_with_the_tiny_model(chromium, tmp_path, tiny_chat_folder):
+    facts = run_chat_notebook(chromium, tmp_path, env={"WEBLLM_WIDGET_MODEL": str(tiny_chat_folder)}, app="notebook")
     check_mechanics(facts)
 
 
