@@ -171,7 +171,7 @@ import json, sys, time, statistics
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from reference import LlamaReference, load_weights
-from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.compile.checkpoint import open_checkpoint
 a = json.loads(sys.argv[2])
 ckpt = open_checkpoint(a["gguf"])
 t = time.perf_counter()

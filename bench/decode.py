@@ -191,7 +191,7 @@ def bench_numpy(gguf: Path, prompts: Prompts, lengths: list[int], max_tokens: in
     import numpy as np
     from reference import LlamaReference, load_weights
 
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(gguf)
     t = time.perf_counter()

@@ -123,5 +123,5 @@ class LlamaReference:
 
 
 def load_weights(checkpoint) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint (from ``compile.weights.open_checkpoint``) as float32 arrays."""
+    """All tensors of a checkpoint (from ``compile.checkpoint.open_checkpoint``) as float32 arrays."""
     return {name: t.to_numpy() for name, t in checkpoint.iter_tensors()}

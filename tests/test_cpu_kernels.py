@@ -14,11 +14,14 @@ from reference import LlamaReference
 from test_llama_native import PROMPT, FORCED, ArrayCheckpoint
 from tiny import TinyLlama
 from webllm_widget.compile.cpu import cpu_param_records, pack_for_cpu, specialize_for_cpu, unpack_from_cpu
-from webllm_widget.compile.llama import LlamaConfig
+from webllm_widget.compile.arch.llama.config import LlamaConfig
+from webllm_widget.compile.arch.llama.loader import param_sources
 from webllm_widget.compile.model_lib import export_model
-from webllm_widget.compile.quantize import (_module_sources, _pack_bytes, _pack_nibbles, as_quantization, dequantize,
-                                            ggml_quantization, param_records)
-from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.compile.params import param_records
+from webllm_widget.compile.quant.ggml import ggml_quantization
+from webllm_widget.compile.quant.modes import as_quantization
+from webllm_widget.compile.quant.packing import _pack_bytes, _pack_nibbles, dequantize
+from webllm_widget.compile.checkpoint import open_checkpoint
 
 
 def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nibble_of_byte_i():
@@ -52,7 +55,7 @@ def _hf_weights(records: dict, cfg: LlamaConfig, quant) -> dict:
     """Float32 HF-named weights holding exactly what the packed records encode (the reference's input)."""
     out = {}
     hd, hq, hkv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-    for path, names, is_matrix in _module_sources(cfg):
+    for path, names, is_matrix in param_sources(cfg):
         if not is_matrix:
             parts = np.split(records[path], np.cumsum([hq * hd, hkv * hd])) if len(names) == 3 else [records[path]]
             out.update(zip(names, parts))

@@ -13,10 +13,11 @@ from cpu_page import serve_cpu_model, teacher_forced
 from reference import LlamaReference
 from tiny import TinyLlama
 from webllm_widget.compile.cpu import build_cpu_library, cpu_param_records
-from webllm_widget.compile.llama import LlamaConfig
-from webllm_widget.compile.quantize import ggml_quantization, param_records
+from webllm_widget.compile.arch.llama.config import LlamaConfig
+from webllm_widget.compile.params import param_records
+from webllm_widget.compile.quant.ggml import ggml_quantization
 from webllm_widget.compile.tensor_cache import write_tensor_cache
-from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.compile.checkpoint import open_checkpoint
 
 PROMPT = list(range(3, 25))  # 22 tokens: chunks of 8, 8, 6 (the last ends in a partial 4-token tile)
 FORCED = [5, 77, 100]

@@ -28,7 +28,7 @@ def test_smollm2_teacher_forced_logits_on_the_cpu_match_the_numpy_reference(host
                                                                              smollm2_cpu):
     from tokenizers import Tokenizer
 
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     gguf, folder = smollm2_cpu
     ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(PROMPT).ids

@@ -12,9 +12,9 @@ import pytest
 from llama_native import NativeModel
 from reference import LlamaReference
 from tiny import TinyLlama
-from webllm_widget.compile.llama import LlamaConfig
+from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.model_lib import compile_model, export_model
-from webllm_widget.compile.quantize import param_records
+from webllm_widget.compile.params import param_records
 from webllm_widget.errors import BadModel
 
 PROMPT = list(range(3, 23))

@@ -7,7 +7,7 @@ import tvm
 from tvm import relax
 
 from tiny import TinyLlama
-from webllm_widget.compile.llama import LlamaConfig
+from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.model_lib import TOP_SORTED, compile_model, export_model
 
 V = 352

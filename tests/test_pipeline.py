@@ -198,10 +198,10 @@ def test_tensor_cache_damage_in_a_built_folder_is_caught(cache, tiny_gguf):
 @pytest.mark.parametrize("quantization", [None, "q4f32_1", "q0f32"])
 def test_written_weights_are_exactly_the_params_the_model_library_declares(cache, tiny_gguf, quantization):
     # web-llm binds tensor-cache records to the library's _metadata params by name; shapes and dtypes must agree
-    from webllm_widget.compile.llama import LlamaConfig
+    from webllm_widget.compile.arch.llama.config import LlamaConfig
     from webllm_widget.compile.model_lib import export_model
     from webllm_widget.compile.pipeline import _resolve_quantization
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     folder = build_model_folder(tiny_gguf[1], quantization=quantization, library=False, progress=False)
     ckpt = open_checkpoint(tiny_gguf[1])

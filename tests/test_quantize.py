@@ -11,9 +11,11 @@ import pytest
 
 from test_llama_native import ArrayCheckpoint, reference_logits, run_native
 from tiny import TinyLlama
-from webllm_widget.compile.llama import LlamaConfig
-from webllm_widget.compile.quantize import (Quantization, _ggml_blocks, dequantize, ggml_quantization, param_records,
-                                            quantize_q4)
+from webllm_widget.compile.arch.llama.config import LlamaConfig
+from webllm_widget.compile.params import param_records
+from webllm_widget.compile.quant.ggml import ggml_blocks, ggml_quantization
+from webllm_widget.compile.quant.modes import Quantization
+from webllm_widget.compile.quant.packing import dequantize, quantize_q4
 from webllm_widget.errors import BadModel
 
 
@@ -29,7 +31,7 @@ def test_q4_packing_round_trips_within_half_a_step_per_group():
 
 @pytest.mark.parametrize("kind", ["Q4_1", "Q4_0", "Q8_0"])
 def test_gguf_blocks_repack_exactly(kind, monkeypatch):
-    monkeypatch.setattr("webllm_widget.compile.quantize._ROWS_PER_CHUNK", 3)  # chunk edges inside the tensor
+    monkeypatch.setattr("webllm_widget.compile.quant.ggml._ROWS_PER_CHUNK", 3)  # chunk edges inside the tensor
     import gguf
 
     w = np.random.default_rng(1).standard_normal((8, 96)).astype(np.float32)
@@ -41,7 +43,7 @@ def test_gguf_blocks_repack_exactly(kind, monkeypatch):
         shape, ggml_type = w.shape, kind
         raw = np.frombuffer(np.ascontiguousarray(blocks).tobytes(), np.uint8)
 
-    fmt, arrays = _ggml_blocks(T)
+    fmt, arrays = ggml_blocks(T)
     np.testing.assert_array_equal(dequantize(fmt, arrays), want)
 
 
@@ -51,7 +53,7 @@ def test_truncated_blocks_are_a_bad_model_error():
         raw = np.zeros(4 * 2 * 20 - 3, np.uint8)
 
     with pytest.raises(BadModel, match="truncated or corrupt"):
-        _ggml_blocks(T)
+        ggml_blocks(T)
 
 
 def test_unknown_mode_is_a_bad_model_error():
@@ -73,7 +75,7 @@ def test_q4f32_1_module_is_exact_on_its_dequantized_weights_and_reports_quantiza
 
 @pytest.mark.parametrize("matrix_type", ["Q4_1", "Q4_0", "Q8_0"])
 def test_ggml_mode_keeps_the_gguf_blocks_and_matches_the_file_weights(tmp_path, matrix_type):
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     tiny = TinyLlama.make(seed=3)
     ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type=matrix_type, embed_type="Q8_0"))

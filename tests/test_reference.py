@@ -160,7 +160,7 @@ def test_smollm2_reference_answers_paris(smollm2_gguf):
 
     from webllm_widget.compile.chat_config import chat_template_of, conv_template_from_jinja, render_prompt
     from webllm_widget.compile.tokenizer import tokenizer_json_from_gguf, special_token_ids
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(smollm2_gguf)
     doc = tokenizer_json_from_gguf(ckpt)

@@ -18,9 +18,11 @@ from test_model_webgpu import _reference, run_in_browser
 from test_llama_native import ArrayCheckpoint
 from tiny import TinyLlama
 from webllm_widget.compile.build import wgsl_sources
-from webllm_widget.compile.llama import LlamaConfig
+from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.model_lib import build_model_library, compile_model, export_model
-from webllm_widget.compile.quantize import dequantize, ggml_quantization, param_records, quantize_q4
+from webllm_widget.compile.params import param_records
+from webllm_widget.compile.quant.ggml import ggml_quantization
+from webllm_widget.compile.quant.packing import dequantize, quantize_q4
 from webllm_widget.compile.schedules import TokenTileGemm
 
 pytestmark = pytest.mark.browser
@@ -70,7 +72,7 @@ def test_q4_prefill_with_partial_token_tiles_matches_dequantized_reference(host_
 
 
 def test_ggml_prefill_with_partial_token_tiles_matches_gguf_weights(host_server, chromium, tmp_path):
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     tiny = TinyLlama.make(seed=1)
     ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "tiny.gguf", matrix_type="Q4_1", embed_type="Q8_0"))

@@ -71,7 +71,7 @@ def smollm2_webgpu():
 def test_smollm2_teacher_forced_logits_on_webgpu_match_the_numpy_reference(host_server, chromium, smollm2_webgpu):
     from tokenizers import Tokenizer
 
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     gguf, folder = smollm2_webgpu
     chat_cfg = json.loads((folder / "mlc-chat-config.json").read_text())

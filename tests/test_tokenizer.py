@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 from tiny import CHATML, TinyLlama, copy_gguf_with, tiny_tokenizer_json
 from webllm_widget.compile.chat_config import chat_template_of, conv_template_from_jinja, render_prompt
 from webllm_widget.compile.tokenizer import special_token_ids, tokenizer_json_from_gguf, write_tokenizer
-from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.compile.checkpoint import open_checkpoint
 from webllm_widget.errors import BadModel
 
 TEXTS = [

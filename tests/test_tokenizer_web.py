@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from tiny import TinyLlama
 from webllm_widget.compile.tokenizer import tokenizer_json_from_gguf
-from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.compile.checkpoint import open_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ROOT / "js" / "node_modules"

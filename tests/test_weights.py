@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tiny import TinyLlama
-from webllm_widget.compile.weights import open_checkpoint
+from webllm_widget.compile.checkpoint import open_checkpoint
 from webllm_widget.errors import BadModel
 
 

@@ -37,6 +37,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def sources_digest(root: Path, names: tuple[str, ...]) -> str:
+    """sha256 of the source files ``names`` under ``root`` (a folder stands for its ``*.py`` files), with their paths.
+
+    Builds key their cache entries on the code that shapes them, so editing that code never reuses a stale entry.
+    """
+    h = hashlib.sha256()
+    for name in names:
+        p = root / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + (f.read_bytes() if f.exists() else b""))
+    return h.hexdigest()
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path):
     """Build a directory in a temp sibling and move it into place only if the block succeeds.

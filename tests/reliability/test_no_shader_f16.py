@@ -91,8 +91,8 @@ def test_an_f16_prebuilt_id_is_refused_before_any_request_naming_the_f32_id(rel,
 def test_the_defaults_pick_f32_compute_without_being_asked(tiny_folder, tmp_path):
     from tiny import TinyLlama
 
-    from webllm_widget.compile.quantize import ggml_quantization
-    from webllm_widget.compile.weights import open_checkpoint
+    from webllm_widget.compile.quant.ggml import ggml_quantization
+    from webllm_widget.compile.checkpoint import open_checkpoint
 
     # a prebuilt model named without its quantization gets the q4f32_1 build, which needs no shader-f16
     rec = models.resolve("SmolLM2-360M-Instruct")

@@ -92,7 +92,7 @@ def unpack_from_cpu(q_weight: np.ndarray, bits: int) -> np.ndarray:
 def cpu_param_records(records: Iterable[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
     """The model's parameter records with every ``q_weight`` repacked by :func:`pack_for_cpu`.
 
-    ``records`` come from :func:`.quantize.param_records` (a ``q_weight`` is always followed by
+    ``records`` come from :func:`.params.param_records` (a ``q_weight`` is always followed by
     its ``q_scale``). The width of the pair tells the format: a row of ``K`` elements has ``K / 32``
     scales and ``K / 8`` words at 4 bits or ``K / 4`` words at 8 bits.
     """
@@ -389,7 +389,7 @@ def _static_shape(sinfo) -> list[int]:
 
 
 def _format_of(params_sinfo: list, k: int) -> str:
-    """Storage format from the packed parameters' count and shapes (see quantize._packed_params)."""
+    """Storage format from the packed parameters' count and shapes (see quant.nn._packed_params)."""
     if len(params_sinfo) == 1:
         return "f32"
     if len(params_sinfo) == 3:
@@ -450,7 +450,7 @@ def library_key(config, quantization) -> str:
     import tvm
 
     from .model_lib import ABI_VERSION
-    from .quantize import as_quantization
+    from .quant.modes import as_quantization
 
     blob = json.dumps({"config": config.to_dict(), "quant": as_quantization(quantization).key(),
                        "target": "wasm32-simd128", "kernels": CPU_KERNELS_VERSION, "abi": ABI_VERSION,
@@ -462,20 +462,20 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool 
                       progress: bool = True) -> Path:
     """Compile and link the model library for the page's CPU; return the path of the cached ``.wasm``.
 
-    ``config`` is a :class:`.llama.LlamaConfig` (or an HF-style dict), ``quantization`` a mode
-    name or the :class:`.quantize.Quantization` from ``ggml_quantization``. Its weights must be
-    written through :func:`cpu_param_records`. Cached under ``cache_dir()/model-libs-cpu/``.
+    ``config`` is a family's config (e.g. :class:`.arch.llama.config.LlamaConfig`, or an HF-style dict),
+    ``quantization`` a mode name or the :class:`.quant.modes.Quantization` from ``ggml_quantization``.
+    Its weights must be written through :func:`cpu_param_records`. Cached under ``cache_dir()/model-libs-cpu/``.
     Raises :class:`CompileError` for ``q4f16_1`` (float16 compute has no use on the CPU) and
     when TVM or the link fails.
     """
     from ..cache import atomic_write_bytes, cache_dir
     from ..errors import CompileError
     from .build import compile_module, link_executable
-    from .llama import LlamaConfig
+    from .arch import registry
     from .model_lib import export_model
-    from .quantize import as_quantization
+    from .quant.modes import as_quantization
 
-    cfg = config if isinstance(config, LlamaConfig) else LlamaConfig.from_dict(config)
+    cfg = registry.config_from_dict(config)
     quant = as_quantization(quantization)
     if quant.compute_dtype != "float32":
         raise CompileError(f"quantization {quant.name} computes in {quant.compute_dtype}; the CPU target "

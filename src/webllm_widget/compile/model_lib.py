@@ -33,8 +33,9 @@ from tvm import relax, tirx
 from tvm.relax.frontend.nn.llm.kv_cache import RopeMode, TIRPagedKVCache
 from tvm.script import tirx as T
 
-from .llama import LlamaConfig, LlamaForCausalLM, kv_cache_dims
-from .quantize import Quantization, as_quantization, expected_params, quantize_module
+from .arch import registry
+from .quant.modes import Quantization, as_quantization
+from .quant.nn import expected_params, quantize_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from .build import Library
@@ -553,7 +554,7 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
         bb.emit_func_output(out)
 
 
-def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: LlamaConfig, dtype: str, target: tvm.target.Target) -> None:
+def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target: tvm.target.Target) -> None:
     names = ["max_batch_size", "max_total_seq_len", "prefill_chunk_size", "page_size", "support_sliding_window"]
     tvars = [tirx.Var(nm, "int64") for nm in names]
     params = [relax.Var(nm + "_", relax.ShapeType([tv])) for nm, tv in zip(names, tvars)]
@@ -570,18 +571,19 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: LlamaConfig, dtype: str,
         bb.emit_func_output(cache._expr)  # pylint: disable=protected-access
 
 
-def export_model(config: LlamaConfig | dict, quantization: Quantization | str = "q0f32",
+def export_model(config: Any, quantization: Quantization | str = "q0f32",
                  target: Any = "webgpu", schedule: str = "auto") -> ExportedModel:
     """The Relax module holding the model and every function of web-llm's ABI.
 
     ``schedule="fallback"`` (software adapters) writes the quantized matrix-vector products in the
     factored form its kernels are scheduled for (same parameters, same results up to rounding).
     """
-    cfg = config if isinstance(config, LlamaConfig) else LlamaConfig.from_dict(config)
+    cfg = registry.config_from_dict(config)
+    family = registry.family_of(cfg)
     quant = as_quantization(quantization)
     tgt = _target(target)
     gpu = tgt.kind.name != "llvm"
-    model = quantize_module(LlamaForCausalLM(cfg), quant, factored=gpu and schedule == "fallback")
+    model = quantize_module(family.model(cfg), quant, factored=gpu and schedule == "fallback")
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = expected_params(named_params)
     metadata = {
@@ -596,7 +598,7 @@ def export_model(config: LlamaConfig | dict, quantization: Quantization | str = 
         "kv_state_kind": "kv_cache",
         "max_batch_size": 1,
         "params": params,
-        "kv_cache": kv_cache_dims(cfg),
+        "kv_cache": family.kv_cache_dims(cfg),
         "memory_usage": {},
     }
     bb = relax.BlockBuilder(mod)
@@ -631,13 +633,13 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
 
 def _source_hash() -> str:
     """Hash of the model compiler's own sources, so editing them never reuses a stale library."""
-    h = hashlib.sha256()
-    for name in ("llama.py", "quantize.py", "model_lib.py", "schedules.py"):
-        h.update((Path(__file__).with_name(name)).read_bytes())
-    return h.hexdigest()
+    from ..cache import sources_digest
+
+    return sources_digest(Path(__file__).parent, ("arch", "quant/modes.py", "quant/nn.py", "model_lib.py",
+                                                  "schedules.py"))
 
 
-def content_key(config: LlamaConfig, quantization: Quantization, target: str, schedule: str) -> str:
+def content_key(config: Any, quantization: Quantization, target: str, schedule: str) -> str:
     """Cache key of a model library: everything that goes into the compiled code."""
     blob = json.dumps({"config": config.to_dict(), "quant": quantization.key(), "target": str(target),
                        "schedule": schedule, "abi": ABI_VERSION, "tvm": tvm.__version__,
@@ -645,7 +647,7 @@ def content_key(config: LlamaConfig, quantization: Quantization, target: str, sc
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def build_model_library(config: LlamaConfig | dict, quantization: Quantization | str = "q4f32_1",
+def build_model_library(config: Any, quantization: Quantization | str = "q4f32_1",
                         target: str = "webgpu", *, schedule: str = "auto", progress: bool = True) -> "Library":
     """Compile and link the model library web-llm loads (``model.wasm``), cached by content hash.
 
@@ -659,7 +661,7 @@ def build_model_library(config: LlamaConfig | dict, quantization: Quantization |
     from ..cache import atomic_write_bytes, cache_dir, sha256_bytes
     from .build import Library, link_executable, vm_functions, wgsl_sources
 
-    cfg = config if isinstance(config, LlamaConfig) else LlamaConfig.from_dict(config)
+    cfg = registry.config_from_dict(config)
     quant = as_quantization(quantization)
     key = content_key(cfg, quant, target, schedule)
     folder = cache_dir() / "model-libs" / key

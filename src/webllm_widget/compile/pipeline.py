@@ -26,10 +26,11 @@ from typing import Any
 from .. import cache
 from .._version import __version__
 from ..errors import BadModel, CompileError, WebLLMWidgetError
+from .arch import registry
 from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, write_chat_config
 from .tensor_cache import verify_tensor_cache, write_tensor_cache
 from .tokenizer import write_tokenizer
-from .weights import Checkpoint, open_checkpoint
+from .checkpoint import Checkpoint, open_checkpoint
 
 __all__ = ["build_model_folder", "cli_build", "source_hash", "MANIFEST", "LIBRARY_NAME", "DEVICES"]
 
@@ -88,8 +89,8 @@ def source_hash(ckpt: Checkpoint, progress: bool = False) -> str:
 
 
 #: Modules whose code decides the folder's non-library files (the GPU library has its own content key).
-_FOLDER_SOURCES = ("weights.py", "tensor_cache.py", "tokenizer.py", "chat_config.py", "pipeline.py",
-                   "quantize.py", "llama.py")
+_FOLDER_SOURCES = ("checkpoint", "arch", "quant", "params.py", "tensor_cache.py", "tokenizer.py", "chat_config.py",
+                   "pipeline.py")
 
 
 def _compiler_version(cfg: Any, quant: Any, device: str, schedule: str, library: bool) -> dict:
@@ -100,13 +101,9 @@ def _compiler_version(cfg: Any, quant: Any, device: str, schedule: str, library:
     """
     import tvm
 
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in _FOLDER_SOURCES + (("cpu.py", "build.py") if device == "cpu" else ()):
-        f = here / name
-        h.update(name.encode() + b"\0" + (f.read_bytes() if f.exists() else b""))
-    doc = {"webllm-widget": __version__, "folder": FOLDER_FORMAT, "tvm": tvm.__version__,
-           "sources": h.hexdigest()[:16]}
+    sources = cache.sources_digest(Path(__file__).parent,
+                                   _FOLDER_SOURCES + (("cpu.py", "build.py") if device == "cpu" else ()))
+    doc = {"webllm-widget": __version__, "folder": FOLDER_FORMAT, "tvm": tvm.__version__, "sources": sources[:16]}
     if library and device == "webgpu":
         from .model_lib import content_key
 
@@ -121,7 +118,8 @@ def _slug(text: str) -> str:
 # ------------------------------------------------------------------------------------ the build
 
 def _resolve_quantization(ckpt: Checkpoint, cfg: Any, quantization: Any):
-    from .quantize import Quantization, as_quantization, ggml_quantization
+    from .quant.ggml import ggml_quantization
+    from .quant.modes import Quantization, as_quantization
 
     if quantization is None:
         quantization = "ggml" if ckpt.kind == "gguf" else "q4f32_1"
@@ -184,9 +182,7 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         raise BadModel(f"device {device!r} is not supported; use one of {', '.join(DEVICES)}.")
     t_start = time.perf_counter()
     ckpt = open_checkpoint(source)
-    from .llama import LlamaConfig
-
-    cfg = LlamaConfig.from_dict(ckpt.config)
+    cfg = registry.config_from_dict(ckpt.config)
     quant = _resolve_quantization(ckpt, cfg, quantization)
     src_hash = source_hash(ckpt, progress)
     if device == "cpu":
@@ -263,7 +259,7 @@ def _link_shared(twin: Path, tmp: Path) -> None:
 def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, progress: bool, bar: Any) -> dict:
     """Steps 1-3 of a build: weights into shards, tokenizer, mlc-chat-config.json. Returns the tensor cache."""
     # 1. parameters, streamed tensor by tensor into shards
-    from .quantize import param_records
+    from .params import param_records
 
     total = sum(ckpt.get(n).nbytes for n in ckpt.tensor_names())
     bar.set_postfix_str("weights")
@@ -295,10 +291,7 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
         vocab_size=c["vocab_size"], context_window_size=cfg.context_window_size,
         prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
         bos_token_id=c.get("bos_token_id"),
-        model_config={k: c[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
-                                        "num_key_value_heads", "head_dim", "num_hidden_layers",
-                                        "rms_norm_eps", "rope_theta", "vocab_size", "tie_word_embeddings",
-                                        "attention_bias") if k in c})
+        model_config={k: c[k] for k in registry.family_of(cfg).config_module.CHAT_CONFIG_KEYS if k in c})
     write_chat_config(tmp, chat)
     bar.update(1)
     return doc

@@ -221,7 +221,7 @@ class RowTileGemv(_GpuRule):
         return None if n_ext % (threads * rows) else (threads, rows)
 
     def _apply_factored(self, sch, infos, reductions):
-        """The factored GEMV of ``quantize._matvec_factored``: part (codes x inputs), xsum, sum over groups."""
+        """The factored GEMV of ``quant.nn._matvec_factored``: part (codes x inputs), xsum, sum over groups."""
         by_name = {sch.get(r.block_rv).name_hint: r for r in reductions}
         out = [r for n, r in by_name.items() if not n.endswith(("_part", "_xsum"))]
         part = [r for n, r in by_name.items() if n.endswith("_part")]

@@ -7,7 +7,7 @@ Supported: byte-level BPE (``tokenizer.ggml.model == "gpt2"``) with the pre-toke
 (each digit alone, then the GPT-2 regex), ``gpt2``/``default``, ``llama-bpe`` (Llama 3) and ``qwen2``.
 SentencePiece GGUFs (``"llama"`` model: TinyLlama, Llama 2) are not rebuilt: use the HF folder instead.
 
-    doc = tokenizer_json_from_gguf(ckpt)       # ckpt: compile.weights.GGUFCheckpoint
+    doc = tokenizer_json_from_gguf(ckpt)       # ckpt: compile.checkpoint.GGUFCheckpoint
     write_tokenizer(ckpt, out_dir)             # -> out_dir/tokenizer.json (GGUF) or copies it (HF folder)
 """
 from __future__ import annotations

@@ -34,12 +34,12 @@ FALLBACK_SCHEDULE = "fallback"
 
 
 def _config_and_quant(gguf: str | os.PathLike) -> tuple[Any, Any]:
-    from ..compile.llama import LlamaConfig
-    from ..compile.quantize import ggml_quantization
-    from ..compile.weights import open_checkpoint
+    from ..compile.arch import registry
+    from ..compile.checkpoint import open_checkpoint
+    from ..compile.quant.ggml import ggml_quantization
 
     ckpt = open_checkpoint(gguf)
-    cfg = LlamaConfig.from_dict(ckpt.config)
+    cfg = registry.config_from_dict(ckpt.config)
     return cfg, ggml_quantization(ckpt, cfg)
 
 

@@ -1,0 +1,117 @@
+"""The registry of model families: which family builds a checkpoint, its config class, model class and name maps.
+
+A family is one sub-package of ``compile/arch`` (``config.py``, ``model.py``, ``loader.py``). The checkpoint
+readers ask :func:`family_for_hf` / :func:`family_for_gguf` which family a file holds; the exporter asks
+:func:`family_of` for the model class of a config. Adding a family means adding its folder and one
+:class:`Family` row here.
+
+Example::
+
+    from webllm_widget.compile.arch import registry
+    cfg = registry.config_from_dict(checkpoint.config)
+    model = registry.family_of(cfg).model(cfg)
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ...errors import BadModel
+from .llama import config as llama_config
+from .llama import loader as llama_loader
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One model family and how checkpoints name it."""
+
+    name: str
+    #: config's ``architecture`` values (model types) this family builds
+    model_types: tuple[str, ...]
+    #: HF ``architectures[0]`` or ``model_type``, lowercased -> model type
+    hf_names: dict[str, str]
+    #: GGUF ``general.architecture`` -> model type
+    gguf_names: dict[str, str]
+    config_module: ModuleType
+    loader: ModuleType
+    config_class: type
+    #: dotted path of the model module (imported on use: it needs TVM)
+    model_module: str
+    model_class: str
+
+    def model(self, cfg: Any) -> Any:
+        """A fresh ``nn.Module`` of this family for ``cfg``."""
+        import importlib
+
+        mod = importlib.import_module(self.model_module, __package__)
+        return getattr(mod, self.model_class)(cfg)
+
+    def kv_cache_dims(self, cfg: Any) -> dict[str, int]:
+        import importlib
+
+        return importlib.import_module(self.model_module, __package__).kv_cache_dims(cfg)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="llama", model_types=llama_config.MODEL_TYPES,
+        hf_names={"llamaforcausallm": "llama", "llama": "llama", "mistralforcausallm": "llama",
+                  "qwen2forcausallm": "qwen2", "qwen2": "qwen2"},
+        gguf_names={"llama": "llama", "qwen2": "qwen2"},
+        config_module=llama_config, loader=llama_loader, config_class=llama_config.LlamaConfig,
+        model_module=".llama.model", model_class="LlamaForCausalLM"),
+)
+
+#: Model types the GGUF and HF readers accept, in the order error messages list them.
+SUPPORTED_ARCHITECTURES = tuple(dict.fromkeys(t for f in FAMILIES for t in f.hf_names.values()))
+
+
+def _unsupported(arch: str, where: Path | str) -> BadModel:
+    return BadModel(
+        f"{where}: architecture '{arch}' is not supported. webllm-widget compiles Llama-family models "
+        f"({', '.join(SUPPORTED_ARCHITECTURES)}: e.g. SmolLM2, TinyLlama, Llama 3.x, Qwen2.5). "
+        "Pick a checkpoint of one of these architectures.")
+
+
+def family_for_hf(arch: str, where: Path | str) -> tuple[Family, str]:
+    """(family, model type) of an HF ``architectures[0]`` (or ``model_type``); BadModel naming ``where`` if none."""
+    a = arch.lower()
+    for fam in FAMILIES:
+        if a in fam.hf_names:
+            return fam, fam.hf_names[a]
+    raise _unsupported(arch, where)
+
+
+def family_for_gguf(arch: str, where: Path | str) -> tuple[Family, str]:
+    """(family, model type) of a GGUF ``general.architecture``; BadModel naming ``where`` if none."""
+    a = arch.lower()
+    for fam in FAMILIES:
+        if a in fam.gguf_names:
+            return fam, fam.gguf_names[a]
+    raise _unsupported(arch, where)
+
+
+def family_of(cfg: Any) -> Family:
+    """The family of a config object, a config dict or a model type name."""
+    if isinstance(cfg, str):
+        kind = cfg
+    elif isinstance(cfg, dict):
+        kind = str(cfg.get("architecture") or cfg.get("model_type") or "llama")
+    else:
+        kind = cfg.model_type
+    kind = kind.lower()
+    for fam in FAMILIES:
+        if kind in fam.model_types:
+            return fam
+    known = ", ".join(t for f in FAMILIES for t in f.model_types)
+    raise BadModel(f"architecture {kind!r} is not a model family webllm-widget builds; supported: {known}.",
+                   detail={"architecture": kind})
+
+
+def config_from_dict(cfg: dict[str, Any] | Any, **overrides: Any) -> Any:
+    """The family's config object for an HF-style dict (a config object is returned as it is)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    return family_of(cfg).config_class.from_dict(cfg, **overrides)
