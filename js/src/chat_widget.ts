@@ -8,7 +8,7 @@
 import type { AnyModel } from "@anywidget/types";
 import { PageChannel, PageError, describeError, newId, type Envelope } from "./protocol";
 import { BlobLoader, type BlobRef } from "./loader";
-import { sharedEngine, type WorkerEngine } from "./engine/host";
+import { sharedEngine, specKey, type SwapEvent, type WorkerEngine } from "./engine/host";
 import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./engine/types";
 import { ChatView, type Msg, type ViewState } from "./ui/chat_view";
 
@@ -42,6 +42,11 @@ class ChatState {
   gpu = "";
   error: { code: string; message: string } | null = null;
   engine: WorkerEngine | null = null;
+  /** The model this Chat loaded: every request it makes names it (the page may hold several models). */
+  spec: ModelSpec | null = null;
+  /** A line about the page's models (this one unloaded to make room for another, or loaded again). */
+  notice: string | null = null;
+  offSwap: (() => void) | null = null;
   abort: AbortController | null = null;
   // The kernel behind this model restarted or shut down (see onDisconnect in initialize()).
   disconnected = false;
@@ -129,6 +134,16 @@ function initialize({ model }: { model: AnyModel }) {
         return new Blob([bytes as unknown as BlobPart], { type: "text/javascript" });
       });
       state.engine = engine;
+      if (typeof msg.memory_budget === "number") engine.setMemoryBudget(msg.memory_budget);
+      state.offSwap?.();
+      // Another Chat's load may unload this one's model: say so here and tell the kernel (progress, no id).
+      state.offSwap = engine.onSwap((e: SwapEvent) => {
+        const mine = state.spec ? specKey(state.spec) : null;
+        if (!mine || !e.unloaded.some((u) => u.key === mine)) return;
+        state.notice = `${e.text.replace(/^unloaded /, "This chat's model was unloaded: ")}.`;
+        state.changed();
+        if (!state.disconnected) channel.send("progress", { phase: "unloaded", progress: 0, text: e.text, swap: e });
+      });
       const toSpec = (m: ModelMsg): ModelSpec => ({
         id: m.id,
         key: m.key,
@@ -147,6 +162,8 @@ function initialize({ model }: { model: AnyModel }) {
         webgpu_fallback: m.webgpu_fallback ? toSpec(m.webgpu_fallback) : undefined,
       });
       const spec = toSpec(m);
+      state.spec = spec;
+      state.notice = null;
       const byName = new Map([...(m.files ?? []), ...(m.cpu?.files ?? []), ...(m.webgpu_fallback?.files ?? [])].map((f) => [f.sha256, f]));
       // loader.get checks each file's sha256 as it arrives: say so, so the engine does not hash it again
       const r = await engine.load(spec, onProgress, async (f, onBytes) => ({
@@ -184,6 +201,14 @@ function initialize({ model }: { model: AnyModel }) {
     state.abort = new AbortController();
     state.changed();
     let raf = 0;
+    // The page unloaded this Chat's model to make room for another: the engine loads it again first.
+    const onSwapProgress = (p: LoadProgress) => {
+      state.status = p.phase === "done" ? "generating" : "swapping";
+      state.progress = p.phase === "done" ? null : p;
+      state.notice = p.phase === "done" ? `${p.text} (it had been unloaded to make room for another model)` : p.text;
+      state.changed();
+      if (origin === "kernel" && !state.disconnected) channel.reply(id, "progress", { ...p, swap: true });
+    };
     try {
       const r = await engine.generate(messages, settings, (delta) => {
         const live = state.live!;
@@ -194,11 +219,12 @@ function initialize({ model }: { model: AnyModel }) {
         state.pending[1].content += delta;
         if (origin === "kernel" && !state.disconnected) channel.reply(id, "token", { text: delta });
         if (!raf) raf = requestAnimationFrame(() => ((raf = 0), state.changed()));
-      }, state.abort.signal);
+      }, state.abort.signal, state.spec ?? undefined, onSwapProgress);
       state.pending[1].content = r.text;
       state.stats = { ...r.usage, finish_reason: r.finish_reason };
       // After a kernel restart nobody listens (the comm is gone): the partial answer stays on screen.
-      if (!state.disconnected) channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user });
+      if (!state.disconnected) channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user,
+        model: r.model ?? null, reloaded: r.reloaded ?? null });
     } finally {
       if (raf) cancelAnimationFrame(raf);
       state.status = "ready";
@@ -231,7 +257,7 @@ function initialize({ model }: { model: AnyModel }) {
         state.pending = [];
         state.stats = null;
         state.error = null;
-        await state.engine?.reset();
+        await state.engine?.reset(state.spec ?? undefined);
         state.changed();
         channel.reply(msg, "result", {});
       } else {
@@ -300,6 +326,7 @@ function initialize({ model }: { model: AnyModel }) {
     model.off("change:device", onAny);
     model.off("comm_live_update", onDisconnect);
     state.abort?.abort();
+    state.offSwap?.();
     channel.close();
     states.delete(keyOf(model));
   };
@@ -333,6 +360,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       model: String(model.get("model") ?? ""),
       models: (model.get("models") as { id: string; label?: string }[]) ?? [],
       progress: state.progress,
+      notice: state.notice,
       messages: (model.get("messages") as Msg[]) ?? [],
       pending: state.pending,
       live: state.live ? { tokens: state.live.tokens, tok_s: state.live.tok_s } : null,

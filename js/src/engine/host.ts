@@ -1,5 +1,6 @@
 // The page side of the engine: starts the worker from a Blob URL, installs model files, and turns the
-// worker's messages into the Engine interface. One engine per page, shared by every widget on it.
+// worker's messages into the Engine interface. One engine per page, shared by every widget on it; it holds
+// several models at once within a memory budget, and every request names the model it is for.
 import { toEngineError } from "./errors";
 import { installModelFiles, recordFor } from "./model_files";
 import {
@@ -16,6 +17,34 @@ import {
 } from "./types";
 import type { FromWorker, ToWorker } from "./wire";
 
+/** A model the page holds (or held, and may load again when a request names it). */
+interface Slot {
+  key: string;
+  spec: ModelSpec;
+  source?: BlobSource;
+  result: LoadResult;
+  /** What the model takes in the page's (GPU or wasm) memory, as estimated from its files. */
+  bytes: number;
+  lastUsed: number;
+  loaded: boolean;
+}
+
+/** A model unloaded to make room for another: listeners (the widgets) say so. */
+export interface SwapEvent {
+  unloaded: { key: string; model: string; bytes: number }[];
+  loaded: { key: string; model: string; bytes: number };
+  budget_bytes: number;
+  text: string;
+}
+
+/** How much memory the page lets its models take together, unless the host sets it (setMemoryBudget). */
+export function defaultMemoryBudget(): number {
+  const gib = Number((globalThis.navigator as Navigator & { deviceMemory?: number })?.deviceMemory) || 8;
+  return Math.max(1, gib / 2) * 2 ** 30;
+}
+
+const mb = (n: number) => `${(n / 2 ** 20).toFixed(n < 10 * 2 ** 20 ? 1 : 0)} MB`;
+
 interface Pending {
   resolve: (v: any) => void;
   reject: (e: EngineError) => void;
@@ -23,7 +52,7 @@ interface Pending {
   onDelta?: (d: string) => void;
 }
 
-function specKey(spec: ModelSpec): string {
+export function specKey(spec: ModelSpec): string {
   return `${spec.id}|${spec.key ?? spec.url ?? (spec.prebuilt ? "prebuilt" : "")}|${spec.device ?? "webgpu"}|${spec.cpu?.key ?? ""}|${spec.webgpu_fallback?.key ?? ""}`;
 }
 
@@ -80,18 +109,23 @@ function checkFeatures(spec: ModelSpec, gpu: GPUInfo | null): void {
 }
 
 export class WorkerEngine implements Engine {
+  /** The model loaded last (requests that name no model go to it). */
   loaded: string | null = null;
   gpu: GPUInfo | null = null;
+  /** Bytes the models held at once may take together; past it, the least recently used one is unloaded. */
+  memoryBudget: number = defaultMemoryBudget();
   private worker: Worker;
   private nextId = 1;
   private pending = new Map<number, Pending>();
   private hello: Promise<void>;
   // Loads and generations run one at a time, in the order asked (several widgets share this engine).
   private chain: Promise<unknown> = Promise.resolve();
-  private loadedKey: string | null = null;
+  private slots = new Map<string, Slot>();
+  private lastKey: string | null = null;
   private loading: { key: string; promise: Promise<LoadResult>; listeners: Set<(p: LoadProgress) => void> } | null = null;
-  private lastLoad: LoadResult | null = null;
   private running: number | null = null;
+  private swapListeners = new Set<(e: SwapEvent) => void>();
+  private clock = 0;
 
   constructor(workerBundle: Blob) {
     const url = URL.createObjectURL(workerBundle);
@@ -192,12 +226,39 @@ export class WorkerEngine implements Engine {
     return { device: "webgpu", reason, spec };
   }
 
+  /** Sets the memory budget (bytes); models over it are unloaded at the next load. */
+  setMemoryBudget(bytes: number | null | undefined): void {
+    this.memoryBudget = bytes && bytes > 0 ? bytes : defaultMemoryBudget();
+  }
+
+  /** Called whenever models are unloaded to make room for another. Returns a function that removes it. */
+  onSwap(fn: (e: SwapEvent) => void): () => void {
+    this.swapListeners.add(fn);
+    return () => this.swapListeners.delete(fn);
+  }
+
+  /** The models the page holds now: key, model id, estimated bytes, and the budget. */
+  held(): { models: { key: string; model: string; bytes: number; device?: string }[]; budget_bytes: number; used_bytes: number } {
+    const models = [...this.slots.values()].filter((s) => s.loaded)
+      .map((s) => ({ key: s.key, model: s.result.model, bytes: s.bytes, device: s.result.device }));
+    return { models, budget_bytes: this.memoryBudget, used_bytes: models.reduce((n, m) => n + m.bytes, 0) };
+  }
+
+  /** Whether the model of `spec` (or key) is loaded in the page now. */
+  isLoaded(spec: ModelSpec | string): boolean {
+    return Boolean(this.slots.get(typeof spec === "string" ? spec : specKey(spec))?.loaded);
+  }
+
   /** `source` delivers the bytes of local model files the page's cache lacks (the caller's transport). */
   load(spec: ModelSpec, onProgress?: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult> {
     const key = specKey(spec);
-    if (this.loadedKey === key && this.lastLoad && !this.loading) {
+    const held = this.slots.get(key);
+    if (held?.loaded && !(this.loading && this.loading.key === key)) {
+      held.lastUsed = ++this.clock;
+      this.lastKey = key;
+      this.loaded = held.result.model;
       onProgress?.({ progress: 1, phase: "done", elapsed_s: 0, text: `${spec.id} is already loaded on this page` });
-      return Promise.resolve({ ...this.lastLoad, bytes_installed: 0 });
+      return Promise.resolve({ ...held.result, bytes_installed: 0 });
     }
     if (this.loading && this.loading.key === key) {
       if (onProgress) this.loading.listeners.add(onProgress);
@@ -207,59 +268,8 @@ export class WorkerEngine implements Engine {
     if (onProgress) listeners.add(onProgress);
     const emit = (p: LoadProgress) => listeners.forEach((l) => l(p));
     const promise = this.serial(async () => {
-      const t0 = performance.now();
-      let installed = 0;
       try {
-        // Pick the engine first (no adapter and no CPU build: say so before any model byte is copied).
-        const choice = await this.chooseDevice(spec);
-        const requested = spec;
-        spec = choice.spec;
-        if (choice.device === "webgpu") checkFeatures(spec, this.gpu);
-        if (spec.files) {
-          if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
-          const total = spec.files.reduce((n, f) => n + f.size, 0);
-          emit({ progress: 0, phase: "install", bytes_done: 0, bytes_total: total, elapsed_s: 0, text: "checking the page's cache" });
-          installed = await installModelFiles(spec, source, (ip) => {
-            const elapsed_s = (performance.now() - t0) / 1000;
-            const frac = ip.bytes_total ? ip.bytes_done / ip.bytes_total : 1;
-            emit({
-              progress: frac,
-              phase: "install",
-              bytes_done: ip.bytes_done,
-              bytes_total: ip.bytes_total,
-              elapsed_s,
-              eta_s: frac > 0 ? (elapsed_s * (1 - frac)) / frac : undefined,
-              text: `copying ${ip.file} into the page (${ip.files_done}/${ip.files_total})`,
-            });
-          });
-        }
-        if (spec.url && !spec.files) await checkModelUrl(spec.url);
-        let r: { model: string; gpu: GPUInfo; load_s: number };
-        try {
-          r = await this.call<{ model: string; gpu: GPUInfo; load_s: number }>(
-            { type: "load", model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
-            { onProgress: emit },
-          );
-        } catch (e) {
-          // Refused before loading (the worker's KV cache check): the model loaded before is still there.
-          if (!(e instanceof EngineError && e.detail?.before_load)) {
-            this.loaded = null;
-            this.loadedKey = null;
-          }
-          throw e;
-        }
-        this.loaded = r.model;
-        this.loadedKey = key;
-        this.gpu = r.gpu;
-        this.lastLoad = {
-          model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed,
-          device: choice.device, device_reason: choice.reason,
-          schedule: choice.device === "webgpu" ? spec.schedule : undefined,
-        };
-        emit({ progress: 1, phase: "done", elapsed_s: this.lastLoad.load_s, text: `loaded ${requested.id} on ${choice.device === "cpu" ? "the CPU" : "WebGPU"}` });
-        return this.lastLoad;
-      } catch (e) {
-        throw toEngineError(e);
+        return await this.loadNow(spec, emit, source);
       } finally {
         this.loading = null;
       }
@@ -268,24 +278,133 @@ export class WorkerEngine implements Engine {
     return promise;
   }
 
+  /** Loads `spec` into the worker (not serialized: callers hold the chain). */
+  private async loadNow(spec: ModelSpec, emit: (p: LoadProgress) => void, source?: BlobSource): Promise<LoadResult> {
+    const key = specKey(spec);
+    const t0 = performance.now();
+    let installed = 0;
+    try {
+      // Pick the engine first (no adapter and no CPU build: say so before any model byte is copied).
+      const choice = await this.chooseDevice(spec);
+      const requested = spec;
+      spec = choice.spec;
+      if (choice.device === "webgpu") checkFeatures(spec, this.gpu);
+      const bytes = (spec.files ?? []).reduce((n, f) => n + f.size, 0);
+      if (spec.files) {
+        if (!source) throw new EngineError("bad-model", "this host cannot deliver local model files");
+        emit({ progress: 0, phase: "install", bytes_done: 0, bytes_total: bytes, elapsed_s: 0, text: "checking the page's cache" });
+        installed = await installModelFiles(spec, source, (ip) => {
+          const elapsed_s = (performance.now() - t0) / 1000;
+          const frac = ip.bytes_total ? ip.bytes_done / ip.bytes_total : 1;
+          emit({
+            progress: frac,
+            phase: "install",
+            bytes_done: ip.bytes_done,
+            bytes_total: ip.bytes_total,
+            elapsed_s,
+            eta_s: frac > 0 ? (elapsed_s * (1 - frac)) / frac : undefined,
+            text: `copying ${ip.file} into the page (${ip.files_done}/${ip.files_total})`,
+          });
+        });
+      }
+      if (spec.url && !spec.files) await checkModelUrl(spec.url);
+      await this.makeRoom(key, requested.id, bytes, emit, t0);
+      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number }>(
+        { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
+        { onProgress: emit },
+      );
+      this.gpu = r.gpu;
+      const result: LoadResult = {
+        model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed,
+        device: choice.device, device_reason: choice.reason,
+        schedule: choice.device === "webgpu" ? spec.schedule : undefined,
+      };
+      const slot: Slot = { key, spec: requested, source, result, bytes: bytes || r.bytes || 0, lastUsed: ++this.clock, loaded: true };
+      this.slots.set(key, slot);
+      this.lastKey = key;
+      this.loaded = r.model;
+      if (!bytes && slot.bytes) await this.makeRoom(key, requested.id, 0, emit, t0); // learnt its size only now
+      emit({ progress: 1, phase: "done", elapsed_s: result.load_s, text: `loaded ${requested.id} on ${choice.device === "cpu" ? "the CPU" : "WebGPU"}` });
+      return result;
+    } catch (e) {
+      // A failed load leaves the worker without this model (the others stay).
+      const slot = this.slots.get(key);
+      if (slot) slot.loaded = false;
+      if (this.lastKey === key) {
+        this.lastKey = null;
+        this.loaded = null;
+      }
+      throw toEngineError(e);
+    }
+  }
+
+  /**
+   * Unloads the least recently used models until `bytes` more fit the budget (never `key` itself). Says so
+   * through `emit` (the asking widget's progress) and the swap listeners (every widget whose model went).
+   */
+  private async makeRoom(key: string, modelId: string, bytes: number, emit: (p: LoadProgress) => void, t0: number): Promise<void> {
+    const others = () => [...this.slots.values()].filter((s) => s.loaded && s.key !== key).sort((a, b) => a.lastUsed - b.lastUsed);
+    const used = () => others().reduce((n, s) => n + s.bytes, 0) + (this.slots.get(key)?.loaded ? this.slots.get(key)!.bytes : bytes);
+    const gone: Slot[] = [];
+    while (used() > this.memoryBudget && others().length) {
+      const victim = others()[0];
+      emit({ progress: 0, phase: "load", elapsed_s: (performance.now() - t0) / 1000,
+        text: `swapping models: unloading ${victim.result.model} (${mb(victim.bytes)}) to make room for ${modelId} (memory budget ${mb(this.memoryBudget)})` });
+      await this.call({ type: "unload", key: victim.key } as Omit<ToWorker, "id">);
+      victim.loaded = false;
+      gone.push(victim);
+    }
+    if (!gone.length) return;
+    const event: SwapEvent = {
+      unloaded: gone.map((s) => ({ key: s.key, model: s.result.model, bytes: s.bytes })),
+      loaded: { key, model: modelId, bytes: bytes || (this.slots.get(key)?.bytes ?? 0) },
+      budget_bytes: this.memoryBudget,
+      text: `unloaded ${gone.map((s) => s.result.model).join(", ")} to make room for ${modelId} ` +
+        `(memory budget ${mb(this.memoryBudget)}); ${gone.length > 1 ? "they load" : "it loads"} again when asked`,
+    };
+    this.swapListeners.forEach((l) => l(event));
+  }
+
+  /**
+   * Generates with the model `model` names (a spec, or a key from specKey; default: the model loaded last).
+   * A model unloaded to make room for another is loaded again first, and `onProgress` says so.
+   */
   generate(
     messages: ChatMessage[],
     settings: GenerateSettings,
     onDelta?: (delta: string) => void,
     signal?: AbortSignal,
+    model?: ModelSpec | string,
+    onProgress?: (p: LoadProgress) => void,
   ): Promise<GenerateResult> {
     return this.serial(async () => {
       if (signal?.aborted) {
         return { text: "", finish_reason: "abort", usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } };
       }
-      if (!this.loaded) throw new EngineError("bad-model", "no model is loaded: load one first");
+      const key = model === undefined ? this.lastKey : typeof model === "string" ? model : specKey(model);
+      const slot = key ? this.slots.get(key) : undefined;
+      if (!key || !slot) {
+        throw new EngineError("bad-model", model === undefined ? "no model is loaded: load one first"
+          : `the model this request is for (${typeof model === "string" ? model.split("|")[0] : model.id}) was never loaded on this page: load it first`);
+      }
+      let swapped: LoadResult | null = null;
+      if (!slot.loaded) {
+        // Unloaded to make room for another model: load it again (from the page's cache), visibly.
+        const t0 = performance.now();
+        onProgress?.({ progress: 0, phase: "load", elapsed_s: 0, text: `loading ${slot.result.model} again (it was unloaded to make room for another model)` });
+        swapped = await this.loadNow(slot.spec, (p) => onProgress?.(p), slot.source);
+        onProgress?.({ progress: 1, phase: "done", elapsed_s: (performance.now() - t0) / 1000, text: `loaded ${slot.result.model} again` });
+      }
+      slot.lastUsed = ++this.clock;
       const id = this.nextId++;
       const onAbort = () => this.stopId(id);
       signal?.addEventListener("abort", onAbort);
       this.running = id;
       try {
-        const r = await this.call<GenerateResult>({ type: "generate", messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
-        return { text: r.text, finish_reason: r.finish_reason, usage: r.usage };
+        const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
+        const out: GenerateResult = { text: r.text, finish_reason: r.finish_reason, usage: r.usage, model: slot.result.model };
+        if (swapped) out.reloaded = { load_s: swapped.load_s };
+        return out;
       } finally {
         this.running = null;
         signal?.removeEventListener("abort", onAbort);
@@ -301,8 +420,10 @@ export class WorkerEngine implements Engine {
     if (this.running !== null) this.stopId(this.running);
   }
 
-  async reset(): Promise<void> {
-    await this.serial(() => this.call({ type: "reset" }));
+  /** Forgets the KV cache of the model `model` names (default: every model's). */
+  async reset(model?: ModelSpec | string): Promise<void> {
+    const key = model === undefined ? undefined : typeof model === "string" ? model : specKey(model);
+    await this.serial(() => this.call({ type: "reset", key } as Omit<ToWorker, "id">));
   }
 
   terminate(): void {

@@ -100,6 +100,10 @@ export interface GenerateResult {
   text: string;
   finish_reason: "stop" | "length" | "abort" | string;
   usage: Usage;
+  /** The model that answered. */
+  model?: string;
+  /** Set when the model had been unloaded to make room for another and was loaded again for this request. */
+  reloaded?: { load_s: number };
 }
 
 export interface LoadResult {

@@ -3,18 +3,20 @@ import type { ChatMessage, GenerateSettings, GPUInfo, LoadProgress, Usage, Error
 export type { GPUInfo } from "./types";
 
 export type ToWorker =
-  | { type: "load"; id: number; model_id: string; record: Record<string, unknown> | null; device?: "webgpu" | "cpu" }
-  | { type: "generate"; id: number; messages: ChatMessage[]; settings: GenerateSettings }
+  | { type: "load"; id: number; key: string; model_id: string; record: Record<string, unknown> | null; device?: "webgpu" | "cpu" }
+  | { type: "unload"; id: number; key: string }
+  | { type: "generate"; id: number; key: string; messages: ChatMessage[]; settings: GenerateSettings }
   | { type: "stop"; id: number }
-  | { type: "reset"; id: number }
+  | { type: "reset"; id: number; key?: string }
   | { type: "gpu"; id: number };
 
 export type FromWorker =
   | { type: "hello" }
   | { type: "progress"; id: number; progress: LoadProgress }
-  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu" }
+  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number }
   | { type: "delta"; id: number; text: string }
   | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage }
   | { type: "reset-done"; id: number }
+  | { type: "unloaded"; id: number }
   | { type: "gpu-info"; id: number; gpu: GPUInfo }
   | { type: "error"; id: number; code: ErrorCode; message: string; detail?: Record<string, unknown> };

@@ -15,12 +15,17 @@ const scope = globalThis as unknown as {
   navigator: Navigator;
 };
 
-let engine: MLCEngine | null = null;
-let loadedId: string | null = null;
+// Models held in this worker, each by the key the host gave it (host.ts specKey): a page may hold several at once
+// (one MLCEngine per WebGPU model, each with its own device and KV cache; one CpuEngine per CPU model). A
+// request names the model it is for; nothing answers with "whatever was loaded last".
+type Slot =
+  | { backend: "webgpu"; modelId: string; mlc: MLCEngine }
+  | { backend: "cpu"; modelId: string; cpu: CpuEngine };
+const slots = new Map<string, Slot>();
 let gpu: GPUInfo | null = null;
 // The request being generated, and whether the host asked it to stop (a stop that arrives before web-llm
 // starts decoding would otherwise be forgotten: web-llm clears its interrupt flag when a request begins).
-let current: { id: number; stop: boolean } | null = null;
+let current: { id: number; stop: boolean; slot: Slot } | null = null;
 
 function post(msg: FromWorker, transfer: Transferable[] = []) {
   scope.postMessage(msg, transfer);
@@ -61,20 +66,15 @@ function progressOf(r: InitProgressReport) {
   return { progress: r.progress, phase, bytes_done, bytes_total, elapsed_s: r.timeElapsed, eta_s, text: r.text } as const;
 }
 
-// The CPU engine (cpu/engine.ts) serves models built for the page's CPU; `backend` says which engine is loaded.
-let cpu: CpuEngine | null = null;
-let backend: "webgpu" | "cpu" | null = null;
 const NO_ADAPTER: GPUInfo = { vendor: "", architecture: "", description: "no WebGPU adapter", is_fallback: false, features: [] };
 
-async function loadOnCpu(id: number, modelId: string, record: ModelRecord | null) {
+async function loadOnCpu(id: number, key: string, modelId: string, record: ModelRecord | null) {
   const t0 = performance.now();
   if (!record) throw Object.assign(new Error(`${modelId} has no CPU build: the CPU path needs a local model folder`), { name: "ModelNotFoundError" });
-  if (engine && loadedId) await engine.unload(); // free the GPU copy before loading the CPU one
-  loadedId = null;
-  backend = null;
-  cpu = cpu ?? new CpuEngine();
+  await unload(key);
+  const cpu = new CpuEngine();
   await cpu.load(record as unknown as CpuModelRecord, (p) => post({ type: "progress", id, progress: p }));
-  backend = "cpu";
+  slots.set(key, { backend: "cpu", modelId, cpu });
   gpu = gpu ?? (await probeGPU().catch(() => NO_ADAPTER));
   post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "cpu" });
 }
@@ -112,45 +112,61 @@ async function checkKvCache(modelId: string, appConfig: AppConfig): Promise<void
   if (fresh) await (await caches.open("webllm/config")).put(url, fresh).catch(() => undefined);
 }
 
-async function load(id: number, modelId: string, record: ModelRecord | null) {
+/** Frees the model held under `key` (its GPU buffers or wasm memory), if any. */
+async function unload(key: string): Promise<void> {
+  const slot = slots.get(key);
+  if (!slot) return;
+  slots.delete(key);
+  if (slot.backend === "cpu") slot.cpu.unload();
+  else {
+    try {
+      await slot.mlc.unload();
+    } catch {
+      /* already disposed with its device */
+    }
+  }
+}
+
+async function load(id: number, key: string, modelId: string, record: ModelRecord | null) {
   const t0 = performance.now();
   gpu = gpu ?? (await probeGPU());
   const appConfig = appConfigFor(record, modelId);
-  await checkKvCache(modelId, appConfig); // refused here, the loaded model stays loaded
-  cpu?.unload();
-  backend = null;
+  await checkKvCache(modelId, appConfig); // refused here, the models loaded before stay loaded
+  await unload(key);
   const onProgress = (r: InitProgressReport) => post({ type: "progress", id, progress: progressOf(r) });
-  if (!engine) {
-    engine = new MLCEngine({ appConfig, initProgressCallback: onProgress });
-  } else {
-    engine.setAppConfig(appConfig);
-    engine.setInitProgressCallback(onProgress);
-  }
-  loadedId = null;
+  // One MLCEngine per model: each holds its own pipeline, KV cache and conversation.
+  const mlc = new MLCEngine({ appConfig, initProgressCallback: onProgress });
   try {
-    await engine.reload(modelId);
+    await mlc.reload(modelId);
   } catch (err) {
-    // A failed load can leave web-llm's engine on a dead device: an allocation the GPU refused makes web-llm
-    // destroy the device (its tryCreateBuffer), TVM disposes its instance, and the next reload() on this engine
-    // ends in "exit(1)". Drop it: its buffers go with the device, and the next load starts a fresh engine.
-    const dead = engine;
-    engine = null;
-    backend = null;
+    // A failed load can leave web-llm's engine on a dead device (an allocation the GPU refused makes web-llm
+    // destroy the device): drop it; its buffers go with the device.
     try {
-      await dead.unload();
+      await mlc.unload();
     } catch {
       /* already disposed with its device */
     }
     throw err;
   }
-  loadedId = modelId;
-  backend = "webgpu";
-  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu" });
+  slots.set(key, { backend: "webgpu", modelId, mlc });
+  // A prebuilt record says how much GPU memory it needs (local folders: the host counts their files).
+  const vram = Number(appConfig.model_list.find((m) => m.model_id === modelId)?.vram_required_MB ?? 0);
+  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu",
+    bytes: vram > 0 ? vram * 2 ** 20 : undefined });
 }
 
-async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>) {
-  if (!engine || !loadedId) throw Object.assign(new Error("no model is loaded"), { name: "ModelNotLoadedError" });
-  current = { id, stop: false };
+function slotFor(key: string): Slot {
+  const slot = slots.get(key);
+  if (!slot) {
+    throw Object.assign(new Error(`the model this request is for (${key.split("|")[0]}) is not loaded in the page: load it first`),
+      { name: "ModelNotLoadedError" });
+  }
+  return slot;
+}
+
+async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>, slot: Extract<Slot, { backend: "webgpu" }>) {
+  const engine = slot.mlc;
+  current = { id, stop: false, slot };
   const s = msg.settings;
   const request = {
     messages: msg.messages,
@@ -210,26 +226,43 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
   try {
     switch (msg.type) {
       case "load":
-        if (msg.device === "cpu") await loadOnCpu(msg.id, msg.model_id, msg.record as ModelRecord | null);
-        else await load(msg.id, msg.model_id, msg.record as ModelRecord | null);
+        if (msg.device === "cpu") await loadOnCpu(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null);
+        else await load(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null);
         break;
-      case "generate":
-        if (backend === "cpu" && cpu) {
+      case "unload":
+        await unload(msg.key);
+        post({ type: "unloaded", id: msg.id });
+        break;
+      case "generate": {
+        const slot = slotFor(msg.key);
+        if (slot.backend === "cpu") {
           const id = msg.id;
-          const r = await cpu.generate(msg.messages, msg.settings, (text) => post({ type: "delta", id, text }));
-          post({ type: "done", id, text: r.text, finish_reason: r.finish_reason, usage: r.usage });
-        } else await generate(msg.id, msg);
+          current = { id, stop: false, slot };
+          try {
+            const r = await slot.cpu.generate(msg.messages, msg.settings, (text) => post({ type: "delta", id, text }));
+            post({ type: "done", id, text: r.text, finish_reason: r.finish_reason, usage: r.usage });
+          } finally {
+            current = null;
+          }
+        } else await generate(msg.id, msg, slot);
         break;
+      }
       case "stop":
-        cpu?.stop();
-        if (current) current.stop = true;
-        engine?.interruptGenerate();
+        if (current) {
+          current.stop = true;
+          if (current.slot.backend === "cpu") current.slot.cpu.stop();
+          else current.slot.mlc.interruptGenerate();
+        }
         break;
-      case "reset":
-        if (backend === "cpu") cpu?.reset();
-        else if (engine && loadedId) await engine.resetChat();
+      case "reset": {
+        const slot = msg.key ? slots.get(msg.key) : undefined;
+        for (const s of slot ? [slot] : slots.values()) {
+          if (s.backend === "cpu") s.cpu.reset();
+          else await s.mlc.resetChat();
+        }
         post({ type: "reset-done", id: msg.id });
         break;
+      }
       case "gpu":
         gpu = gpu ?? (await probeGPU());
         post({ type: "gpu-info", id: msg.id, gpu });

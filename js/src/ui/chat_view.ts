@@ -32,6 +32,8 @@ export interface ViewState {
   /** Requested device: "auto" | "webgpu" | "cpu" (helper F). */
   device?: string;
   error: { code: string; message: string } | null;
+  /** A line about the page's models (this chat's model unloaded to make room for another, or loaded again). */
+  notice?: string | null;
 }
 
 export interface ViewActions {
@@ -80,6 +82,7 @@ export class ChatView {
   private progressText = h("div", "wlw-progress-text");
   private list = h("div", "wlw-messages");
   private errorEl = h("div", "wlw-error");
+  private noticeEl = h("div", "wlw-notice");
   private input = h("textarea", "wlw-input");
   private sendBtn = h("button", "wlw-send", "Send");
   private stopBtn = h("button", "wlw-stop", "Stop");
@@ -124,7 +127,8 @@ export class ChatView {
     this.resetBtn.title = "Clear the conversation";
     const row = h("div", "wlw-input-row");
     row.append(this.input, this.sendBtn, this.stopBtn, this.resetBtn);
-    this.root.append(head, this.progressBox, this.list, this.errorEl, row, this.statsEl);
+    this.noticeEl.setAttribute("role", "status");
+    this.root.append(head, this.progressBox, this.noticeEl, this.list, this.errorEl, row, this.statsEl);
     parent.append(style, this.root);
   }
 
@@ -160,11 +164,11 @@ export class ChatView {
 
     // progress
     const p = s.progress;
-    const showProgress = s.status === "loading" && p !== null;
+    const showProgress = (s.status === "loading" || s.status === "swapping") && p !== null;
     this.progressBox.hidden = !showProgress;
     if (showProgress && p) {
       this.bar.value = Math.max(0, Math.min(1, p.progress || 0));
-      const parts = [PHASES[p.phase] ?? p.phase];
+      const parts = [(s.status === "swapping" ? "Swapping models: " : "") + (PHASES[p.phase] ?? p.phase)];
       if (p.bytes_total) parts.push(`${fmtBytes(p.bytes_done ?? 0)} of ${fmtBytes(p.bytes_total)}`);
       parts.push(`${Math.floor((p.progress || 0) * 100)}%`);
       if (p.eta_s !== undefined && p.eta_s !== null && isFinite(p.eta_s)) parts.push(`about ${fmtSecs(p.eta_s)} left`);
@@ -189,13 +193,16 @@ export class ChatView {
     for (const r of this.rendered.splice(all.length)) r.node.remove();
     this.list.scrollTop = this.list.scrollHeight;
 
+    this.noticeEl.hidden = !s.notice;
+    this.noticeEl.textContent = s.notice ?? "";
+
     // error where the user looks: just above the input
     this.errorEl.hidden = !s.error;
     this.errorEl.textContent = s.error ? `[${s.error.code}] ${s.error.message}` : "";
 
     const busy = s.status === "generating";
     this.sendBtn.disabled = s.status !== "ready";
-    this.input.disabled = s.status === "loading";
+    this.input.disabled = s.status === "loading" || s.status === "swapping";
     this.stopBtn.disabled = !busy;
     this.resetBtn.disabled = busy || s.status === "loading";
 
