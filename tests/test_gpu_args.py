@@ -9,7 +9,7 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 from webllm_widget.errors import KernelError
-from webllm_widget.gpu import Param, WebGPU, check_args, highlight_wgsl, signatures_of
+from webllm_widget.widgets.webgpu import Param, WebGPU, check_args, highlight_wgsl, signatures_of
 
 
 @I.ir_module

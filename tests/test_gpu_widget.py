@@ -10,7 +10,7 @@ from tvm.script import relax as R
 
 from webllm_widget.compile import build
 from webllm_widget.errors import BadArtifact, KernelError, WebGPUUnavailable
-from webllm_widget.gpu import WebGPU, signatures_of
+from webllm_widget.widgets.webgpu import WebGPU, signatures_of
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ import pytest
 
 from webllm_widget.artifacts import CHUNK_SIZE, static_blob
 from webllm_widget.errors import BadArtifact
-from webllm_widget.gpu import WebGPU
+from webllm_widget.widgets.webgpu import WebGPU
 
 pytestmark = pytest.mark.browser
 

@@ -17,11 +17,11 @@ __all__ = [
 def __getattr__(name: str):
     # Widgets import anywidget and the JS bundle; load them only when asked for.
     if name == "WebGPU":
-        from .gpu import WebGPU
+        from .widgets.webgpu import WebGPU
 
         return WebGPU
     if name == "Chat":
-        from .chat import Chat
+        from .widgets.chat import Chat
 
         return Chat
     raise AttributeError(name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from webllm_widget import Chat
-from webllm_widget.chat import _STATIC as STATIC
+from webllm_widget.widgets.chat import _STATIC as STATIC
 from webllm_widget.errors import WebGPUUnavailable
 
 pytestmark = pytest.mark.browser

@@ -33,11 +33,14 @@ from typing import Any, AsyncIterator, Callable
 import anywidget
 import traitlets as t
 
-from .artifacts import Blob, BlobSender, static_blob
-from .errors import Aborted, BadModel, WebLLMWidgetError
-from .protocol import Channel, _settle, new_id
+from ..artifacts import Blob, BlobSender, static_blob
+from ..errors import Aborted, BadModel, WebLLMWidgetError
+from ..protocol import Channel
+from .answers import AnswerQueue, ChatHandle, ContextOverflow
+from .messages import clean_messages, clean_text, conversation
+from .openai_format import chat_completion, request_messages
 
-_STATIC = Path(__file__).with_name("static")
+_STATIC = Path(__file__).parent.parent / "static"
 
 #: Shown in the model picker besides the built-in model (online: the page fetches them from Hugging Face).
 PICKER_PREBUILT = [
@@ -57,102 +60,8 @@ SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_pen
 #: Settings whose traitlet has another name.
 _TRAIT_OF = {"stop": "stop_sequences"}
 
-#: Seconds an answer may take (software WebGPU decodes a few tokens a second).
-ANSWER_TIMEOUT = 3600.0
+#: Seconds a model load may take (software WebGPU compiles shaders slowly).
 LOAD_TIMEOUT = 3600.0
-
-
-class ChatHandle:
-    """One answer in flight, returned by :meth:`Chat.send`.
-
-    ``await handle`` gives the full text; ``handle.text`` is what arrived so far; ``handle.done()``
-    says whether it finished; ``handle.stop()`` ends it early (the partial answer is kept).
-    ``handle.result`` is the ``done`` payload (``text``, ``finish_reason``, ``usage``) once finished.
-    """
-
-    def __init__(self, chat: "Chat", prompt: str | None, on_token: Callable[[str], Any] | None,
-                 on_done: Callable[[str], Any] | None):
-        self.chat = chat
-        self.prompt = prompt
-        self.id = new_id("ask")
-        self.text = ""
-        self.tokens: list[str] = []
-        self.result: dict | None = None
-        self.error: BaseException | None = None
-        self.t_sent = time.perf_counter()
-        self.t_first: float | None = None
-        self._on_token = on_token
-        self._on_done = on_done
-        self._done = False
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
-        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
-
-    def done(self) -> bool:
-        return self._done
-
-    def stop(self) -> None:
-        """Stop this answer; it finishes with ``finish_reason == "abort"`` and the text so far."""
-        if self._done:
-            return
-        if self in self.chat._waiting:  # queued behind another answer: never sent to the page
-            self.chat._waiting.remove(self)
-            self.chat._handles.pop(self.id, None)
-            self._finish({"text": "", "finish_reason": "abort", "usage": {}}, None)
-            return
-        self.chat._ch.send("stop", {"target": self.id})
-
-    def _token(self, text: str) -> None:
-        if self.t_first is None:
-            self.t_first = time.perf_counter()
-        self.text += text
-        self.tokens.append(text)
-        for loop, q in self._queues:
-            loop.call_soon_threadsafe(q.put_nowait, text)
-        if self._on_token:
-            self._on_token(text)
-
-    def _finish(self, result: dict | None, error: BaseException | None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self.result, self.error = result, error
-        if result is not None:
-            self.text = str(result.get("text", self.text))
-        for loop, q in self._queues:
-            loop.call_soon_threadsafe(q.put_nowait, None)
-        for loop, fut in self._waiters:
-            loop.call_soon_threadsafe(_settle, fut, self.text, error)
-        self._waiters = []
-        if self._on_done and error is None:
-            self._on_done(self.text)
-
-    async def wait(self) -> str:
-        if not self._done:
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            self._waiters.append((loop, fut))
-            await fut
-        if self.error is not None:
-            raise self.error
-        return self.text
-
-    def __await__(self):
-        return self.wait().__await__()
-
-    def _queue(self) -> asyncio.Queue:
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue()
-        for tok in self.tokens:  # tokens that came before the iteration started
-            q.put_nowait(tok)
-        if self._done:
-            q.put_nowait(None)
-        else:
-            self._queues.append((loop, q))
-        return q
-
-    def __repr__(self) -> str:
-        state = "done" if self._done else "running"
-        return f"<ChatHandle {self.id} {state}: {self.text[:60]!r}>"
 
 
 class Chat(anywidget.AnyWidget):
@@ -200,7 +109,7 @@ class Chat(anywidget.AnyWidget):
     @t.default("_page_key")
     def _new_page_key(self) -> str:
         return uuid.uuid4().hex
-    context_overflow = t.Enum(("error", "drop-oldest"), "error",
+    context_overflow = t.Enum(ContextOverflow.MODES, "error",
                               help="when the conversation outgrows the model's context window: raise "
                                    "ContextWindowExceeded ('error'), or leave the oldest turns out of what the "
                                    "model sees ('drop-oldest'; `messages` keeps them all)").tag(sync=True)
@@ -213,9 +122,9 @@ class Chat(anywidget.AnyWidget):
         super().__init__(model=str(model), **kwargs)
         self._ch = Channel(self)
         self._blobs = BlobSender(self._ch)
-        self._handles: dict[str, ChatHandle] = {}
-        self._running: ChatHandle | None = None
-        self._waiting: list[ChatHandle] = []  # asked while another answer ran: started in order
+        self._answers = AnswerQueue(self._ch, owner=self, load=lambda: self._load_reply,
+                                    on_asking=self._on_asking, on_answered=self._on_answered,
+                                    overflow=ContextOverflow(self.context_overflow))
         self._load_reply = None
         self._load_info: dict | None = None
         self._loaded: str | None = None
@@ -226,6 +135,7 @@ class Chat(anywidget.AnyWidget):
         self._ch.on("call", self._on_page_call)
         self.observe(self._on_model_trait, "model")
         self.observe(self._on_model_trait, "device")
+        self.observe(self._on_overflow_trait, "context_overflow")
         if autoload:
             self.load()
 
@@ -241,7 +151,7 @@ class Chat(anywidget.AnyWidget):
 
     def _spec(self, model: str) -> dict:
         """What the page's engine needs to load ``model``; local files are offered as blobs."""
-        from .devices import model_spec, spec_files
+        from ..devices import model_spec, spec_files
 
         # device="auto": both builds are offered (only the one the page picks travels); see devices.py.
         spec, paths = model_spec(model, self.device)
@@ -335,21 +245,21 @@ class Chat(anywidget.AnyWidget):
             except WebLLMWidgetError:
                 pass  # shown in the widget through `error`
 
+    def _on_overflow_trait(self, change: dict) -> None:
+        self._answers.overflow = ContextOverflow(change["new"])
+
     def _on_ready(self, page: dict) -> None:
         if self._ch.ready_count > 1 and self._load_reply is not None:
             # A reloaded page knows nothing: load again (from its Cache Storage, no model bytes sent).
-            for h in list(self._handles.values()):
-                h._finish(None, WebLLMWidgetError("the page was reloaded during this answer", code="page-reloaded"))
-            self._handles.clear()
-            self._waiting.clear()
-            self._running = None
+            self._answers.fail_all(
+                lambda: WebLLMWidgetError("the page was reloaded during this answer", code="page-reloaded"))
             self.load()
 
     # ---- asking -------------------------------------------------------------------------------------
 
     @t.validate("messages")
     def _valid_messages(self, proposal: dict) -> list:
-        return _clean_messages(proposal["value"])
+        return clean_messages(proposal["value"])
 
     @t.validate("system_prompt")
     def _valid_system_prompt(self, proposal: dict) -> str:
@@ -364,10 +274,7 @@ class Chat(anywidget.AnyWidget):
         return {k: v for k, v in s.items() if v is not None and v != []}
 
     def _history(self, prompt: str) -> list[dict]:
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        msgs += [{"role": m["role"], "content": m["content"]} for m in self.messages if m.get("role") != "system"]
-        msgs.append({"role": "user", "content": prompt})
-        return msgs
+        return conversation(self.system_prompt, self.messages, prompt)
 
     def send(self, prompt: str, *, on_token: Callable[[str], Any] | None = None,
              on_done: Callable[[str], Any] | None = None, buffers: Any = None, **settings: Any) -> ChatHandle:
@@ -377,90 +284,19 @@ class Chat(anywidget.AnyWidget):
             # ipywidgets' own Widget.send(content, buffers) (a custom comm message) shares this name.
             return super().send(prompt, buffers=buffers)
         prompt = clean_text(prompt)
-        return self._submit(prompt, lambda: self._history(prompt), self._settings(settings), on_token, on_done,
-                            record=True)
+        return self._answers.submit(prompt, lambda: self._history(prompt), self._settings(settings), on_token,
+                                    on_done, record=True)
 
-    def _submit(self, user: str | None, messages: list[dict] | Callable[[], list[dict]], settings: dict, on_token,
-                on_done, record: bool) -> ChatHandle:
-        """Start an answer, or queue it behind the one running (answers never interleave; they run in the order
-        asked). ``messages`` may be a function: a queued turn sees the turns answered before it."""
-        h = ChatHandle(self, user, on_token, on_done)
-        h._messages, h._settings, h._record = messages, settings, record
-        h.dropped_turns = 0
-        self._handles[h.id] = h
-        if self._running is not None and not self._running.done():
-            self._waiting.append(h)
-        else:
-            self._start(h)
-        return h
-
-    def _start(self, h: ChatHandle) -> None:
-        self._running = h
-
-        def go(_reply=None) -> None:
-            if _reply is not None and _reply.exception() is not None:
-                self._handles.pop(h.id, None)
-                if self._running is h:
-                    self._running = None
-                h._finish(None, _reply.exception())
-                self._next()
-                return
-            if callable(h._messages):
-                h._messages = h._messages()
-            self._ask(h)
-
-        if self._load_reply is None:
-            self._running = None
-            self._handles.pop(h.id, None)
-            h._finish(None, BadModel("no model is loading or loaded: call chat.load(model)"))
-            self._next()
-        elif not self._load_reply.done():
-            self._load_reply.add_done_callback(go)  # ask once the model is in
-        else:
-            go(self._load_reply)
-
-    def _ask(self, h: ChatHandle) -> None:
+    def _on_asking(self, h: ChatHandle) -> None:
         self.status = "generating"
-        reply = self._ch.request("ask", {"messages": h._messages, "settings": h._settings, "user": h.prompt or "",
-                                         "record": h._record}, id=h.id, timeout=ANSWER_TIMEOUT,
-                                 on_event=lambda m, b: h._token(str(m.get("text", "")))
-                                 if m.get("kind") == "token" else None)
-        reply.add_done_callback(lambda r: self._on_answer(h, r, h._record))
 
-    def _next(self) -> None:
-        while self._waiting and (self._running is None or self._running.done()):
-            h = self._waiting.pop(0)
-            if not h.done():
-                self._start(h)
-
-    def _on_answer(self, h: ChatHandle, reply, record: bool) -> None:
-        err = reply.exception()
-        if (err is not None and getattr(err, "code", "") == "context-overflow"
-                and self.context_overflow == "drop-oldest" and not h.tokens):
-            shorter = _drop_oldest_turn(h._messages)
-            if shorter is not None:  # ask again without the oldest turn (web-llm re-prefills the shorter history)
-                users = lambda ms: sum(1 for m in ms if m.get("role") == "user")  # noqa: E731
-                h.dropped_turns += users(h._messages) - users(shorter)
-                h._messages = shorter
-                self._ask(h)
-                return
-        self._handles.pop(h.id, None)
-        if self._running is h:
-            self._running = None
+    def _on_answered(self, h: ChatHandle, result: dict | None, err: BaseException | None) -> None:
         if err is not None:
             self.status = "ready" if self._loaded else "error"
             self._set_error(err)
-            h._finish(None, err)
-            self._next()
             return
-        msg, _ = reply.result()
-        result = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
-        if h.dropped_turns:
-            result["dropped_turns"] = h.dropped_turns
-        self._record(result, h.prompt if record else None, wall_s=time.perf_counter() - h.t_sent)
+        self._record(result, h.prompt if h.records else None, wall_s=time.perf_counter() - h.t_sent)
         self.status = "ready"
-        h._finish(result, None)
-        self._next()
 
     def _record(self, result: dict, user: str | None, wall_s: float | None = None) -> None:
         usage = dict(result.get("usage") or {})
@@ -479,7 +315,7 @@ class Chat(anywidget.AnyWidget):
     async def stream(self, prompt: str, **settings: Any) -> AsyncIterator[str]:
         """Ask and yield the answer piece by piece as the page generates it."""
         h = self.send(prompt, **settings)
-        q = h._queue()
+        q = h.token_queue()
         try:
             while True:
                 tok = await q.get()
@@ -498,33 +334,14 @@ class Chat(anywidget.AnyWidget):
         Returns ``{"id", "object": "chat.completion", "created", "model", "choices": [{"index", "message",
         "finish_reason"}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}``.
         """
-        msgs = _clean_messages([{"role": m["role"], "content": m["content"]} for m in messages])
-        if not msgs or msgs[-1]["role"] != "user":
-            raise ValueError("messages must end with a user message")
-        h = self._submit(msgs[-1]["content"], msgs, self._settings(settings), None, None, record=False)
+        msgs = request_messages(messages)
+        h = self._answers.submit(msgs[-1]["content"], msgs, self._settings(settings), record=False)
         text = await h
-        r = h.result or {}
-        u = r.get("usage") or {}
-        return {
-            "id": f"chatcmpl-{h.id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self._loaded or self.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": r.get("finish_reason")}],
-            "usage": {k: int(u.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-            "timings": {k: u.get(k) for k in ("prefill_tokens_per_s", "decode_tokens_per_s",
-                                             "time_to_first_token_s", "e2e_latency_s")},
-        }
+        return chat_completion(h.id, self._loaded or self.model, text, h.result)
 
     def stop(self) -> None:
         """Stop the answer being generated (it ends with the text so far) and drop the ones queued behind it."""
-        for h in list(self._waiting):
-            h.stop()
-        if self._running is not None:
-            self._running.stop()
-        else:
-            self._ch.send("stop", {})
+        self._answers.stop_all()
 
     def reset(self) -> None:
         """Forget the conversation (``messages``, ``stats``) and the page's KV cache."""
@@ -557,31 +374,6 @@ class Chat(anywidget.AnyWidget):
         self.error = {"code": code, "message": str(message)}
         if status:
             self.status = status
-
-
-def clean_text(text: str) -> str:
-    """``text`` with lone UTF-16 surrogates replaced by U+FFFD: Jupyter encodes every message as UTF-8, where a
-    lone surrogate (pasted from a broken source, or sliced mid-emoji) raises and the message is lost."""
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _clean_messages(messages: list) -> list:
-    return [dict(m, content=clean_text(m["content"])) if isinstance(m, dict) and isinstance(m.get("content"), str)
-            else m for m in messages]
-
-
-def _drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
-    """``messages`` without the older half of its earlier turns (at least one; system messages and the last
-    question stay); None when only the last question is left. Half, not one: each retry re-prefills the whole
-    history, so dropping one turn at a time would re-prefill the full window on every later turn."""
-    head = [m for m in messages if m.get("role") == "system"]
-    rest = [m for m in messages if m.get("role") != "system"]
-    starts = [k for k, m in enumerate(rest[:-1]) if m.get("role") == "user"]  # earlier turns
-    if len(rest) <= 1 or not starts:
-        return None
-    drop = max(1, (len(starts) + 1) // 2)
-    cut = starts[drop] if drop < len(starts) else len(rest) - 1
-    return head + rest[cut:]
 
 
 class _Awaitable:

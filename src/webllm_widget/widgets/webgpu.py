@@ -29,11 +29,11 @@ import anywidget
 import numpy as np
 import traitlets
 
-from .artifacts import Blob, BlobSender, static_blob
-from .errors import KernelError, WebGPUUnavailable, WebLLMWidgetError
-from .protocol import CALL, LOAD, Channel, Reply
+from ..artifacts import Blob, BlobSender, static_blob
+from ..errors import KernelError, WebGPUUnavailable, WebLLMWidgetError
+from ..protocol import CALL, LOAD, Channel, Reply
 
-_STATIC = Path(__file__).with_name("static")
+_STATIC = Path(__file__).parent.parent / "static"
 
 #: Seconds to wait for the page to load a library (shader compilation on a software adapter is slow).
 LOAD_TIMEOUT = 600.0
@@ -58,7 +58,7 @@ class Param:
 
 def signatures_of(mod: Any) -> dict[str, list[Param]]:
     """Parameter types of each Relax function in an ``IRModule``."""
-    from .compile.build import relax_signatures
+    from ..compile.build import relax_signatures
 
     return _as_params(relax_signatures(mod))
 
@@ -312,7 +312,7 @@ class WebGPU(anywidget.AnyWidget):
         import tvm
 
         if isinstance(obj, tvm.IRModule):
-            from .compile import build
+            from ..compile import build
 
             return build(obj, target="webgpu"), signatures_of(obj)
         raise TypeError(f"load() takes a compiled Library or a Relax IRModule, not {type(obj).__name__}")
