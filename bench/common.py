@@ -14,9 +14,9 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 BUILD = BENCH / "build"
 
-# The browser and JupyterLab drivers live with the tests (helper B's harness); benchmarks reuse them.
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
+# The browser and JupyterLab drivers live with the tests (tests/helpers/); benchmarks reuse them.
+if str(ROOT / "tests" / "helpers") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 
 def machine() -> dict:

@@ -8,7 +8,7 @@ Chromium is started *without* WebGPU: this is the path users without a GPU get. 
 KV cache, prefills a fixed prompt (chunked like web-llm) and decodes ``--decode`` tokens greedily, timing
 in the page (``performance.now``). The baselines get the same token ids, token counts and run count:
 llama.cpp on one thread (``bench/llamacpp.py``, node-llama-cpp's prebuilt binary, same GGUF) and the
-float32 numpy reference (``tests/reference.py``, BLAS limited to one thread; it decodes only
+float32 numpy reference (``tests/helpers/reference.py``, BLAS limited to one thread; it decodes only
 ``--numpy-decode`` tokens per run, being slow).
 
 The machine is shared, so before measuring the script waits (``--quiet-wait`` s at most) for a moment when
@@ -203,7 +203,7 @@ def bench_numpy(gguf: Path, prompts: list[list[int]], decode: int, runs: int) ->
     arg = json.dumps({"gguf": str(gguf), "prompts": prompts, "decode": decode, "runs": runs})
     own = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))  # noqa: E731
     with Meter(own) as m:
-        r = subprocess.run([sys.executable, "-c", NUMPY_WORKER, str(ROOT / "tests"), arg], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", NUMPY_WORKER, str(ROOT / "tests" / "helpers"), arg], capture_output=True,
                            text=True, env=env, timeout=1800)
     if r.returncode != 0:
         return {"skipped": f"numpy reference failed: {(r.stderr or r.stdout).strip()[-500:]}"}

@@ -7,7 +7,7 @@ cache before each. By default the model is what ``Chat(device="webgpu")`` sends 
 the page picks "fallback" on a software adapter such as SwiftShader), so the numbers are what a user gets
 on this adapter; the JSON records the schedule the page chose. Load is timed cold (fresh browser profile: empty Cache Storage, every file sent)
 and warm (a new browser on the same profile). Baselines in the same run, on the same prompts: the numpy
-float32 reference (tests/reference.py) and llama.cpp through ``llama-cpp-python`` when it is installed.
+float32 reference (tests/helpers/reference.py) and llama.cpp through ``llama-cpp-python`` when it is installed.
 
     python bench/decode.py                                  # built-in SmolLM2, lossless GGUF mode + q4f32_1 + q0f32
     python bench/decode.py --schedule fallback              # force one library instead of the page's pick
@@ -186,8 +186,8 @@ def bench_browser(folder: Path, prompts: Prompts, lengths: list[int], max_tokens
 # -- CPU baselines ----------------------------------------------------------------------------------------
 
 def bench_numpy(gguf: Path, prompts: Prompts, lengths: list[int], max_tokens: int, runs: int) -> dict:
-    """The numpy float32 forward pass (tests/reference.py) on the dequantized GGUF weights."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    """The numpy float32 forward pass (tests/helpers/reference.py) on the dequantized GGUF weights."""
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
     import numpy as np
     from reference import LlamaReference, load_weights
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 from browser import STATIC, HostServer, WidgetHost, launch_chromium, stop_playwright  # noqa: E402
 

@@ -6,7 +6,8 @@ import pytest
 
 from webllm_widget.errors import BadArtifact, BadModel, ModelUnreachable
 
-from .conftest import copy_model, free_port
+from browser import free_port
+from rel_host import copy_model
 
 pytestmark = pytest.mark.browser
 

@@ -7,18 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from rel_host import fresh
 from webllm_widget.errors import ContextWindowExceeded
 
 pytestmark = pytest.mark.browser
 
 LONG = " ".join(["hello"] * 90)  # ~90 tokens: three turns of it outgrow 256
-
-
-async def fresh(chat, messages: list[dict], **kw) -> str:
-    """A fresh greedy run of ``messages``: not a continuation of the engine's conversation, so web-llm
-    drops its KV cache and prefills ``messages`` from scratch."""
-    r = await chat.complete(messages, temperature=0, **kw)
-    return r["choices"][0]["message"]["content"]
 
 
 def test_a_prompt_longer_than_the_window_raises_context_overflow_with_token_counts(rel, tiny_folder):

@@ -15,7 +15,7 @@ from webllm_widget.cache import sha256_file
 from webllm_widget.errors import BadArtifact
 from webllm_widget.runner import folder_model
 
-from .conftest import copy_model
+from rel_host import copy_model
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,7 @@ import pytest
 from webllm_widget.cache import sha256_file
 from webllm_widget.errors import BadArtifact, OutOfGPUMemory, WebLLMWidgetError
 
-from .conftest import copy_model
+from rel_host import copy_model
 
 pytestmark = pytest.mark.browser
 

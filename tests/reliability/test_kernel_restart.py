@@ -14,17 +14,11 @@ on SwiftShader WebGPU (answers are noise: the test checks what is kept and that 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-
-from jupyter import JupyterLab  # noqa: E402
-from test_chat_jupyter import kernel, text_of, wait_notebook  # noqa: E402
+from jupyter import JupyterLab, kernel, text_of, wait_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.jupyter]
 

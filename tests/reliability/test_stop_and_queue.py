@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from .test_context_overflow import fresh
+from rel_host import fresh
 
 pytestmark = pytest.mark.browser
 

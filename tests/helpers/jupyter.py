@@ -30,7 +30,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from browser import free_port
+from browser import ROOT, free_port
+
+NOTEBOOKS = ROOT / "notebooks"
 
 
 #: Per app: the module ``python -m`` starts, its application class (for options), the URL of an open notebook.
@@ -254,3 +256,54 @@ class JupyterNotebook(JupyterServer):
 
     def __init__(self, root_dir: str | os.PathLike, **kw: Any):
         super().__init__(root_dir, app="notebook", **kw)
+
+
+#: Page JS that runs code in the open notebook's kernel and returns its printed text (errors marked).
+KERNEL_EXEC = """async ([code, ms]) => {
+  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+  const fut = k.requestExecute({code, store_history: false});
+  let out = "";
+  fut.onIOPub = (msg) => {
+    const t = msg.header.msg_type, c = msg.content;
+    if (t === 'stream') out += c.text;
+    else if (t === 'error') out += `\\n@@kernel-error@@ ${c.ename}: ${c.evalue}`;
+  };
+  // page.evaluate has no timeout of its own: a kernel that never answers must not hang the test
+  const late = new Promise(r => setTimeout(() => r('late'), ms));
+  if (await Promise.race([fut.done, late]) === 'late') return `${out}\\n@@kernel-error@@ timeout: the kernel did not finish in ${ms} ms; output so far: ${out}`;
+  return out;
+}"""
+
+
+def kernel(page, code: str, timeout: float = 120) -> dict:
+    """Run ``code`` in the notebook's kernel (it must print one JSON line last) and return the parsed JSON.
+
+    The code runs as its own execute request (top-level ``await`` works); any error fails the test."""
+    out = page.evaluate(KERNEL_EXEC, [code, int(timeout * 1000)])
+    assert "@@kernel-error@@" not in out, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def wait_notebook(lab, page, n_code_cells: int, timeout: float) -> list[list[dict]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        err = lab.first_error_output(page)
+        if err:
+            raise AssertionError(f"a notebook cell failed:\n{err}")
+        outs = lab.outputs(page)
+        code_outs = [o for o in outs if o is not None]
+        if len(code_outs) >= n_code_cells and outs[-1]:
+            return outs
+        time.sleep(1)
+    raise TimeoutError(lab.outputs_text(page)[-4000:])
+
+
+def text_of(cell_outputs: list[dict]) -> str:
+    parts = []
+    for o in cell_outputs:
+        if "text" in o:
+            parts.append("".join(o["text"]) if isinstance(o["text"], list) else o["text"])
+        elif "data" in o and "text/plain" in o["data"]:
+            t = o["data"]["text/plain"]
+            parts.append("".join(t) if isinstance(t, list) else t)
+    return "".join(parts)

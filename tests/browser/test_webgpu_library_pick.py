@@ -6,7 +6,6 @@ tokens as the default ("auto") library, which a model folder given directly keep
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from webllm_widget import Chat
 from webllm_widget.devices import model_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ import pytest
 
 from jupyter import JupyterServer
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "ml_compilation.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "ml_compilation.ipynb"
 
 pytestmark = [pytest.mark.browser, pytest.mark.jupyter]
 

@@ -1,22 +1,18 @@
 """The Chat widget end to end in real headless Chromium on WebGPU: Python API <-> page <-> engine.
 
-Runs in B's widget host page (tests/browser.py: the real widget module, real Channel, real custom
+Runs in B's widget host page (tests/helpers/browser.py: the real widget module, real Channel, real custom
 messages with binary buffers) with the tiny compiled Llama; its words are noise, so content is not
 checked here (the JupyterLab test with SmolLM2 does that).
 """
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
 from webllm_widget import Chat
 from webllm_widget.errors import BadArtifact
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_chat_engine import tiny_model_folder  # noqa: E402,F401  (shared fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -25,9 +21,9 @@ def _dom(host, expr: str):
     return host.page.evaluate(f"() => {{ const root = document.querySelector('.wlw-chat'); return {expr}; }}")
 
 
-def test_ask_and_stream_reach_python_and_the_widget(widget_host, tiny_model_folder):
+def test_ask_and_stream_reach_python_and_the_widget(widget_host, tiny_folder):
     async def go():
-        chat = Chat(model=str(tiny_model_folder), temperature=0, max_tokens=5)
+        chat = Chat(model=str(tiny_folder), temperature=0, max_tokens=5)
         report = await chat.ready(timeout=300)
         tokens: list[str] = []
         done: list[str] = []
@@ -49,9 +45,9 @@ def test_ask_and_stream_reach_python_and_the_widget(widget_host, tiny_model_fold
     assert "swiftshader" in _dom(widget_host, "root.querySelector('.wlw-gpu-name').textContent")
 
 
-def test_stop_ends_a_long_answer_with_a_partial_message(widget_host, tiny_model_folder):
+def test_stop_ends_a_long_answer_with_a_partial_message(widget_host, tiny_folder):
     async def go():
-        chat = Chat(model=str(tiny_model_folder), temperature=0)
+        chat = Chat(model=str(tiny_folder), temperature=0)
         await chat.ready(timeout=300)
         h = chat.send("go on", max_tokens=300)
         while len(h.tokens) < 3:
@@ -67,9 +63,9 @@ def test_stop_ends_a_long_answer_with_a_partial_message(widget_host, tiny_model_
     assert chat.messages[-1] == {"role": "assistant", "content": text}
 
 
-def test_text_typed_in_the_widget_appears_in_python_with_its_answer(widget_host, tiny_model_folder):
+def test_text_typed_in_the_widget_appears_in_python_with_its_answer(widget_host, tiny_folder):
     async def load():
-        chat = Chat(model=str(tiny_model_folder), temperature=0, max_tokens=3)
+        chat = Chat(model=str(tiny_folder), temperature=0, max_tokens=3)
         await chat.ready(timeout=300)
         return chat
 
@@ -90,9 +86,9 @@ def test_text_typed_in_the_widget_appears_in_python_with_its_answer(widget_host,
     assert chat.stats["completion_tokens"] >= 1
 
 
-def test_complete_returns_an_openai_style_dict_and_leaves_the_conversation(widget_host, tiny_model_folder):
+def test_complete_returns_an_openai_style_dict_and_leaves_the_conversation(widget_host, tiny_folder):
     async def go():
-        chat = Chat(model=str(tiny_model_folder))
+        chat = Chat(model=str(tiny_folder))
         await chat.ready(timeout=300)
         return chat, await chat.complete(messages=[{"role": "system", "content": "be brief"},
                                                    {"role": "user", "content": "hi"}], max_tokens=2, temperature=0)
@@ -106,9 +102,9 @@ def test_complete_returns_an_openai_style_dict_and_leaves_the_conversation(widge
     assert chat.messages == []
 
 
-def test_a_reloaded_page_loads_the_model_from_its_cache_with_no_bytes_sent(widget_host, tiny_model_folder):
+def test_a_reloaded_page_loads_the_model_from_its_cache_with_no_bytes_sent(widget_host, tiny_folder):
     async def first():
-        chat = Chat(model=str(tiny_model_folder), max_tokens=2)
+        chat = Chat(model=str(tiny_folder), max_tokens=2)
         return chat, await chat.ready(timeout=300)
 
     chat, _ = widget_host.run(first())
@@ -131,10 +127,10 @@ def test_a_reloaded_page_loads_the_model_from_its_cache_with_no_bytes_sent(widge
     assert chat.messages[-1]["content"] == text
 
 
-def test_a_damaged_model_library_raises_bad_artifact_and_shows_in_the_widget(widget_host, tmp_path, tiny_model_folder):
+def test_a_damaged_model_library_raises_bad_artifact_and_shows_in_the_widget(widget_host, tmp_path, tiny_folder):
     bad = tmp_path / "bad-model"
     bad.mkdir()
-    for f in tiny_model_folder.iterdir():
+    for f in tiny_folder.iterdir():
         if f.name != "manifest.json":
             (bad / f.name).write_bytes(f.read_bytes() if f.suffix != ".wasm" else b"not a wasm module")
 
@@ -150,10 +146,10 @@ def test_a_damaged_model_library_raises_bad_artifact_and_shows_in_the_widget(wid
     assert "[bad-artifact]" in shown
 
 
-def test_two_chats_on_one_page_share_one_engine_and_keep_their_own_conversations(widget_host, tiny_model_folder):
+def test_two_chats_on_one_page_share_one_engine_and_keep_their_own_conversations(widget_host, tiny_folder):
     async def go():
-        a = Chat(model=str(tiny_model_folder), temperature=0, max_tokens=2)
-        b = Chat(model=str(tiny_model_folder), temperature=0, max_tokens=2)
+        a = Chat(model=str(tiny_folder), temperature=0, max_tokens=2)
+        b = Chat(model=str(tiny_folder), temperature=0, max_tokens=2)
         ra, rb = await a.ready(timeout=300), await b.ready(timeout=300)
         ta = await a.ask("first chat")
         tb = await b.ask("second chat")

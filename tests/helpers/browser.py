@@ -11,7 +11,7 @@ Pieces (the fixtures in ``conftest.py`` wire them up):
   on that loop and shows them in ``/host.html``, a small page that plays the notebook front end's
   part of anywidget's contract: build a model from the comm's state, import ``_esm``, call
   ``initialize({model})`` then ``render({model, el})``, deliver custom messages with binary buffers.
-  JupyterLab itself is driven by ``tests/jupyter.py``; this host makes browser tests fast.
+  JupyterLab itself is driven by ``tests/helpers/jupyter.py``; this host makes browser tests fast.
 
 Example (inside a test)::
 
@@ -41,7 +41,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "webllm_widget" / "static"
 
 WEBGPU_FLAG_SETS: list[list[str]] = [

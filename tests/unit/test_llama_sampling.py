@@ -6,6 +6,7 @@ import pytest
 import tvm
 from tvm import relax
 
+from sampling import top_first
 from tiny import TinyLlama
 from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.model_lib import TOP_SORTED, compile_model, export_model
@@ -41,14 +42,6 @@ def test_softmax_with_temperature_matches_numpy_and_near_zero_temperature_is_one
     np.testing.assert_allclose(got, softmax(logits / 0.7), rtol=1e-5, atol=1e-7)
     greedy = vm["softmax_with_temperature"](t(logits), t(np.array([1e-6], "float32"))).numpy()  # web-llm's floor
     assert greedy[0, 0, logits.argmax()] == pytest.approx(1.0) and greedy.sum() == pytest.approx(1.0)
-
-
-def top_first(p):
-    """numpy of argsort_probs' order: the TOP_SORTED most likely ids descending (ties: lower id), then the rest by id."""
-    order = np.argsort(-p, kind="stable")
-    head = order[:TOP_SORTED]
-    rest = np.setdiff1d(np.arange(len(p)), head)
-    return np.concatenate([head, rest])
 
 
 def test_argsort_probs_puts_the_most_likely_tokens_first_in_descending_order(vm):

@@ -7,14 +7,11 @@ the wrong model shows. References are fresh runs: each model alone in a fresh pa
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
 from webllm_widget import Chat
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytestmark = pytest.mark.browser
 

@@ -9,48 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llama_native import NativeModel
-from reference import LlamaReference
+from llama_native import reference_logits, run_native
 from tiny import TinyLlama
 from webllm_widget.compile.arch.llama.config import LlamaConfig
-from webllm_widget.compile.model_lib import compile_model, export_model
-from webllm_widget.compile.params import param_records
 from webllm_widget.errors import BadModel
-
-PROMPT = list(range(3, 23))
-FORCED = [5, 77, 100]
-
-
-class ArrayCheckpoint:
-    """A float32 checkpoint held in memory, with the interface of ``weights.open_checkpoint``."""
-
-    def __init__(self, weights: dict[str, np.ndarray]):
-        self.weights = weights
-
-    def get(self, name: str):
-        w = self.weights[name]
-
-        class _T:
-            shape, ggml_type = w.shape, "F32"
-
-            @staticmethod
-            def to_numpy():
-                return w
-
-        return _T()
-
-
-def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None):
-    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=chunk)
-    quant = quant or mode
-    ex = export_model(cfg, quant, "llvm")
-    model = NativeModel(compile_model(ex, "llvm"), param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),
-                        ex.metadata, cfg.hidden_size)
-    return model.teacher_forced(PROMPT, FORCED), ex
-
-
-def reference_logits(weights, config) -> np.ndarray:
-    return LlamaReference(weights, config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
 
 
 @pytest.mark.parametrize("variant", [

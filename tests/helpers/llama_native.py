@@ -1,7 +1,8 @@
 """Run a compiled model library natively (llvm, relax VM in Python) the way web-llm drives it in the page.
 
-Shared by the test_llama_* and test_quantize* tests: chunked prefill of a prompt, then one-token decode
-steps, each returning the logits of the last position.
+Shared by the native, quantization, CPU-kernel and WebGPU model tests: chunked prefill of a prompt, then
+one-token decode steps, each returning the logits of the last position; ``PROMPT``/``FORCED`` are the
+teacher-forced token ids those tests use and ``reference_logits`` the numpy reference's logits for them.
 """
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.runtime import ShapeTuple
+
+from reference import LlamaReference
+from tiny import TinyLlama
+from webllm_widget.compile.arch.llama.config import LlamaConfig
+from webllm_widget.compile.model_lib import compile_model, export_model
+from webllm_widget.compile.params import param_records
 
 
 class NativeModel:
@@ -60,3 +67,39 @@ class NativeModel:
         rows = [self.prefill(prompt)]
         rows += [self.decode(t) for t in forced]
         return np.stack(rows)
+
+
+PROMPT = list(range(3, 23))
+FORCED = [5, 77, 100]
+
+
+class ArrayCheckpoint:
+    """A float32 checkpoint held in memory, with the interface of ``weights.open_checkpoint``."""
+
+    def __init__(self, weights: dict[str, np.ndarray]):
+        self.weights = weights
+
+    def get(self, name: str):
+        w = self.weights[name]
+
+        class _T:
+            shape, ggml_type = w.shape, "F32"
+
+            @staticmethod
+            def to_numpy():
+                return w
+
+        return _T()
+
+
+def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None):
+    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=chunk)
+    quant = quant or mode
+    ex = export_model(cfg, quant, "llvm")
+    model = NativeModel(compile_model(ex, "llvm"), param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),
+                        ex.metadata, cfg.hidden_size)
+    return model.teacher_forced(PROMPT, FORCED), ex
+
+
+def reference_logits(weights, config) -> np.ndarray:
+    return LlamaReference(weights, config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]

@@ -2,7 +2,7 @@
 
 The sampling functions of the model library are compiled alone for WebGPU and run in headless
 Chromium (SwiftShader) with tvmjs; ``argsort_probs`` must give exactly the order of
-``test_llama_sampling.top_first`` (the ``TOP_SORTED`` most likely ids descending, ties by lower id,
+``tests/helpers/sampling.top_first`` (the ``TOP_SORTED`` most likely ids descending, ties by lower id,
 then every other id ascending) for vocabularies smaller and larger than one slice per thread,
 with ties inside the head and across the cut.
 """
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from tvm import relax
 
-from test_llama_sampling import top_first
-from test_model_webgpu import VM_OPEN
+from sampling import top_first
+from webgpu_model import VM_OPEN
 from webllm_widget.compile.build import build
 from webllm_widget.compile.model_lib import _add_sampling
 

@@ -3,12 +3,12 @@
 Teacher-forced: the ChatML prompt for "What is the capital of France?" with the default system
 prompt is prefilled, then the reference's own greedy answer is forced one token at a time; the
 last-position logits after the prefill and after every forced decode step are compared with
-``tests/reference.py`` run on the GGUF file's weights (``open_checkpoint(gguf)`` + ``to_numpy``).
+``tests/helpers/reference.py`` run on the GGUF file's weights (``open_checkpoint(gguf)`` + ``to_numpy``).
 
 What runs in the page is the folder ``models.default(schedule="fallback")`` builds (the same one
-tests/test_pipeline_browser.py gives web-llm, so no extra library is linked): its ``model.wasm``
+tests/browser/test_pipeline_browser.py gives web-llm, so no extra library is linked): its ``model.wasm``
 and its tensor-cache shards, loaded with tvmjs web-llm's way through the driver of
-tests/test_model_webgpu.py (``RUN_JS``). Mode ``ggml`` (the file's Q4_1/Q8_0 blocks kept as they
+tests/helpers/webgpu_model.py (``RUN_JS``). Mode ``ggml`` (the file's Q4_1/Q8_0 blocks kept as they
 are), f32 compute.
 
 Tolerance ``ATOL`` (absolute, on logits whose range here is ~60): the weights are the same on both
@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from reference import LlamaReference, load_weights
-from test_model_webgpu import RUN_JS
+from webgpu_model import RUN_JS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ prompt arrives as chunks of 7, 7 and 6: every chunk ends in a partial tile of to
 compiled library is checked to hold the token-tiled kernels for the prefill products (the WGSL of each
 prefill matmul keeps a whole tile of activations, ``tokens x 32`` floats, in a local array); then the page
 runs it on SwiftShader and the logits after the prompt and three teacher-forced tokens are compared with
-the numpy reference, at the tolerances of tests/test_model_webgpu.py (1e-2 absolute on logits of
+the numpy reference, at the tolerances of tests/browser/test_model_webgpu.py (1e-2 absolute on logits of
 magnitude ~15; the kernels keep the weights exact, only the summation order differs).
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_model_webgpu import _reference, run_in_browser
-from test_llama_native import ArrayCheckpoint
+from llama_native import ArrayCheckpoint, reference_logits
 from tiny import TinyLlama
+from webgpu_model import run_in_browser
 from webllm_widget.compile.build import wgsl_sources
 from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.model_lib import build_model_library, compile_model, export_model
@@ -60,7 +60,7 @@ def test_float_prefill_with_partial_token_tiles_matches_reference(host_server, c
     tiny = TinyLlama.make(seed=1)
     cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=CHUNK)
     _check(host_server, chromium, cfg, "q0f32", param_records(ArrayCheckpoint(tiny.weights), cfg, "q0f32"),
-           _reference(tiny.weights, tiny.config))
+           reference_logits(tiny.weights, tiny.config))
 
 
 def test_q4_prefill_with_partial_token_tiles_matches_dequantized_reference(host_server, chromium):
@@ -68,7 +68,7 @@ def test_q4_prefill_with_partial_token_tiles_matches_dequantized_reference(host_
     cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=CHUNK)
     deq = {k: (dequantize("q4", quantize_q4(v)) if v.ndim == 2 else v) for k, v in tiny.weights.items()}
     _check(host_server, chromium, cfg, "q4f32_1", param_records(ArrayCheckpoint(tiny.weights), cfg, "q4f32_1"),
-           _reference(deq, tiny.config))
+           reference_logits(deq, tiny.config))
 
 
 def test_ggml_prefill_with_partial_token_tiles_matches_gguf_weights(host_server, chromium, tmp_path):
@@ -78,4 +78,4 @@ def test_ggml_prefill_with_partial_token_tiles_matches_gguf_weights(host_server,
     ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "tiny.gguf", matrix_type="Q4_1", embed_type="Q8_0"))
     cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=CHUNK)
     quant = ggml_quantization(ckpt, cfg)
-    _check(host_server, chromium, cfg, quant, param_records(ckpt, cfg, quant), _reference(tiny.gguf_weights, tiny.config))
+    _check(host_server, chromium, cfg, quant, param_records(ckpt, cfg, quant), reference_logits(tiny.gguf_weights, tiny.config))

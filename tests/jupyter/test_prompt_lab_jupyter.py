@@ -10,15 +10,10 @@ import ast
 import itertools
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jupyter import JupyterLab  # noqa: E402
-from test_chat_engine import tiny_model_folder  # noqa: E402,F401  (shared fixture)
-from test_chat_jupyter import NOTEBOOKS, wait_notebook  # noqa: E402
+from jupyter import NOTEBOOKS, JupyterLab, wait_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.jupyter]
 
@@ -36,13 +31,13 @@ def grid_of(nb: dict) -> dict:
     raise AssertionError("prompt_lab.ipynb has no SYSTEM_PROMPTS cell")
 
 
-def test_prompt_lab_notebook_answers_every_grid_cell_in_jupyterlab(chromium, tmp_path, tiny_model_folder):
+def test_prompt_lab_notebook_answers_every_grid_cell_in_jupyterlab(chromium, tmp_path, tiny_folder):
     shutil.copy(NOTEBOOKS / "prompt_lab.ipynb", tmp_path / "prompt_lab.ipynb")
     nb = json.loads((tmp_path / "prompt_lab.ipynb").read_text())
     code_cells = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
     grid = grid_of(nb)
     out = tmp_path / "results"
-    env = {"WEBLLM_WIDGET_MODEL": str(tiny_model_folder), "PROMPT_LAB_OUT": str(out)}
+    env = {"WEBLLM_WIDGET_MODEL": str(tiny_folder), "PROMPT_LAB_OUT": str(out)}
 
     with JupyterLab(tmp_path, env=env) as lab:
         page = lab.open_notebook(chromium, "prompt_lab.ipynb")

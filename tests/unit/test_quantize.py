@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_llama_native import ArrayCheckpoint, reference_logits, run_native
+from llama_native import ArrayCheckpoint, reference_logits, run_native
 from tiny import TinyLlama
 from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.params import param_records

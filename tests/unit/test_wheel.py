@@ -17,7 +17,7 @@ import pytest
 
 from webllm_widget import cache
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # builds the wheel (cached by content hash) and converts SmolLM2's weights twice
 
 

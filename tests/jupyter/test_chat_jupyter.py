@@ -10,43 +10,14 @@ from __future__ import annotations
 import ast
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jupyter import JupyterServer  # noqa: E402
-
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+from jupyter import NOTEBOOKS, JupyterServer, kernel, text_of, wait_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.jupyter]
-
-KERNEL_EXEC = """async ([code, ms]) => {
-  const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-  const fut = k.requestExecute({code, store_history: false});
-  let out = "";
-  fut.onIOPub = (msg) => {
-    const t = msg.header.msg_type, c = msg.content;
-    if (t === 'stream') out += c.text;
-    else if (t === 'error') out += `\\n@@kernel-error@@ ${c.ename}: ${c.evalue}`;
-  };
-  // page.evaluate has no timeout of its own: a kernel that never answers must not hang the test
-  const late = new Promise(r => setTimeout(() => r('late'), ms));
-  if (await Promise.race([fut.done, late]) === 'late') return `${out}\\n@@kernel-error@@ timeout: the kernel did not finish in ${ms} ms; output so far: ${out}`;
-  return out;
-}"""
-
-
-def kernel(page, code: str, timeout: float = 120) -> dict:
-    """Run ``code`` in the notebook's kernel (it must print one JSON line last) and return the parsed JSON.
-
-    The code runs as its own execute request (top-level ``await`` works); any error fails the test."""
-    out = page.evaluate(KERNEL_EXEC, [code, int(timeout * 1000)])
-    assert "@@kernel-error@@" not in out, out
-    return json.loads(out.strip().splitlines()[-1])
-
 
 def scroll_to_widget(page) -> None:
     """JupyterLab 4 renders only the cells in view: bring the Chat widget's cell (the first code cell) back."""
@@ -57,31 +28,6 @@ def scroll_to_widget(page) -> None:
       if (nb.scrollToItem) await nb.scrollToItem(i, 'start');
     }""")
     page.wait_for_selector(".wlw-chat textarea", state="visible", timeout=60000)
-
-
-def wait_notebook(lab, page, n_code_cells: int, timeout: float) -> list[list[dict]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        err = lab.first_error_output(page)
-        if err:
-            raise AssertionError(f"a notebook cell failed:\n{err}")
-        outs = lab.outputs(page)
-        code_outs = [o for o in outs if o is not None]
-        if len(code_outs) >= n_code_cells and outs[-1]:
-            return outs
-        time.sleep(1)
-    raise TimeoutError(lab.outputs_text(page)[-4000:])
-
-
-def text_of(cell_outputs: list[dict]) -> str:
-    parts = []
-    for o in cell_outputs:
-        if "text" in o:
-            parts.append("".join(o["text"]) if isinstance(o["text"], list) else o["text"])
-        elif "data" in o and "text/plain" in o["data"]:
-            t = o["data"]["text/plain"]
-            parts.append("".join(t) if isinstance(t, list) else t)
-    return "".join(parts)
 
 
 def wait_kernel_state(page, code: str, ok, timeout: float, what: str) -> dict:

@@ -1,66 +1,12 @@
-"""The benchmarks run end to end at tiny sizes and write results of the documented shape (no timing asserts)."""
+"""The benchmark plotter draws PNGs and the README section from results of the documented shape."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
-
-
-@pytest.mark.browser
-def test_decode_bench_writes_speeds_loads_and_memory_for_a_model_folder(tiny_folder, tmp_path):
-    import decode
-
-    decode.main(["--model", str(tiny_folder), "--prompts", "40", "--max-tokens", "3", "--runs", "2",
-                 "--baselines", "none", "--out", str(tmp_path)])
-    d = json.loads((tmp_path / "decode.json").read_text())
-    r = d["browser"][tiny_folder.name]
-    assert "error" not in r, r.get("error")
-    p = r["prompts"]["40"]
-    assert p["prompt_tokens"] >= 30 and p["completion_tokens"] >= 2
-    assert len(p["decode_tok_s"]["runs"]) == 2 and p["decode_tok_s"]["median"] > 0
-    assert p["prefill_tok_s"]["min"] <= p["prefill_tok_s"]["median"] <= p["prefill_tok_s"]["max"]
-    assert r["load_cold"]["bytes_sent"] == r["model_bytes"] and r["load_warm"]["bytes_sent"] == 0
-    assert r["peak_pss_mb"] > 0 and r["adapter"]["architecture"]
-    assert d["machine"]["cpus"] >= 1
-
-
-@pytest.mark.browser
-def test_kernel_bench_attributes_decode_step_time_to_named_kernels(tiny_folder, tmp_path):
-    import kernels
-
-    kernels.main(["--model", str(tiny_folder), "--steps", "2", "--prompt", "4", "--out", str(tmp_path)])
-    d = json.loads((tmp_path / "kernels.json").read_text())
-    assert d["gpu_errors"] == []
-    assert len(d["step_wall_ms"]["runs"]) == 2
-    assert d["bound"]["read_GBps"] > 0 and d["bound"]["fma_GFLOPs"] > 0
-    if d["timestamps"]:
-        names = {k["kernel"] for k in d["kernels"]}
-        assert "?" not in names and len(names) >= 3
-        assert abs(sum(k["share"] for k in d["kernels"]) - 1) < 0.05  # medians per kernel: close to 1
-
-
-@pytest.mark.browser
-@pytest.mark.jupyter
-def test_channel_bench_moves_blobs_over_comm_and_http_and_times_messages(tmp_path):
-    # Failed in the CI trial (page never ready): the clone's venv hid the widget lab extensions from
-    # JupyterLab; tests/jupyter.py now adds the base interpreter's share/jupyter and fails fast without them.
-    import channel
-
-    d = channel.main(["--size-mb", "4", "--runs", "1", "--messages", "50", "--interval-ms", "1",
-                      "--out", str(tmp_path)])
-    assert json.loads((tmp_path / "channel.json").read_text())["size_bytes"] == 4 << 20
-    assert d["server_extension_loaded"], "the server extension's route was not registered"
-    assert d["comm"]["MBps"]["median"] > 0 and d["http"]["MBps"]["median"] > 0
-    assert d["comm"]["MBps_stored"]["median"] > 0 and d["http"]["MBps_stored"]["median"] > 0
-    # one run into page memory, one also stored: both over HTTP only
-    assert d["http"]["via"] == [{"comm": 0, "http": 4 << 20, "cache": 0, "http_failures": 0}] * 2
-    assert d["latency_ms"]["n"] == 50
-    assert d["devtools_attached"] is False  # measured with the driver detached, as in a user's browser
 
 
 def test_plot_draws_pngs_and_a_readme_section_without_touching_the_rest(tmp_path):

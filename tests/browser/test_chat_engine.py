@@ -10,30 +10,14 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from webllm_widget.runner import HeadlessEngine, folder_model
 from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="session")
-def tiny_model_folder() -> Path:
-    """The tiny Llama (tests/tiny.py, seed 0) compiled to a web-llm folder; cached by content hash."""
-    from tiny import TinyLlama
-
-    from webllm_widget.compile.pipeline import build_model_folder
-
-    from webllm_widget.cache import cache_dir
-
-    base = cache_dir() / "test-sources"
-    hf = TinyLlama.make(seed=0).write_hf(base / "tiny-llama-seed0")
-    return build_model_folder(hf, quantization="q4f32_1", progress=False)
 
 
 class _Session:
@@ -60,9 +44,9 @@ class _Session:
 
 
 @pytest.fixture(scope="module")
-def session(tiny_model_folder):
+def session(tiny_folder):
     s = _Session(fresh_profile=True)
-    s.model = folder_model(tiny_model_folder)
+    s.model = folder_model(tiny_folder)
     s.load_info = s.run(s.engine.load(s.model))
     yield s
     s.close()
@@ -115,8 +99,8 @@ def test_second_turn_prefills_only_the_new_tokens(session):
     assert second["usage"]["prompt_tokens"] <= cold["usage"]["prompt_tokens"] - first["usage"]["prompt_tokens"]
 
 
-def test_a_reload_reads_the_model_from_the_page_cache_without_sending_bytes(tiny_model_folder, tmp_path):
-    model = folder_model(tiny_model_folder)
+def test_a_reload_reads_the_model_from_the_page_cache_without_sending_bytes(tiny_folder, tmp_path):
+    model = folder_model(tiny_folder)
 
     async def load_once():
         async with HeadlessEngine(profile_dir=tmp_path / "profile") as eng:
@@ -131,9 +115,9 @@ def test_a_reload_reads_the_model_from_the_page_cache_without_sending_bytes(tiny
     assert r2["usage"]["completion_tokens"] >= 1
 
 
-def test_cli_chat_streams_an_answer_and_prints_speed(tiny_model_folder, tmp_path):
+def test_cli_chat_streams_an_answer_and_prints_speed(tiny_folder, tmp_path):
     env = dict(os.environ, WEBLLM_WIDGET_CACHE=str(tmp_path / "cache"))
-    p = subprocess.run([sys.executable, "-m", "webllm_widget.cli", "chat", "hello", "--model", str(tiny_model_folder),
+    p = subprocess.run([sys.executable, "-m", "webllm_widget.cli", "chat", "hello", "--model", str(tiny_folder),
                         "--max-tokens", "3", "--temperature", "0"], capture_output=True, text=True, timeout=300,
                        env=env)
     assert p.returncode == 0, p.stderr[-2000:]

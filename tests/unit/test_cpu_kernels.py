@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import tvm
 
-from llama_native import NativeModel
+from llama_native import FORCED, PROMPT, ArrayCheckpoint, NativeModel
 from reference import LlamaReference
-from test_llama_native import PROMPT, FORCED, ArrayCheckpoint
 from tiny import TinyLlama
 from webllm_widget.compile.cpu import cpu_param_records, pack_for_cpu, specialize_for_cpu, unpack_from_cpu
 from webllm_widget.compile.arch.llama.config import LlamaConfig

@@ -15,7 +15,7 @@ import pytest
 from webllm_widget.browser import PageServer, launch_webgpu
 from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
-STATIC = Path(__file__).resolve().parents[1] / "src" / "webllm_widget" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "src" / "webllm_widget" / "static"
 
 HOSTILE = (
     "<script>window.__pwned = 'script'</script>\n\n"

@@ -17,9 +17,9 @@ from tiny import TinyLlama
 from webllm_widget.compile.tokenizer import tokenizer_json_from_gguf
 from webllm_widget.compile.checkpoint import open_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "js" / "node_modules"
-SCRIPT = Path(__file__).with_name("js") / "web_tokenizers_encode.mjs"
+SCRIPT = ROOT / "tests" / "helpers" / "js" / "web_tokenizers_encode.mjs"
 
 TEXTS = [
     "Hello, world!",

@@ -1,0 +1,98 @@
+"""Run a compiled model library in headless Chromium's WebGPU the way web-llm drives it.
+
+``RUN_JS`` loads the library with tvmjs (instantiate, initWebGPU, VM, pipelines), uploads the parameters,
+creates the paged KV cache and prefills/decodes the teacher-forced ``PROMPT``/``FORCED`` ids, then takes one
+greedy sampling step on the GPU; ``run_in_browser`` serves the library and weights and returns the logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from llama_native import FORCED, PROMPT
+from webllm_widget.compile.arch.llama.config import LlamaConfig
+
+#: Page JS that loads the library at `lib` on the page's WebGPU device: defines tvm, dev and vm.
+VM_OPEN = """  const {tvmjs, gpuDevice} = await import('/static/tvmjs.js');
+  const gpu = await gpuDevice();
+  const wasm = await (await fetch(lib)).arrayBuffer();
+  const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
+  tvm.initWebGPU(gpu.device);
+  const dev = tvm.webgpu();
+  tvm.beginScope();
+  const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
+  tvm.endScope();
+  await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
+"""
+
+RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
+""" + VM_OPEN + """  const bytes = new Uint8Array(await (await fetch(blob)).arrayBuffer());
+  tvm.beginScope();
+  const meta = JSON.parse(vm.getFunction('_metadata')().toString());
+  const arrays = params.map(p => tvm.empty(p.shape, p.dtype, dev).copyFromRawBytes(bytes.subarray(p.offset, p.offset + p.nbytes)));
+  const weights = tvm.detachFromCurrentScope(tvm.makeTVMArray(arrays));
+  const f = (n) => tvm.detachFromCurrentScope(vm.getFunction(n));
+  const [embed, prefill, decode] = [f('embed'), f('prefill'), f('decode')];
+  const S = (v) => tvm.makeShapeTuple([v]);
+  const kv = tvm.detachFromCurrentScope(f('create_tir_paged_kv_cache')(S(1), S(ctx), S(chunk), S(16), S(0)));
+  const g = (n) => tvm.detachFromCurrentScope(tvm.getGlobalFunc(n));
+  const [addSeq, begin, end] = [g('vm.builtin.kv_state_add_sequence'), g('vm.builtin.kv_state_begin_forward'),
+                                g('vm.builtin.kv_state_end_forward')];
+  addSeq(kv, new tvmjs.Scalar(0, 'int64'));
+  tvm.endScope();
+  const step = async (ids) => {
+    tvm.beginScope();
+    const input = tvm.empty([ids.length], 'int32', dev).copyFrom(ids);
+    const e = embed(input, weights).view([1, ids.length, hidden]);
+    begin(kv, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+    const out = (ids.length > 1 ? prefill : decode)(e, kv, weights);
+    end(kv);
+    const logits = tvm.detachFromCurrentScope(out.get(0));
+    const host = tvm.detachFromCurrentScope(tvm.empty(logits.shape, 'float32', tvm.cpu()).copyFrom(logits));
+    tvm.endScope();
+    await dev.sync();
+    const row = Array.from(host.toArray());
+    return {row, logits};
+  };
+  const rows = [];
+  let last;
+  for (let i = 0; i < prompt.length; i += chunk) { last = await step(prompt.slice(i, i + chunk)); rows.push(last.row); }
+  rows.splice(0, rows.length - 1);
+  // one greedy sampling step on the GPU, web-llm's way
+  tvm.beginScope();
+  const vocab = last.logits.shape[2];
+  const temp = tvm.empty([1], 'float32', dev).copyFrom(new Float32Array([1e-6]));
+  const probs = f('softmax_with_temperature')(last.logits.view([1, 1, vocab]), temp).view([1, vocab]);
+  const sorted = f('argsort_probs')(probs);
+  const u = tvm.empty([1], 'float32', dev).copyFrom(new Float32Array([0.5]));
+  const rowsIdx = tvm.empty([1], 'int32', dev).copyFrom(new Int32Array([0]));
+  const topP = tvm.empty([1], 'float32', dev).copyFrom(new Float32Array([0.9]));
+  const tok = f('sample_with_top_p')(sorted.get(0), sorted.get(1), u, rowsIdx, topP);
+  const tokHost = tvm.detachFromCurrentScope(tvm.empty([1], 'int32', tvm.cpu()).copyFrom(tok));
+  tvm.endScope();
+  await dev.sync();
+  const sampled = tokHost.toArray()[0];
+  for (const t of forced) rows.push((await step([t])).row);
+  return {rows, sampled, meta_params: meta.params.length, quantization: meta.quantization};
+}"""
+
+
+def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConfig):
+    blob, params, off = bytearray(), [], 0
+    by_name = dict(records)
+    for p in metadata["params"]:
+        a = np.ascontiguousarray(by_name[p["name"]])
+        assert list(a.shape) == p["shape"] and str(a.dtype) == p["dtype"]
+        params.append({"name": p["name"], "shape": p["shape"], "dtype": p["dtype"], "offset": off, "nbytes": a.nbytes})
+        blob += a.tobytes()
+        off += a.nbytes
+    lib_url = host_server.add_route(f"/c-model/{lib.sha256[:16]}.wasm", lib.wasm, "application/wasm")
+    blob_url = host_server.add_route(f"/c-model/{lib.sha256[:16]}.bin", bytes(blob))
+    page = chromium.new_page()
+    try:
+        page.goto(host_server.origin + "/blank.html")
+        out = page.evaluate(RUN_JS, {"lib": lib_url, "blob": blob_url, "params": params, "prompt": PROMPT,
+                                     "forced": FORCED, "hidden": cfg.hidden_size, "chunk": cfg.prefill_chunk_size,
+                                     "ctx": cfg.context_window_size})
+    finally:
+        page.close()
+    return np.array(out["rows"], dtype=np.float32), out
