@@ -35,6 +35,10 @@ class ChatState {
   status = "idle";
   progress: LoadProgress | null = null;
   pending: Msg[] = [];
+  // Index in `messages` the pending turn replaces from (regenerate / edit-and-resend drop what follows it)
+  base: number | null = null;
+  // A batch running from Python: prompts answered of the total (null when none)
+  batch: { done: number; total: number } | null = null;
   // messages.length the kernel's traitlet will reach once it has recorded the pending turn
   pendingUntil = -1;
   live: { tokens: number; tok_s: number; t0: number } | null = null;
@@ -69,6 +73,11 @@ function gpuLabel(g: { vendor: string; architecture: string; description: string
   const name = g.description || [g.vendor, g.architecture].filter(Boolean).join(" ") || "unknown adapter";
   return g.is_fallback ? `${name} (software)` : name;
 }
+
+/** Traitlets the settings form shows and edits. */
+const SETTING_TRAITS = ["system_prompt", "temperature", "top_p", "max_tokens", "seed"] as const;
+
+const numOrNull = (v: unknown): number | null => (typeof v === "number" && isFinite(v) ? v : null);
 
 function settingsFrom(model: AnyModel): GenerateSettings {
   const s: GenerateSettings = {};
@@ -184,7 +193,7 @@ function initialize({ model }: { model: AnyModel }) {
   });
 
   /** Run one generation; `origin` says who asked (the kernel's ask, or text typed in this page). */
-  async function generate(id: string, messages: ChatMessage[], settings: GenerateSettings, user: string, origin: "kernel" | "page", record = true) {
+  async function generate(id: string, messages: ChatMessage[], settings: GenerateSettings, user: string, origin: "kernel" | "page", record = true, base: number | null = null) {
     const engine = state.engine;
     if (state.status === "generating") {
       throw new PageError("busy", "An answer is being generated: wait for it or press Stop, then ask again.");
@@ -196,7 +205,8 @@ function initialize({ model }: { model: AnyModel }) {
     state.error = null;
     const confirmed = (model.get("messages") as Msg[]) ?? [];
     state.pending = [{ role: "user", content: user }, { role: "assistant", content: "" }];
-    state.pendingUntil = confirmed.length + 2;
+    state.base = base;
+    state.pendingUntil = (base ?? confirmed.length) + 2;
     state.live = { tokens: 0, tok_s: 0, t0: 0 };
     state.abort = new AbortController();
     state.changed();
@@ -223,15 +233,20 @@ function initialize({ model }: { model: AnyModel }) {
       state.pending[1].content = r.text;
       state.stats = { ...r.usage, finish_reason: r.finish_reason };
       // After a kernel restart nobody listens (the comm is gone): the partial answer stays on screen.
-      if (!state.disconnected) channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user,
-        model: r.model ?? null, reloaded: r.reloaded ?? null });
+      if (!state.disconnected) {
+        channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user,
+          model: r.model ?? null, reloaded: r.reloaded ?? null, ...(base !== null ? { base } : {}) });
+      }
     } finally {
       if (raf) cancelAnimationFrame(raf);
       state.status = "ready";
       state.live = null;
       state.abort = null;
       // Until the kernel records the turn in `messages`, keep showing it from here.
-      if (!record || (((model.get("messages") as Msg[]) ?? []).length) >= state.pendingUntil) state.pending = [];
+      if (!record || (((model.get("messages") as Msg[]) ?? []).length) >= state.pendingUntil) {
+        state.pending = [];
+        state.base = null;
+      }
       state.changed();
     }
   }
@@ -279,6 +294,7 @@ function initialize({ model }: { model: AnyModel }) {
     const n = ((model.get("messages") as Msg[]) ?? []).length;
     if (state.status !== "generating" && state.pending.length && n >= state.pendingUntil) state.pending = [];
     if (n === 0 && state.status !== "generating") state.pending = [];
+    if (!state.pending.length) state.base = null;
     state.changed();
   };
   model.on("change:messages", onMessages);
@@ -298,14 +314,17 @@ function initialize({ model }: { model: AnyModel }) {
   model.on("change:models", onAny);
   model.on("change:gpu", onAny);
   model.on("change:device", onAny);
+  for (const k of SETTING_TRAITS) model.on(`change:${k}`, onAny);
 
-  /** Text typed in this page: generated here, reported to the kernel with `done` {origin: "page"}. */
-  const sendFromPage = async (text: string) => {
+  /** Text typed in this page: generated here, reported to the kernel with `done` {origin: "page"}. With `base`,
+   * the turn replaces `messages[base:]` (regenerate, edit-and-resend): the kernel records it there. */
+  const sendFromPage = async (text: string, base: number | null = null) => {
     const sys = String(model.get("system_prompt") ?? "");
-    const history = ((model.get("messages") as Msg[]) ?? []).filter((m) => m.role !== "system");
+    const all = (model.get("messages") as Msg[]) ?? [];
+    const history = all.slice(0, base ?? all.length).filter((m) => m.role !== "system");
     const messages: ChatMessage[] = [...(sys ? [{ role: "system" as const, content: sys }] : []), ...history, { role: "user", content: text }];
     try {
-      await generate(newId("u"), messages, settingsFrom(model), text, "page");
+      await generate(newId("u"), messages, settingsFrom(model), text, "page", true, base);
     } catch (err) {
       state.pending = [];
       const e = describeError(err);
@@ -314,7 +333,7 @@ function initialize({ model }: { model: AnyModel }) {
       channel.send("error", { code: e.code, message: e.message, origin: "page" });
     }
   };
-  (state as unknown as { send: (t: string) => void }).send = (t) => void sendFromPage(t);
+  (state as unknown as { send: (t: string, base?: number | null) => void }).send = (t, base = null) => void sendFromPage(t, base);
 
   channel.ready({ widget: "chat", secure: window.isSecureContext, webgpu: "gpu" in navigator });
 
@@ -324,6 +343,7 @@ function initialize({ model }: { model: AnyModel }) {
     model.off("change:models", onAny);
     model.off("change:gpu", onAny);
     model.off("change:device", onAny);
+    for (const k of SETTING_TRAITS) model.off(`change:${k}`, onAny);
     model.off("comm_live_update", onDisconnect);
     state.abort?.abort();
     state.offSwap?.();
@@ -338,8 +358,24 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
     el.textContent = "webllm-widget: the Chat widget did not initialize; re-run the cell.";
     return;
   }
+  const send = (text: string, base: number | null = null) =>
+    (state as unknown as { send: (t: string, base: number | null) => void }).send(text, base);
   const view = new ChatView(el, {
-    send: (text) => (state as unknown as { send: (t: string) => void }).send(text),
+    send: (text) => send(text),
+    regenerate: () => {
+      const msgs = (model.get("messages") as Msg[]) ?? [];
+      let i = msgs.length - 1;
+      while (i >= 0 && msgs[i].role !== "user") i--;
+      if (i >= 0) send(msgs[i].content, i);
+    },
+    edit: (index, text) => {
+      const msgs = (model.get("messages") as Msg[]) ?? [];
+      if (msgs[index]?.role === "user") send(text, index);
+    },
+    setSetting: (name, value) => {
+      model.set(name, name === "system_prompt" ? String(value ?? "") : value);
+      model.save_changes();
+    },
     stop: () => state.abort?.abort(),
     pickModel: (id) => {
       model.set("model", id);
@@ -362,7 +398,16 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       progress: state.progress,
       notice: state.notice,
       messages: (model.get("messages") as Msg[]) ?? [],
+      base: state.pending.length && state.base !== null ? state.base : undefined,
       pending: state.pending,
+      settings: {
+        system_prompt: String(model.get("system_prompt") ?? ""),
+        temperature: numOrNull(model.get("temperature")),
+        top_p: numOrNull(model.get("top_p")),
+        max_tokens: numOrNull(model.get("max_tokens")),
+        seed: numOrNull(model.get("seed")),
+      },
+      batch: state.batch,
       live: state.live ? { tokens: state.live.tokens, tok_s: state.live.tok_s } : null,
       stats: state.stats ?? ((model.get("stats") as Record<string, number>) || null),
       gpu: state.gpu || String(model.get("gpu") ?? ""),

@@ -357,7 +357,11 @@ class Chat(anywidget.AnyWidget):
         """A turn typed in the page finished: record it, so Python sees it in ``messages``."""
         if msg.get("origin") != "page":
             return
-        result = {k: v for k, v in msg.items() if k not in ("v", "kind", "id")}
+        result = {k: v for k, v in msg.items() if k not in ("v", "kind", "id", "base")}
+        base = msg.get("base")
+        if isinstance(base, int) and 0 <= base <= len(self.messages):
+            # regenerate / edit-and-resend in the page: the turn replaces messages[base:]
+            self.messages = self.messages[:base]
         self._record(result, str(msg.get("user", "")))
 
     def _on_page_notice(self, msg: dict, _buffers: list) -> None:
