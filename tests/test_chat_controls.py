@@ -153,4 +153,12 @@ def test_regenerate_edit_copy_and_export(widget_host, tiny_folder, tmp_path):
     with page.expect_download() as dl:
         page.click(".wlw-chat .wlw-export-md")
     md = open(dl.value.path(), encoding="utf-8").read()
-    assert md == f"## User\n\nan edited question\n\n## Assistant\n\n{chat.messages[1]['content']}\n"
+    assert md == chat.to_markdown() == f"## User\n\nan edited question\n\n## Assistant\n\n{chat.messages[1]['content']}\n"
+
+    # the same from Python: regenerate replaces the last answer with a fresh run's
+    async def regenerate():
+        return await chat.regenerate(max_tokens=2)
+    text = widget_host.run(regenerate())
+    fresh = _fresh(widget_host, chat, [{"role": "user", "content": "an edited question"}], temperature=0, max_tokens=2)
+    assert text == fresh["text"] and chat.messages == [{"role": "user", "content": "an edited question"},
+                                                       {"role": "assistant", "content": text}]

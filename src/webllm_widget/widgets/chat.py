@@ -37,7 +37,7 @@ from ..artifacts import Blob, BlobSender, static_blob
 from ..errors import Aborted, BadModel, WebLLMWidgetError
 from ..protocol import Channel
 from .answers import AnswerQueue, ChatHandle, ContextOverflow
-from .messages import clean_messages, clean_text, conversation
+from .messages import clean_messages, clean_text, conversation, to_markdown
 from .openai_format import chat_completion, request_messages
 
 _STATIC = Path(__file__).parent.parent / "static"
@@ -338,6 +338,33 @@ class Chat(anywidget.AnyWidget):
         h = self._answers.submit(msgs[-1]["content"], msgs, self._settings(settings), record=False)
         text = await h
         return chat_completion(h.id, self._loaded or self.model, text, h.result)
+
+    def regenerate(self, **settings: Any) -> ChatHandle:
+        """Answer the last user message again: the answer after it leaves ``messages`` and the new one takes its
+        place (as the widget's Regenerate button does). Returns a :class:`ChatHandle`; ``await`` it for the text."""
+        users = [i for i, m in enumerate(self.messages) if m.get("role") == "user"]
+        if not users:
+            raise ValueError("there is no user message to answer again: ask something first")
+        return self.edit(users[-1], self.messages[users[-1]]["content"], **settings)
+
+    def edit(self, index: int, text: str, **settings: Any) -> ChatHandle:
+        """Replace user message ``messages[index]`` with ``text`` and answer it; the conversation after it is
+        dropped (as editing a message in the widget does). Returns a :class:`ChatHandle`.
+
+        Example::
+
+            await chat.edit(0, "What is the capital of Spain?")
+        """
+        if not (0 <= index < len(self.messages)) or self.messages[index].get("role") != "user":
+            raise ValueError(f"messages[{index}] is not a user message; user messages are at "
+                             f"{[i for i, m in enumerate(self.messages) if m.get('role') == 'user']}")
+        self.messages = self.messages[:index]
+        return self.send(text, **settings)
+
+    def to_markdown(self) -> str:
+        """The conversation as Markdown (``## User`` / ``## Assistant`` sections, the system prompt first when
+        set): the same text as the widget's "Export .md"."""
+        return to_markdown(self.system_prompt, self.messages)
 
     def stop(self) -> None:
         """Stop the answer being generated (it ends with the text so far) and drop the ones queued behind it."""

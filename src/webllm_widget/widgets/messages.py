@@ -1,5 +1,5 @@
-"""Chat messages as they travel to the page: text made safe for Jupyter's UTF-8 transport, and the
-conversation sent with a question."""
+"""Chat messages as they travel to the page: text made safe for Jupyter's UTF-8 transport, the
+conversation sent with a question, and the conversation as Markdown (the page's export writes the same text)."""
 from __future__ import annotations
 
 
@@ -22,3 +22,14 @@ def conversation(system_prompt: str, messages: list[dict], prompt: str) -> list[
     msgs += [{"role": m["role"], "content": m["content"]} for m in messages if m.get("role") != "system"]
     msgs.append({"role": "user", "content": prompt})
     return msgs
+
+
+_ROLE_TITLE = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def to_markdown(system_prompt: str, messages: list[dict]) -> str:
+    """One ``## Role`` section per message, the system prompt first when set; the same text as the widget's
+    "Export .md" (js/src/ui/export.ts)."""
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    msgs += [m for m in messages if m.get("role") != "system"]
+    return "\n".join(f"## {_ROLE_TITLE.get(m['role'], m['role'])}\n\n{m['content']}\n" for m in msgs)
