@@ -92,8 +92,8 @@ class ArrayCheckpoint:
         return _T()
 
 
-def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None):
-    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=chunk)
+def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None, config=None):
+    cfg = LlamaConfig.from_dict(config or tiny.config, prefill_chunk_size=chunk)
     quant = quant or mode
     ex = export_model(cfg, quant, "llvm")
     model = NativeModel(compile_model(ex, "llvm"), param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),

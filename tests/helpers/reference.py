@@ -2,6 +2,8 @@
 
 Written from the maths (RMSNorm, rotate-half RoPE, grouped-query causal attention, SwiGLU MLP,
 tied or untied LM head, optional q/k/v bias), not from the compiler's code, so the two can disagree.
+RoPE scaling follows the configs' ``rope_scaling``: ``linear`` (frequencies divided by the factor) and ``llama3``
+(Llama 3.1's three bands of wavelength: kept, divided, or blended in between).
 
     ref = LlamaReference(weights, config)           # weights: {hf_name: float32 array [out, in]}
     logits = ref.forward([1, 2, 3])                 # (3, vocab); the KV cache keeps the 3 tokens
@@ -20,9 +22,35 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(var + eps) * w
 
 
-def rope_tables(positions: np.ndarray, head_dim: int, theta: float, dtype) -> tuple[np.ndarray, np.ndarray]:
+def rope_frequencies(head_dim: int, theta: float, scaling: Mapping | None = None) -> np.ndarray:
+    """The d/2 rotation frequencies (radians per position), with the config's ``rope_scaling`` applied."""
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type") or "default"
+    if kind == "default":
+        return inv
+    if kind == "linear":
+        return inv / float(scaling["factor"])
+    if kind == "llama3":
+        factor, low, high = float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old = float(scaling["original_max_position_embeddings"])
+        out = np.empty_like(inv)
+        for i, f in enumerate(inv):
+            wavelength = 2 * np.pi / f
+            if wavelength < old / high:      # short wavelengths: unchanged
+                out[i] = f
+            elif wavelength > old / low:     # long wavelengths: slowed down by the factor
+                out[i] = f / factor
+            else:                            # in between: a linear blend in old / wavelength
+                t = (old / wavelength - low) / (high - low)
+                out[i] = (1 - t) * f / factor + t * f
+        return out
+    raise ValueError(f"the reference has no RoPE scaling {kind!r}")
+
+
+def rope_tables(positions: np.ndarray, head_dim: int, theta: float, dtype,
+                scaling: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin tables (len(positions), head_dim) for rotate-half RoPE: frequency i pairs dims i and i + d/2."""
-    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))  # (d/2,)
+    inv = rope_frequencies(head_dim, theta, scaling)  # (d/2,)
     ang = positions.astype(np.float64)[:, None] * inv[None, :]  # (T, d/2)
     ang = np.concatenate([ang, ang], axis=-1)
     return np.cos(ang).astype(dtype), np.sin(ang).astype(dtype)
@@ -77,7 +105,7 @@ class LlamaReference:
         ids = np.asarray(list(tokens), dtype=np.int64)
         T, H, KV, D = len(ids), self.n_head, self.n_kv, self.head_dim
         start = self.pos
-        cos, sin = rope_tables(np.arange(start, start + T), D, self.theta, self.dtype)
+        cos, sin = rope_tables(np.arange(start, start + T), D, self.theta, self.dtype, self.cfg.get("rope_scaling"))
         x = self.w["model.embed_tokens.weight"][ids]
         group = H // KV
         for i in range(self.n_layers):

@@ -84,7 +84,7 @@ class TinyLlama:
     @classmethod
     def make(cls, *, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
              ffn: int = 128, tie: bool = True, bias: bool = False, arch: str = "llama",
-             rope_theta: float = 10000.0, context: int = 256) -> "TinyLlama":
+             rope_theta: float = 10000.0, context: int = 256, rope_scaling: dict | None = None) -> "TinyLlama":
         tokens, _ = tiny_vocab()
         vocab = (len(tokens) + 31) // 32 * 32  # pad like real models do; pad ids are never produced
         hd = hidden // heads
@@ -97,6 +97,8 @@ class TinyLlama:
             "tie_word_embeddings": tie, "max_position_embeddings": context, "attention_bias": bias,
             "bos_token_id": 1, "eos_token_id": 2, "head_dim": hd,
         }
+        if rope_scaling:
+            cfg["rope_scaling"] = dict(rope_scaling)
 
         def mat(o, i, scale=1.0):
             return (rng.standard_normal((o, i)) * scale / np.sqrt(i)).astype(np.float32)
@@ -153,6 +155,13 @@ class TinyLlama:
         wr.add_layer_norm_rms_eps(c["rms_norm_eps"])
         wr.add_vocab_size(c["vocab_size"])
         wr.add_rope_dimension_count(c["head_dim"])
+        scaling = c.get("rope_scaling") or {}
+        if scaling.get("rope_type") == "linear":
+            wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            wr.add_rope_scaling_factor(scaling["factor"])
+        elif scaling.get("rope_type") == "llama3":
+            # llama.cpp stores Llama 3.1's scaling as a divisor per frequency (tensor rope_freqs.weight)
+            wr.add_tensor("rope_freqs.weight", llama3_freq_divisors(c["head_dim"], c["rope_theta"], scaling))
         tokens, merges = tiny_vocab()
         tokens = tokens + [f"<pad_{i}>" for i in range(c["vocab_size"] - len(tokens))]
         types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
@@ -210,6 +219,24 @@ class TinyLlama:
         return path
 
 
+def llama3_freq_divisors(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
+    """Llama 3.1's RoPE scaling as one divisor per frequency: 1 (short wavelengths), the factor (long ones),
+    and in between the divisor that blends the two linearly in ``original context / wavelength``."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelength = 2 * np.pi * theta ** (i / head_dim)
+        if wavelength < old / high:
+            out.append(1.0)
+        elif wavelength > old / low:
+            out.append(factor)
+        else:
+            t = (old / wavelength - low) / (high - low)
+            out.append(1.0 / ((1 - t) / factor + t))
+    return np.array(out, dtype=np.float32)
+
+
 def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "F32") -> None:
     """A minimal safetensors writer (8-byte header length, JSON header, raw little-endian data)."""
     header, blobs, off = {}, [], 0
@@ -234,8 +261,9 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "
             f.write(b)
 
 
-def copy_gguf_with(src: Path, dst: Path, overrides: dict) -> Path:
-    """Copy a GGUF file, replacing metadata values (``{"tokenizer.ggml.model": "llama"}``), with gguf's writer."""
+def copy_gguf_with(src: Path, dst: Path, overrides: dict, extra: dict | None = None) -> Path:
+    """Copy a GGUF file, replacing metadata values (``{"tokenizer.ggml.model": "llama"}``) and adding the
+    ``extra`` ones (``{key: (value, gguf.GGUFValueType.FLOAT32)}``), with gguf's writer."""
     import gguf
 
     reader = gguf.GGUFReader(str(src))
@@ -249,6 +277,8 @@ def copy_gguf_with(src: Path, dst: Path, overrides: dict) -> Path:
             w.add_key_value(key, val, fld.types[0], sub_type=fld.types[-1])
         else:
             w.add_key_value(key, val, fld.types[0])
+    for key, (val, vtype) in (extra or {}).items():
+        w.add_key_value(key, val, vtype)
     for t in reader.tensors:
         w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
     w.write_header_to_file()

@@ -57,3 +57,35 @@ def test_unsupported_architecture_is_a_bad_model_error():
     with pytest.raises(BadModel, match="gpt2"):
         LlamaConfig.from_dict({"model_type": "gpt2", "hidden_size": 8, "intermediate_size": 8,
                                "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 8})
+
+
+#: Llama 3.1's RoPE scaling shrunk to a tiny model: with an original context of 64 and head_dim 16, frequency 0
+#: is kept, 1 and 2 are blended and 3..7 are divided by 8, so every branch of the rule is used.
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("scaling", [LLAMA3_SCALING, {"rope_type": "linear", "factor": 4.0}], ids=["llama3", "linear"])
+def test_rope_scaling_reaches_the_kv_cache(scaling):
+    """Logits from position 19 on (prompt end and forced decode steps), where the scaled angles differ."""
+    tiny = TinyLlama.make(seed=3, rope_scaling=scaling)
+    got, _ = run_native(tiny)
+    want = reference_logits(tiny.weights, tiny.config)
+    plain = reference_logits(tiny.weights, {**tiny.config, "rope_scaling": None})
+    assert np.abs(want - plain).max() > 0.1, "the scaling must matter at these positions for the test to mean anything"
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+def test_llama3_scaling_from_a_gguf_rope_freqs_tensor_matches_the_hf_rule(tmp_path):
+    from webllm_widget.compile.checkpoint import open_checkpoint
+
+    tiny = TinyLlama.make(seed=3, rope_scaling=LLAMA3_SCALING)
+    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type="F32", embed_type="F32"))
+    got, _ = run_native(tiny, checkpoint=ckpt, config=ckpt.config)
+    np.testing.assert_allclose(got, reference_logits(tiny.weights, tiny.config), atol=1e-3, rtol=0)
+
+
+def test_unimplemented_rope_scaling_is_refused():
+    cfg = dict(TinyLlama.make(seed=0).config, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    with pytest.raises(BadModel, match="dynamic.*not implemented"):
+        LlamaConfig.from_dict(cfg)

@@ -7,7 +7,7 @@ import gguf
 import numpy as np
 import pytest
 
-from tiny import TinyLlama
+from tiny import TinyLlama, copy_gguf_with
 from webllm_widget.compile.checkpoint import open_checkpoint
 from webllm_widget.errors import BadModel
 
@@ -177,3 +177,76 @@ def test_hf_folder_with_sharded_safetensors_reads_every_shard(tmp_path):
     assert sorted(ckpt.tensor_names()) == names
     for n in (names[0], names[-1]):
         np.testing.assert_array_equal(ckpt.get(n).to_numpy(), m.weights[n])
+
+
+@pytest.mark.parametrize("key,value", [
+    ("rope_scaling", {"rope_type": "dynamic", "factor": 2.0}),
+    ("rope_scaling", {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+    ("attn_logit_softcapping", 50.0),
+    ("hidden_act", "gelu_pytorch_tanh"),
+    ("quantization_config", {"quant_method": "gptq", "bits": 4}),
+], ids=["rope-dynamic", "rope-yarn", "softcapping", "gelu", "gptq"])
+def test_hf_config_key_that_changes_the_maths_and_is_not_implemented_is_refused(tiny, tmp_path, key, value):
+    tiny.config[key] = value
+    folder = tiny.write_hf(tmp_path / "hf")
+    with pytest.raises(BadModel, match=key) as e:
+        open_checkpoint(folder)
+    assert "refuses" in str(e.value) and "config.json" in str(e.value)
+
+
+def test_gguf_metadata_key_that_may_change_the_maths_is_refused(tiny, tmp_path):
+    src = tiny.write_gguf(tmp_path / "t.gguf")
+    bad = copy_gguf_with(src, tmp_path / "capped.gguf", {},
+                         {"llama.attn_logit_softcapping": (30.0, gguf.GGUFValueType.FLOAT32)})
+    with pytest.raises(BadModel, match="llama.attn_logit_softcapping"):
+        open_checkpoint(bad)
+    yarn = copy_gguf_with(src, tmp_path / "yarn.gguf", {},
+                          {"llama.rope.scaling.type": ("yarn", gguf.GGUFValueType.STRING),
+                           "llama.rope.scaling.factor": (4.0, gguf.GGUFValueType.FLOAT32)})
+    with pytest.raises(BadModel, match="yarn"):
+        open_checkpoint(yarn)
+
+
+def test_llama3_rope_scaling_is_read_from_hf_and_from_llama_cpp_rope_freqs(tmp_path):
+    from reference import rope_frequencies
+    from webllm_widget.compile.arch import registry
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+    t = TinyLlama.make(seed=0, rope_scaling=scaling)
+    hf = registry.config_from_dict(open_checkpoint(t.write_hf(tmp_path / "hf")).config)
+    assert hf.rope_scaling == scaling
+    g = registry.config_from_dict(open_checkpoint(t.write_gguf(tmp_path / "t.gguf")).config)
+    assert g.rope_scaling["rope_type"] == "llama3" and g.rope_scaling["factor"] == 8.0
+    # the rule fitted to the file's divisors gives the frequencies of the HF rule
+    np.testing.assert_allclose(rope_frequencies(16, 10000.0, g.rope_scaling), rope_frequencies(16, 10000.0, scaling),
+                               rtol=1e-5)
+
+
+def test_gguf_rope_freqs_that_follow_no_llama3_rule_are_refused(tiny, tmp_path):
+    src = tiny.write_gguf(tmp_path / "t.gguf")
+    import gguf as g
+
+    reader = g.GGUFReader(str(src))
+    w = g.GGUFWriter(str(tmp_path / "odd.gguf"), "llama")
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        sub = {"sub_type": fld.types[-1]} if fld.types[0] == g.GGUFValueType.ARRAY else {}
+        w.add_key_value(key, fld.contents(), fld.types[0], **sub)
+    for t in reader.tensors:
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.add_tensor("rope_freqs.weight", np.array([1, 3, 1, 5, 2, 8, 1, 8], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(BadModel, match="rope_freqs.weight.*Llama 3"):
+        open_checkpoint(tmp_path / "odd.gguf")
+
+
+def test_mistral_sliding_window_caps_the_context_window(tiny, tmp_path):
+    tiny.config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 128,
+                        "max_position_embeddings": 256})
+    cfg = open_checkpoint(tiny.write_hf(tmp_path / "hf")).config
+    assert cfg["context_window_size"] == 128 and cfg["sliding_window"] == 128

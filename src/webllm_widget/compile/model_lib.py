@@ -558,6 +558,8 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target:
     names = ["max_batch_size", "max_total_seq_len", "prefill_chunk_size", "page_size", "support_sliding_window"]
     tvars = [tirx.Var(nm, "int64") for nm in names]
     params = [relax.Var(nm + "_", relax.ShapeType([tv])) for nm, tv in zip(names, tvars)]
+    rope = registry.family_of(cfg).kv_cache_rope(cfg)
+    ext = relax.prim_value(0) if rope["rope_ext_factors"] is None else relax.const(rope["rope_ext_factors"])
     with bb.function("create_tir_paged_kv_cache", params):
         cache = TIRPagedKVCache(
             attn_kind="mha", max_batch_size=tvars[0], max_total_seq_len=tvars[1], prefill_chunk_size=tvars[2],
@@ -565,8 +567,9 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target:
             layer_partition=relax.ShapeExpr([0, cfg.num_hidden_layers]),
             num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
             num_key_value_heads=cfg.num_key_value_heads, qk_head_dim=cfg.head_dim, v_head_dim=cfg.head_dim,
-            mla_original_qk_head_dim=0, mla_original_v_head_dim=0, rope_mode=RopeMode.NORMAL, rope_scale=1,
-            rope_theta=cfg.rope_theta, rope_scaling={}, rope_ext_factors=relax.prim_value(0),
+            mla_original_qk_head_dim=0, mla_original_v_head_dim=0, rope_mode=RopeMode.NORMAL,
+            rope_scale=rope["rope_scale"], rope_theta=cfg.rope_theta, rope_scaling=rope["rope_scaling"],
+            rope_ext_factors=ext,
             rotary_dim=cfg.head_dim, enable_disaggregation=False, dtype=dtype, target=target)
         bb.emit_func_output(cache._expr)  # pylint: disable=protected-access
 

@@ -43,15 +43,20 @@ class Family:
 
     def model(self, cfg: Any) -> Any:
         """A fresh ``nn.Module`` of this family for ``cfg``."""
+        return getattr(self._model_module(), self.model_class)(cfg)
+
+    def _model_module(self) -> ModuleType:
         import importlib
 
-        mod = importlib.import_module(self.model_module, __package__)
-        return getattr(mod, self.model_class)(cfg)
+        return importlib.import_module(self.model_module, __package__)
 
     def kv_cache_dims(self, cfg: Any) -> dict[str, int]:
-        import importlib
+        """The KV cache block that ``_metadata`` declares."""
+        return self._model_module().kv_cache_dims(cfg)
 
-        return importlib.import_module(self.model_module, __package__).kv_cache_dims(cfg)
+    def kv_cache_rope(self, cfg: Any) -> dict[str, Any]:
+        """RoPE arguments of the paged KV cache: ``rope_scale``, ``rope_scaling``, ``rope_ext_factors``."""
+        return self._model_module().kv_cache_rope(cfg)
 
 
 FAMILIES: tuple[Family, ...] = (

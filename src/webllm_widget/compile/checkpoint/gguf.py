@@ -82,9 +82,11 @@ class GGUFCheckpoint(Checkpoint):
         emb = self._tensors.get("model.embed_tokens.weight")
         if emb is None:
             raise BadModel(f"{self.path}: no token_embd.weight tensor. {_WHAT_TO_DO_GGUF}")
+        rope_freqs = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
         self.config = family.config_module.from_gguf(
-            get, arch_raw, model_type, set(self._tensors), {t.name for t in reader.tensors}, int(emb.shape[-1]),
-            get("general.name") or self.path.stem)
+            get, arch_raw, model_type, set(self._tensors), int(emb.shape[-1]), get("general.name") or self.path.stem,
+            keys=list(fields), where=str(self.path),
+            rope_freqs=None if rope_freqs is None else np.asarray(rope_freqs.data, dtype=np.float32).reshape(-1))
         self._permute = arch_raw in loader.GGUF_PERMUTED_QK
 
     def metadata(self, key: str, default: Any = None) -> Any:

@@ -69,7 +69,8 @@ class HFCheckpoint(Checkpoint):
                 if name.endswith("rotary_emb.inv_freq"):
                     continue
                 self._where[name] = (fpath, info, base)
-        self.config = family.config_module.from_hf(hf, model_type, set(self._where), self.path.name)
+        self.config = family.config_module.from_hf(hf, model_type, set(self._where), self.path.name,
+                                                   where=str(cfg_path))
         tie = self.config["tie_word_embeddings"]
         if tie:
             self._where.pop("lm_head.weight", None)

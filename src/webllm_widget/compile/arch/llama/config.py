@@ -3,6 +3,12 @@
 Every reader of a checkpoint goes through :func:`from_hf` or :func:`from_gguf`, which give one HF-style dict
 (``checkpoint.config``); :meth:`LlamaConfig.from_dict` turns that dict into the shape the model is built from.
 
+A key that would change the maths and is not implemented stops the build with :class:`BadModel` naming it:
+each reader knows which keys it reads, which it knows to be harmless, and refuses the rest (a key it has
+never seen may change the computation, so it is not ignored). RoPE scaling: ``linear`` and ``llama3`` are
+implemented (llama.cpp stores ``llama3`` as a divisor per frequency, ``rope_freqs.weight``; the rule is recovered
+from them and checked to reproduce every one); ``dynamic``, ``yarn``, ``longrope`` and the rest are refused.
+
 Example::
 
     from webllm_widget.compile.arch.llama.config import LlamaConfig
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable
+
+import numpy as np
 
 from ....errors import BadModel
 
@@ -44,6 +52,8 @@ class LlamaConfig:
     context_window_size: int = 2048
     prefill_chunk_size: int = 128
     model_type: str = "llama"
+    #: normalized RoPE scaling ({} for none; see :func:`rope_scaling_of`)
+    rope_scaling: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.num_key_value_heads:
@@ -58,7 +68,7 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], **overrides: Any) -> "LlamaConfig":
-        """Build from an HF-style config dict (unknown keys are ignored).
+        """Build from an HF-style config dict (``checkpoint.config``; its keys were checked by the reader).
 
         ``context_window_size`` falls back to ``max_position_embeddings``; ``attention_bias``
         defaults to True for Qwen2, whose q/k/v projections carry biases.
@@ -77,6 +87,7 @@ class LlamaConfig:
             kw["context_window_size"] = cfg["max_position_embeddings"]
         if "attention_bias" not in cfg:
             kw["attention_bias"] = arch == "qwen2"
+        kw["rope_scaling"] = rope_scaling_of(cfg.get("rope_scaling"))
         kw.update(overrides)
         kw["head_dim"] = kw.get("head_dim") or 0
         kw["num_key_value_heads"] = kw.get("num_key_value_heads") or 0
@@ -86,8 +97,91 @@ class LlamaConfig:
         return dataclasses.asdict(self)
 
 
-def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str) -> dict[str, Any]:
-    """``checkpoint.config`` from an HF ``config.json`` dict (``tensor_names``: the safetensors' tensors)."""
+_LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def rope_scaling_of(scaling: dict[str, Any] | None, where: str = "the model config") -> dict[str, Any]:
+    """A config's ``rope_scaling`` normalized to what the KV cache implements, or :class:`BadModel`.
+
+    ``{}`` (none), ``{"rope_type": "linear", "factor"}``, ``{"rope_type": "llama3", factor, low_freq_factor,
+    high_freq_factor, original_max_position_embeddings}``.
+    """
+    if not scaling:
+        return {}
+    kind = str(scaling.get("rope_type") or scaling.get("type") or "default").lower()
+    if kind == "default":
+        return {}
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(scaling["factor"])}
+    if kind == "llama3":
+        missing = [k for k in _LLAMA3_KEYS if scaling.get(k) is None]
+        if missing:
+            raise BadModel(f"{where}: rope_scaling of type llama3 lacks {', '.join(missing)}; the config is "
+                           "incomplete: download it again.")
+        return {"rope_type": "llama3", **{k: float(scaling[k]) for k in _LLAMA3_KEYS}}
+    raise BadModel(f"{where}: rope_scaling type {kind!r} changes the model's positions and is not implemented "
+                   "(implemented: linear, llama3); webllm-widget refuses it rather than run the model wrong. "
+                   "Pick a checkpoint without it, or one of a supported scaling.",
+                   detail={"key": "rope_scaling", "rope_type": kind})
+
+
+#: config.json keys that do not change the computation (bookkeeping, training-only or tokenizer ids).
+_HARMLESS_HF = frozenset({
+    "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "use_cache", "initializer_range",
+    "bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "sep_token_id", "decoder_start_token_id",
+    "pretraining_tp", "attention_dropout", "hidden_dropout", "embd_pdrop", "resid_pdrop", "_name_or_path",
+    "output_attentions", "output_hidden_states", "return_dict", "torchscript", "use_return_dict",
+    "_attn_implementation", "id2label", "label2id", "problem_type", "tokenizer_class", "is_encoder_decoder",
+    "task_specific_params", "finetuning_task", "prefix", "use_bfloat16", "pruned_heads", "tf_legacy_loss",
+    "max_length", "temperature", "top_p", "top_k", "do_sample", "generation_config",
+})
+#: config.json keys this family reads (the values it cannot compute are refused in :func:`_check_hf_values`).
+_READ_HF = frozenset({
+    "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "num_hidden_layers", "rms_norm_eps", "rope_theta", "vocab_size", "tie_word_embeddings",
+    "max_position_embeddings", "attention_bias", "rope_scaling", "hidden_act", "mlp_bias", "sliding_window",
+    "use_sliding_window", "max_window_layers", "use_mrope",
+})
+
+
+def _refuse(where: str, key: str, value: Any, why: str) -> BadModel:
+    return BadModel(f"{where}: config key {key!r} = {value!r} {why}; webllm-widget refuses it rather than run the "
+                    "model wrong. Pick a checkpoint without it (or remove the key if you know it does not change "
+                    "the computation).", detail={"key": key, "value": value})
+
+
+def _check_hf_values(hf: dict[str, Any], where: str) -> None:
+    """Refuse keys this family does not know, and known keys with values it does not compute."""
+    for key, value in hf.items():
+        if key not in _READ_HF and key not in _HARMLESS_HF:
+            raise _refuse(where, key, value, "is not known to the Llama family and may change the maths")
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise _refuse(where, "hidden_act", act, "is not SiLU (the Llama MLP is SwiGLU)")
+    if hf.get("mlp_bias"):
+        raise _refuse(where, "mlp_bias", True, "adds MLP biases, which are not implemented")
+    if hf.get("use_mrope"):
+        raise _refuse(where, "use_mrope", True, "asks for multimodal RoPE, which is not implemented")
+    rope_scaling_of(hf.get("rope_scaling"), where)
+
+
+def sliding_window_of(hf: dict[str, Any]) -> int | None:
+    """The attention window the checkpoint uses on every layer, or None (full attention)."""
+    window = hf.get("sliding_window")
+    if not window or hf.get("use_sliding_window") is False:
+        return None
+    return int(window)
+
+
+def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str,
+            where: str = "config.json") -> dict[str, Any]:
+    """``checkpoint.config`` from an HF ``config.json`` dict (``tensor_names``: the safetensors' tensors).
+
+    Raises :class:`BadModel` for a key that changes the maths and is not implemented. A sliding window
+    (Mistral) shorter than the trained context caps the context window at the window: within it, windowed
+    and full attention are the same computation.
+    """
+    _check_hf_values(hf, where)
     n_head = int(hf["num_attention_heads"])
     hidden = int(hf["hidden_size"])
     ctx = int(hf.get("max_position_embeddings", 2048))
@@ -112,15 +206,99 @@ def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: s
     }
     if hf.get("rope_scaling"):
         config["rope_scaling"] = hf["rope_scaling"]
+    window = sliding_window_of(hf)
+    if window is not None and window < ctx:
+        config["context_window_size"] = window
+        config["sliding_window"] = window
     return config
 
 
+#: GGUF metadata keys (after ``<arch>.``) this family reads or knows not to change the computation.
+_READ_GGUF = frozenset({
+    "context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+    "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "rope.freq_base", "vocab_size",
+    "rope.dimension_count", "attention.key_length", "attention.value_length", "rope.scaling.type",
+    "rope.scaling.factor", "rope.scaling.original_context_length", "rope.scaling.finetuned", "expert_count",
+    "expert_used_count",
+})
+
+
+def _check_gguf_values(keys: list[str], get: Callable[[str, Any], Any], arch: str, head_dim: int,
+                       where: str) -> None:
+    for key in keys:
+        if key.startswith(arch + ".") and key[len(arch) + 1:] not in _READ_GGUF:
+            raise _refuse(where, key, get(key, None), "is not known to the Llama family and may change the maths")
+    rot = get(f"{arch}.rope.dimension_count", None)
+    if rot is not None and int(rot) != head_dim:
+        raise _refuse(where, f"{arch}.rope.dimension_count", rot, f"rotates only part of each head ({head_dim} "
+                      "dimensions), which is not implemented")
+    v_len = get(f"{arch}.attention.value_length", None)
+    if v_len is not None and int(v_len) != head_dim:
+        raise _refuse(where, f"{arch}.attention.value_length", v_len, "differs from the key length")
+    experts = get(f"{arch}.expert_count", 0)
+    if experts:
+        raise _refuse(where, f"{arch}.expert_count", experts, "makes this a mixture of experts, which is not "
+                      "implemented")
+
+
+def llama3_from_divisors(divisors: Any, head_dim: int, theta: float, where: str) -> dict | None:
+    """The ``llama3`` rule that gives llama.cpp's per-frequency RoPE divisors, or :class:`BadModel` if none does.
+
+    The rule keeps high frequencies, divides low ones by ``factor`` and in between blends the two with a weight
+    ``t = a * freq - b`` (clipped to [0, 1]); only ``factor``, ``a`` and ``b`` matter, so they are fitted to the
+    blended divisors and written as ``high - low = 1``: ``low = b``, ``original = 2 pi a``. Every divisor must be
+    reproduced (relative 1e-4), else the file's scaling is something else and is refused.
+    """
+    d = np.asarray(divisors, dtype=np.float64).reshape(-1)
+    freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if d.shape != freq.shape or not np.all(d > 0):
+        raise _refuse(where, "rope_freqs.weight", f"{d.size} values", f"does not fit a head of {head_dim} dimensions")
+    factor = float(d.max())
+    if factor <= 1.0 + 1e-6:
+        return None
+    t = (1.0 / d - 1.0 / factor) / (1.0 - 1.0 / factor)  # 1: kept, 0: divided by the factor
+    blend = (t > 1e-4) & (t < 1 - 1e-4)
+    kept, divided = freq[t >= 1 - 1e-4], freq[t <= 1e-4]
+    if blend.sum() >= 2:
+        a, minus_b = np.polyfit(freq[blend], t[blend], 1)
+        b = -minus_b
+    elif blend.sum() == 0 and kept.size and divided.size:
+        a = 1.0 / (kept.min() - divided.max())
+        b = divided.max() * a
+    else:
+        a = b = float("nan")
+    smooth = np.clip(a * freq - b, 0.0, 1.0)
+    if not (a > 0 and b > 0) or not np.allclose(1.0 / ((1 - smooth) / factor + smooth), d, rtol=1e-4, atol=0):
+        raise _refuse(where, "rope_freqs.weight", "per-frequency divisors", "does not follow Llama 3's RoPE "
+                      "scaling rule, the only one implemented for it")
+    return {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(b), "high_freq_factor": float(b) + 1.0,
+            "original_max_position_embeddings": float(2 * np.pi * a)}
+
+
+def _gguf_rope_scaling(get: Callable[[str, Any], Any], arch: str, rope_freqs: Any, head_dim: int,
+                       where: str) -> dict | None:
+    """``rope_scaling`` from GGUF metadata, or from llama.cpp's ``rope_freqs.weight`` (a divisor per frequency)."""
+    kind = get(f"{arch}.rope.scaling.type", None)
+    if rope_freqs is not None:
+        if kind not in (None, "none"):
+            raise _refuse(where, f"{arch}.rope.scaling.type", kind, "comes with rope_freqs.weight too")
+        return llama3_from_divisors(rope_freqs, head_dim, float(get(f"{arch}.rope.freq_base", 10000.0)), where)
+    if kind in (None, "none"):
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(get(f"{arch}.rope.scaling.factor", None))}
+    raise _refuse(where, f"{arch}.rope.scaling.type", kind, "is a RoPE scaling that is not implemented "
+                  "(implemented: linear, llama3)")
+
+
 def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
-              gguf_tensor_names: set[str], vocab_rows: int, name: str) -> dict[str, Any]:
+              vocab_rows: int, name: str, *, keys: list[str] = (), rope_freqs: Any = None,
+              where: str = "GGUF") -> dict[str, Any]:
     """``checkpoint.config`` from GGUF metadata (``get(key, default)``; keys are prefixed by the file's ``arch``).
 
-    ``tensor_names``: the HF names the file's tensors map to; ``gguf_tensor_names``: the file's own names;
-    ``vocab_rows``: rows of the token embedding (the vocabulary size when the metadata lacks it).
+    ``tensor_names``: the HF names the file's tensors map to; ``vocab_rows``: rows of the token embedding (the
+    vocabulary size when the metadata lacks it); ``keys``: every metadata key of the file (checked);
+    ``rope_freqs``: the values of ``rope_freqs.weight`` when the file has it.
     """
     a = arch
     n_head = int(get(f"{a}.attention.head_count", None))
@@ -150,11 +328,8 @@ def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor
         "eos_token_id": None if tokens_eos is None else int(tokens_eos),
         "name": name,
     }
-    scaling_type = get(f"{a}.rope.scaling.type", None)
-    if scaling_type is not None or "rope_freqs.weight" in gguf_tensor_names:
-        config["rope_scaling"] = {
-            "type": scaling_type,
-            "factor": get(f"{a}.rope.scaling.factor", None),
-            "original_max_position_embeddings": get(f"{a}.rope.scaling.original_context_length", None),
-        }
+    _check_gguf_values(list(keys), get, a, head_dim, where)
+    scaling = _gguf_rope_scaling(get, a, rope_freqs, head_dim, where)
+    if scaling:
+        config["rope_scaling"] = scaling
     return config

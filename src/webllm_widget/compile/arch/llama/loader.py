@@ -49,7 +49,8 @@ GGUF_NAMES = [
     (re.compile(r"^blk\.(\d+)\.ffn_down\.weight$"), "model.layers.{0}.mlp.down_proj.weight"),
 ]
 
-#: Tensors some GGUF files carry that the model computes itself (precomputed RoPE factors).
+#: Tensors that are not parameters: llama.cpp's per-frequency RoPE divisors (read into the config's
+#: ``rope_scaling`` by the GGUF reader) and a legacy precomputed rotation table.
 GGUF_SKIP = re.compile(r"^(rope_freqs\.weight|blk\.\d+\.attn_rot_embd)$")
 
 #: GGUF architectures whose q/k rows llama.cpp's converter permuted (the reader undoes it).

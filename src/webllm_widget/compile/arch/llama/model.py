@@ -14,10 +14,13 @@ Example::
 """
 from __future__ import annotations
 
+from typing import Any
+
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
+from ....errors import BadModel
 from ..layers import Embedding, last_token
 from .config import LlamaConfig
 
@@ -127,3 +130,20 @@ def kv_cache_dims(cfg: LlamaConfig) -> dict[str, int]:
             "num_key_value_heads": cfg.num_key_value_heads, "head_dim": cfg.head_dim}
 
 
+
+
+def kv_cache_rope(cfg: LlamaConfig) -> dict[str, Any]:
+    """The RoPE arguments of TVM's paged KV cache for ``cfg.rope_scaling`` (RoPE is applied as K/V are stored).
+
+    ``linear`` scales positions (``rope_scale``); ``llama3`` is TVM's own frequency function.
+    """
+    s = cfg.rope_scaling
+    kind = s.get("rope_type")
+    out: dict[str, Any] = {"rope_scale": 1, "rope_scaling": {}, "rope_ext_factors": None}
+    if kind == "linear":
+        out["rope_scale"] = 1.0 / s["factor"]
+    elif kind == "llama3":
+        out["rope_scaling"] = dict(s)
+    elif kind:
+        raise BadModel(f"rope_scaling {kind!r} is not implemented.")
+    return out
