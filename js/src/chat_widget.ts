@@ -37,8 +37,6 @@ class ChatState {
   pending: Msg[] = [];
   // Index in `messages` the pending turn replaces from (regenerate / edit-and-resend drop what follows it)
   base: number | null = null;
-  // A batch running from Python: prompts answered of the total (null when none)
-  batch: { done: number; total: number } | null = null;
   // messages.length the kernel's traitlet will reach once it has recorded the pending turn
   pendingUntil = -1;
   live: { tokens: number; tok_s: number; t0: number } | null = null;
@@ -74,8 +72,14 @@ function gpuLabel(g: { vendor: string; architecture: string; description: string
   return g.is_fallback ? `${name} (software)` : name;
 }
 
-/** Traitlets the settings form shows and edits. */
-const SETTING_TRAITS = ["system_prompt", "temperature", "top_p", "max_tokens", "seed"] as const;
+/** Traitlets the view shows: the settings form's, and the batch progress. */
+const SETTING_TRAITS = ["system_prompt", "temperature", "top_p", "max_tokens", "seed", "batch_progress"] as const;
+
+/** The `batch_progress` traitlet ({done, total} while Chat.batch runs, {} otherwise) as the view wants it. */
+function batchOf(v: unknown): { done: number; total: number } | null {
+  const b = v as { done?: unknown; total?: unknown } | null;
+  return b && typeof b.total === "number" && b.total > 0 ? { done: Number(b.done ?? 0), total: b.total } : null;
+}
 
 const numOrNull = (v: unknown): number | null => (typeof v === "number" && isFinite(v) ? v : null);
 
@@ -407,7 +411,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
         max_tokens: numOrNull(model.get("max_tokens")),
         seed: numOrNull(model.get("seed")),
       },
-      batch: state.batch,
+      batch: batchOf(model.get("batch_progress")),
       live: state.live ? { tokens: state.live.tokens, tok_s: state.live.tok_s } : null,
       stats: state.stats ?? ((model.get("stats") as Record<string, number>) || null),
       gpu: state.gpu || String(model.get("gpu") ?? ""),

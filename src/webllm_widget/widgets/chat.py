@@ -28,7 +28,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import anywidget
 import traitlets as t
@@ -37,6 +37,7 @@ from ..artifacts import Blob, BlobSender, static_blob
 from ..errors import Aborted, BadModel, WebLLMWidgetError
 from ..protocol import Channel
 from .answers import AnswerQueue, ChatHandle, ContextOverflow
+from .batch import Batch, prompt_list
 from .messages import clean_messages, clean_text, conversation, to_markdown
 from .openai_format import chat_completion, request_messages
 
@@ -103,6 +104,7 @@ class Chat(anywidget.AnyWidget):
     backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why, "
                      "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters)}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
+    batch_progress = t.Dict(help="the running batch (see batch()): {'done', 'total'}; empty when none").tag(sync=True)
     # Names this widget's state in the page (anywidget gives each view a different model proxy).
     _page_key = t.Unicode().tag(sync=True)
 
@@ -129,6 +131,7 @@ class Chat(anywidget.AnyWidget):
         self._load_info: dict | None = None
         self._loaded: str | None = None
         self._loading_model = False
+        self._batch: Batch | None = None
         self._ch.on_ready(self._on_ready)
         self._ch.on("done", self._on_page_done)
         self._ch.on("error", self._on_page_notice)
@@ -366,8 +369,34 @@ class Chat(anywidget.AnyWidget):
         set): the same text as the widget's "Export .md"."""
         return to_markdown(self.system_prompt, self.messages)
 
+    async def batch(self, prompts: Iterable[str], *, system_prompt: str | None = None, progress: bool = True,
+                    **settings: Any) -> list[dict]:
+        """Answer each of ``prompts`` (a list or a pandas column) in a fresh conversation of its own: the system
+        prompt (this chat's, or ``system_prompt``) and the prompt. ``messages`` is left alone. Returns one record
+        per prompt: ``{"prompt", "answer", "finish_reason", "usage", "timings", "error"}`` (see
+        :mod:`webllm_widget.widgets.batch`). Progress shows as a tqdm bar and in the widget; ``chat.stop()`` or the
+        widget's Stop ends the batch (the prompts not reached come back with ``finish_reason == "not-run"``).
+
+        Example::
+
+            records = await chat.batch(df["question"], temperature=0, max_tokens=64)
+            df["answer"] = [r["answer"] for r in records]
+        """
+        if self._batch is not None:
+            raise RuntimeError("a batch is already running on this chat: await it, or chat.stop() to end it")
+        b = Batch(self, prompt_list(prompts), self.system_prompt if system_prompt is None else clean_text(system_prompt),
+                  self._settings(settings), progress)
+        self._batch = b
+        try:
+            return await b.run()
+        finally:
+            self._batch = None
+
     def stop(self) -> None:
-        """Stop the answer being generated (it ends with the text so far) and drop the ones queued behind it."""
+        """Stop the answer being generated (it ends with the text so far) and drop the ones queued behind it;
+        a running :meth:`batch` ends too."""
+        if self._batch is not None:
+            self._batch.stop()
         self._answers.stop_all()
 
     def reset(self) -> None:
