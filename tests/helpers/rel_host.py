@@ -85,6 +85,12 @@ class RelHost:
                 return value
             self.page.wait_for_timeout(100)
 
+    def drop_engine(self) -> None:
+        """End the page's shared engine (its worker and every model it holds), as a fresh page would have none:
+        the next Chat starts a new one. Widgets made before keep the old engine and must not be used after."""
+        self.page.evaluate("""async () => { const key = "__webllm_widget_engine__"; const p = globalThis[key];
+            delete globalThis[key]; if (p) (await p).terminate(); }""")
+
     def seen_requests(self) -> list[str]:
         """The request log, after letting Playwright deliver pending events (sync API: only while it is called)."""
         self.page.evaluate("1")

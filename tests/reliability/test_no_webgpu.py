@@ -38,8 +38,9 @@ def test_without_webgpu_ask_raises_webgpu_unavailable_and_the_widget_says_how_to
     chat, load_err, ask_err = host.run(go(), timeout=300)
     assert load_err.code == ask_err.code == "no-webgpu"
     assert chat.status == "error" and chat.error["code"] == "no-webgpu"
-    # only the engine bundle went to the page (it probes the adapter); no model file was copied
-    assert chat.bytes_sent == (STATIC / "engine_worker.js").stat().st_size
+    # no model file was copied: at most the engine bundle went to the page (it probes the adapter), and not even
+    # that when an earlier Chat in this browser (the CPU-path tests share it) left the bundle in its cache
+    assert chat.bytes_sent in (0, (STATIC / "engine_worker.js").stat().st_size), chat.bytes_sent
     shown = host.page.evaluate(
         f"() => document.querySelector('#widget-{chat.comm.comm_id} .wlw-error').textContent")
     assert shown.startswith("[no-webgpu]")

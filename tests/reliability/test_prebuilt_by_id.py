@@ -116,6 +116,7 @@ def test_a_prebuilt_id_whose_kv_cache_cannot_be_one_gpu_buffer_is_refused_before
             route.fulfill(status=404, body=b"", headers={"access-control-allow-origin": "*"})
 
     with _hub_served_by(rel, from_config):
+        rel.drop_engine()  # an earlier test loaded MODEL_ID in this page: a page holding it would not load it again
         chat = rel.chat(tiny_folder, temperature=0, max_tokens=3)
         _forget_hub_files(rel)
 
