@@ -159,14 +159,18 @@ class AnswerQueue:
     ``load()`` gives the reply of the model load in flight or done (None when nothing loads); an answer waits
     for it and fails with its error. ``on_asking(handle)`` runs when a question goes to the page (again after
     an overflow retry); ``on_answered(handle, result, error)`` when the page's reply ends it, before the
-    handle finishes. ``overflow`` is the :class:`ContextOverflow` policy applied to each reply.
+    handle finishes. ``on_progress(handle, msg)`` sees the page's progress while an answer waits for its model
+    (loaded again after the page unloaded it to make room for another). ``overflow`` is the
+    :class:`ContextOverflow` policy applied to each reply.
     """
 
     def __init__(self, channel: Any, *, load: Callable[[], Any], owner: Any = None,
                  on_asking: Callable[[ChatHandle], None] = lambda h: None,
                  on_answered: Callable[[ChatHandle, dict | None, BaseException | None], None] = lambda h, r, e: None,
+                 on_progress: Callable[[ChatHandle, dict], None] = lambda h, m: None,
                  overflow: ContextOverflow | None = None):
         self._ch = channel
+        self._on_progress = on_progress
         self._load = load
         self._owner = owner
         self._on_asking = on_asking
@@ -245,10 +249,14 @@ class AnswerQueue:
 
     def _ask(self, h: ChatHandle) -> None:
         self._on_asking(h)
+        def on_event(m: dict, _buffers: list) -> None:
+            if m.get("kind") == "token":
+                h._token(str(m.get("text", "")))
+            elif m.get("kind") == "progress":
+                self._on_progress(h, m)
+
         reply = self._ch.request("ask", {"messages": h._messages, "settings": h._settings, "user": h.prompt or "",
-                                         "record": h.records}, id=h.id, timeout=ANSWER_TIMEOUT,
-                                 on_event=lambda m, b: h._token(str(m.get("text", "")))
-                                 if m.get("kind") == "token" else None)
+                                         "record": h.records}, id=h.id, timeout=ANSWER_TIMEOUT, on_event=on_event)
         reply.add_done_callback(lambda r: self._on_reply(h, r))
 
     def _on_reply(self, h: ChatHandle, reply) -> None:

@@ -83,7 +83,8 @@ class Chat(anywidget.AnyWidget):
 
     model = t.Unicode("default", help="model id, folder or file; see class doc").tag(sync=True)
     models = t.List(t.Dict(), help="choices offered by the model picker").tag(sync=True)
-    status = t.Unicode("idle", help="idle, loading, ready, generating or error").tag(sync=True)
+    status = t.Unicode("idle", help="idle, loading, ready, generating, swapping (this chat's model is loaded again "
+                       "after the page unloaded it to make room for another) or error").tag(sync=True)
     progress = t.Dict(help="last load progress: progress (0..1), phase, bytes_done, bytes_total, eta_s").tag(sync=True)
     messages = t.List(t.Dict(), help="the conversation: [{'role', 'content'}], user and assistant turns").tag(sync=True)
     system_prompt = t.Unicode("", help="system message sent before the conversation").tag(sync=True)
@@ -104,6 +105,13 @@ class Chat(anywidget.AnyWidget):
     backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why, "
                      "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters)}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
+    notice = t.Unicode(help="the page's last word about this chat's model: unloaded to make room for another "
+                       "model, or loaded again for an answer; empty when none").tag(sync=True)
+    memory_budget = t.Int(None, allow_none=True,
+                          help="bytes the page's models may take together (one engine serves every Chat on the "
+                               "page; the budget sent with the latest load holds). Past it the least recently used "
+                               "model is unloaded, visibly, and loaded again when its Chat asks. None: half the "
+                               "device's memory as the browser reports it").tag(sync=True)
     batch_progress = t.Dict(help="the running batch (see batch()): {'done', 'total'}; empty when none").tag(sync=True)
     # Names this widget's state in the page (anywidget gives each view a different model proxy).
     _page_key = t.Unicode().tag(sync=True)
@@ -126,6 +134,7 @@ class Chat(anywidget.AnyWidget):
         self._blobs = BlobSender(self._ch)
         self._answers = AnswerQueue(self._ch, owner=self, load=lambda: self._load_reply,
                                     on_asking=self._on_asking, on_answered=self._on_answered,
+                                    on_progress=self._on_answer_progress,
                                     overflow=ContextOverflow(self.context_overflow))
         self._load_reply = None
         self._load_info: dict | None = None
@@ -136,6 +145,7 @@ class Chat(anywidget.AnyWidget):
         self._ch.on("done", self._on_page_done)
         self._ch.on("error", self._on_page_notice)
         self._ch.on("call", self._on_page_call)
+        self._ch.on("progress", self._on_page_progress)
         self.observe(self._on_model_trait, "model")
         self.observe(self._on_model_trait, "device")
         self.observe(self._on_overflow_trait, "context_overflow")
@@ -180,9 +190,13 @@ class Chat(anywidget.AnyWidget):
         engine = self._blobs.offer(static_blob("engine_worker.js"))
         self.status = "loading"
         self.error = {}
+        self.notice = ""
         self.progress = {"progress": 0.0, "phase": "install"}
         self._load_info = None
-        reply = self._ch.request("load", {"engine": engine, "model": spec}, on_event=self._on_load_event,
+        payload = {"engine": engine, "model": spec}
+        if self.memory_budget is not None:
+            payload["memory_budget"] = int(self.memory_budget)
+        reply = self._ch.request("load", payload, on_event=self._on_load_event,
                                  timeout=LOAD_TIMEOUT)
         self._load_reply = reply
         reply.add_done_callback(lambda r: self._on_loaded(r, spec))
@@ -292,6 +306,20 @@ class Chat(anywidget.AnyWidget):
 
     def _on_asking(self, h: ChatHandle) -> None:
         self.status = "generating"
+
+    def _on_answer_progress(self, h: ChatHandle, msg: dict) -> None:
+        # The page unloaded this chat's model to make room for another: it is loaded again before the answer.
+        if not msg.get("swap"):
+            return
+        done = msg.get("phase") == "done"
+        self.progress = {k: v for k, v in msg.items() if k not in ("v", "kind", "id", "swap")}
+        self.notice = str(msg.get("text", ""))
+        self.status = "generating" if done else "swapping"
+
+    def _on_page_progress(self, msg: dict, _buffers: list) -> None:
+        # Another chat's load unloaded this chat's model (a notice without id): say so.
+        if msg.get("id") is None and msg.get("phase") == "unloaded":
+            self.notice = str(msg.get("text", ""))
 
     def _on_answered(self, h: ChatHandle, result: dict | None, err: BaseException | None) -> None:
         if err is not None:
