@@ -10,7 +10,8 @@ import { PageChannel, PageError, describeError, newId, type Envelope } from "./p
 import { BlobLoader, type BlobRef } from "./loader";
 import { sharedEngine, specKey, type SwapEvent, type WorkerEngine } from "./engine/host";
 import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./engine/types";
-import { ChatView, type Msg, type ViewState } from "./ui/chat_view";
+import { ChatView, type ModelEntry, type Msg, type ViewState } from "./ui/chat_view";
+import { describeEntry, pageAdapter, type PickerEntry } from "./ui/model_facts";
 
 interface ModelMsg {
   id: string;
@@ -52,6 +53,11 @@ class ChatState {
   abort: AbortController | null = null;
   // The kernel behind this model restarted or shut down (see onDisconnect in initialize()).
   disconnected = false;
+  /** The model picker's entries with what this page adds (cached, fit), by id. */
+  facts = new Map<string, ModelEntry>();
+  /** The picker was opened: prebuilt models may be looked up where they are fetched from. */
+  pickerOpened = false;
+  refreshFacts: () => void = () => undefined;
   private listeners = new Set<() => void>();
   subscribe(fn: () => void) {
     this.listeners.add(fn);
@@ -187,6 +193,7 @@ function initialize({ model }: { model: AnyModel }) {
       state.status = "ready";
       state.progress = null;
       state.changed();
+      state.refreshFacts(); // its files are cached now
       channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed,
         device: r.device ?? "webgpu", device_reason: r.device_reason ?? "", schedule: r.schedule ?? null });
     } catch (err) {
@@ -314,10 +321,30 @@ function initialize({ model }: { model: AnyModel }) {
   };
   model.on("comm_live_update", onDisconnect);
   const onAny = () => state.changed();
+  // What the picker shows of each model: the kernel's facts, plus cached and fit as this page sees them.
+  let factsRound = 0;
+  state.refreshFacts = () => {
+    const round = ++factsRound;
+    const entries = (model.get("models") as PickerEntry[]) ?? [];
+    const device = String(model.get("device") ?? "auto");
+    void (async () => {
+      const gpu = await pageAdapter();
+      const described = await Promise.all(entries.map((e) =>
+        describeEntry(e, device, gpu, state.pickerOpened).catch((err) => ({ id: e.id, label: e.label, why: String(err) } as ModelEntry))));
+      if (round !== factsRound) return; // a newer round started
+      state.facts = new Map(described.map((d) => [d.id, d]));
+      state.changed();
+    })();
+  };
+  const onModels = () => {
+    state.refreshFacts();
+    state.changed();
+  };
+  state.refreshFacts();
   model.on("change:model", onAny);
-  model.on("change:models", onAny);
+  model.on("change:models", onModels);
   model.on("change:gpu", onAny);
-  model.on("change:device", onAny);
+  model.on("change:device", onModels);
   for (const k of SETTING_TRAITS) model.on(`change:${k}`, onAny);
 
   /** Text typed in this page: generated here, reported to the kernel with `done` {origin: "page"}. With `base`,
@@ -344,9 +371,9 @@ function initialize({ model }: { model: AnyModel }) {
   return () => {
     model.off("change:messages", onMessages);
     model.off("change:model", onAny);
-    model.off("change:models", onAny);
+    model.off("change:models", onModels);
     model.off("change:gpu", onAny);
-    model.off("change:device", onAny);
+    model.off("change:device", onModels);
     for (const k of SETTING_TRAITS) model.off(`change:${k}`, onAny);
     model.off("comm_live_update", onDisconnect);
     state.abort?.abort();
@@ -385,6 +412,13 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       model.set("model", id);
       model.save_changes();
     },
+    pickerOpened: () => {
+      if (state.pickerOpened) return;
+      state.pickerOpened = true;
+      state.refreshFacts(); // now prebuilt models may be looked up where they are fetched from
+      // and the kernel describes the built-in model when this chat runs another one
+      if (!state.disconnected) model.send({ v: 1, kind: "call", fn: "describe-models" });
+    },
     pickDevice: (device) => {
       model.set("device", device); // the kernel reloads the model for the new device
       model.save_changes();
@@ -398,7 +432,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
     const vs: ViewState = {
       status: state.disconnected ? "disconnected" : state.status === "idle" && state.error ? "error" : state.status,
       model: String(model.get("model") ?? ""),
-      models: (model.get("models") as { id: string; label?: string }[]) ?? [],
+      models: ((model.get("models") as PickerEntry[]) ?? []).map((e) => state.facts.get(e.id) ?? { id: e.id, label: e.label }),
       progress: state.progress,
       notice: state.notice,
       messages: (model.get("messages") as Msg[]) ?? [],

@@ -37,6 +37,14 @@ export function kvCacheNeed(cfg: Record<string, any>): {
   return { per_layer_bytes: pages * PAGE * token_bytes, tokens, token_bytes, window: useSliding ? "sliding_window_size" : "context_window_size", layers };
 }
 
+/** The largest one GPU buffer may be here, and which limit says so (the adapter's two, or the wasm32 runtime's). */
+export function bufferLimit(gpu: GpuLimits | null): [string, number] {
+  const limits: [string, number][] = [["WebGPU maxBufferSize", gpu?.max_buffer_size ?? Infinity],
+    ["WebGPU maxStorageBufferBindingSize", gpu?.max_storage_buffer_binding_size ?? Infinity],
+    ["the wasm32 runtime's 32-bit buffer size", WASM32_BUFFER_LIMIT]];
+  return limits.reduce((a, b) => (b[1] < a[1] ? b : a));
+}
+
 /**
  * Throws `out-of-memory` when one layer's KV cache is larger than the adapter allows for one buffer
  * (maxBufferSize, maxStorageBufferBindingSize: the attention kernels bind it whole) or than the wasm32 runtime
@@ -46,10 +54,7 @@ export function kvCacheNeed(cfg: Record<string, any>): {
 export function checkKvCacheFits(modelId: string, cfg: Record<string, any>, gpu: GpuLimits | null): void {
   const need = kvCacheNeed(cfg);
   if (!need) return;
-  const limits: [string, number][] = [["WebGPU maxBufferSize", gpu?.max_buffer_size ?? Infinity],
-    ["WebGPU maxStorageBufferBindingSize", gpu?.max_storage_buffer_binding_size ?? Infinity],
-    ["the wasm32 runtime's 32-bit buffer size", WASM32_BUFFER_LIMIT]];
-  const [which, limit] = limits.reduce((a, b) => (b[1] < a[1] ? b : a));
+  const [which, limit] = bufferLimit(gpu);
   if (need.per_layer_bytes <= limit) return;
   const fits = Math.max(0, (Math.floor(limit / (PAGE * need.token_bytes)) - 1) * PAGE);
   const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;

@@ -27,7 +27,7 @@ export function recordFor(spec: ModelSpec): Record<string, unknown> | null {
   throw new EngineError("bad-model", `model ${spec.id}: give files, a url with lib_url, or a prebuilt id`);
 }
 
-function scopeFor(spec: ModelSpec, file: ModelFile): string {
+export function scopeFor(spec: ModelSpec, file: ModelFile): string {
   if (file.name === "mlc-chat-config.json") return "webllm/config";
   if (file.name === spec.lib) return "webllm/wasm";
   return "webllm/model";

@@ -3,6 +3,7 @@
 // Cache Storage (model_files.ts) under the URLs the model record names.
 import { MLCEngine, prebuiltAppConfig } from "@mlc-ai/web-llm";
 import type { AppConfig, ModelRecord, InitProgressReport } from "@mlc-ai/web-llm";
+import { probeGPU as probeAdapter } from "./adapter";
 import { errorPayload } from "./errors";
 import { checkKvCacheFits, configUrlFor } from "./kv_fit";
 import { CpuEngine, type CpuModelRecord } from "./cpu/engine";
@@ -31,23 +32,7 @@ function post(msg: FromWorker, transfer: Transferable[] = []) {
   scope.postMessage(msg, transfer);
 }
 
-async function probeGPU(): Promise<GPUInfo> {
-  const nav = scope.navigator as Navigator & { gpu?: GPU };
-  if (!nav.gpu) throw Object.assign(new Error("navigator.gpu is missing: WebGPU is not available"), { name: "WebGPUNotAvailableError" });
-  const adapter = await nav.gpu.requestAdapter({ powerPreference: "high-performance" });
-  if (!adapter) throw Object.assign(new Error("requestAdapter returned null: WebGPU is not available"), { name: "WebGPUNotAvailableError" });
-  const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
-  return {
-    vendor: info?.vendor ?? "",
-    architecture: info?.architecture ?? "",
-    description: info?.description ?? "",
-    is_fallback: Boolean((info as unknown as { isFallbackAdapter?: boolean })?.isFallbackAdapter ??
-      (adapter as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
-    features: [...adapter.features].map(String).sort(),
-    max_buffer_size: adapter.limits.maxBufferSize,
-    max_storage_buffer_binding_size: adapter.limits.maxStorageBufferBindingSize,
-  };
-}
+const probeGPU = () => probeAdapter(scope.navigator);
 
 function appConfigFor(record: ModelRecord | null, modelId: string): AppConfig {
   if (record) return { model_list: [record], cacheBackend: "cache" } as AppConfig;

@@ -32,9 +32,13 @@ export interface ModelEntry {
   vram_MB?: number | null;
   /** Already in this browser's Cache Storage. */
   cached?: boolean | null;
-  /** Whether this page's adapter can run it (null: unknown), and why not. */
+  /** Whether this page's adapter can run it (null: unknown), and why (or where it runs). */
   fits?: boolean | null;
   why?: string;
+  /** Where it would run here: "webgpu" or "cpu". */
+  device?: string;
+  /** What `size_bytes` counts ("weights"), or why it is unknown. */
+  size_note?: string;
 }
 
 /** The generation settings the view edits (null: the model's default). */
@@ -79,6 +83,8 @@ export interface ViewActions {
   regenerate(): void;
   /** Replace user message `index` with `text` and answer it (the conversation after it is dropped). */
   edit(index: number, text: string): void;
+  /** The model picker got focus (about to be opened): a chance to look up what it does not know yet. */
+  pickerOpened?(): void;
 }
 
 function h<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
@@ -111,10 +117,12 @@ function fmtSecs(s: number): string {
 /** The text of a picker entry: its name, then size, memory, cached, fit. */
 export function modelEntryText(m: ModelEntry): string {
   const parts = [m.label ?? m.id];
-  if (m.size_bytes) parts.push(fmtBytes(m.size_bytes));
-  if (m.vram_MB) parts.push(`needs ${fmtBytes(m.vram_MB * 1024 * 1024)} GPU memory`);
+  if (m.size_bytes) parts.push(m.size_note === "weights" ? `${fmtBytes(m.size_bytes)} weights` : fmtBytes(m.size_bytes));
+  if (m.vram_MB) parts.push(`needs ${fmtBytes(m.vram_MB * 1024 * 1024)} ${m.device === "cpu" ? "memory" : "GPU memory"}`);
   if (m.cached === true) parts.push("cached");
+  else if (m.cached === false) parts.push("not cached");
   if (m.fits === false) parts.push(`won't run here${m.why ? `: ${m.why}` : ""}`);
+  else if (m.fits === true) parts.push(m.device === "cpu" ? "runs here on the CPU" : "runs here on WebGPU");
   return parts.join(" · ");
 }
 
@@ -181,6 +189,7 @@ export class ChatView {
     this.picker.title = "Model";
     this.picker.setAttribute("aria-label", "Model");
     this.picker.addEventListener("change", () => this.actions.pickModel(this.picker.value));
+    for (const ev of ["focus", "pointerdown"]) this.picker.addEventListener(ev, () => this.actions.pickerOpened?.());
     this.devicePicker.title = "Where the model runs";
     this.devicePicker.setAttribute("aria-label", "Device");
     for (const [v, label] of [["auto", "Auto"], ["webgpu", "WebGPU"], ["cpu", "CPU"]]) {
@@ -372,8 +381,12 @@ export class ChatView {
         ...entries.map((m) => {
           const o = h("option", undefined, modelEntryText(m));
           o.value = m.id;
-          if (m.fits === false) o.dataset.fits = "no";
-          if (m.cached) o.dataset.cached = "yes";
+          if (m.fits !== undefined && m.fits !== null) o.dataset.fits = m.fits ? "yes" : "no";
+          if (m.cached !== undefined && m.cached !== null) o.dataset.cached = m.cached ? "yes" : "no";
+          if (m.size_bytes) o.dataset.size = String(m.size_bytes);
+          if (m.vram_MB) o.dataset.vramMb = m.vram_MB.toFixed(2);
+          if (m.device) o.dataset.device = m.device;
+          if (m.why) o.title = m.why;
           return o;
         }),
       );

@@ -40,17 +40,9 @@ from .answers import AnswerQueue, ChatHandle, ContextOverflow
 from .batch import Batch, prompt_list
 from .messages import clean_messages, clean_text, conversation, to_markdown
 from .openai_format import chat_completion, request_messages
+from ..models.picker import PICKER_PREBUILT, basic_entries, describe_spec  # noqa: F401 (PICKER_PREBUILT: re-exported)
 
 _STATIC = Path(__file__).parent.parent / "static"
-
-#: Shown in the model picker besides the built-in model (online: the page fetches them from Hugging Face).
-PICKER_PREBUILT = [
-    "SmolLM2-360M-Instruct-q4f32_1-MLC",
-    "Qwen2.5-0.5B-Instruct-q4f32_1-MLC",
-    "Llama-3.2-1B-Instruct-q4f32_1-MLC",
-    "Qwen2.5-1.5B-Instruct-q4f32_1-MLC",
-    "Phi-3.5-mini-instruct-q4f32_1-MLC",
-]
 
 #: Environment variable naming the model ``Chat()`` loads when none is given.
 MODEL_ENV = "WEBLLM_WIDGET_MODEL"
@@ -141,6 +133,7 @@ class Chat(anywidget.AnyWidget):
         self._loaded: str | None = None
         self._loading_model = False
         self._batch: Batch | None = None
+        self._describing = False
         self._ch.on_ready(self._on_ready)
         self._ch.on("done", self._on_page_done)
         self._ch.on("error", self._on_page_notice)
@@ -156,11 +149,7 @@ class Chat(anywidget.AnyWidget):
 
     @staticmethod
     def _picker_models(model: Any) -> list[dict]:
-        opts = [{"id": "default", "label": "SmolLM2-135M-Instruct (built-in, offline)"}]
-        if model is not None and str(model) != "default":
-            opts.append({"id": str(model), "label": Path(str(model)).name or str(model)})
-        opts += [{"id": m, "label": f"{m} (download)"} for m in PICKER_PREBUILT if m != str(model)]
-        return opts
+        return basic_entries(model)
 
     def _spec(self, model: str) -> dict:
         """What the page's engine needs to load ``model``; local files are offered as blobs."""
@@ -170,7 +159,22 @@ class Chat(anywidget.AnyWidget):
         spec, paths = model_spec(model, self.device)
         for f in spec_files(spec):
             self._blobs.offer(Blob.from_path(paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
+        self._describe(model, describe_spec(spec, paths))
         return spec
+
+    def _describe(self, model: str, facts: dict) -> None:
+        """Put what is known of ``model`` (size, memory, its builds) into its picker entry."""
+        if not facts:
+            return
+        entries = [dict(e) for e in self.models]
+        for e in entries:
+            if e.get("id") == model:
+                e.update(facts)
+                break
+        else:
+            entries.insert(1 if entries and entries[0].get("id") == "default" else 0,
+                           {"id": model, "label": Path(model).name or model, **facts})
+        self.models = entries
 
     def load(self, model: str | Path | None = None) -> "_Awaitable":
         """Load ``model`` (default: the ``model`` traitlet) in the page. Non-blocking; ``await`` it for the
@@ -455,6 +459,41 @@ class Chat(anywidget.AnyWidget):
     def _on_page_call(self, msg: dict, _buffers: list) -> None:
         if msg.get("fn") == "reset-request":
             self.reset()
+        elif msg.get("fn") == "describe-models":
+            self._describe_others()
+
+    def _describe_others(self) -> None:
+        """The picker was opened: describe the built-in model too when this chat runs another one (finding its
+        folders reads the GGUF's metadata, seconds of work, so it is done only when someone looks). Runs in a
+        thread; the entry is updated on the kernel's loop."""
+        entry = next((e for e in self.models if e.get("id") == "default"), None)
+        if entry is None or entry.get("variants") or self._describing:
+            return
+        self._describing = True
+        device = self.device
+
+        def work() -> dict:
+            from ..devices import model_spec
+
+            spec, paths = model_spec("default", device, progress=False)
+            return describe_spec(spec, paths)
+
+        async def run() -> None:
+            try:
+                facts = await asyncio.get_running_loop().run_in_executor(None, work)
+            except Exception as e:  # shown beside the entry; the chat itself is unaffected
+                facts = {"facts_error": f"{type(e).__name__}: {e}"[:300]}
+            finally:
+                self._describing = False
+            self._describe("default", facts)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no running loop (plain script): describe now
+            self._describing = False
+            self._describe("default", work())
+            return
+        self._describe_task = loop.create_task(run())
 
     def _set_error(self, err: BaseException, status: str | None = None) -> None:
         code = getattr(err, "code", "error")
