@@ -4,7 +4,7 @@
 #   1. apt: chromium (headless WebGPU via SwiftShader) and emscripten (links TVM's wasm),
 #      plus nodejs/npm when missing
 #   2. js/: npm dependencies and the JS bundle (src/webllm_widget/static/)
-#   3. python: this package in editable mode with its test extras
+#   3. python: this package in editable mode with its compile and test extras
 #   4. the TVM web runtime (~3 min once per TVM version, cached under the user cache dir)
 #
 # Each step checks first and skips what is already done, saying so. When a step cannot be done
@@ -96,10 +96,10 @@ fi
 py_hash="$( (cat pyproject.toml; "$PY" -c 'import sys; print(sys.executable)') | sha256sum | cut -c1-16)"
 if [[ "$(cat "$STAMPS/pip" 2>/dev/null)" == "$py_hash" ]] && \
    "$PY" -c "import webllm_widget, sys; sys.exit(0 if webllm_widget.__file__.startswith('$ROOT/') else 1)" 2>/dev/null; then
-  say "pip: webllm-widget[test] already installed in editable mode"
+  say "pip: webllm-widget[compile,test] already installed in editable mode"
 else
-  say "pip: pip install -e '.[test]'"
-  "$PY" -m pip install --disable-pip-version-check -e ".[test]"
+  say "pip: pip install -e '.[compile,test]'"
+  "$PY" -m pip install --disable-pip-version-check -e ".[compile,test]"
   echo "$py_hash" >"$STAMPS/pip"
 fi
 

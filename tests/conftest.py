@@ -84,3 +84,11 @@ def tiny_folder() -> Path:
 
     hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
     return build_model_folder(hf, quantization="q4f32_1", progress=False)
+
+
+@pytest.fixture(scope="session")
+def project_wheel() -> Path:
+    """The project's wheel (engine bundle and the built-in model's libraries inside), built once per content hash."""
+    from wheels import project_wheel as build
+
+    return build()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from ._version import __version__
 from .errors import (
-    Aborted, BadArtifact, BadModel, CompileError, ContextWindowExceeded, DeviceLost, KernelError,
+    Aborted, BadArtifact, BadModel, CompileError, CompilerNotInstalled, ContextWindowExceeded, DeviceLost, KernelError,
     OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, WebGPUUnavailable, WebLLMWidgetError,
 )
 
 __all__ = [
-    "__version__", "Aborted", "BadArtifact", "BadModel", "CompileError", "ContextWindowExceeded",
+    "__version__", "Aborted", "BadArtifact", "BadModel", "CompileError", "CompilerNotInstalled", "ContextWindowExceeded",
     "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "ToolchainMissing",
     "WebGPUUnavailable", "WebLLMWidgetError",
 ]

@@ -19,8 +19,10 @@ from typing import Callable
 from .errors import WebLLMWidgetError
 
 #: Python distributions the package needs at run time, and the ones its tests need.
-REQUIRED_PY = ["apache-tvm", "anywidget", "traitlets", "ipywidgets", "numpy", "gguf", "tqdm", "platformdirs"]
-TEST_PY = ["pytest", "pytest-timeout", "playwright", "jupyterlab", "ipykernel", "nbformat"]
+REQUIRED_PY = ["anywidget", "traitlets", "ipywidgets", "numpy", "gguf", "tqdm", "platformdirs"]
+#: The ``compile`` extra (``pip install 'webllm-widget[compile]'``): compiling models and the teaching widget.
+COMPILE_PY = ["apache-tvm"]
+TEST_PY = ["pytest", "pytest-timeout", "playwright", "jupyterlab", "ipykernel", "nbformat", "marimo"]
 TVM_PIN = "0.27.0.post1"
 _REPO = Path(__file__).resolve().parents[2]
 _FIX_SETUP = "run `make setup` (or `bash scripts/setup.sh`) in the project folder as root"
@@ -53,17 +55,31 @@ def _tool_version(cmd: list[str], env: dict | None = None) -> str | None:
     return text.splitlines()[0] if out.returncode == 0 and text else None
 
 
+def _compiling() -> bool:
+    """Whether the ``compile`` extra is installed: then its toolchain is required, else only reported."""
+    from .compile.keys import compiler_available
+
+    return compiler_available()
+
+
 def _check_python() -> list[Check]:
     checks = []
-    for group, names, required in (("python", REQUIRED_PY, True), ("python (tests)", TEST_PY, False)):
+    for group, names, required, fix in (
+            ("python", REQUIRED_PY, True, f"pip install -e '.[test]' ({_FIX_SETUP})"),
+            ("python (compile)", COMPILE_PY, False, "pip install 'webllm-widget[compile]' (compiling models and "
+                                                    "the WebGPU teaching widget; chatting works without it)"),
+            ("python (tests)", TEST_PY, False, f"pip install -e '.[compile,test]' ({_FIX_SETUP})")):
         missing = [n for n in names if _dist_version(n) is None]
         have = ", ".join(f"{n} {_dist_version(n)}" for n in names if n not in missing)
         checks.append(Check(group, not missing, have if not missing else f"missing: {', '.join(missing)}",
-                            f"pip install -e '.[test]' ({_FIX_SETUP})", required))
+                            fix, required))
     return checks
 
 
 def _check_tvm() -> Check:
+    if not _compiling():
+        return Check("apache-tvm", False, "not installed: chatting works; compiling needs it",
+                     "pip install 'webllm-widget[compile]'", required=False)
     try:
         import tvm  # noqa: F401  (imported to prove it loads, not only that it is installed)
 
@@ -82,10 +98,12 @@ def _check_emcc() -> Check:
     path = shutil.which("emcc")
     version = _tool_version([path, "--version"], env=emcc_env()) if path else None
     return Check("emcc", bool(version), f"{version} ({path})" if version else "emcc not found on PATH",
-                 "apt-get install -y emscripten")
+                 "apt-get install -y emscripten", required=_compiling())
 
 
 def _check_runtime() -> Check:
+    if not _compiling():
+        return Check("TVM web runtime", False, "not needed without the compile extra", required=False)
     try:
         from .compile.runtime import is_built, runtime_dir
 

@@ -21,6 +21,10 @@ class ToolchainMissing(WebLLMWidgetError):
     code = "toolchain-missing"
 
 
+class CompilerNotInstalled(ToolchainMissing):
+    """Compiling needs apache-tvm, which comes with the ``compile`` extra: ``pip install 'webllm-widget[compile]'``."""
+
+
 class CompileError(WebLLMWidgetError):
     code = "compile-error"
 
@@ -75,11 +79,19 @@ class PageTimeout(WebLLMWidgetError):
     code = "timeout"
 
 
+class HostHoldsMessages(WebLLMWidgetError):
+    """Awaiting the page inside a running cell of a host that delivers widget messages only after the cell ends
+    (marimo): the wait could never end, so it is refused at once (see :mod:`webllm_widget.hosts`)."""
+
+    code = "host-holds-messages"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
         ToolchainMissing, CompileError, WebGPUUnavailable, ShaderF16Unavailable, OutOfGPUMemory,
         DeviceLost, BadArtifact, BadModel, ModelUnreachable, ContextWindowExceeded, Aborted, KernelError, PageTimeout,
+        HostHoldsMessages,
     )
 }
 

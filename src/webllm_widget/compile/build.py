@@ -252,6 +252,9 @@ def link_executable(executable, out_path: str | Path, *, target: TargetName | An
     ``cache_dir()/libs/``: linking the same code again copies the cached file (links take
     40–60 s). Raises :class:`CompileError` if exporting or linking fails.
     """
+    from .keys import require_compiler
+
+    require_compiler("linking a library")
     out_path = Path(out_path)
     _runtime().ensure_runtime(progress=progress)
     with tempfile.TemporaryDirectory(prefix="wlw-link-") as tmp:
@@ -300,6 +303,9 @@ def compile_module(mod, *, target: TargetName | Any = "webgpu", pipeline: Pipeli
     applies TVM's target-specific passes, dlight GPU schedules included); pass ``None`` or your
     own pass for a module you already scheduled.
     """
+    from .keys import require_compiler
+
+    require_compiler("compiling a module")
     import tvm
     from tvm import relax
 

@@ -446,16 +446,10 @@ def specialize_for_cpu(mod, target=None):
 
 
 def library_key(config, quantization) -> str:
-    """Content key of a CPU model library: model shape, quantization, kernels, ABI and TVM version."""
-    import tvm
+    """Content key of a CPU model library: model shape, quantization, kernels, ABI and TVM version (:mod:`.keys`)."""
+    from .keys import cpu_library_key
 
-    from .model_lib import ABI_VERSION
-    from .quant.modes import as_quantization
-
-    blob = json.dumps({"config": config.to_dict(), "quant": as_quantization(quantization).key(),
-                       "target": "wasm32-simd128", "kernels": CPU_KERNELS_VERSION, "abi": ABI_VERSION,
-                       "tvm": tvm.__version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return cpu_library_key(config, quantization)
 
 
 def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool = True,

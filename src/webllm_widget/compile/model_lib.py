@@ -34,14 +34,12 @@ from tvm.relax.frontend.nn.llm.kv_cache import RopeMode, TIRPagedKVCache
 from tvm.script import tirx as T
 
 from .arch import registry
+from .keys import ABI_VERSION  # noqa: F401  (the library's ABI version, part of its _metadata and key)
 from .quant.modes import Quantization, as_quantization
 from .quant.nn import expected_params, quantize_module
 
 if TYPE_CHECKING:  # pragma: no cover
     from .build import Library
-
-#: Bump when the generated code changes in a way the content hash cannot see.
-ABI_VERSION = "1"
 
 
 def webgpu_target() -> tvm.target.Target:
@@ -634,20 +632,11 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
         return tvm.compile(mod, target=tgt, relax_pipeline=schedule_pipeline(mod, tgt, schedule))
 
 
-def _source_hash() -> str:
-    """Hash of the model compiler's own sources, so editing them never reuses a stale library."""
-    from ..cache import sources_digest
-
-    return sources_digest(Path(__file__).parent, ("arch", "quant/modes.py", "quant/nn.py", "model_lib.py",
-                                                  "schedules.py"))
-
-
 def content_key(config: Any, quantization: Quantization, target: str, schedule: str) -> str:
-    """Cache key of a model library: everything that goes into the compiled code."""
-    blob = json.dumps({"config": config.to_dict(), "quant": quantization.key(), "target": str(target),
-                       "schedule": schedule, "abi": ABI_VERSION, "tvm": tvm.__version__,
-                       "sources": _source_hash()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    """Cache key of a model library: everything that goes into the compiled code (:mod:`.keys`)."""
+    from .keys import model_library_key
+
+    return model_library_key(config, quantization, target, schedule, tvm=tvm.__version__)
 
 
 def build_model_library(config: Any, quantization: Quantization | str = "q4f32_1",

@@ -99,15 +99,13 @@ def _compiler_version(cfg: Any, quant: Any, device: str, schedule: str, library:
     Only the modules that shape this folder are hashed (not every file of the package), so editing an
     unrelated module does not rebuild models.
     """
-    import tvm
+    from .keys import model_library_key, tvm_version
 
     sources = cache.sources_digest(Path(__file__).parent,
                                    _FOLDER_SOURCES + (("cpu.py", "build.py") if device == "cpu" else ()))
-    doc = {"webllm-widget": __version__, "folder": FOLDER_FORMAT, "tvm": tvm.__version__, "sources": sources[:16]}
+    doc = {"webllm-widget": __version__, "folder": FOLDER_FORMAT, "tvm": tvm_version(), "sources": sources[:16]}
     if library and device == "webgpu":
-        from .model_lib import content_key
-
-        doc["library"] = content_key(cfg, quant, DEVICES[device], schedule)
+        doc["library"] = model_library_key(cfg, quant, DEVICES[device], schedule)
     return doc
 
 
@@ -198,6 +196,11 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
     if _existing(dest, key):
         return dest
+    if library:
+        from .keys import cached_library, require_compiler
+
+        if cached_library(cfg, quant, device, schedule) is None:  # before converting any weights
+            require_compiler(f"building the model library of {Path(ckpt.path).name} ({quant.name}, {device})")
     if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).exists():
         raise BadModel(f"{dest} exists and is not a model folder built by webllm-widget; pick another --out "
                        "or remove it.")
@@ -299,6 +302,12 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
 
 def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], progress: bool,
                    schedule: str) -> None:
+    from .keys import cached_library, compiler_available
+
+    cached = cached_library(cfg, quant, device, schedule)
+    if cached is not None and not compiler_available():  # from the wheel's packaged libraries: no TVM here
+        shutil.copyfile(cached, dest)
+        return
     try:
         from .model_lib import build_model_library
     except ImportError as e:

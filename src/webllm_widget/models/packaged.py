@@ -48,12 +48,12 @@ def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
 
     ``{"webgpu": ..., "webgpu-fallback": ..., "cpu": ...}``; the same keys name the compiler's cache entries.
     """
-    from ..compile.cpu import library_key
-    from ..compile.model_lib import content_key
+    from ..compile.keys import cpu_library_key, model_library_key
 
     cfg, quant = _config_and_quant(gguf)
-    return {"webgpu": content_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
-            "webgpu-fallback": content_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE), "cpu": library_key(cfg, quant)}
+    return {"webgpu": model_library_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
+            "webgpu-fallback": model_library_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE),
+            "cpu": cpu_library_key(cfg, quant)}
 
 
 def packaged_index(libs_dir: Path | None = None) -> dict | None:
@@ -65,11 +65,15 @@ def packaged_index(libs_dir: Path | None = None) -> dict | None:
 
 
 def _webgpu_cache_entry(key: str) -> Path:
-    return cache.cache_dir() / "model-libs" / key  # model_lib.build_model_library's cache layout
+    from ..compile.keys import webgpu_cache_entry
+
+    return webgpu_cache_entry(key)  # model_lib.build_model_library's cache layout
 
 
 def _cpu_cache_entry(key: str) -> Path:
-    return cache.cache_dir() / "model-libs-cpu" / f"{key}.wasm"  # cpu.build_cpu_library's cache layout
+    from ..compile.keys import cpu_cache_entry
+
+    return cpu_cache_entry(key)  # cpu.build_cpu_library's cache layout
 
 
 def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "webgpu-fallback", "cpu"),

@@ -245,6 +245,9 @@ class WebGPU(anywidget.AnyWidget):
     _instance_id = traitlets.Unicode().tag(sync=True)
 
     def __init__(self, **kwargs: Any):
+        from ..compile.keys import require_compiler
+
+        require_compiler("the WebGPU teaching widget (it runs functions compiled here by apache-tvm)")
         if not (_STATIC / "gpu_widget.js").exists():
             static_blob("gpu_widget.js")  # raises ToolchainMissing with the fix
         kwargs.setdefault("_instance_id", uuid.uuid4().hex)
