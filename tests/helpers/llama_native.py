@@ -15,7 +15,7 @@ from tvm.runtime import ShapeTuple
 
 from reference import LlamaReference
 from tiny import TinyLlama
-from webllm_widget.compile.arch.llama.config import LlamaConfig
+from webllm_widget.compile.arch import registry
 from webllm_widget.compile.model_lib import compile_model, export_model
 from webllm_widget.compile.params import param_records
 
@@ -93,7 +93,7 @@ class ArrayCheckpoint:
 
 
 def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None, config=None):
-    cfg = LlamaConfig.from_dict(config or tiny.config, prefill_chunk_size=chunk)
+    cfg = registry.config_from_dict(config or tiny.config, prefill_chunk_size=chunk)
     quant = quant or mode
     ex = export_model(cfg, quant, "llvm")
     model = NativeModel(compile_model(ex, "llvm"), param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),

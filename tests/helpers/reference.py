@@ -1,7 +1,8 @@
 """Independent numpy forward pass of a Llama-family decoder: the judge for compiled models.
 
 Written from the maths (RMSNorm, rotate-half RoPE, grouped-query causal attention, SwiGLU MLP,
-tied or untied LM head, optional q/k/v bias), not from the compiler's code, so the two can disagree.
+tied or untied LM head, optional q/k/v bias, optional RMSNorm of every query and key head before RoPE as in
+Qwen3), not from the compiler's code, so the two can disagree.
 RoPE scaling follows the configs' ``rope_scaling``: ``linear`` (frequencies divided by the factor) and ``llama3``
 (Llama 3.1's three bands of wavelength: kept, divided, or blended in between).
 
@@ -114,6 +115,9 @@ class LlamaReference:
             q = self._proj(h, p + "self_attn.q_proj").reshape(T, H, D).transpose(1, 0, 2)
             k = self._proj(h, p + "self_attn.k_proj").reshape(T, KV, D).transpose(1, 0, 2)
             v = self._proj(h, p + "self_attn.v_proj").reshape(T, KV, D).transpose(1, 0, 2)
+            if p + "self_attn.q_norm.weight" in self.w:  # Qwen3: each head normalized over its own D values
+                q = rms_norm(q, self.w[p + "self_attn.q_norm.weight"], self.eps)
+                k = rms_norm(k, self.w[p + "self_attn.k_norm.weight"], self.eps)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             self.k_cache[i] = K = np.concatenate([self.k_cache[i], k], axis=1)  # (KV, S, D)
             self.v_cache[i] = V = np.concatenate([self.v_cache[i], v], axis=1)

@@ -84,13 +84,16 @@ class TinyLlama:
     @classmethod
     def make(cls, *, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
              ffn: int = 128, tie: bool = True, bias: bool = False, arch: str = "llama",
-             rope_theta: float = 10000.0, context: int = 256, rope_scaling: dict | None = None) -> "TinyLlama":
+             rope_theta: float = 10000.0, context: int = 256, rope_scaling: dict | None = None,
+             head_dim: int | None = None) -> "TinyLlama":
+        """``arch``: ``llama``, ``qwen2`` or ``qwen3`` (adds per-head q/k RMSNorm weights); ``head_dim`` defaults
+        to ``hidden // heads``."""
         tokens, _ = tiny_vocab()
         vocab = (len(tokens) + 31) // 32 * 32  # pad like real models do; pad ids are never produced
-        hd = hidden // heads
+        hd = head_dim or hidden // heads
         rng = np.random.default_rng(seed)
         cfg = {
-            "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+            "architectures": [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(arch, "LlamaForCausalLM")],
             "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn,
             "num_attention_heads": heads, "num_key_value_heads": kv_heads, "num_hidden_layers": layers,
             "rms_norm_eps": 1e-5, "rope_theta": rope_theta, "vocab_size": vocab,
@@ -115,6 +118,9 @@ class TinyLlama:
             w[p + "mlp.gate_proj.weight"] = mat(ffn, hidden)
             w[p + "mlp.up_proj.weight"] = mat(ffn, hidden)
             w[p + "mlp.down_proj.weight"] = mat(hidden, ffn)
+            if arch == "qwen3":
+                w[p + "self_attn.q_norm.weight"] = (1 + 0.2 * rng.standard_normal(hd)).astype(np.float32)
+                w[p + "self_attn.k_norm.weight"] = (1 + 0.2 * rng.standard_normal(hd)).astype(np.float32)
             if bias:
                 for n, size in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
                     w[p + f"self_attn.{n}_proj.bias"] = (0.1 * rng.standard_normal(size)).astype(np.float32)
@@ -155,6 +161,9 @@ class TinyLlama:
         wr.add_layer_norm_rms_eps(c["rms_norm_eps"])
         wr.add_vocab_size(c["vocab_size"])
         wr.add_rope_dimension_count(c["head_dim"])
+        if c["head_dim"] != c["hidden_size"] // c["num_attention_heads"]:
+            wr.add_key_length(c["head_dim"])
+            wr.add_value_length(c["head_dim"])
         scaling = c.get("rope_scaling") or {}
         if scaling.get("rope_type") == "linear":
             wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
@@ -181,6 +190,7 @@ class TinyLlama:
                      "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
                      "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
                      "self_attn.v_proj.bias": "attn_v.bias",
+                     "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
                      "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
                      "mlp.down_proj.weight": "ffn_down.weight"}
         self.gguf_weights = {}

@@ -28,7 +28,8 @@ RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
 """ + VM_OPEN + """  const bytes = new Uint8Array(await (await fetch(blob)).arrayBuffer());
   tvm.beginScope();
   const meta = JSON.parse(vm.getFunction('_metadata')().toString());
-  const arrays = params.map(p => tvm.empty(p.shape, p.dtype, dev).copyFromRawBytes(bytes.subarray(p.offset, p.offset + p.nbytes)));
+  const byName = Object.fromEntries(params.map(p => [p.name, p]));  // in the order the library takes them
+  const arrays = meta.params.map(m => byName[m.name]).map(p => tvm.empty(p.shape, p.dtype, dev).copyFromRawBytes(bytes.subarray(p.offset, p.offset + p.nbytes)));
   const weights = tvm.detachFromCurrentScope(tvm.makeTVMArray(arrays));
   const f = (n) => tvm.detachFromCurrentScope(vm.getFunction(n));
   const [embed, prefill, decode] = [f('embed'), f('prefill'), f('decode')];
@@ -76,7 +77,8 @@ RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
 }"""
 
 
-def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConfig):
+def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConfig, page=None):
+    """Teacher-forced logits of ``lib`` with ``records`` on the page's WebGPU (a fresh page unless ``page``)."""
     blob, params, off = bytearray(), [], 0
     by_name = dict(records)
     for p in metadata["params"]:
@@ -85,14 +87,42 @@ def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConf
         params.append({"name": p["name"], "shape": p["shape"], "dtype": p["dtype"], "offset": off, "nbytes": a.nbytes})
         blob += a.tobytes()
         off += a.nbytes
-    lib_url = host_server.add_route(f"/c-model/{lib.sha256[:16]}.wasm", lib.wasm, "application/wasm")
-    blob_url = host_server.add_route(f"/c-model/{lib.sha256[:16]}.bin", bytes(blob))
-    page = chromium.new_page()
+    return _run(host_server, chromium, lib.wasm, lib.sha256, bytes(blob), params, cfg, page)
+
+
+def run_folder_in_browser(host_server, page, folder, cfg) -> tuple[np.ndarray, dict]:
+    """Teacher-forced logits of a model folder built for WebGPU (``model.wasm`` + its tensor cache) in ``page``."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    doc = json.loads((folder / "tensor-cache.json").read_text())
+    blob, params = bytearray(), []
+    for shard in doc["records"]:
+        data = (folder / shard["dataPath"]).read_bytes()
+        for r in shard["records"]:
+            params.append({"name": r["name"], "shape": r["shape"], "dtype": r["dtype"], "offset": len(blob),
+                           "nbytes": r["nbytes"]})
+            blob += data[r["byteOffset"]:r["byteOffset"] + r["nbytes"]]
+    wasm = (folder / "model.wasm").read_bytes()
+    return _run(host_server, None, wasm, hashlib.sha256(wasm + bytes(blob)).hexdigest(), bytes(blob), params, cfg,
+                page)
+
+
+def _run(host_server, chromium, wasm: bytes, tag: str, blob: bytes, params: list, cfg, page):
+    lib_url = host_server.add_route(f"/c-model/{tag[:16]}.wasm", wasm, "application/wasm")
+    blob_url = host_server.add_route(f"/c-model/{tag[:16]}.bin", blob)
+    own = page is None
+    if own:
+        page = chromium.new_page()
     try:
-        page.goto(host_server.origin + "/blank.html")
+        if own:
+            page.goto(host_server.origin + "/blank.html")
         out = page.evaluate(RUN_JS, {"lib": lib_url, "blob": blob_url, "params": params, "prompt": PROMPT,
                                      "forced": FORCED, "hidden": cfg.hidden_size, "chunk": cfg.prefill_chunk_size,
                                      "ctx": cfg.context_window_size})
     finally:
-        page.close()
+        if own:
+            page.close()
     return np.array(out["rows"], dtype=np.float32), out

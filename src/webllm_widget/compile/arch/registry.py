@@ -21,6 +21,8 @@ from typing import Any
 from ...errors import BadModel
 from .llama import config as llama_config
 from .llama import loader as llama_loader
+from .qwen3 import config as qwen3_config
+from .qwen3 import loader as qwen3_loader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,11 @@ FAMILIES: tuple[Family, ...] = (
         gguf_names={"llama": "llama", "qwen2": "qwen2"},
         config_module=llama_config, loader=llama_loader, config_class=llama_config.LlamaConfig,
         model_module=".llama.model", model_class="LlamaForCausalLM"),
+    Family(
+        name="qwen3", model_types=qwen3_config.MODEL_TYPES,
+        hf_names={"qwen3forcausallm": "qwen3", "qwen3": "qwen3"}, gguf_names={"qwen3": "qwen3"},
+        config_module=qwen3_config, loader=qwen3_loader, config_class=qwen3_config.Qwen3Config,
+        model_module=".qwen3.model", model_class="Qwen3ForCausalLM"),
 )
 
 #: Model types the GGUF and HF readers accept, in the order error messages list them.
@@ -76,7 +83,7 @@ SUPPORTED_ARCHITECTURES = tuple(dict.fromkeys(t for f in FAMILIES for t in f.hf_
 def _unsupported(arch: str, where: Path | str) -> BadModel:
     return BadModel(
         f"{where}: architecture '{arch}' is not supported. webllm-widget compiles Llama-family models "
-        f"({', '.join(SUPPORTED_ARCHITECTURES)}: e.g. SmolLM2, TinyLlama, Llama 3.x, Qwen2.5). "
+        f"({', '.join(SUPPORTED_ARCHITECTURES)}: e.g. SmolLM2, TinyLlama, Llama 3.x, Mistral, Qwen2.5, Qwen3). "
         "Pick a checkpoint of one of these architectures.")
 
 

@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -37,6 +37,9 @@ CHAT_CONFIG_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "
 @dataclasses.dataclass
 class LlamaConfig:
     """Shape and numerics of a Llama-family model, read from an HF-style ``config.json`` dict."""
+
+    #: ``architecture`` values this config class builds (a family subclassing it sets its own)
+    model_types: ClassVar[tuple[str, ...]] = MODEL_TYPES
 
     hidden_size: int
     intermediate_size: int
@@ -73,10 +76,10 @@ class LlamaConfig:
         ``context_window_size`` falls back to ``max_position_embeddings``; ``attention_bias``
         defaults to True for Qwen2, whose q/k/v projections carry biases.
         """
-        arch = str(cfg.get("architecture") or cfg.get("model_type") or "llama").lower()
-        if arch not in MODEL_TYPES:
-            raise BadModel(f"architecture {arch!r} is not a Llama-family model; supported: {', '.join(MODEL_TYPES)}.",
-                           detail={"architecture": arch})
+        arch = str(cfg.get("architecture") or cfg.get("model_type") or cls.model_types[0]).lower()
+        if arch not in cls.model_types:
+            raise BadModel(f"architecture {arch!r} is not a model {cls.__name__} describes; supported: "
+                           f"{', '.join(cls.model_types)}.", detail={"architecture": arch})
         missing = [k for k in ("hidden_size", "intermediate_size", "num_attention_heads",
                                "num_hidden_layers", "vocab_size") if k not in cfg]
         if missing:
@@ -140,7 +143,7 @@ _READ_HF = frozenset({
     "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
     "num_hidden_layers", "rms_norm_eps", "rope_theta", "vocab_size", "tie_word_embeddings",
     "max_position_embeddings", "attention_bias", "rope_scaling", "hidden_act", "mlp_bias", "sliding_window",
-    "use_sliding_window", "max_window_layers", "use_mrope",
+    "use_sliding_window", "max_window_layers", "use_mrope", "layer_types",
 })
 
 
@@ -150,11 +153,18 @@ def _refuse(where: str, key: str, value: Any, why: str) -> BadModel:
                     "the computation).", detail={"key": key, "value": value})
 
 
-def _check_hf_values(hf: dict[str, Any], where: str) -> None:
-    """Refuse keys this family does not know, and known keys with values it does not compute."""
+def _check_hf_values(hf: dict[str, Any], where: str, read: frozenset = frozenset(),
+                     family: str = "the Llama family") -> None:
+    """Refuse keys this family does not know, and known keys with values it does not compute.
+
+    ``read``: more keys the calling family reads itself (checked by it).
+    """
     for key, value in hf.items():
-        if key not in _READ_HF and key not in _HARMLESS_HF:
-            raise _refuse(where, key, value, "is not known to the Llama family and may change the maths")
+        if key not in _READ_HF and key not in _HARMLESS_HF and key not in read:
+            raise _refuse(where, key, value, f"is not known to {family} and may change the maths")
+    kinds = set(hf.get("layer_types") or ()) - {"full_attention", "sliding_attention"}
+    if kinds:
+        raise _refuse(where, "layer_types", sorted(kinds), "names layer kinds that are not implemented")
     act = hf.get("hidden_act", "silu")
     if act != "silu":
         raise _refuse(where, "hidden_act", act, "is not SiLU (the Llama MLP is SwiGLU)")
@@ -166,22 +176,35 @@ def _check_hf_values(hf: dict[str, Any], where: str) -> None:
 
 
 def sliding_window_of(hf: dict[str, Any]) -> int | None:
-    """The attention window the checkpoint uses on every layer, or None (full attention)."""
+    """The attention window some or all layers use, or None (full attention on every layer).
+
+    ``layer_types`` (newer configs) says per layer; without it ``use_sliding_window`` (Qwen2) or the presence of
+    ``sliding_window`` (Mistral) does.
+    """
     window = hf.get("sliding_window")
+    if hf.get("layer_types"):
+        if "sliding_attention" not in hf["layer_types"]:
+            return None
+        if not window:
+            raise BadModel("the model config has sliding_attention layers but no sliding_window; the config is "
+                           "incomplete: download it again.")
+        return int(window)
     if not window or hf.get("use_sliding_window") is False:
         return None
     return int(window)
 
 
 def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str,
-            where: str = "config.json") -> dict[str, Any]:
+            where: str = "config.json", *, read: frozenset = frozenset(), family: str = "the Llama family"
+            ) -> dict[str, Any]:
     """``checkpoint.config`` from an HF ``config.json`` dict (``tensor_names``: the safetensors' tensors).
 
     Raises :class:`BadModel` for a key that changes the maths and is not implemented. A sliding window
-    (Mistral) shorter than the trained context caps the context window at the window: within it, windowed
-    and full attention are the same computation.
+    (Mistral, or some layers of a ``layer_types`` config) shorter than the trained context caps the context
+    window at the window: within it, windowed and full attention are the same computation. ``read``: keys the
+    calling family reads itself.
     """
-    _check_hf_values(hf, where)
+    _check_hf_values(hf, where, read, family)
     n_head = int(hf["num_attention_heads"])
     hidden = int(hf["hidden_size"])
     ctx = int(hf.get("max_position_embeddings", 2048))
@@ -224,10 +247,10 @@ _READ_GGUF = frozenset({
 
 
 def _check_gguf_values(keys: list[str], get: Callable[[str, Any], Any], arch: str, head_dim: int,
-                       where: str) -> None:
+                       where: str, read: frozenset = frozenset(), family: str = "the Llama family") -> None:
     for key in keys:
-        if key.startswith(arch + ".") and key[len(arch) + 1:] not in _READ_GGUF:
-            raise _refuse(where, key, get(key, None), "is not known to the Llama family and may change the maths")
+        if key.startswith(arch + ".") and key[len(arch) + 1:] not in _READ_GGUF | read:
+            raise _refuse(where, key, get(key, None), f"is not known to {family} and may change the maths")
     rot = get(f"{arch}.rope.dimension_count", None)
     if rot is not None and int(rot) != head_dim:
         raise _refuse(where, f"{arch}.rope.dimension_count", rot, f"rotates only part of each head ({head_dim} "
@@ -293,12 +316,13 @@ def _gguf_rope_scaling(get: Callable[[str, Any], Any], arch: str, rope_freqs: An
 
 def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
               vocab_rows: int, name: str, *, keys: list[str] = (), rope_freqs: Any = None,
-              where: str = "GGUF") -> dict[str, Any]:
+              where: str = "GGUF", read: frozenset = frozenset(), family: str = "the Llama family") -> dict[str, Any]:
     """``checkpoint.config`` from GGUF metadata (``get(key, default)``; keys are prefixed by the file's ``arch``).
 
     ``tensor_names``: the HF names the file's tensors map to; ``vocab_rows``: rows of the token embedding (the
     vocabulary size when the metadata lacks it); ``keys``: every metadata key of the file (checked);
-    ``rope_freqs``: the values of ``rope_freqs.weight`` when the file has it.
+    ``rope_freqs``: the values of ``rope_freqs.weight`` when the file has it; ``read``: keys (after ``<arch>.``)
+    the calling family reads itself.
     """
     a = arch
     n_head = int(get(f"{a}.attention.head_count", None))
@@ -328,7 +352,7 @@ def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor
         "eos_token_id": None if tokens_eos is None else int(tokens_eos),
         "name": name,
     }
-    _check_gguf_values(list(keys), get, a, head_dim, where)
+    _check_gguf_values(list(keys), get, a, head_dim, where, read, family)
     scaling = _gguf_rope_scaling(get, a, rope_freqs, head_dim, where)
     if scaling:
         config["rope_scaling"] = scaling

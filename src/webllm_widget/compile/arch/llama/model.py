@@ -46,17 +46,24 @@ class LlamaAttention(nn.Module):
                                   bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.num_q_heads * self.head_dim, cfg.hidden_size, bias=False)
 
+    def heads(self, qkv: Tensor) -> Tensor:
+        """The stacked q, k, v heads ``[b, s, hq + 2 hkv, d]`` as attention takes them (a family may norm them)."""
+        return qkv
+
     def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         d, hq, hkv = self.head_dim, self.num_q_heads, self.num_kv_heads
         b, s, _ = x.shape
-        qkv = op.reshape(self.qkv_proj(x), (b, s, hq + 2 * hkv, d))
+        qkv = self.heads(op.reshape(self.qkv_proj(x), (b, s, hq + 2 * hkv, d)))
         out = kv_cache.attention_with_fused_qkv(layer_id, qkv, hq, sm_scale=d ** -0.5)
         return self.o_proj(op.reshape(out, (b, s, hq * d)))
 
 
 class LlamaDecoderLayer(nn.Module):
+    #: the attention module (a family with another attention sets its own)
+    attention = LlamaAttention
+
     def __init__(self, cfg: LlamaConfig):
-        self.self_attn = LlamaAttention(cfg)
+        self.self_attn = self.attention(cfg)
         self.mlp = LlamaMLP(cfg)
         self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False)
         self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False)
@@ -67,9 +74,12 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    #: the decoder layer (a family with another layer sets its own)
+    layer = LlamaDecoderLayer
+
     def __init__(self, cfg: LlamaConfig):
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nn.ModuleList([self.layer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False)
 
     def forward(self, x: Tensor, kv_cache: PagedKVCache) -> Tensor:
@@ -81,9 +91,12 @@ class LlamaModel(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """The whole model; ``get_default_spec()`` lists the functions web-llm calls (embed, prefill, decode)."""
 
+    #: the decoder stack (a family with other layers sets its own)
+    decoder = LlamaModel
+
     def __init__(self, cfg: LlamaConfig):
         self.config = cfg
-        self.model = LlamaModel(cfg)
+        self.model = self.decoder(cfg)
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.dtype = "float32"

@@ -1,0 +1,64 @@
+"""Every model family, built by ``webllm-widget build`` from a tiny checkpoint, matches the numpy reference in
+the browser: on WebGPU (SwiftShader, the software-adapter schedule the widget picks there) and on the page's CPU.
+
+Each case (``tests/helpers/families.py``) is a checkpoint written by an independent writer (safetensors here,
+PyPI ``gguf`` for GGUF files); its model folder is built through ``build_model_folder`` (what the CLI calls)
+and cached by content hash. Logits of a 20-token prompt and three forced tokens are compared with the
+reference run on exactly the weights the build holds (the 4-bit group values for ``q4f32_1``), tolerance
+1e-2 absolute on logits of magnitude ~10. One page per browser serves every case.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cpu_page import serve_cpu_model, teacher_forced
+from families import CASES
+from llama_native import FORCED, PROMPT, reference_logits
+from webgpu_model import run_folder_in_browser
+from webllm_widget.compile.arch import registry
+from webllm_widget.compile.pipeline import build_model_folder
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def gpu_page(host_server, chromium):
+    page = chromium.new_page()
+    page.goto(host_server.origin + "/blank.html")
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def cpu_page(host_server, chromium_no_webgpu):
+    page = chromium_no_webgpu.new_page()
+    page.goto(host_server.origin + "/blank.html")
+    yield page
+    page.close()
+
+
+@pytest.mark.parametrize("device", ["webgpu", "cpu"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_family_logits_in_the_browser_match_the_reference(request, host_server, case, device):
+    c = CASES[case]
+    source, weights, config = c.write()
+    schedule = "fallback" if device == "webgpu" else "auto"
+    folder = build_model_folder(source, quantization=c.quantization, device=device, schedule=schedule,
+                                progress=False)
+    chat = json.loads((folder / "mlc-chat-config.json").read_text())
+    cfg = registry.config_from_dict(config, prefill_chunk_size=chat["prefill_chunk_size"],
+                                    context_window_size=chat["context_window_size"])
+    if device == "webgpu":
+        got, _ = run_folder_in_browser(host_server, request.getfixturevalue("gpu_page"), folder, cfg)
+    else:
+        base = serve_cpu_model(host_server, f"family-{case}", folder / "model.wasm", folder)
+        out = teacher_forced(request.getfixturevalue("cpu_page"), base, PROMPT, FORCED, tag=case)
+        assert out["no_webgpu"]
+        got = out["logits"]
+    want = reference_logits(weights, config)
+    err = float(np.abs(got - want).max())
+    print(f"{case} {device}: max |logit error| {err:.2e} (logits up to {np.abs(want).max():.1f})")
+    np.testing.assert_allclose(got, want, atol=1e-2, rtol=0)

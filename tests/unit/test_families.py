@@ -1,0 +1,73 @@
+"""Model families other than Llama, compiled natively (llvm) and judged by the numpy reference.
+
+Teacher-forced logits (20-token prompt in chunks of 8, three forced tokens) of tiny random checkpoints read
+through the real readers (safetensors written here, GGUF written by PyPI ``gguf``), float32 weights and
+compute: tolerance 1e-3 absolute, as in ``test_llama_native``. Each test also checks that the feature it is
+about moves the reference by far more than the tolerance, so dropping the feature fails it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llama_native import reference_logits, run_native
+from tiny import TinyLlama
+from webllm_widget.compile.arch import registry
+from webllm_widget.compile.checkpoint import open_checkpoint
+
+
+def _without(weights: dict, *parts: str) -> dict:
+    return {k: v for k, v in weights.items() if not any(p in k for p in parts)}
+
+
+@pytest.mark.parametrize("source, variant", [("hf", dict()), ("gguf", dict(tie=False, head_dim=32))],
+                         ids=["hf-tied", "gguf-untied-wide-heads"])
+def test_qwen3_per_head_qk_norm_matches_the_reference(tmp_path, source, variant):
+    tiny = TinyLlama.make(seed=4, arch="qwen3", **variant)
+    if source == "hf":
+        ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
+    else:
+        ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type="F32", embed_type="F32"))
+    assert ckpt.config["architecture"] == "qwen3" and not ckpt.config["attention_bias"]
+    assert ckpt.config["head_dim"] == tiny.config["head_dim"]
+    assert ckpt.config["tie_word_embeddings"] == variant.get("tie", True)
+    cfg = registry.config_from_dict(ckpt.config)
+    assert type(cfg).__name__ == "Qwen3Config"
+    got, ex = run_native(tiny, checkpoint=ckpt, config=ckpt.config)
+    assert "model.layers.1.self_attn.k_norm.weight" in [p["name"] for p in ex.metadata["params"]]
+    want = reference_logits(tiny.weights, tiny.config)
+    plain = reference_logits(_without(tiny.weights, "q_norm", "k_norm"), tiny.config)
+    assert np.abs(want - plain).max() > 0.5, "the q/k norms must matter for the test to mean anything"
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+def test_qwen3_compiles_for_webgpu_with_the_gpu_schedules():
+    """The browser test builds the software-adapter schedule; real GPUs get dlight's (compiled here, not linked)."""
+    from webllm_widget.compile.model_lib import compile_model, export_model
+
+    cfg = registry.config_from_dict(TinyLlama.make(seed=4, arch="qwen3", tie=False, head_dim=32).config)
+    ex = compile_model(export_model(cfg, "q4f32_1", "webgpu"), "webgpu", "auto")
+    assert ex is not None
+
+
+def test_qwen2_5_config_with_its_sliding_window_keys_reads_as_qwen2():
+    """Qwen2.5's config.json names a sliding window it does not use (use_sliding_window false)."""
+    from webllm_widget.compile.arch.llama import config as llama
+
+    hf = dict(TinyLlama.make(seed=0, arch="qwen2", bias=True).config, use_sliding_window=False,
+              sliding_window=131072, max_window_layers=21)
+    out = llama.from_hf(hf, "qwen2", {"lm_head.weight"}, "tiny")
+    assert out["context_window_size"] == hf["max_position_embeddings"] and "sliding_window" not in out
+    assert out["attention_bias"] is True
+
+
+def test_layer_types_with_sliding_layers_cap_the_context_and_unknown_kinds_are_refused():
+    from webllm_widget.compile.arch.llama import config as llama
+    from webllm_widget.errors import BadModel
+
+    hf = dict(TinyLlama.make(seed=0, arch="qwen3").config, sliding_window=64,
+              layer_types=["sliding_attention", "full_attention"])
+    assert llama.from_hf(hf, "qwen3", set(), "tiny")["context_window_size"] == 64
+    hf["layer_types"] = ["chunked_attention", "full_attention"]
+    with pytest.raises(BadModel, match="layer_types"):
+        llama.from_hf(hf, "qwen3", set(), "tiny")
