@@ -4,6 +4,8 @@ import type { AnyModel } from "@anywidget/types";
 import { PageChannel, PageError, Envelope, describeError } from "./protocol";
 import { BlobLoader, BlobRef } from "./loader";
 import type * as TVMBundle from "./tvm";
+import { baseUrlFor, installModelFiles } from "./engine/model_files";
+import type { ModelFile, ModelSpec } from "./engine/types";
 
 type Bundle = typeof TVMBundle;
 
@@ -114,6 +116,14 @@ function initialize({ model }: { model: AnyModel }) {
   const channel = new PageChannel(model);
   const loader = new BlobLoader(channel);
   let bundle: Promise<Bundle> | undefined;
+  const tvmBundle = (runtime: BlobRef, progress?: (ref: BlobRef, received: number, fromCache: boolean) => void) => {
+    if (!state.adapter) throw new PageError("no-webgpu", state.adapterError || "No WebGPU adapter on this page.");
+    if (!bundle) {
+      bundle = loader.importModule<Bundle>(runtime, progress);
+      bundle.catch(() => { bundle = undefined; }); // a failed import may be retried by the next load
+    }
+    return bundle;
+  };
 
   channel.on("load", async (msg) => {
     const runtime = msg.runtime as BlobRef;
@@ -130,12 +140,7 @@ function initialize({ model }: { model: AnyModel }) {
       channel.reply(msg, "progress", { name: ref.name, received, size: ref.size, cached: fromCache });
     };
     try {
-      if (!state.adapter) throw new PageError("no-webgpu", state.adapterError || "No WebGPU adapter on this page.");
-      if (!bundle) {
-        bundle = loader.importModule<Bundle>(runtime, progress);
-        bundle.catch(() => { bundle = undefined; }); // a failed import may be retried by the next load
-      }
-      const tvm = await bundle;
+      const tvm = await tvmBundle(runtime, progress);
       state.refs.set(library.sha256, library);
       let lib = state.libraries.get(library.sha256);
       if (!lib) {
@@ -186,6 +191,48 @@ function initialize({ model }: { model: AnyModel }) {
     } catch (err) {
       const e = describeError(err, "kernel-error");
       state.note(`${fn}: [${e.code}] ${e.message}`, "error");
+      channel.send("error", { id: msg.id, code: e.code, message: e.message });
+    }
+  });
+
+  // Profile a model library: its files go to the page's Cache Storage as a Chat's do (a model a Chat loaded on
+  // this page is there already, so nothing is sent again), then teach/profile_model.ts runs it on this GPU.
+  channel.on("profile", async (msg) => {
+    const requested = msg.model as ModelSpec;
+    try {
+      const tvm = await tvmBundle(msg.runtime as BlobRef);
+      const a = state.adapter!;
+      const software = a.isFallbackAdapter || a.architecture === "swiftshader";
+      const spec = software && requested.webgpu_fallback ? requested.webgpu_fallback : requested;
+      const byName = new Map<string, ModelFile>([...(requested.files ?? []), ...(requested.webgpu_fallback?.files ?? [])]
+        .map((f) => [f.sha256, f]));
+      state.status = `profiling ${spec.id}: copying its files`;
+      state.changed();
+      const installed = await installModelFiles(spec, async (f, onBytes) => ({
+        verified: await loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received), { store: false }),
+      }));
+      const base = baseUrlFor(spec);
+      const read = async (scope: string, name: string) => {
+        const r = await (await caches.open(scope)).match(base + name);
+        if (!r) throw new PageError("bad-artifact", `${name} of ${spec.id} is not in this page's cache`);
+        return r;
+      };
+      const wasm = await (await read("webllm/wasm", spec.lib!)).arrayBuffer();
+      const config = await (await read("webllm/config", "mlc-chat-config.json")).json();
+      state.status = `profiling ${spec.id}: ${Number(msg.prompt)} prompt tokens, ${Number(msg.steps)} decode steps`;
+      state.changed();
+      const dev = await tvm.gpuDevice();
+      const p = await tvm.profileModel({ wasm, base, cacheScope: "webllm/model", config, promptLen: Number(msg.prompt),
+        steps: Number(msg.steps), device: dev.device, timestamps: dev.timestamps });
+      const ms = p.decode.map((d) => d.wall_ms).sort((x, y) => x - y);
+      state.status = "ready";
+      state.note(`profiled ${spec.id}: decode step ${ms[Math.floor(ms.length / 2)].toFixed(1)} ms, ` +
+        `${p.decode[0]?.passes.length ?? 0} dispatches (${p.timestamps ? "timestamp queries" : "wall clock only"})`);
+      channel.reply(msg, "result", { ...p, model_key: spec.key, model_id: spec.id, bytes_installed: installed });
+    } catch (err) {
+      const e = describeError(err, "kernel-error");
+      state.status = "error";
+      state.note(`profile: [${e.code}] ${e.message}`, "error");
       channel.send("error", { id: msg.id, code: e.code, message: e.message });
     }
   });

@@ -19,6 +19,7 @@ export const KINDS = [
   "stats", // page -> kernel: numbers about the engine or a run
   "call", // kernel -> page: run a function (GPU widget)
   "result", // page -> kernel: the outputs of a call or load
+  "profile", // kernel -> page: run a model library's steps and time its kernels (GPU widget)
 ] as const;
 export type Kind = (typeof KINDS)[number];
 

@@ -2,7 +2,10 @@
 // page, and GPULibrary, which loads a TVM-compiled wasm library and runs its VM functions.
 import * as tvmjs from "@mlc-ai/web-runtime";
 
-export { tvmjs };
+import { PassRecorder } from "./teach/passes";
+import { profileModel, type ModelProfile } from "./teach/profile_model";
+
+export { tvmjs, profileModel, type ModelProfile };
 
 export const RUNTIME_NAME = "tvmjs 0.27 (@mlc-ai/web-runtime 0.27.0-dev0)";
 
@@ -72,62 +75,6 @@ async function createDevice(): Promise<DeviceState> {
 }
 
 // Timestamp queries around every compute pass tvmjs begins on our device while a timed run is active.
-const MAX_PASSES = 2048;
-class PassTimer {
-  private device: GPUDevice;
-  private querySet: GPUQuerySet;
-  private resolveBuf: GPUBuffer;
-  private readBuf: GPUBuffer;
-  active = false;
-  passes = 0;
-
-  constructor(device: GPUDevice) {
-    this.device = device;
-    this.querySet = device.createQuerySet({ type: "timestamp", count: 2 * MAX_PASSES });
-    const size = 2 * MAX_PASSES * 8;
-    this.resolveBuf = device.createBuffer({ size, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-    this.readBuf = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const timer = this;
-    const orig = device.createCommandEncoder.bind(device);
-    // Scoped to this device object: other devices on the page are untouched.
-    (device as unknown as { createCommandEncoder: typeof orig }).createCommandEncoder = (desc?: GPUCommandEncoderDescriptor) => {
-      const enc = orig(desc);
-      const begin = enc.beginComputePass.bind(enc);
-      enc.beginComputePass = (d?: GPUComputePassDescriptor) => {
-        if (timer.active && timer.passes < MAX_PASSES && !d?.timestampWrites) {
-          const i = timer.passes++;
-          d = { ...(d ?? {}), timestampWrites: { querySet: timer.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } };
-        }
-        return begin(d);
-      };
-      return enc;
-    };
-  }
-
-  start(): void {
-    this.passes = 0;
-    this.active = true;
-  }
-
-  /** Sum of (end - begin) over the passes since start(), in ms. Call after the queue is idle. */
-  async stop(): Promise<number> {
-    this.active = false;
-    const n = this.passes;
-    if (n === 0) return 0;
-    const enc = this.device.createCommandEncoder();
-    enc.resolveQuerySet(this.querySet, 0, 2 * n, this.resolveBuf, 0);
-    enc.copyBufferToBuffer(this.resolveBuf, 0, this.readBuf, 0, 2 * n * 8);
-    this.device.queue.submit([enc.finish()]);
-    await this.readBuf.mapAsync(GPUMapMode.READ, 0, 2 * n * 8);
-    const t = new BigUint64Array(this.readBuf.getMappedRange(0, 2 * n * 8).slice(0));
-    this.readBuf.unmap();
-    let ns = 0n;
-    for (let i = 0; i < n; i++) if (t[2 * i + 1] > t[2 * i]) ns += t[2 * i + 1] - t[2 * i];
-    return Number(ns) / 1e6;
-  }
-}
-
-const timers = new WeakMap<GPUDevice, PassTimer>();
 
 /** A TVM-compiled wasm library on the page's WebGPU device. */
 export class GPULibrary {
@@ -137,13 +84,16 @@ export class GPULibrary {
   /** Set once the wasm instance exited (TVM calls exit(1) on an error): create a new one to go on. */
   broken = false;
   private recentLog: string[];
+  private recorder: PassRecorder;
   private queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(tvm: tvmjs.Instance, vm: tvmjs.VirtualMachine, state: DeviceState, recentLog: string[]) {
+  private constructor(tvm: tvmjs.Instance, vm: tvmjs.VirtualMachine, state: DeviceState, recentLog: string[],
+    recorder: PassRecorder) {
     this.tvm = tvm;
     this.vm = vm;
     this.state = state;
     this.recentLog = recentLog;
+    this.recorder = recorder;
   }
 
   static async create(wasm: Uint8Array, log?: (msg: string) => void): Promise<GPULibrary> {
@@ -155,7 +105,8 @@ export class GPULibrary {
       log?.(msg);
     };
     const state = await gpuDevice();
-    if (state.timestamps && !timers.has(state.device)) timers.set(state.device, new PassTimer(state.device));
+    // Before tvmjs makes the library's pipelines, so they are named after their kernels (and timed per pass).
+    const recorder = PassRecorder.of(state.device, state.timestamps);
     let tvm: tvmjs.Instance;
     try {
       tvm = await tvmjs.instantiate(
@@ -170,7 +121,7 @@ export class GPULibrary {
     const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(tvm.webgpu()));
     tvm.endScope();
     await tvm.asyncLoadWebGPUPipelines(vm.getInternalModule());
-    return new GPULibrary(tvm, vm, state, recentLog);
+    return new GPULibrary(tvm, vm, state, recentLog, recorder);
   }
 
   /** Run VM function `name` on `args`; resolves to its outputs copied back to the page. */
@@ -231,7 +182,7 @@ export class GPULibrary {
           await dev.sync();
           tvm.endScope();
         }
-        const timer = timers.get(device);
+        const timer = this.recorder.timestamps ? this.recorder : null;
         const runs: number[] = [];
         for (let i = 0; i < repeat; i++) {
           tvm.beginScope();
@@ -240,7 +191,7 @@ export class GPULibrary {
           fn(...inputs);
           await dev.sync();
           const wall = performance.now() - t0;
-          runs.push(timer ? await timer.stop() : wall);
+          runs.push(timer ? (await timer.stop()).reduce((ms, p) => ms + (p.ns ?? 0) / 1e6, 0) : wall);
           tvm.endScope();
         }
         timings = timer

@@ -43,8 +43,9 @@ ACK = "ack"              # page -> kernel: chunks received (flow control)
 STATS = "stats"          # page -> kernel: numbers about the engine or a run
 CALL = "call"            # kernel -> page: run a function (GPU widget)
 RESULT = "result"        # page -> kernel: outputs of a call or a load
+PROFILE = "profile"      # kernel -> page: run a model library's steps and time its kernels (GPU widget)
 
-KINDS = (READY, LOAD, PROGRESS, ASK, TOKEN, DONE, STOP, ERROR, NEED_BLOB, BLOB, ACK, STATS, CALL, RESULT)
+KINDS = (READY, LOAD, PROGRESS, ASK, TOKEN, DONE, STOP, ERROR, NEED_BLOB, BLOB, ACK, STATS, CALL, RESULT, PROFILE)
 #: Replies that end a request.
 FINAL_KINDS = frozenset({RESULT, DONE, ERROR})
 

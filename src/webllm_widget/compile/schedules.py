@@ -664,25 +664,36 @@ def _rules(schedule: str) -> list:
     return defaults
 
 
-def relax_pipeline(target: tvm.target.Target, schedule: str = "auto") -> tvm.transform.Pass:
-    """TVM's generic GPU pipeline with the schedule rules for ``schedule`` (see the module doc)."""
+def relax_pipeline(target: tvm.target.Target, schedule: str = "auto", rules: list | None = None) -> tvm.transform.Pass:
+    """TVM's generic GPU pipeline with the schedule rules for ``schedule`` (see the module doc), or with ``rules``
+    given explicitly (the teaching experiments compare rules)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     from tvm.relax.backend import gpu_generic
+
+    chosen = list(rules) if rules is not None else _rules(schedule)
 
     @tvm.transform.module_pass(opt_level=0, name="WebLLMWidgetPipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                gpu_generic.library_dispatch_passes(target)
-                + [relax.transform.FuseTransposeMatmul(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-                   relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
-                   dl.ApplyDefaultSchedule(*_rules(schedule))]
+                scheduling_passes(target, chosen)
                 + gpu_generic.dataflow_lower_passes(target)
                 + gpu_generic.finalize_passes(target))
             return seq(mod)
 
     return pipeline
+
+
+def scheduling_passes(target: tvm.target.Target, rules: list) -> list:
+    """The passes of :func:`relax_pipeline` up to the scheduled kernels: the module they leave holds every
+    kernel as the scheduled TIR ``PrimFunc`` codegen turns into WGSL (what the teaching tools show)."""
+    from tvm.relax.backend import gpu_generic
+
+    return (gpu_generic.library_dispatch_passes(target)
+            + [relax.transform.FuseTransposeMatmul(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+               relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+               dl.ApplyDefaultSchedule(*rules)])
 
 
 def schedule_pipeline(mod: tvm.IRModule, target: tvm.target.Target, schedule: str = "auto"):

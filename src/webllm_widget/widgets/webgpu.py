@@ -31,7 +31,7 @@ import traitlets
 
 from ..artifacts import Blob, BlobSender, static_blob
 from ..errors import KernelError, WebGPUUnavailable, WebLLMWidgetError
-from ..protocol import CALL, LOAD, Channel, Reply
+from ..protocol import CALL, LOAD, PROFILE, Channel, Reply
 
 _STATIC = Path(__file__).parent.parent / "static"
 
@@ -41,6 +41,8 @@ LOAD_TIMEOUT = 600.0
 CALL_TIMEOUT = 600.0
 #: Seconds to wait for the page to say it listens.
 READY_TIMEOUT = 60.0
+#: Seconds to wait for a model profile (copying the model, shader compilation, the steps).
+PROFILE_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,49 @@ class WebGPU(anywidget.AnyWidget):
             raise ValueError("repeat must be at least 1")
         _, t = await self._call(f, arrays, repeat=repeat, warmup=warmup)
         return GPUTimings(f.name, [float(x) for x in t["runs_ms"]], str(t["method"]), str(t.get("detail", "")))
+
+    async def profile(self, model: Any = None, *, prompt: int = 16, steps: int = 3, sources: bool = True):
+        """Run a model library on this page's GPU and time every kernel of its decode step.
+
+        ``model``: a :class:`webllm_widget.Chat` (its model; files the Chat already put in this page's cache are not
+        sent again), a model folder, or None for the built-in model. The page prefills ``prompt`` tokens, then runs
+        ``steps`` decode steps as web-llm does (forward, GPU sampling, the id read back), timing each compute pass
+        with timestamp queries where the adapter has them. With ``sources`` the scheduled TIR of each kernel is made
+        again in the kernel (folders built by webllm-widget; tens of seconds once, then cached).
+        Returns a :class:`webllm_widget.inside.ModelProfile`.
+        """
+        from ..devices import model_spec
+        from ..inside.profile import ModelProfile
+        from ..inside.sources import kernel_sources
+
+        if prompt < 1 or steps < 1:
+            raise ValueError("prompt and steps must be at least 1")
+        name = getattr(model, "model", model)  # a Chat profiles its own model
+        await self.wait_ready()
+        spec, paths = model_spec(None if name in (None, "", "default") else str(name), "webgpu", progress=False)
+        if not spec.get("files"):
+            raise KernelError(f"{spec.get('id')}: profiling needs a local model folder (a prebuilt id or URL has "
+                              "no files this kernel can read)", detail={"reason": "model"})
+        folders = {}
+        for s in (spec, spec.get("webgpu_fallback")):
+            if s and s.get("files"):
+                folders[s["key"]] = paths[s["files"][0]["sha256"]].parent
+        for sha, path in paths.items():
+            self._blobs.offer(Blob.from_path(path, sha256=sha))
+        runtime = self._blobs.offer(static_blob("tvmjs.js"))
+        reply = self._channel.request(PROFILE, {"runtime": runtime, "model": spec, "prompt": int(prompt),
+                                                "steps": int(steps)}, timeout=PROFILE_TIMEOUT)
+        msg, _ = await reply
+        folder = folders.get(msg.get("model_key"))
+        srcs, note = None, ""
+        if sources and folder is not None:
+            try:
+                srcs = kernel_sources(folder)
+            except WebLLMWidgetError as e:
+                note = str(e)
+        elif not sources:
+            note = "not asked for (sources=False)"
+        return ModelProfile.from_page(msg, folder, srcs, note)
 
     def wgsl(self, f: GPUFunction | Any) -> WGSLSource:
         """The WGSL of the kernels in ``f``'s library (or of a Library), highlighted in a notebook."""

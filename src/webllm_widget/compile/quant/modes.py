@@ -59,6 +59,12 @@ class Quantization:
         """A stable text for content hashes."""
         return self.name + "".join(f";{p}={f}" for p, f in sorted(self.formats))
 
+    @classmethod
+    def from_key(cls, text: str) -> "Quantization":
+        """The mode a :meth:`key` text names (a built folder's manifest records it)."""
+        name, *pairs = text.split(";")
+        return cls(name, tuple(tuple(p.split("=", 1)) for p in pairs))  # type: ignore[misc]
+
 
 def as_quantization(q: "Quantization | str") -> Quantization:
     return q if isinstance(q, Quantization) else Quantization(str(q))
