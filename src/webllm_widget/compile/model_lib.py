@@ -67,9 +67,34 @@ class ExportedModel:
 
 # ---------------------------------------------------------------------------------------------
 # Logit processing and sampling kernels (hand-written TIR; one thread per token or per sample).
+#
+# Each kernel is written once over a :class:`_Nest`: on a GPU its outer loops are bound to workgroups and
+# threads and its scratch values live in registers; on the CPU the same loops run in order (one "thread"
+# per workgroup) and the scratch values are plain buffers.
 
-def _apply_logit_bias(gpu: bool) -> tirx.PrimFunc:
-    tx = 64
+
+@dataclasses.dataclass(frozen=True)
+class _Nest:
+    """How a kernel's loops and scratch buffers are laid out on one target."""
+
+    gpu: bool
+
+    def par(self, extent: Any, thread: str):
+        """A loop bound to ``thread`` (``"blockIdx.x"``/``"threadIdx.x"``) on a GPU, a serial loop on the CPU."""
+        return T.thread_binding(extent, thread) if self.gpu else T.serial(extent)
+
+    def threads(self, n: int) -> int:
+        """Threads per workgroup: ``n`` on a GPU, 1 on the CPU (the workgroup loop then walks every element)."""
+        return n if self.gpu else 1
+
+    @property
+    def scratch(self) -> str:
+        """Storage scope of a kernel's per-thread scratch values."""
+        return "local" if self.gpu else "global"
+
+
+def _apply_logit_bias(nest: _Nest) -> tirx.PrimFunc:
+    tx = nest.threads(64)
 
     @T.prim_func(s_tir=True)
     def apply_logit_bias_inplace(var_logits: T.handle, var_pos2seq: T.handle, var_ids: T.handle, var_bias: T.handle):
@@ -79,31 +104,18 @@ def _apply_logit_bias(gpu: bool) -> tirx.PrimFunc:
         pos2seq = T.match_buffer(var_pos2seq, (t,), "int32")
         ids = T.match_buffer(var_ids, (t,), "int32")
         bias = T.match_buffer(var_bias, (t,), "float32")
-        for bx in T.thread_binding((t + tx - 1) // tx, "blockIdx.x"):
-            for th in T.thread_binding(tx, "threadIdx.x"):
+        for bx in nest.par((t + tx - 1) // tx, "blockIdx.x"):
+            for th in nest.par(tx, "threadIdx.x"):
                 with T.sblock("bias"):
                     i = T.axis.spatial(t, bx * tx + th)
                     T.where(bx * tx + th < t)
                     logits[pos2seq[i], ids[i]] = logits[pos2seq[i], ids[i]] + bias[i]
 
-    @T.prim_func(s_tir=True)
-    def apply_logit_bias_inplace_cpu(var_logits: T.handle, var_pos2seq: T.handle, var_ids: T.handle, var_bias: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v, t = T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (b, v), "float32")
-        pos2seq = T.match_buffer(var_pos2seq, (t,), "int32")
-        ids = T.match_buffer(var_ids, (t,), "int32")
-        bias = T.match_buffer(var_bias, (t,), "float32")
-        for j in T.serial(t):
-            with T.sblock("bias"):
-                i = T.axis.spatial(t, j)
-                logits[pos2seq[i], ids[i]] = logits[pos2seq[i], ids[i]] + bias[i]
-
-    return apply_logit_bias_inplace if gpu else apply_logit_bias_inplace_cpu
+    return apply_logit_bias_inplace
 
 
-def _apply_penalty(gpu: bool) -> tirx.PrimFunc:
-    tx = 64
+def _apply_penalty(nest: _Nest) -> tirx.PrimFunc:
+    tx = nest.threads(64)
     # penalties[s] = (presence, frequency, repetition); OpenAI-style subtraction, then CTRL-style scaling.
 
     @T.prim_func(s_tir=True)
@@ -117,8 +129,8 @@ def _apply_penalty(gpu: bool) -> tirx.PrimFunc:
         ids = T.match_buffer(var_ids, (t,), "int32")
         cnt = T.match_buffer(var_cnt, (t,), "int32")
         pen = T.match_buffer(var_pen, (s, 3), "float32")
-        for bx in T.thread_binding((t + tx - 1) // tx, "blockIdx.x"):
-            for th in T.thread_binding(tx, "threadIdx.x"):
+        for bx in nest.par((t + tx - 1) // tx, "blockIdx.x"):
+            for th in nest.par(tx, "threadIdx.x"):
                 with T.sblock("penalty"):
                     i = T.axis.spatial(t, bx * tx + th)
                     T.where(bx * tx + th < t)
@@ -128,31 +140,11 @@ def _apply_penalty(gpu: bool) -> tirx.PrimFunc:
                     logits[seq_ids[pos2seq[i]], ids[i]] = T.if_then_else(x < T.float32(0), x * pen[pos2seq[i], 2],
                                                                          x / pen[pos2seq[i], 2])
 
-    @T.prim_func(s_tir=True)
-    def apply_penalty_inplace_cpu(var_logits: T.handle, var_seq_ids: T.handle, var_pos2seq: T.handle, var_ids: T.handle,
-                                  var_cnt: T.handle, var_pen: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v, t, s = T.int32(), T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (b, v), "float32")
-        seq_ids = T.match_buffer(var_seq_ids, (s,), "int32")
-        pos2seq = T.match_buffer(var_pos2seq, (t,), "int32")
-        ids = T.match_buffer(var_ids, (t,), "int32")
-        cnt = T.match_buffer(var_cnt, (t,), "int32")
-        pen = T.match_buffer(var_pen, (s, 3), "float32")
-        for j in T.serial(t):
-            with T.sblock("penalty"):
-                i = T.axis.spatial(t, j)
-                T.reads(logits[0:b, 0:v], seq_ids[0:s], pos2seq[i], ids[i], cnt[i], pen[0:s, 0:3])
-                T.writes(logits[0:b, 0:v])
-                x = logits[seq_ids[pos2seq[i]], ids[i]] - pen[pos2seq[i], 0] - T.Cast("float32", cnt[i]) * pen[pos2seq[i], 1]
-                logits[seq_ids[pos2seq[i]], ids[i]] = T.if_then_else(x < T.float32(0), x * pen[pos2seq[i], 2],
-                                                                     x / pen[pos2seq[i], 2])
-
-    return apply_penalty_inplace if gpu else apply_penalty_inplace_cpu
+    return apply_penalty_inplace
 
 
-def _apply_bitmask(gpu: bool) -> tirx.PrimFunc:
-    tx = 64
+def _apply_bitmask(nest: _Nest) -> tirx.PrimFunc:
+    tx = nest.threads(64)
 
     @T.prim_func(s_tir=True)
     def apply_bitmask_inplace(var_logits: T.handle, var_seq_ids: T.handle, var_mask: T.handle):
@@ -161,8 +153,8 @@ def _apply_bitmask(gpu: bool) -> tirx.PrimFunc:
         logits = T.match_buffer(var_logits, (b, v), "float32")
         seq_ids = T.match_buffer(var_seq_ids, (s,), "int32")
         mask = T.match_buffer(var_mask, (b, (v + 31) // 32), "int32")
-        for bx in T.thread_binding((s * v + tx - 1) // tx, "blockIdx.x"):
-            for th in T.thread_binding(tx, "threadIdx.x"):
+        for bx in nest.par((s * v + tx - 1) // tx, "blockIdx.x"):
+            for th in nest.par(tx, "threadIdx.x"):
                 with T.sblock("mask"):
                     si = T.axis.spatial(s, (bx * tx + th) // v)
                     vi = T.axis.spatial(v, (bx * tx + th) % v)
@@ -171,28 +163,14 @@ def _apply_bitmask(gpu: bool) -> tirx.PrimFunc:
                         T.bitwise_and(T.shift_right(mask[seq_ids[si], vi // 32], vi % 32), 1) == 1,
                         logits[seq_ids[si], vi], T.min_value("float32"))
 
-    @T.prim_func(s_tir=True)
-    def apply_bitmask_inplace_cpu(var_logits: T.handle, var_seq_ids: T.handle, var_mask: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v, s = T.int32(), T.int32(), T.int32()
-        logits = T.match_buffer(var_logits, (b, v), "float32")
-        seq_ids = T.match_buffer(var_seq_ids, (s,), "int32")
-        mask = T.match_buffer(var_mask, (b, (v + 31) // 32), "int32")
-        for j, k in T.grid(s, v):
-            with T.sblock("mask"):
-                si, vi = T.axis.remap("SS", [j, k])
-                logits[seq_ids[si], vi] = T.if_then_else(
-                    T.bitwise_and(T.shift_right(mask[seq_ids[si], vi // 32], vi % 32), 1) == 1,
-                    logits[seq_ids[si], vi], T.min_value("float32"))
-
-    return apply_bitmask_inplace if gpu else apply_bitmask_inplace_cpu
+    return apply_bitmask_inplace
 
 
 #: How many of the most likely tokens ``argsort_probs`` puts first, in descending order.
 TOP_SORTED = 32
 
 
-def _top_first_kernel(gpu: bool) -> tirx.PrimFunc:
+def _top_first_kernel(nest: _Nest) -> tirx.PrimFunc:
     """A "top-first" argsort: the ``TOP_SORTED`` most likely tokens in descending order, then the rest in id order.
 
     A full sort of the vocabulary on every token is the costliest part of sampling on a software
@@ -200,7 +178,8 @@ def _top_first_kernel(gpu: bool) -> tirx.PrimFunc:
     the order for the top-p cut, so ``sample_with_top_p`` below is exact whenever the nucleus lies
     within the sorted head, and for ``top_p >= 1``; a larger nucleus samples the whole distribution.
     Ties keep the lower token id first. One thread per row: each of the K passes selects the next
-    token after the previous one in (probability descending, id ascending) order.
+    token after the previous one in (probability descending, id ascending) order. The CPU library
+    uses it; GPUs use the three passes of :func:`_top_first_gpu_kernels` (same output).
     """
     @T.prim_func(s_tir=True)
     def top_first_sort(var_probs: T.handle, var_out_p: T.handle, var_out_i: T.handle):
@@ -209,17 +188,17 @@ def _top_first_kernel(gpu: bool) -> tirx.PrimFunc:
         probs = T.match_buffer(var_probs, (b, v), "float32")
         out_p = T.match_buffer(var_out_p, (b, v), "float32")
         out_i = T.match_buffer(var_out_i, (b, v), "int32")
-        for bx in T.thread_binding(b, "blockIdx.x"):
-            for th in T.thread_binding(1, "threadIdx.x"):
+        for bx in nest.par(b, "blockIdx.x"):
+            for th in nest.par(1, "threadIdx.x"):
                 with T.sblock("sort"):
                     row = T.axis.spatial(b, bx + th)
                     T.reads(probs[row, 0:v])
                     T.writes(out_p[row, 0:v], out_i[row, 0:v])
-                    best_p = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    prev_p = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    best_i = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    prev_i = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    c = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    best_p = T.sblock_alloc_buffer((1,), "float32", scope=nest.scratch)
+                    prev_p = T.sblock_alloc_buffer((1,), "float32", scope=nest.scratch)
+                    best_i = T.sblock_alloc_buffer((1,), "int32", scope=nest.scratch)
+                    prev_i = T.sblock_alloc_buffer((1,), "int32", scope=nest.scratch)
+                    c = T.sblock_alloc_buffer((1,), "int32", scope=nest.scratch)
                     prev_p[0] = T.float32(2)
                     prev_i[0] = -1
                     for r in T.serial(T.min(v, TOP_SORTED)):
@@ -240,44 +219,7 @@ def _top_first_kernel(gpu: bool) -> tirx.PrimFunc:
                             out_i[row, c[0]] = j
                             c[0] = c[0] + 1
 
-    @T.prim_func(s_tir=True)
-    def top_first_sort_cpu(var_probs: T.handle, var_out_p: T.handle, var_out_i: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v = T.int32(), T.int32()
-        probs = T.match_buffer(var_probs, (b, v), "float32")
-        out_p = T.match_buffer(var_out_p, (b, v), "float32")
-        out_i = T.match_buffer(var_out_i, (b, v), "int32")
-        for k in T.serial(b):
-            with T.sblock("sort"):
-                row = T.axis.spatial(b, k)
-                T.reads(probs[row, 0:v])
-                T.writes(out_p[row, 0:v], out_i[row, 0:v])
-                best_p = T.sblock_alloc_buffer((1,), "float32")
-                prev_p = T.sblock_alloc_buffer((1,), "float32")
-                best_i = T.sblock_alloc_buffer((1,), "int32")
-                prev_i = T.sblock_alloc_buffer((1,), "int32")
-                c = T.sblock_alloc_buffer((1,), "int32")
-                prev_p[0] = T.float32(2)
-                prev_i[0] = -1
-                for r in T.serial(T.min(v, TOP_SORTED)):
-                    best_p[0] = T.float32(-1)
-                    best_i[0] = -1
-                    for j in T.serial(v):
-                        if (probs[row, j] < prev_p[0] or (probs[row, j] == prev_p[0] and j > prev_i[0])) and probs[row, j] > best_p[0]:
-                            best_p[0] = probs[row, j]
-                            best_i[0] = j
-                    out_p[row, r] = best_p[0]
-                    out_i[row, r] = best_i[0]
-                    prev_p[0] = best_p[0]
-                    prev_i[0] = best_i[0]
-                c[0] = T.min(v, TOP_SORTED)
-                for j in T.serial(v):
-                    if probs[row, j] < prev_p[0] or (probs[row, j] == prev_p[0] and j > prev_i[0]):
-                        out_p[row, c[0]] = probs[row, j]
-                        out_i[row, c[0]] = j
-                        c[0] = c[0] + 1
-
-    return top_first_sort if gpu else top_first_sort_cpu
+    return top_first_sort
 
 
 #: Partitions the GPU "top-first" argsort splits the vocabulary into (one thread each), and threads per workgroup.
@@ -411,7 +353,7 @@ def _top_first_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc, tirx.PrimFun
     return top_first_candidates, top_first_merge, top_first_rest
 
 
-def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
+def _sample_top_p(nest: _Nest) -> tirx.PrimFunc:
     """Nucleus sampling from ``argsort_probs``' output, one thread per sample.
 
     Keeps the shortest prefix of the sorted head whose mass reaches ``top_p`` (at least one
@@ -431,15 +373,15 @@ def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
         rows = T.match_buffer(var_rows, (n,), "int32")
         top_p = T.match_buffer(var_top_p, (b,), "float32")
         out = T.match_buffer(var_out, (n,), "int32")
-        for bx in T.thread_binding(n, "blockIdx.x"):
-            for th in T.thread_binding(1, "threadIdx.x"):
+        for bx in nest.par(n, "blockIdx.x"):
+            for th in nest.par(1, "threadIdx.x"):
                 with T.sblock("sample"):
                     i = T.axis.spatial(n, bx + th)
                     T.reads(probs[0:b, 0:v], ids[0:b, 0:v], u[i], rows[i], top_p[0:b])
                     T.writes(out[i])
-                    cum = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    j = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    chosen = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    cum = T.sblock_alloc_buffer((1,), "float32", scope=nest.scratch)
+                    j = T.sblock_alloc_buffer((1,), "int32", scope=nest.scratch)
+                    chosen = T.sblock_alloc_buffer((1,), "int32", scope=nest.scratch)
                     cum[0] = T.float32(0)
                     j[0] = 0
                     while j[0] < T.min(v, TOP_SORTED) and (j[0] == 0 or cum[0] < top_p[rows[i]]):
@@ -460,46 +402,7 @@ def _sample_top_p(gpu: bool) -> tirx.PrimFunc:
                         j[0] = j[0] + 1
                     out[i] = ids[rows[i], chosen[0]]
 
-    @T.prim_func(s_tir=True)
-    def sample_top_p_kernel_cpu(var_probs: T.handle, var_ids: T.handle, var_u: T.handle, var_rows: T.handle,
-                                var_top_p: T.handle, var_out: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        b, v, n = T.int32(), T.int32(), T.int32()
-        probs = T.match_buffer(var_probs, (b, v), "float32")
-        ids = T.match_buffer(var_ids, (b, v), "int32")
-        u = T.match_buffer(var_u, (n,), "float32")
-        rows = T.match_buffer(var_rows, (n,), "int32")
-        top_p = T.match_buffer(var_top_p, (b,), "float32")
-        out = T.match_buffer(var_out, (n,), "int32")
-        for k in T.serial(n):
-            with T.sblock("sample"):
-                i = T.axis.spatial(n, k)
-                T.reads(probs[0:b, 0:v], ids[0:b, 0:v], u[i], rows[i], top_p[0:b])
-                T.writes(out[i])
-                cum = T.sblock_alloc_buffer((1,), "float32")
-                j = T.sblock_alloc_buffer((1,), "int32")
-                chosen = T.sblock_alloc_buffer((1,), "int32")
-                cum[0] = T.float32(0)
-                j[0] = 0
-                while j[0] < T.min(v, TOP_SORTED) and (j[0] == 0 or cum[0] < top_p[rows[i]]):
-                    cum[0] = cum[0] + probs[rows[i], j[0]]
-                    j[0] = j[0] + 1
-                if cum[0] < top_p[rows[i]]:
-                    while j[0] < v:
-                        cum[0] = cum[0] + probs[rows[i], j[0]]
-                        j[0] = j[0] + 1
-                chosen[0] = j[0] - 1
-                goal = u[i] * cum[0]
-                cum[0] = T.float32(0)
-                j[0] = 0
-                while j[0] < chosen[0]:
-                    cum[0] = cum[0] + probs[rows[i], j[0]]
-                    if cum[0] > goal:
-                        chosen[0] = j[0]
-                    j[0] = j[0] + 1
-                out[i] = ids[rows[i], chosen[0]]
-
-    return sample_top_p_kernel if gpu else sample_top_p_kernel_cpu
+    return sample_top_p_kernel
 
 
 def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
@@ -523,7 +426,7 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
         merge_kernel = bb.add_func(merge_func, "top_first_merge")
         rest_kernel = bb.add_func(rest_func, "top_first_rest")
     else:
-        sort_kernel = bb.add_func(_top_first_kernel(gpu), "top_first_sort")
+        sort_kernel = bb.add_func(_top_first_kernel(_Nest(gpu)), "top_first_sort")
     with bb.function("argsort_probs", [probs2]):
         with bb.dataflow():
             if gpu:
@@ -544,7 +447,7 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
     u = relax.Var("uniform_samples", relax.TensorType([n], "float32"))
     rows = relax.Var("sample_indices", relax.TensorType([n], "int32"))
     top_p = relax.Var("top_p", relax.TensorType([b], "float32"))
-    kernel = bb.add_func(_sample_top_p(gpu), "sample_top_p_kernel")
+    kernel = bb.add_func(_sample_top_p(_Nest(gpu)), "sample_top_p_kernel")
     with bb.function("sample_with_top_p", [sp, si, u, rows, top_p]):
         with bb.dataflow():
             out = bb.emit_output(relax.call_tir(kernel, [sp, si, u, rows, top_p],
@@ -608,19 +511,16 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     with bb.function("_metadata", []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(metadata)))
     mod = bb.finalize()
-    mod["apply_logit_bias_inplace"] = _apply_logit_bias(gpu)
-    mod["apply_penalty_inplace"] = _apply_penalty(gpu)
-    mod["apply_bitmask_inplace"] = _apply_bitmask(gpu)
+    nest = _Nest(gpu)
+    mod["apply_logit_bias_inplace"] = _apply_logit_bias(nest)
+    mod["apply_penalty_inplace"] = _apply_penalty(nest)
+    mod["apply_bitmask_inplace"] = _apply_bitmask(nest)
     for name in ("apply_logit_bias_inplace", "apply_penalty_inplace", "apply_bitmask_inplace"):
         mod[name] = mod[name].with_attr("global_symbol", name)
     return ExportedModel(mod, params, metadata)
 
 
-def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str = "auto") -> relax.VMExecutable:
-    """Compile an exported module (for ``llvm`` this is a native library the Python VM can run)."""
-    from .schedules import schedule_pipeline
-
-    tgt = _target(target)
+def _for_schedule(exported: ExportedModel, tgt: tvm.target.Target, schedule: str) -> tvm.IRModule:
     mod = exported.mod
     if schedule == "fallback" and tgt.kind.name != "llvm":
         from .schedules import use_fallback_attention
@@ -628,8 +528,34 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
         kv = exported.metadata["kv_cache"]
         mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
                                      as_quantization(exported.metadata["quantization"]).compute_dtype)
+    return mod
+
+
+def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str = "auto",
+                  report: dict | None = None) -> relax.VMExecutable:
+    """Compile an exported module (for ``llvm`` this is a native library the Python VM can run).
+
+    On a GPU target ``report`` (a dict), if given, receives which schedule rule took each kernel
+    (:class:`.schedules.ApplyRules`)."""
+    from .schedules import schedule_pipeline
+
+    tgt = _target(target)
+    mod = _for_schedule(exported, tgt, schedule)
     with tgt:
-        return tvm.compile(mod, target=tgt, relax_pipeline=schedule_pipeline(mod, tgt, schedule))
+        return tvm.compile(mod, target=tgt, relax_pipeline=schedule_pipeline(mod, tgt, schedule, report))
+
+
+def schedule_report(exported: ExportedModel, target: Any = "webgpu", schedule: str = "auto") -> dict:
+    """Which schedule rule takes each GPU kernel of ``exported`` (function name -> rule class name, None for
+    none), without generating code; ``"__product_fallbacks__"`` lists matrix products left to TVM's generic
+    rules. A broken rule raises :class:`.schedules.ScheduleRuleError`."""
+    from .schedules import _rules, scheduling_passes
+
+    tgt = _target(target)
+    report: dict = {}
+    with tgt:
+        tvm.transform.Sequential(scheduling_passes(tgt, _rules(schedule), report))(_for_schedule(exported, tgt, schedule))
+    return report
 
 
 def content_key(config: Any, quantization: Quantization, target: str, schedule: str) -> str:
@@ -668,7 +594,8 @@ def build_model_library(config: Any, quantization: Quantization | str = "q4f32_1
         from tqdm.auto import tqdm
         bar = tqdm(total=2, desc=f"compiling {cfg.model_type} {quant.name} for {target}", unit="step")
     exported = export_model(cfg, quant, target, schedule)
-    exe = compile_model(exported, target, schedule)
+    report: dict = {}
+    exe = compile_model(exported, target, schedule, report)
     if bar:
         bar.update(1)
         bar.set_description("linking the model library")
@@ -679,8 +606,8 @@ def build_model_library(config: Any, quantization: Quantization | str = "q4f32_1
         bar.close()
     name = f"{cfg.model_type}-{quant.name}-{target}-{key[:8]}"
     functions = vm_functions(exe)
-    atomic_write_bytes(info_path, json.dumps({"name": name, "functions": functions,
-                                              "metadata": exported.metadata}).encode())
+    atomic_write_bytes(info_path, json.dumps({"name": name, "functions": functions, "metadata": exported.metadata,
+                                              "schedule_rules": report}).encode())
     data = wasm_path.read_bytes()
     return Library(wasm=data, sha256=sha256_bytes(data), functions=functions, wgsl=wgsl_sources(exe),
                    target=target, name=name)

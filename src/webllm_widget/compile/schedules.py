@@ -7,7 +7,9 @@ product costs ~36 µs per output row, and a kernel with one thread per output ro
 memory is ~24x faster (measured, /work/shared/TOOLCHAIN.md). So:
 
 ``"gpu"`` (and ``"auto"``)
-    dlight's defaults (Matmul, GEMV, Reduction, GeneralReduction, Fallback).
+    dlight's defaults (Matmul, GEMV, Reduction, GeneralReduction, Fallback), and :class:`TokenTileGemm` with
+    64 threads a workgroup for the quantized products over a prompt, which dlight's Matmul declines (their
+    weights are decoded inside the sum) and which otherwise went to its one-thread-per-output Fallback.
 ``"fallback"``
     :class:`RowTileGemv` for the matrix-vector products (4 output rows a thread, 8 for the LM head;
     per group of 32 inputs the activations, each row's scale/offset and each packed word are read
@@ -18,6 +20,11 @@ memory is ~24x faster (measured, /work/shared/TOOLCHAIN.md). So:
     a tile of 8 tokens x 8 rows, every decoded weight used for the tile's tokens).
     :func:`decode_attention_fallback` replaces the KV cache's decode attention (one thread per query
     head). Everything else keeps dlight's rules.
+
+Rules run through :class:`ApplyRules`, which records which rule took each kernel, raises when a rule breaks
+on a function it took (:class:`ScheduleRuleError`) and warns when a matrix product is left to the generic
+rules (:class:`ScheduleFallbackWarning`); ``build_model_library`` keeps the record in the library's
+``info.json`` (``schedule_rules``).
 
 Every schedule first fuses ``matmul(x, permute_dims(W))`` into one ``NT_matmul`` (TVM's
 ``FuseTransposeMatmul``): without it a float (``q0f32``) model transposed each weight matrix into a
@@ -43,19 +50,42 @@ _UNROLL = 8
 _WIDE_ROWS = 16384
 
 
+class ScheduleRuleError(RuntimeError):
+    """A schedule rule took a function for its shape and then failed to schedule it (a bug in the rule)."""
+
+
 class _GpuRule(dl.ScheduleRule):
-    """A GPU schedule rule that declines (None) on CPU targets and on functions not of its shape."""
+    """A GPU schedule rule: declines (None) on CPU targets and on functions not of its shape, raises otherwise.
+
+    ``_apply`` checks the shape before it changes the schedule and returns None when the function is not
+    its kind; an exception after that is a broken rule, and it propagates (:class:`ApplyRules` names the
+    function and the rule) instead of letting the next rule, or the slow default, take the function.
+    """
 
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, _tunable: bool):  # noqa: D102
         if not isinstance(func, tirx.PrimFunc) or target.kind.name == "llvm":
             return None
-        try:
-            return self._apply(func)
-        except Exception:  # noqa: BLE001 - not this rule's shape: let the next rule try
-            return None
+        return self._apply(func)
 
     def _apply(self, func: tirx.PrimFunc):
         raise NotImplementedError
+
+
+def _epilogues_fit(red, rest) -> bool:
+    """Whether every block besides the reduction ``red`` is elementwise over its output (bias add, residual
+    add, cast): then it folds into the reduction's store. A broadcast after the reduction (RMSNorm's
+    scale of every element by the row's sum) does not."""
+    from tvm_ffi.structural import structural_equal
+
+    out_dom = red.dom()[:-1]
+    for b in rest:
+        dom = b.dom()
+        if not b.is_injective() or len(dom) != len(out_dom):
+            return False
+        if not all(x == y if isinstance(x, int) and isinstance(y, int) else structural_equal(x, y)
+                   for x, y in zip(dom, out_dom)):
+            return False
+    return True
 
 
 class RowPerThread(_GpuRule):
@@ -79,6 +109,8 @@ class RowPerThread(_GpuRule):
         if kinds.count("R") != 1 or not kinds.endswith("R"):
             return None
         block = red.block_rv
+        if not _epilogues_fit(red, [b for b in infos if b.block_rv != block]):
+            return None
         rest = [b.block_rv for b in infos if b.block_rv != block]
         loops = sch.get_loops(block)
         k = loops[-1]
@@ -151,6 +183,8 @@ class RowTileGemv(_GpuRule):
         if fit is None:
             return None
         threads, rows = fit
+        if not _epilogues_fit(red, [b for b in infos if b.block_rv != block]):
+            return None
         stmt = sch.get(block)
         n_var = stmt.iter_vars[len(kinds) - 2].var
         k_var = stmt.iter_vars[-1].var
@@ -657,16 +691,122 @@ def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: i
     return mod
 
 
+#: Rules that schedule matrix products for what they are; any other rule that takes a product is TVM's generic
+#: default for reductions (one workgroup per output row, or one thread per output), far slower on a real GPU.
+PRODUCT_RULES = ("TokenTileGemm", "RowTileGemv", "GEMV", "Matmul")
+
+
 def _rules(schedule: str) -> list:
-    defaults = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
     if schedule == "fallback":
         return [TokenTileGemm(), RowTileGemv(), RowPerThread(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-    return defaults
+    # dlight's Matmul declines products whose weights are decoded inside the sum (packed 4-bit codes read as
+    # w[n, k // 8]): over a prompt those take the token tiles, with a workgroup of 64 threads on a real GPU.
+    return [dl.gpu.Matmul(), TokenTileGemm(threads=64, rows=4, tokens=8), dl.gpu.GEMV(), dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
 
 
-def relax_pipeline(target: tvm.target.Target, schedule: str = "auto", rules: list | None = None) -> tvm.transform.Pass:
+def is_product(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` holds a matrix product: a block that sums over one axis reading a 2-D function
+    argument (the weight) at an index that uses both an output axis and the summed axis."""
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    sch = s_tir.Schedule(func)
+    root = get_root_block(sch)
+    blocks = [sch.get(b) for b in sch.get_child_blocks(root)]
+    local = set(sch.get(root).alloc_buffers)  # intermediates; every other buffer is an argument
+    found = []
+
+    def visit(node):
+        if not node.iter_vars:
+            return
+        red = [iv.var for iv in node.iter_vars if iv.iter_type == tirx.IterVar.CommReduce]
+        spatial = {iv.var for iv in node.iter_vars if iv.iter_type == tirx.IterVar.DataPar}
+        if len(red) != 1:
+            return
+        for region in node.reads:
+            if region.source in local or len(region.source.shape) != 2:
+                continue
+            used = set()
+            for r in region.region:
+                used.update(tirx.analysis.undefined_vars(r.min))
+            if red[0] in used and used & spatial:
+                found.append(node.name_hint)
+
+    for b in blocks:
+        visit(b)
+    return bool(found)
+
+
+class ScheduleFallbackWarning(UserWarning):
+    """A matrix product was scheduled by TVM's generic default rule instead of a product rule (slow)."""
+
+
+@tvm.transform.module_pass(opt_level=0, name="WebLLMWidgetApplyRules")
+class ApplyRules:
+    """dlight's ``ApplyDefaultSchedule`` that keeps a record and fails loudly.
+
+    Tries ``rules`` in order on every unscheduled PrimFunc and records, in ``report`` (function name -> rule
+    class name, or None when no rule took it), which rule scheduled it. A rule that raises is a broken rule:
+    :class:`ScheduleRuleError` names the function and the rule. A matrix product (:func:`is_product`) taken
+    by a rule outside :data:`PRODUCT_RULES` is listed in ``report["__product_fallbacks__"]`` and warned
+    about (:class:`ScheduleFallbackWarning`).
+    """
+
+    def __init__(self, rules: list, report: dict | None = None):
+        self.rules = list(rules)
+        self.report = report if report is not None else {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        import warnings
+
+        target = tvm.target.Target.current(allow_none=False)
+        updated, fallbacks = {}, []
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or bool(func.attrs.get("tirx.is_scheduled", False)):
+                continue
+            name, chosen = gv.name_hint, None
+            for rule in self.rules:
+                try:
+                    sch = rule.apply(func, func.attrs.get("target", target), False)
+                except Exception as e:  # noqa: BLE001 - re-raised with the function and the rule named
+                    raise ScheduleRuleError(f"schedule rule {type(rule).__name__} failed on {name}: "
+                                            f"{str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)}") from e
+                if sch is None:
+                    continue
+                sch = sch[0] if isinstance(sch, (list, tuple)) else sch
+                updated[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                chosen = type(rule).__name__
+                break
+            self.report[name] = chosen
+            if chosen not in PRODUCT_RULES and is_product(func):
+                fallbacks.append(f"{name} ({chosen or 'no rule'})")
+        mod = mod.clone()  # the caller's module stays as it was
+        for gv, func in updated.items():
+            mod[gv] = func
+        self.report["__product_fallbacks__"] = fallbacks
+        if fallbacks:
+            warnings.warn(f"matrix products scheduled by TVM's generic rules (slow): {', '.join(fallbacks)}",
+                          ScheduleFallbackWarning, stacklevel=2)
+        return mod
+
+
+def scheduling_passes(target: tvm.target.Target, rules: list, report: dict | None = None) -> list:
+    """The passes of :func:`relax_pipeline` up to the scheduled kernels: the module they leave holds every
+    kernel as the scheduled TIR ``PrimFunc`` codegen turns into WGSL (what the teaching tools show). The rules
+    run through :class:`ApplyRules`; ``report``, if given, receives its record."""
+    from tvm.relax.backend import gpu_generic
+
+    return (gpu_generic.library_dispatch_passes(target)
+            + [relax.transform.FuseTransposeMatmul(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+               relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+               ApplyRules(rules, report)])
+
+
+def relax_pipeline(target: tvm.target.Target, schedule: str = "auto", rules: list | None = None,
+                   report: dict | None = None) -> tvm.transform.Pass:
     """TVM's generic GPU pipeline with the schedule rules for ``schedule`` (see the module doc), or with ``rules``
-    given explicitly (the teaching experiments compare rules)."""
+    given explicitly (the teaching experiments compare rules); ``report``, if given, receives
+    :class:`ApplyRules`' record of which rule scheduled each function."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     from tvm.relax.backend import gpu_generic
@@ -677,7 +817,7 @@ def relax_pipeline(target: tvm.target.Target, schedule: str = "auto", rules: lis
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                scheduling_passes(target, chosen)
+                scheduling_passes(target, chosen, report)
                 + gpu_generic.dataflow_lower_passes(target)
                 + gpu_generic.finalize_passes(target))
             return seq(mod)
@@ -685,19 +825,9 @@ def relax_pipeline(target: tvm.target.Target, schedule: str = "auto", rules: lis
     return pipeline
 
 
-def scheduling_passes(target: tvm.target.Target, rules: list) -> list:
-    """The passes of :func:`relax_pipeline` up to the scheduled kernels: the module they leave holds every
-    kernel as the scheduled TIR ``PrimFunc`` codegen turns into WGSL (what the teaching tools show)."""
-    from tvm.relax.backend import gpu_generic
-
-    return (gpu_generic.library_dispatch_passes(target)
-            + [relax.transform.FuseTransposeMatmul(), relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-               relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
-               dl.ApplyDefaultSchedule(*rules)])
-
-
-def schedule_pipeline(mod: tvm.IRModule, target: tvm.target.Target, schedule: str = "auto"):
+def schedule_pipeline(mod: tvm.IRModule, target: tvm.target.Target, schedule: str = "auto",
+                      report: dict | None = None):
     """The ``relax_pipeline`` argument for ``tvm.compile``: ``"default"`` on the CPU, ours on GPUs."""
     if target.kind.name == "llvm":
         return "default"
-    return relax_pipeline(target, schedule)
+    return relax_pipeline(target, schedule, report=report)
