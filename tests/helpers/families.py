@@ -38,6 +38,42 @@ def _qwen3_hf() -> tuple[Path, dict, dict]:
     return tiny.write_hf(_sources() / "tiny-qwen3-seed5"), _q4_weights(tiny.weights), tiny.config
 
 
+#: llama.cpp's Q4_K_M mix shrunk to a tiny untied Llama: Q4_K everywhere but the LM head, layer 0's attn_v and
+#: ffn_down in Q6_K. K-quant rows need 256 values, hence hidden 256 and FFN 512.
+Q4_K_M_TYPES = {"lm_head.weight": "Q6_K", "model.layers.0.self_attn.v_proj.weight": "Q6_K",
+                "model.layers.0.mlp.down_proj.weight": "Q6_K"}
+
+
+def q4_k_m_tiny() -> TinyLlama:
+    return TinyLlama.make(seed=6, hidden=256, heads=4, kv_heads=2, ffn=512, tie=False)
+
+
+def ggml_built_weights(checkpoint, exact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What the ``ggml`` mode computes with: the file's exact values, except the matrices it re-quantizes to
+    ``q8_0`` (more than 4 bits a weight), which go through the 8-bit group quantizer and back."""
+    from webllm_widget.compile.arch import registry
+    from webllm_widget.compile.quant.ggml import ggml_quantization
+    from webllm_widget.compile.quant.packing import dequantize, quantize_q8
+
+    cfg = registry.config_from_dict(checkpoint.config)
+    formats = dict(ggml_quantization(checkpoint, cfg).formats)
+    out = dict(exact)
+    for path, names, _ in registry.family_of(cfg).loader.param_sources(cfg):
+        if formats.get(path) == "q8_0" and any(checkpoint.get(n).ggml_type != "Q8_0" for n in names):
+            for n in names:
+                out[n] = dequantize("q8_0", quantize_q8(exact[n]))
+    return out
+
+
+def _llama_q4_k_m() -> tuple[Path, dict, dict]:
+    from webllm_widget.compile.checkpoint import open_checkpoint
+
+    tiny = q4_k_m_tiny()
+    path = tiny.write_gguf(_sources() / "tiny-llama-q4_k_m-seed6.gguf", matrix_type="Q4_K", embed_type="Q4_K",
+                           block_types=Q4_K_M_TYPES)
+    return path, ggml_built_weights(open_checkpoint(path), tiny.gguf_weights), tiny.config
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -51,4 +87,5 @@ class Case:
 
 CASES = {c.id: c for c in [
     Case("qwen3-hf", "q4f32_1", _qwen3_hf),  # untied head, head_dim 32 != hidden / heads, per-head q/k norm
+    Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
 ]}

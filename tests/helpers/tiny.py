@@ -141,8 +141,13 @@ class TinyLlama:
 
     # ------------------------------------------------------------------ GGUF
     def write_gguf(self, path: Path, *, matrix_type: str = "Q4_1", embed_type: str = "Q8_0",
-                   arch: str | None = None) -> Path:
-        """A GGUF in llama.cpp's layout; fills ``gguf_weights`` with what the file holds (as float32)."""
+                   arch: str | None = None, block_types: dict[str, str] | None = None) -> Path:
+        """A GGUF in llama.cpp's layout; fills ``gguf_weights`` with what the file holds (as float32).
+
+        ``block_types``: a block type per HF tensor name, over ``matrix_type``/``embed_type`` (e.g. Q6_K for some
+        tensors, as llama.cpp's Q4_K_M does). K-quant blocks are written by ``kquants.py`` (PyPI ``gguf`` cannot
+        quantize them); every tensor's weights are read back with ``gguf``'s dequantizer.
+        """
         import gguf
 
         c = self.config
@@ -205,7 +210,9 @@ class TinyLlama:
                 n = c["num_attention_heads"] if ".q_proj." in hf else c["num_key_value_heads"]
                 # llama.cpp's converter: interleave the two halves of each head's rows
                 stored = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-            if w.ndim == 1:
+            if w.ndim == 2 and hf in (block_types or {}):
+                qtype = gguf.GGMLQuantizationType[block_types[hf]]
+            elif w.ndim == 1:
                 qtype = gguf.GGMLQuantizationType.F32
             elif hf == "model.embed_tokens.weight" or hf == "lm_head.weight":
                 qtype = gguf.GGMLQuantizationType[embed_type]
@@ -218,10 +225,18 @@ class TinyLlama:
                 wr.add_tensor(name, np.ascontiguousarray(stored, dtype=np.float16))
                 self.gguf_weights[hf] = w.astype(np.float16).astype(np.float32)
             else:
-                q = gguf.quants.quantize(np.ascontiguousarray(stored), qtype)
+                if qtype.name.endswith("_K"):
+                    from kquants import quantize_k
+
+                    def quantize(a, qtype=qtype):
+                        return quantize_k(a, qtype.name)
+                else:
+                    def quantize(a, qtype=qtype):
+                        return gguf.quants.quantize(a, qtype)
+                q = quantize(np.ascontiguousarray(stored))
                 wr.add_tensor(name, q, raw_dtype=qtype)
                 self.gguf_weights[hf] = gguf.quants.dequantize(
-                    gguf.quants.quantize(np.ascontiguousarray(w), qtype), qtype).reshape(w.shape).astype(np.float32)
+                    quantize(np.ascontiguousarray(w)), qtype).reshape(w.shape).astype(np.float32)
         wr.write_header_to_file()
         wr.write_kv_data_to_file()
         wr.write_tensors_to_file()

@@ -12,7 +12,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import BadModel
 from .arch import registry
 from .quant.ggml import ggml_blocks
 from .quant.modes import Quantization, as_quantization
@@ -36,10 +35,7 @@ def param_records(checkpoint: Any, config: Any, quant: Quantization | str) -> It
         in_features = int(tensors[0].shape[1])
         fmt = quant.format_of(path, in_features)
         if fmt in ("q4_1", "q8_0"):
-            parts = [ggml_blocks(t) for t in tensors]
-            if {f for f, _ in parts} != {fmt}:
-                raise BadModel(f"{path}: the checkpoint's blocks do not match the planned format {fmt}; "
-                               "plan the ggml mode with ggml_quantization() on the same checkpoint.")
+            parts = [ggml_blocks(t, fmt) for t in tensors]
             arrays = {key: np.concatenate([a[key] for _, a in parts], axis=0) for key in parts[0][1]}
         else:
             w = np.concatenate([t.to_numpy() for t in tensors], axis=0).astype(np.float32)

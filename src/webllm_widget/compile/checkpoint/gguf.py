@@ -65,7 +65,7 @@ class GGUFCheckpoint(Checkpoint):
             ttype = t.tensor_type.name
             if ttype not in BLOCK_BYTES:
                 raise BadModel(f"{self.path}: tensor {t.name} has type {ttype}, which webllm-widget cannot read "
-                               f"(supported: {', '.join(BLOCK_BYTES)}). Use a Q4_0/Q4_1/Q8_0/F16/F32 GGUF.")
+                               f"(supported: {', '.join(BLOCK_BYTES)}). Use a GGUF of one of those types (e.g. Q4_K_M, Q8_0).")
         if end > size:
             raise BadModel(f"{self.path}: file is truncated ({size} bytes, tensors need {end}). {_WHAT_TO_DO_GGUF}",
                            detail={"file": str(self.path), "size": size, "needed": end})

@@ -12,10 +12,11 @@ Modes (the ``quantization`` name written into ``_metadata`` and ``mlc-chat-confi
 ``q4f16_1``
     The same with float16 scales, activations and KV cache; needs ``shader-f16``.
 ``ggml``
-    Lossless for GGUF input: keeps the file's Q4_0/Q4_1 blocks (scale and min per 32
-    weights, stored here as float32, which holds the file's float16 values exactly) and
-    Q8_0 blocks (scale + 32 int8), dequantized on the fly by the kernels; float32 compute.
-    Each matrix keeps its own file format (see :func:`ggml_quantization`).
+    For GGUF input: keeps the file's Q4_0/Q4_1/Q4_K blocks exactly as ``q4_1`` (scale and min per 32
+    weights, stored here as float32, which holds the file's values exactly) and Q8_0 blocks (scale + 32
+    int8), dequantized on the fly by the kernels; float32 compute. Q5_0/Q5_1/Q5_K/Q6_K matrices (more than
+    4 bits a weight) are re-quantized to ``q8_0`` from their exact values. Each matrix keeps its own format
+    (see :func:`.ggml.ggml_quantization`).
 
 Example::
 

@@ -46,6 +46,16 @@ def quantize_q4(w: np.ndarray, dtype: str = "float32") -> dict[str, np.ndarray]:
     return {"q_weight": _pack_nibbles(q), "q_scale": scale.astype(dtype)}
 
 
+def quantize_q8(w: np.ndarray) -> dict[str, np.ndarray]:
+    """Symmetric 8-bit, group 32, in the ``q8_0`` layout: scale = max|w| / 127, byte = round(w / scale) + 128."""
+    n, k = w.shape
+    g = w.astype(np.float32).reshape(n, k // GROUP, GROUP)
+    scale = (np.abs(g).max(axis=-1) / 127.0).astype(np.float32)
+    safe = np.where(scale == 0, 1.0, scale)
+    q = (np.clip(np.rint(g / safe[..., None]), -127, 127) + 128).astype(np.uint8).reshape(n, k)
+    return {"q_weight": _pack_bytes(q), "q_scale": scale}
+
+
 def dequantize(fmt: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
     """Inverse of the packing, in numpy: what the kernels compute for ``w`` (float32)."""
     if fmt == "f32":
