@@ -246,6 +246,7 @@ function initialize({ model }: { model: AnyModel }) {
       // After a kernel restart nobody listens (the comm is gone): the partial answer stays on screen.
       if (!state.disconnected) {
         channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user,
+          ...(r.choices && (r.choices.length > 1 || r.choices[0]?.logprobs) ? { choices: r.choices } : {}),
           model: r.model ?? null, reloaded: r.reloaded ?? null, ...(base !== null ? { base } : {}) });
       }
     } finally {

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from ._version import __version__
 from .errors import (
-    Aborted, BadArtifact, BadModel, CompileError, CompilerNotInstalled, ContextWindowExceeded, DeviceLost, KernelError,
-    OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, WebGPUUnavailable, WebLLMWidgetError,
+    Aborted, BadArtifact, BadModel, BadRequest, CompileError, CompilerNotInstalled, ContextWindowExceeded, DeviceLost,
+    KernelError, OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, UnsupportedParameter, WebGPUUnavailable,
+    WebLLMWidgetError,
 )
 
 __all__ = [
-    "__version__", "Aborted", "BadArtifact", "BadModel", "CompileError", "CompilerNotInstalled", "ContextWindowExceeded",
+    "__version__", "Aborted", "BadArtifact", "BadModel", "BadRequest", "CompileError", "CompilerNotInstalled",
+    "ContextWindowExceeded",
     "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "ToolchainMissing",
-    "WebGPUUnavailable", "WebLLMWidgetError",
+    "UnsupportedParameter", "WebGPUUnavailable", "WebLLMWidgetError",
 ]
 
 

@@ -69,6 +69,24 @@ class Aborted(WebLLMWidgetError):
     code = "aborted"
 
 
+class UnsupportedParameter(WebLLMWidgetError, TypeError):
+    """A request parameter this model or engine cannot honour; ``detail["parameter"]`` names it (also a TypeError,
+    as Python raises for an unexpected keyword)."""
+
+    code = "unsupported"
+
+    @property
+    def parameter(self) -> str | None:
+        return self.detail.get("parameter")
+
+
+class BadRequest(WebLLMWidgetError, ValueError):
+    """A request parameter with a value that cannot be used (a schema or grammar that does not compile, a
+    logit_bias out of range, ...)."""
+
+    code = "bad-request"
+
+
 class KernelError(WebLLMWidgetError):
     """A GPU kernel failed, or was called with the wrong shapes or dtypes."""
 
@@ -91,7 +109,7 @@ _BY_CODE = {
     for cls in (
         ToolchainMissing, CompileError, WebGPUUnavailable, ShaderF16Unavailable, OutOfGPUMemory,
         DeviceLost, BadArtifact, BadModel, ModelUnreachable, ContextWindowExceeded, Aborted, KernelError, PageTimeout,
-        HostHoldsMessages,
+        HostHoldsMessages, UnsupportedParameter, BadRequest,
     )
 }
 

@@ -2,11 +2,13 @@
 question, and text made safe for Jupyter's UTF-8 transport."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
 
+from webllm_widget import BadRequest, Chat, UnsupportedParameter
 from webllm_widget.widgets.messages import clean_messages, clean_text, conversation
 from webllm_widget.widgets.openai_format import chat_completion, request_messages
 
@@ -56,3 +58,24 @@ def test_conversation_puts_the_system_prompt_first_and_the_question_last():
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "q0"},
         {"role": "assistant", "content": "a0"}, {"role": "user", "content": "q1"}]
     assert conversation("", [], "q") == [{"role": "user", "content": "q"}]
+
+
+def test_unsupported_and_bad_parameters_are_named_before_anything_is_sent():
+    chat = Chat(model="default", autoload=False)
+
+    async def ask(**kw):
+        return await chat.complete([{'role': 'user', 'content': 'hi'}], **kw)
+
+    for name, value in (("tools", [{"type": "function", "function": {"name": "f"}}]), ("audio", {}),
+                        ("functions", [{}])):
+        with pytest.raises(UnsupportedParameter, match=name) as ei:
+            asyncio.run(ask(**{name: value}))
+        assert ei.value.parameter == name
+    for kw, name in (({"n": 0}, "n"), ({"top_logprobs": 3}, "top_logprobs"), ({"logit_bias": {"x": 1}}, "logit_bias"),
+                     ({"logit_bias": {5: 300}}, "logit_bias"), ({"response_format": {"type": "yaml"}}, "response_format")):
+        with pytest.raises(BadRequest, match=name):
+            asyncio.run(ask(**kw))
+    with pytest.raises(UnsupportedParameter, match="n"):
+        asyncio.run(ask(n=2, stream=True))
+    with pytest.raises(TypeError, match="tempreature"):
+        asyncio.run(ask(tempreature=0))

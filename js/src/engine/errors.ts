@@ -59,6 +59,11 @@ const RULES: Rule[] = [
     advice: "The conversation no longer fits the model's context window: reset the chat or shorten the prompt.",
   },
   {
+    code: "bad-request",
+    test: /GrammarMatcherInitError|InvalidResponseFormat|DependencyError|InvalidNumberString|RangeError: .*(logit_bias|top_logprobs)/i,
+    advice: "The request's parameters are not usable (response_format schema or grammar, logit_bias, top_logprobs): fix them and ask again.",
+  },
+  {
     code: "aborted",
     test: /AbortError|aborted/i,
     advice: "The operation was stopped.",
@@ -76,7 +81,7 @@ const RULES: Rule[] = [
 ];
 
 const KNOWN_CODES = new Set<string>(["no-webgpu", "no-shader-f16", "out-of-memory", "device-lost", "bad-artifact",
-  "bad-model", "context-overflow", "aborted", "unreachable"]);
+  "bad-model", "context-overflow", "aborted", "unreachable", "unsupported", "bad-request"]);
 
 export function toEngineError(err: unknown): EngineError {
   if (err instanceof EngineError) return err;

@@ -403,6 +403,7 @@ export class WorkerEngine implements Engine {
       try {
         const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
         const out: GenerateResult = { text: r.text, finish_reason: r.finish_reason, usage: r.usage, model: slot.result.model };
+        if (r.choices) out.choices = r.choices;
         if (swapped) out.reloaded = { load_s: swapped.load_s };
         return out;
       } finally {

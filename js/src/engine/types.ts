@@ -1,6 +1,8 @@
 // The engine interface: what a host (the Chat widget, the headless runner) may ask of the engine.
 // Nothing here knows about anywidget or the page it runs in.
 
+import type { TokenLogprob } from "./logprobs";
+
 /** A chat message in OpenAI's shape. */
 export interface ChatMessage {
   role: "system" | "user" | "assistant";
@@ -62,6 +64,31 @@ export interface GenerateSettings {
   repetition_penalty?: number;
   /** Keep generating past the end-of-sequence token until max_tokens (benchmarks: fixed output length). */
   ignore_eos?: boolean;
+  /** Answers to generate for the same messages (choice i samples with seed + i when a seed is given). */
+  n?: number;
+  /** Return each token's log-probability (logprobs.ts), with the `top_logprobs` most likely alternatives. */
+  logprobs?: boolean;
+  top_logprobs?: number;
+  /** Added to the logits of the given token ids before sampling (-100 bans a token, 100 forces it). */
+  logit_bias?: Record<string, number>;
+  /** OpenAI's response_format: {type: "text" | "json_object"}, {type: "json_schema", json_schema: {schema}},
+   * or {type: "grammar", grammar: EBNF} (web-llm's extension). WebGPU only: xgrammar inside web-llm. */
+  response_format?: ResponseFormat;
+}
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object"; schema?: string }
+  | { type: "json_schema"; json_schema: { name?: string; schema?: unknown; strict?: boolean | null } }
+  | { type: "grammar"; grammar: string };
+
+/** One answer among the `n` of a request. */
+export interface Choice {
+  index: number;
+  text: string;
+  finish_reason: string;
+  /** Present when `logprobs` was asked for. */
+  logprobs?: { content: TokenLogprob[] } | null;
 }
 
 export interface LoadProgress {
@@ -97,7 +124,10 @@ export interface Usage {
 }
 
 export interface GenerateResult {
+  /** The first choice's text (the one streamed). */
   text: string;
+  /** Every choice (one unless `n` > 1). */
+  choices?: Choice[];
   finish_reason: "stop" | "length" | "abort" | string;
   usage: Usage;
   /** The model that answered. */
@@ -130,6 +160,8 @@ export type ErrorCode =
   | "context-overflow"
   | "aborted"
   | "unreachable"
+  | "unsupported"
+  | "bad-request"
   | "error";
 
 export class EngineError extends Error {

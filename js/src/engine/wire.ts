@@ -1,5 +1,5 @@
 // Messages between the engine host (page) and the engine worker. Internal to engine/.
-import type { ChatMessage, GenerateSettings, GPUInfo, LoadProgress, Usage, ErrorCode } from "./types";
+import type { ChatMessage, Choice, GenerateSettings, GPUInfo, LoadProgress, Usage, ErrorCode } from "./types";
 export type { GPUInfo } from "./types";
 
 export type ToWorker =
@@ -15,7 +15,7 @@ export type FromWorker =
   | { type: "progress"; id: number; progress: LoadProgress }
   | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number }
   | { type: "delta"; id: number; text: string }
-  | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage }
+  | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage; choices?: Choice[] }
   | { type: "reset-done"; id: number }
   | { type: "unloaded"; id: number }
   | { type: "gpu-info"; id: number; gpu: GPUInfo }

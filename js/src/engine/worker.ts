@@ -8,6 +8,9 @@ import { errorPayload } from "./errors";
 import { checkKvCacheFits, configUrlFor } from "./kv_fit";
 import { CpuEngine, type CpuModelRecord } from "./cpu/engine";
 import type { GPUInfo, ToWorker, FromWorker } from "./wire";
+import { LogprobRecorder } from "./logprobs";
+import { EngineError, type Choice, type ResponseFormat } from "./types";
+import type { LogitProcessor } from "@mlc-ai/web-llm";
 
 // The worker's global scope, typed by what is used here (the DOM lib has no worker scope type).
 const scope = globalThis as unknown as {
@@ -149,9 +152,43 @@ function slotFor(key: string): Slot {
   return slot;
 }
 
-async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>, slot: Extract<Slot, { backend: "webgpu" }>) {
+/** web-llm's internals this worker reaches into for logprobs: the pipeline of a loaded model (its tokenizer, the
+ * logit-processor hook, the ids it emitted). Pinned web-llm version; a missing field is named, not guessed at. */
+interface Pipeline {
+  tokenizer: { decode(ids: Int32Array): string };
+  logitProcessor?: LogitProcessor;
+  outputIds: number[];
+}
+
+function pipelineOf(slot: Extract<Slot, { backend: "webgpu" }>, required: false): Pipeline | null;
+function pipelineOf(slot: Extract<Slot, { backend: "webgpu" }>, required?: true): Pipeline;
+function pipelineOf(slot: Extract<Slot, { backend: "webgpu" }>, required = true): Pipeline | null {
+  const p = (slot.mlc as unknown as { loadedModelIdToPipeline?: Map<string, Pipeline> }).loadedModelIdToPipeline?.get(slot.modelId);
+  if (!p || !p.tokenizer || !Array.isArray(p.outputIds)) {
+    if (!required) return null;
+    throw new EngineError("unsupported", "logprobs: this web-llm build does not expose its pipeline (tokenizer, logit hook); ask without logprobs");
+  }
+  return p;
+}
+
+/** OpenAI's response_format as web-llm 0.2.85 takes it (json_schema becomes json_object with a schema string). */
+function webllmFormat(f: ResponseFormat | undefined): Record<string, unknown> | undefined {
+  if (!f || f.type === "text") return undefined;
+  // web-llm 0.2.85 compiles json_object without a schema as the schema `undefined` and fails; OpenAI's JSON mode
+  // asks for a JSON object, which is what the schema {"type": "object"} allows.
+  if (f.type === "json_object") return { type: "json_object", schema: f.schema ?? JSON.stringify({ type: "object" }) };
+  if (f.type === "json_schema") {
+    const schema = f.json_schema?.schema;
+    return { type: "json_object", ...(schema !== undefined ? { schema: typeof schema === "string" ? schema : JSON.stringify(schema) } : {}) };
+  }
+  if (f.type === "grammar") return { type: "grammar", grammar: f.grammar };
+  throw new EngineError("bad-request", `response_format type ${(f as { type?: string }).type} is not one of text, json_object, json_schema, grammar`);
+}
+
+/** One choice on web-llm, streamed (deltas go to the host when `stream`). */
+async function generateOne(id: number, msg: Extract<ToWorker, { type: "generate" }>, slot: Extract<Slot, { backend: "webgpu" }>,
+  seed: number | undefined, stream: boolean) {
   const engine = slot.mlc;
-  current = { id, stop: false, slot };
   const s = msg.settings;
   const request = {
     messages: msg.messages,
@@ -160,44 +197,95 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
     temperature: s.temperature,
     top_p: s.top_p,
     max_tokens: s.max_tokens,
-    seed: s.seed,
+    seed,
     stop: s.stop && s.stop.length ? s.stop : undefined,
     frequency_penalty: s.frequency_penalty,
     presence_penalty: s.presence_penalty,
     repetition_penalty: s.repetition_penalty,
     ignore_eos: s.ignore_eos,
+    logit_bias: s.logit_bias && Object.keys(s.logit_bias).length ? s.logit_bias : undefined,
+    response_format: webllmFormat(s.response_format),
   };
+  let recorder: LogprobRecorder | null = null;
+  let pipeline: Pipeline | null = null;
+  if (s.logprobs) {
+    pipeline = pipelineOf(slot);
+    const p = pipeline;
+    const rec = new LogprobRecorder(s.top_logprobs ?? 0, (t) => p.tokenizer.decode(Int32Array.of(t)));
+    recorder = rec;
+    // web-llm copies the logits to the CPU for this hook at every step; only while logprobs are asked for.
+    p.logitProcessor = {
+      processLogits: (logits: Float32Array) => (rec.observe(logits), logits),
+      processSampledToken: (t: number) => rec.take(t),
+      resetState: () => undefined,
+    };
+  }
   let text = "";
   let finish = "stop";
   let usage: Record<string, unknown> | undefined;
+  let emitted = 0;
   try {
-    const chunks = await engine.chat.completions.create(request);
+    const chunks = await engine.chat.completions.create(request as Parameters<typeof engine.chat.completions.create>[0] & { stream: true });
     for await (const chunk of chunks) {
       if (current?.stop) engine.interruptGenerate();
       const choice = chunk.choices[0];
       const delta = choice?.delta?.content;
       if (delta) {
         text += delta;
-        post({ type: "delta", id, text: delta });
+        if (stream) post({ type: "delta", id, text: delta });
       }
       if (choice?.finish_reason) finish = choice.finish_reason;
       if (chunk.usage) usage = chunk.usage as unknown as Record<string, unknown>;
     }
+    // web-llm counts decode steps as completion tokens (the token sampled after prefill is left out, the stop
+    // token's step is in); the ids it emitted are the answer's tokens, as the CPU engine counts them.
+    const ids = (pipeline ?? pipelineOf(slot, false))?.outputIds;
+    emitted = ids ? ids.length : 0;
+    if (ids && usage) {
+      usage.completion_tokens = ids.length;
+      usage.total_tokens = Number(usage.prompt_tokens ?? 0) + ids.length;
+    }
+  } finally {
+    if (pipeline) pipeline.logitProcessor = undefined;
+  }
+  // The hook also saw the stop token's step: keep the tokens the answer is made of.
+  const logprobs = recorder ? { content: recorder.records.slice(0, emitted) } : undefined;
+  return { text, finish, usage, logprobs };
+}
+
+async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>, slot: Extract<Slot, { backend: "webgpu" }>) {
+  current = { id, stop: false, slot };
+  const s = msg.settings;
+  const n = Math.max(1, s.n ?? 1);
+  const choices: Choice[] = [];
+  const total = { prompt_tokens: 0, completion_tokens: 0 };
+  let extra: Record<string, number> = {};
+  try {
+    for (let i = 0; i < n && !current?.stop; i++) {
+      const r = await generateOne(id, msg, slot, s.seed === undefined ? undefined : s.seed + i, i === 0);
+      choices.push({ index: i, text: r.text, finish_reason: r.finish, ...(r.logprobs ? { logprobs: r.logprobs } : {}) });
+      total.prompt_tokens += Number(r.usage?.prompt_tokens ?? 0);
+      total.completion_tokens += Number(r.usage?.completion_tokens ?? 0);
+      if (i === 0) extra = (r.usage?.extra ?? {}) as Record<string, number>;
+    }
   } finally {
     const stopped = current?.stop;
     current = null;
-    if (stopped) finish = "abort";
+    if (stopped) {
+      if (choices.length) choices[choices.length - 1].finish_reason = "abort";
+      else choices.push({ index: 0, text: "", finish_reason: "abort" });
+    }
   }
-  const extra = (usage?.extra ?? {}) as Record<string, number>;
   post({
     type: "done",
     id,
-    text,
-    finish_reason: finish,
+    text: choices[0].text,
+    finish_reason: choices[0].finish_reason,
+    choices,
     usage: {
-      prompt_tokens: Number(usage?.prompt_tokens ?? 0),
-      completion_tokens: Number(usage?.completion_tokens ?? 0),
-      total_tokens: Number(usage?.total_tokens ?? 0),
+      prompt_tokens: total.prompt_tokens,
+      completion_tokens: total.completion_tokens,
+      total_tokens: total.prompt_tokens + total.completion_tokens,
       prefill_tokens_per_s: extra.prefill_tokens_per_s,
       decode_tokens_per_s: extra.decode_tokens_per_s,
       time_to_first_token_s: extra.time_to_first_token_s,
@@ -225,7 +313,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
           current = { id, stop: false, slot };
           try {
             const r = await slot.cpu.generate(msg.messages, msg.settings, (text) => post({ type: "delta", id, text }));
-            post({ type: "done", id, text: r.text, finish_reason: r.finish_reason, usage: r.usage });
+            post({ type: "done", id, text: r.text, finish_reason: r.finish_reason, usage: r.usage, choices: r.choices });
           } finally {
             current = null;
           }

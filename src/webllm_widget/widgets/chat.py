@@ -39,8 +39,8 @@ from ..protocol import Channel
 from .answers import AnswerQueue, ChatHandle, ContextOverflow
 from .batch import Batch, prompt_list
 from .messages import clean_messages, clean_text, conversation, to_markdown
-from .openai_format import chat_completion, request_messages
 from ..models.picker import PICKER_PREBUILT, basic_entries, describe_spec  # noqa: F401 (PICKER_PREBUILT: re-exported)
+from .openai_format import PAGE_PARAMS, UNSUPPORTED, chat_completion, chunk, request_messages, request_settings, unsupported
 
 _STATIC = Path(__file__).parent.parent / "static"
 
@@ -287,12 +287,17 @@ class Chat(anywidget.AnyWidget):
         return clean_text(proposal["value"])
 
     def _settings(self, overrides: dict) -> dict:
+        """The traitlets' settings with ``overrides`` on top, checked (see openai_format.request_settings)."""
+        for k in overrides:
+            if k in UNSUPPORTED:
+                raise unsupported(k, UNSUPPORTED[k])
+        unknown = set(overrides) - set(PAGE_PARAMS)
+        if unknown:
+            raise TypeError(f"unknown generation setting(s): {', '.join(sorted(unknown))}; known: {', '.join(PAGE_PARAMS)}")
         s = {k: getattr(self, _TRAIT_OF.get(k, k)) for k in SETTINGS}
         s.update(overrides)
-        unknown = set(overrides) - set(SETTINGS)
-        if unknown:
-            raise TypeError(f"unknown generation setting(s): {', '.join(sorted(unknown))}; known: {', '.join(SETTINGS)}")
-        return {k: v for k, v in s.items() if v is not None and v != []}
+        checked, _ = request_settings({k: v for k, v in s.items() if v is not None and v != []})
+        return checked
 
     def _history(self, prompt: str) -> list[dict]:
         return conversation(self.system_prompt, self.messages, prompt)
@@ -363,16 +368,36 @@ class Chat(anywidget.AnyWidget):
         if h.error is not None:
             raise h.error
 
-    async def complete(self, messages: list[dict], **settings: Any) -> dict:
+    async def complete(self, messages: list[dict], **params: Any) -> "dict | CompletionStream":
         """OpenAI-style chat completion over ``messages`` (the widget's conversation is left alone).
 
+        Takes the parameters of OpenAI's ``chat.completions.create``: ``temperature``, ``top_p``, ``max_tokens``
+        (or ``max_completion_tokens``), ``seed``, ``stop``, penalties, ``n`` (choices one after another; choice i
+        samples with ``seed + i``), ``logprobs``/``top_logprobs`` (log-softmax of the model's logits, before
+        temperature, logit_bias and penalties), ``logit_bias`` ({token id: -100..100}), ``response_format``
+        (``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name", "schema"}}``, a Pydantic
+        model class: each message then carries ``parsed``, or ``{"type": "grammar", "grammar": EBNF}``; WebGPU
+        only), ``stream`` (then an async iterator of ``chat.completion.chunk`` dicts is returned). ``model`` is
+        taken but the chat answers with its own model (the reply's ``model`` names it). A parameter that cannot be
+        honoured raises :class:`~webllm_widget.errors.UnsupportedParameter` naming it.
+
         Returns ``{"id", "object": "chat.completion", "created", "model", "choices": [{"index", "message",
-        "finish_reason"}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "timings": {...}}``.
+        "finish_reason", "logprobs"?}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"},
+        "timings": {...}}``.
+
+        Example::
+
+            reply = await chat.complete([{"role": "user", "content": "Name a city as JSON"}],
+                                        response_format={"type": "json_object"}, max_tokens=32)
         """
+        settings, opts = request_settings(params, self._loaded)
         msgs = request_messages(messages)
         h = self._answers.submit(msgs[-1]["content"], msgs, self._settings(settings), record=False)
-        text = await h
-        return chat_completion(h.id, self._loaded or self.model, text, h.result)
+        if opts["stream"]:
+            return CompletionStream(h, self._loaded or self.model, include_usage=opts["include_usage"])
+        text = await (asyncio.wait_for(h.wait(), opts["timeout"]) if opts["timeout"] else h)
+        return chat_completion(h.id, (h.result or {}).get("model") or self._loaded or self.model, text, h.result,
+                               parse=opts["parse"])
 
     def regenerate(self, **settings: Any) -> ChatHandle:
         """Answer the last user message again: the answer after it leaves ``messages`` and the new one takes its
@@ -503,6 +528,58 @@ class Chat(anywidget.AnyWidget):
             self.status = status
 
 
+class CompletionStream:
+    """The answer of ``complete(..., stream=True)`` as ``chat.completion.chunk`` dicts: ``async for c in stream``.
+    The first chunk carries the role, then one chunk per piece of text, then one with ``finish_reason`` (and the
+    answer's ``logprobs`` when asked for), then, with ``stream_options={"include_usage": True}``, the usage chunk.
+    Leaving the loop early (or :meth:`close`) stops the answer. ``wrap`` turns each dict into another type (the
+    drop-in client's ``openai.types.chat.ChatCompletionChunk``)."""
+
+    def __init__(self, handle: ChatHandle, model: str, *, include_usage: bool = False,
+                 wrap: Callable[[dict], Any] = lambda d: d):
+        self.handle = handle
+        self._model = model
+        self._include_usage = include_usage
+        self._wrap = wrap
+
+    def __aiter__(self):
+        return self._chunks()
+
+    async def _chunks(self):
+        h = self.handle
+        created = int(time.time())
+        q = h.token_queue()
+        try:
+            yield self._wrap(chunk(h.id, self._model, created, role="assistant", content=""))
+            while True:
+                tok = await q.get()
+                if tok is None:
+                    break
+                yield self._wrap(chunk(h.id, self._model, created, content=tok))
+        except (asyncio.CancelledError, GeneratorExit):
+            h.stop()
+            raise
+        if h.error is not None:
+            raise h.error
+        r = h.result or {}
+        model = r.get("model") or self._model
+        first = (r.get("choices") or [{}])[0]
+        yield self._wrap(chunk(h.id, model, created, finish_reason=r.get("finish_reason"), logprobs=first.get("logprobs")))
+        if self._include_usage:
+            yield self._wrap(chunk(h.id, model, created, usage=r.get("usage"), final_usage=True))
+
+    async def close(self) -> None:
+        """Stop the answer (the chunks end)."""
+        self.handle.stop()
+
+    async def __aenter__(self) -> "CompletionStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if not self.handle.done():
+            self.handle.stop()
+
+
 class _Awaitable:
     """Returned by :meth:`Chat.load`: nothing to do unless awaited (then it gives the load report)."""
 
@@ -528,4 +605,4 @@ class _Awaitable:
         return "<load request: await it for the load report>"
 
 
-__all__ = ["Chat", "ChatHandle", "Aborted"]
+__all__ = ["Chat", "ChatHandle", "CompletionStream", "Aborted"]

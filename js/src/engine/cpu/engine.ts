@@ -9,7 +9,8 @@ import type { Tokenizer as TokenizerType } from "@mlc-ai/web-tokenizers";
 import { CpuModel, CpuModelError } from "./model";
 import { renderPrompt, type ConvTemplate } from "./template";
 import { applyPenalties, makeRng, sample, type SampleSettings } from "./sampler";
-import { EngineError, type ChatMessage, type GenerateResult, type GenerateSettings, type LoadProgress } from "../types";
+import { EngineError, type ChatMessage, type Choice, type GenerateResult, type GenerateSettings, type LoadProgress } from "../types";
+import { LogprobRecorder } from "../logprobs";
 
 /** The web-llm model record the host sends (model: folder base URL ending in "/", model_lib: library URL). */
 export interface CpuModelRecord {
@@ -178,7 +179,37 @@ export class CpuEngine {
     return { logits, ran: prompt.length - keep };
   }
 
+  /**
+   * Answers `messages`: `settings.n` choices one after another (choice i seeded with seed + i), the first one
+   * streamed through `onDelta`. response_format needs a grammar matcher, which this engine has not: refused by name.
+   */
   async generate(messages: ChatMessage[], settings: GenerateSettings, onDelta?: (d: string) => void): Promise<GenerateResult> {
+    const fmt = settings.response_format;
+    if (fmt && fmt.type !== "text") {
+      throw new EngineError("unsupported", `response_format ${fmt.type} is not available on the CPU engine (it has no ` +
+        "grammar matcher; web-llm's xgrammar runs on WebGPU only): load the model with device='webgpu', or ask " +
+        "without response_format", { parameter: "response_format", device: "cpu" });
+    }
+    const n = Math.max(1, settings.n ?? 1);
+    const choices: Choice[] = [];
+    const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } as GenerateResult["usage"];
+    let first: GenerateResult | null = null;
+    for (let i = 0; i < n; i++) {
+      const seed = settings.seed === undefined ? undefined : settings.seed + i;
+      const r = await this.generateOne(messages, { ...settings, seed }, i === 0 ? onDelta : undefined);
+      first = first ?? r;
+      choices.push({ index: i, text: r.text, finish_reason: r.finish_reason, ...(r.choices?.[0]?.logprobs ? { logprobs: r.choices[0].logprobs } : {}) });
+      usage.prompt_tokens += r.usage.prompt_tokens;
+      usage.completion_tokens += r.usage.completion_tokens;
+      if (r.finish_reason === "abort") break;
+    }
+    usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+    const f = first!;
+    return { text: f.text, finish_reason: f.finish_reason, choices,
+      usage: { ...f.usage, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens } };
+  }
+
+  private async generateOne(messages: ChatMessage[], settings: GenerateSettings, onDelta?: (d: string) => void): Promise<GenerateResult> {
     const model = this.model;
     const tok = this.tokenizer;
     const cfg = this.config;
@@ -204,6 +235,8 @@ export class CpuEngine {
     const stopIds = new Set<number>([...(conv.stop_token_ids ?? []), ...eos]);
     const stopStrs = [...(conv.stop_str ?? []), ...(settings.stop ?? [])].filter((x) => x.length > 0);
     const vocab = Math.min(tok.getVocabSize() || Infinity, cfg.vocab_size ?? Infinity);
+    const bias = Object.entries(settings.logit_bias ?? {}).map(([k, v]) => [Number(k), Number(v)] as const);
+    const recorder = settings.logprobs ? new LogprobRecorder(settings.top_logprobs ?? 0, (t) => tok.decode(Int32Array.of(t))) : null;
 
     const pre = this.prefill(prompt);
     let logits = pre.logits;
@@ -220,12 +253,15 @@ export class CpuEngine {
         finish = "abort";
         break;
       }
+      recorder?.observe(logits); // the model's own distribution, before bias and penalties (as on WebGPU)
+      for (const [t, b] of bias) if (t >= 0 && t < logits.length) logits[t] += b;
       applyPenalties(logits, counts, s);
       const id = sample(logits, s, rng, Number.isFinite(vocab) ? vocab : logits.length);
       if (stopIds.has(id)) {
         finish = "stop";
         break;
       }
+      recorder?.take(id);
       out.push(id);
       counts.set(id, (counts.get(id) ?? 0) + 1);
       const full = tok.decode(Int32Array.from(out));
@@ -268,6 +304,7 @@ export class CpuEngine {
     return {
       text: text.slice(0, emitted),
       finish_reason: finish,
+      ...(recorder ? { choices: [{ index: 0, text: text.slice(0, emitted), finish_reason: finish, logprobs: { content: recorder.records } }] } : {}),
       usage: {
         // Tokens prefilled by this request (a conversation's earlier turns stay in the KV cache), as web-llm counts.
         prompt_tokens: pre.ran,
