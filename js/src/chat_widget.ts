@@ -248,6 +248,10 @@ function initialize({ model }: { model: AnyModel }) {
         channel.reply(id, "done", { text: r.text, finish_reason: r.finish_reason, usage: r.usage, origin, user,
           ...(r.choices && (r.choices.length > 1 || r.choices[0]?.logprobs) ? { choices: r.choices } : {}),
           model: r.model ?? null, reloaded: r.reloaded ?? null, ...(base !== null ? { base } : {}) });
+        // Written only by the page, after the kernel was told: a host that runs code again when the page
+        // changes a widget's state (marimo's mo.ui.anywidget) re-runs the cells that read the chat then.
+        model.set("answered", (Number(model.get("answered")) || 0) + 1);
+        model.save_changes();
       }
     } finally {
       if (raf) cancelAnimationFrame(raf);

@@ -188,6 +188,10 @@ function initialize({ model }: { model: AnyModel }) {
       state.note(`${fn}(${specs.map((s) => `${s.dtype}[${s.shape.join("×")}]`).join(", ")}) → ` +
         `${outs.map((o) => `${o.dtype}[${o.shape.join("×")}]`).join(", ")} in ${(performance.now() - t0).toFixed(1)} ms`);
       channel.reply(msg, "result", { outputs: outs.map((o) => ({ shape: o.shape, dtype: o.dtype })) }, outs.map((o) => o.data));
+      // Written only by the page, after the kernel got the result: a host that runs code again when the page
+      // changes a widget's state (marimo's mo.ui.anywidget) re-runs the cells that read this widget then.
+      model.set("calls_done", (Number(model.get("calls_done")) || 0) + 1);
+      model.save_changes();
     } catch (err) {
       const e = describeError(err, "kernel-error");
       state.note(`${fn}: [${e.code}] ${e.message}`, "error");

@@ -4,13 +4,13 @@ from __future__ import annotations
 from ._version import __version__
 from .errors import (
     Aborted, BadArtifact, BadModel, BadRequest, CompileError, CompilerNotInstalled, ContextWindowExceeded, DeviceLost,
-    KernelError, OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, UnsupportedParameter, WebGPUUnavailable,
-    WebLLMWidgetError,
+    HostHoldsMessages, KernelError, OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, UnsupportedParameter,
+    WebGPUUnavailable, WebLLMWidgetError,
 )
 
 __all__ = [
     "__version__", "Aborted", "BadArtifact", "BadModel", "BadRequest", "CompileError", "CompilerNotInstalled",
-    "ContextWindowExceeded",
+    "ContextWindowExceeded", "HostHoldsMessages",
     "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "ToolchainMissing",
     "UnsupportedParameter", "WebGPUUnavailable", "WebLLMWidgetError",
 ]

@@ -131,7 +131,15 @@ class Reply:
             loop.call_soon_threadsafe(_settle, fut, value, error)
 
     async def wait(self, timeout: float | None = None) -> tuple[dict, list]:
-        """Wait for the final reply, yielding to the event loop (so widget messages get through)."""
+        """Wait for the final reply, yielding to the event loop (so widget messages get through).
+
+        Where the host holds the page's messages until the running cell ends (marimo), a wait that has not
+        finished yet raises :class:`~webllm_widget.errors.HostHoldsMessages` at once instead of never ending.
+        """
+        if not self._done:
+            from .hosts import refuse_await
+
+            refuse_await(f"awaiting the page's {self.kind!r} reply inside a cell")
         loop = asyncio.get_running_loop()
         with self._lock:
             if not self._done:

@@ -87,6 +87,9 @@ class ChatHandle:
 
     async def wait(self) -> str:
         if not self._done:
+            from ..hosts import refuse_await
+
+            refuse_await("awaiting an answer inside a cell")
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
             self._waiters.append((loop, fut))
@@ -100,6 +103,10 @@ class ChatHandle:
 
     def token_queue(self) -> asyncio.Queue:
         """A queue of this answer's pieces on the running loop (those that came already first); ``None`` ends it."""
+        from ..hosts import refuse_await
+
+        if not self._done:
+            refuse_await("streaming an answer inside a cell")
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         for tok in self.tokens:

@@ -35,6 +35,7 @@ import traitlets as t
 
 from ..artifacts import Blob, BlobSender, static_blob
 from ..errors import Aborted, BadModel, WebLLMWidgetError
+from ..hosts import refuse_await
 from ..protocol import Channel
 from .answers import AnswerQueue, ChatHandle, ContextOverflow
 from .batch import Batch, prompt_list
@@ -79,6 +80,9 @@ class Chat(anywidget.AnyWidget):
                        "after the page unloaded it to make room for another) or error").tag(sync=True)
     progress = t.Dict(help="last load progress: progress (0..1), phase, bytes_done, bytes_total, eta_s").tag(sync=True)
     messages = t.List(t.Dict(), help="the conversation: [{'role', 'content'}], user and assistant turns").tag(sync=True)
+    answered = t.Int(0, help="answers the page finished; written by the page only, so that hosts which re-run "
+                             "code on a widget change from the page (marimo's mo.ui.anywidget) see each one"
+                     ).tag(sync=True)
     system_prompt = t.Unicode("", help="system message sent before the conversation").tag(sync=True)
     temperature = t.Float(None, allow_none=True).tag(sync=True)
     top_p = t.Float(None, allow_none=True).tag(sync=True)
@@ -349,11 +353,14 @@ class Chat(anywidget.AnyWidget):
                              {"role": "assistant", "content": str(result.get("text", ""))}]
 
     async def ask(self, prompt: str, **settings: Any) -> str:
-        """Ask and wait for the whole answer (the turn is added to ``messages``)."""
+        """Ask and wait for the whole answer (the turn is added to ``messages``). In marimo, where a running cell
+        receives no widget messages, raises :class:`HostHoldsMessages` at once: use :meth:`send` there."""
+        refuse_await("chat.ask() inside a cell")
         return await self.send(prompt, **settings)
 
     async def stream(self, prompt: str, **settings: Any) -> AsyncIterator[str]:
-        """Ask and yield the answer piece by piece as the page generates it."""
+        """Ask and yield the answer piece by piece as the page generates it (refused in marimo, as :meth:`ask`)."""
+        refuse_await("chat.stream() inside a cell")
         h = self.send(prompt, **settings)
         q = h.token_queue()
         try:
@@ -390,6 +397,7 @@ class Chat(anywidget.AnyWidget):
             reply = await chat.complete([{"role": "user", "content": "Name a city as JSON"}],
                                         response_format={"type": "json_object"}, max_tokens=32)
         """
+        refuse_await("chat.complete() inside a cell")
         settings, opts = request_settings(params, self._loaded)
         msgs = request_messages(messages)
         h = self._answers.submit(msgs[-1]["content"], msgs, self._settings(settings), record=False)
@@ -439,6 +447,7 @@ class Chat(anywidget.AnyWidget):
             records = await chat.batch(df["question"], temperature=0, max_tokens=64)
             df["answer"] = [r["answer"] for r in records]
         """
+        refuse_await("chat.batch() inside a cell")
         if self._batch is not None:
             raise RuntimeError("a batch is already running on this chat: await it, or chat.stop() to end it")
         b = Batch(self, prompt_list(prompts), self.system_prompt if system_prompt is None else clean_text(system_prompt),

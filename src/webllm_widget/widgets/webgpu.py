@@ -23,7 +23,7 @@ import statistics
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import anywidget
 import numpy as np
@@ -232,6 +232,53 @@ class GPUFunction:
         outputs, _ = await self._loaded.gpu._call(self, arrays, repeat=0, warmup=0)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
+    def submit(self, *arrays: Any, on_result: Callable[[Any], Any] | None = None,
+               on_error: Callable[[BaseException], Any] | None = None) -> "GPUCall":
+        """Run without waiting: returns a :class:`GPUCall` at once; ``on_result(outputs)`` (or ``on_error``) runs
+        when the page answers. For hosts where a running cell receives no widget messages (marimo); elsewhere
+        ``await f(*arrays)`` reads better. The arguments are checked here, at once."""
+        return self._loaded.gpu._submit(self, arrays, on_result, on_error)
+
+
+class GPUCall:
+    """A call started with :meth:`GPUFunction.submit`. ``done()`` says whether the page answered; ``result`` is
+    the output (an array, or a tuple of them) and raises the call's error; ``error`` is that error or None."""
+
+    def __init__(self, name: str, on_result: Callable[[Any], Any] | None,
+                 on_error: Callable[[BaseException], Any] | None):
+        self.name = name
+        self.error: BaseException | None = None
+        self._outputs: Any = None
+        self._done = False
+        self._on_result, self._on_error = on_result, on_error
+
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def result(self) -> Any:
+        if not self._done:
+            raise RuntimeError(f"{self.name}: the page has not answered yet (look again after the cell ends)")
+        if self.error is not None:
+            raise self.error
+        return self._outputs
+
+    def _finish(self, outputs: list | None, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.error = error
+        if outputs is not None:
+            self._outputs = outputs[0] if len(outputs) == 1 else tuple(outputs)
+        if error is not None and self._on_error:
+            self._on_error(error)
+        elif error is None and self._on_result:
+            self._on_result(self._outputs)
+
+    def __repr__(self) -> str:
+        state = "error" if self.error is not None else ("done" if self._done else "running")
+        return f"<GPUCall {self.name}: {state}>"
+
 
 class WebGPU(anywidget.AnyWidget):
     """Runs TVM-compiled functions on the WebGPU of the page that displays this widget.
@@ -243,6 +290,9 @@ class WebGPU(anywidget.AnyWidget):
     _esm = _STATIC / "gpu_widget.js"
     adapter = traitlets.Dict().tag(sync=True)
     webgpu_error = traitlets.Unicode("").tag(sync=True)
+    calls_done = traitlets.Int(0, help="calls the page answered; written by the page only, so that hosts which "
+                                       "re-run code on a widget change from the page (marimo's mo.ui.anywidget) "
+                                       "see each one").tag(sync=True)
     # Lets the page's views find the state that initialize() made for this model.
     _instance_id = traitlets.Unicode().tag(sync=True)
 
@@ -324,28 +374,62 @@ class WebGPU(anywidget.AnyWidget):
 
     # -- running ------------------------------------------------------------------------------------
 
+    def _checked(self, f: GPUFunction, arrays: Sequence[Any]) -> list[np.ndarray]:
+        arrs = [np.ascontiguousarray(a) for a in arrays]
+        if f.signature is not None:
+            check_args(f.name, f.signature, arrs)
+        return arrs
+
+    def _request_call(self, f: GPUFunction, arrs: list[np.ndarray], repeat: int, warmup: int) -> Reply:
+        specs = [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in arrs]
+        payload = {"library": f.library.sha256, "fn": f.name, "args": specs, "repeat": repeat, "warmup": warmup}
+        return self._channel.request(CALL, payload, [memoryview(a).cast("B") if a.ndim else a.tobytes()
+                                                     for a in arrs], timeout=CALL_TIMEOUT)
+
+    @staticmethod
+    def _outputs(msg: dict, buffers: list) -> list[np.ndarray]:
+        outputs = []
+        for spec, buf in zip(msg.get("outputs", []), buffers):
+            outputs.append(np.frombuffer(bytes(buf) if not isinstance(buf, (bytes, bytearray)) else buf,
+                                         dtype=np.dtype(spec["dtype"])).reshape(spec["shape"]).copy())
+        return outputs
+
     async def _call(self, f: GPUFunction, arrays: Sequence[Any], *, repeat: int, warmup: int):
         try:
             await self.wait_ready()
-            arrs = [np.ascontiguousarray(a) for a in arrays]
-            if f.signature is not None:
-                check_args(f.name, f.signature, arrs)
+            arrs = self._checked(f, arrays)
             await f._loaded.request()
-            specs = [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in arrs]
-            payload = {"library": f.library.sha256, "fn": f.name, "args": specs, "repeat": repeat, "warmup": warmup}
-            reply = self._channel.request(CALL, payload, [memoryview(a).cast("B") if a.ndim else a.tobytes()
-                                                          for a in arrs], timeout=CALL_TIMEOUT)
-            msg, buffers = await reply
+            msg, buffers = await self._request_call(f, arrs, repeat, warmup)
         except WebLLMWidgetError as err:
             # Errors the page found are already shown there; show the kernel's own ones too.
             if not err.detail.get("id"):
                 self._channel.notify_error(err)
             raise
-        outputs = []
-        for spec, buf in zip(msg.get("outputs", []), buffers):
-            outputs.append(np.frombuffer(bytes(buf) if not isinstance(buf, (bytes, bytearray)) else buf,
-                                         dtype=np.dtype(spec["dtype"])).reshape(spec["shape"]).copy())
-        return outputs, msg.get("timings")
+        return self._outputs(msg, buffers), msg.get("timings")
+
+    def _submit(self, f: GPUFunction, arrays: Sequence[Any], on_result: Callable[[Any], Any] | None,
+                on_error: Callable[[BaseException], Any] | None) -> GPUCall:
+        """:meth:`GPUFunction.submit`: the load, then the call, chained by reply callbacks (nothing awaits)."""
+        try:
+            arrs = self._checked(f, arrays)
+        except WebLLMWidgetError as err:
+            self._channel.notify_error(err)
+            raise
+        call = GPUCall(f.name, on_result, on_error)
+
+        def called(reply: Reply) -> None:
+            err = reply.exception()
+            call._finish(None, err) if err is not None else call._finish(self._outputs(*reply.result()), None)
+
+        def loaded(reply: Reply) -> None:
+            err = reply.exception()
+            if err is not None:
+                call._finish(None, err)
+            else:
+                self._request_call(f, arrs, 0, 0).add_done_callback(called)
+
+        f._loaded.request().add_done_callback(loaded)
+        return call
 
     async def time(self, f: GPUFunction, *arrays: Any, repeat: int = 10, warmup: int = 1) -> GPUTimings:
         """Run ``f(*arrays)`` ``warmup`` + ``repeat`` times on the page's GPU and return per-run times.
