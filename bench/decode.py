@@ -1,7 +1,7 @@
 """Benchmark: prefill/decode speed, time to first token, load time and browser memory of the widget's engine.
 
 Loads a model folder in headless WebGPU Chromium through the engine the Chat widget uses (web-llm in a
-Worker, driven by ``webllm_widget.runner.HeadlessEngine``), then for each prompt length runs greedy
+Worker, driven by ``webllm_widget.headless.engine.HeadlessEngine``), then for each prompt length runs greedy
 generation of ``--max-tokens`` tokens (``ignore_eos``: fixed length) ``--runs`` times, resetting the KV
 cache before each. By default the model is what ``Chat(device="webgpu")`` sends (both WebGPU libraries;
 the page picks "fallback" on a software adapter such as SwiftShader), so the numbers are what a user gets
@@ -81,8 +81,8 @@ def picked_model(q: str | None):
     For the default mode (``ggml``) this is ``devices.model_spec`` itself; other modes are composed the same
     way from their two builds (a user reaches them by building the folder, which keeps one library)."""
     from webllm_widget import models
-    from webllm_widget.devices import model_spec
-    from webllm_widget.runner import FolderModel, folder_model
+    from webllm_widget.models.devices import model_spec
+    from webllm_widget.models.folder import FolderModel, folder_model
 
     if q in (None, "ggml"):
         spec, paths = model_spec(None, "webgpu")
@@ -96,7 +96,8 @@ def picked_model(q: str | None):
 
 async def _browser_session(folder: Path, profile: Path, prompts: Prompts, lengths: list[int], max_tokens: int,
                            runs: int, *, measure: bool, model=None) -> dict:
-    from webllm_widget.runner import HeadlessEngine, folder_model
+    from webllm_widget.headless.engine import HeadlessEngine
+    from webllm_widget.models.folder import folder_model
 
     model = model or folder_model(folder)
     out: dict = {}

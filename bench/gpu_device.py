@@ -98,12 +98,12 @@ def model_job(prompt_lengths: list[int], max_tokens: int, runs: int, folder: Pat
 
     if folder is None:
         from webllm_widget import models
-        from webllm_widget.devices import model_spec
+        from webllm_widget.models.devices import model_spec
 
         spec, paths = model_spec(None, "webgpu")
         folder = models.default()
     else:
-        from webllm_widget.runner import folder_model
+        from webllm_widget.models.folder import folder_model
 
         fm = folder_model(folder)
         spec, paths = dict(fm.spec, device="webgpu"), dict(fm.paths)
@@ -240,7 +240,7 @@ def prepare_chrome(args) -> Path:
     """Stage Debian's Chromium for the GPU machine: chrome.tar.xz = chromium/ (the browser), lib/ (every shared
     library ldd resolves for it here, glibc aside), fonts/ (one font), static/ (the page bundles runner.js and
     engine_worker.js the widget serves), cut into pieces under .gpu/c1, c2, ... (each <= --part-mib)."""
-    from webllm_widget.runner import STATIC
+    from webllm_widget.headless.engine import STATIC
 
     for d in STAGED.glob("c[0-9]*"):
         shutil.rmtree(d)

@@ -1,6 +1,6 @@
 """The ``webllm-widget`` command: ``doctor`` (what is installed), ``build`` (compile a model), ``chat`` (run one).
 
-``build`` and ``chat`` live in their own modules and are imported only when used, so
+What ``build`` and ``chat`` need (the compiler, the headless engine) is imported only when they run, so
 ``webllm-widget doctor`` works even where TVM or the browser side is broken.
 """
 from __future__ import annotations
@@ -197,6 +197,29 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """``webllm-widget build --gguf PATH | --hf DIR | --default [--quantization Q] [--device D] [--out DIR]``:
+    prints the model folder it wrote."""
+    from .errors import BadModel
+
+    quant = getattr(args, "quantization", None)
+    device = getattr(args, "device", None) or "webgpu"
+    out = getattr(args, "out", None)
+    if getattr(args, "default", False):
+        from . import models
+
+        folder = models.default(quantization=quant, device=device, out=out)
+    else:
+        from .compile.pipeline import build_model_folder
+
+        source = getattr(args, "gguf", None) or getattr(args, "hf", None)
+        if not source:
+            raise BadModel("nothing to build: pass --gguf PATH, --hf DIR or --default.")
+        folder = build_model_folder(source, quantization=quant, device=device, out=out)
+    print(folder)
+    return 0
+
+
 def _delegate(module: str, func: str, what: str) -> Callable[[argparse.Namespace], int]:
     """A command handler that imports ``module.func`` only when the command runs."""
 
@@ -242,7 +265,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", choices=["webgpu", "cpu"], default="webgpu", help="where the model will run")
     b.add_argument("--out", type=Path, metavar="DIR", default=None,
                    help="write the model folder here (default: the cache)")
-    b.set_defaults(func=_delegate("webllm_widget.compile.pipeline", "cli_build", "build"))
+    b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("chat", help="ask the model in headless Chromium and print the answer")
     c.add_argument("prompt", nargs="?", default=None, help="the question (omit for an interactive chat)")
@@ -251,7 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-tokens", type=int, default=None)
     c.add_argument("--temperature", type=float, default=None)
     c.add_argument("--seed", type=int, default=None)
-    c.set_defaults(func=_delegate("webllm_widget.runner", "cli_chat", "chat"))
+    c.set_defaults(func=_delegate("webllm_widget.headless.terminal", "cli_chat", "chat"))
     return p
 
 

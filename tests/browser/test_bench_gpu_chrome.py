@@ -22,7 +22,7 @@ def test_chrome_driver_runs_the_engine_in_chromium_and_reports_speeds_dispatches
     sys.path.insert(0, str(ROOT / "bench" / "gpu"))
     import chrome_run
 
-    from webllm_widget.runner import STATIC
+    from webllm_widget.headless.engine import STATIC
 
     job, paths = gpu_device.model_job([16], 4, 1, tiny_folder)
     stage = tmp_path / "stage"

@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from webllm_widget.runner import HeadlessEngine, folder_model
+from webllm_widget.headless.engine import HeadlessEngine
+from webllm_widget.models.folder import folder_model
 from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 

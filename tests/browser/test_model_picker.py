@@ -45,7 +45,7 @@ def _option(page, value: str) -> dict:
 
 
 def test_picker_shows_size_memory_cached_and_fit_for_the_builtin_model_and_prebuilt_ids(widget_host, tiny_folder):
-    from webllm_widget.compile.cpu import cpu_model_folder
+    from webllm_widget.models.devices import cpu_model_folder
 
     page = widget_host.page
     builtin_cpu = cpu_model_folder(None, progress=False)  # what device="auto" runs on a software adapter

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def test_web_llm_answers_paris_with_the_built_in_model():
     from webllm_widget import models
-    from webllm_widget.runner import HeadlessEngine, folder_model
+    from webllm_widget.headless.engine import HeadlessEngine
+    from webllm_widget.models.folder import folder_model
 
     folder = models.default(progress=False, schedule="fallback")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from webllm_widget import Chat
-from webllm_widget.devices import model_spec
+from webllm_widget.models.devices import model_spec
 
 
 pytestmark = pytest.mark.browser

@@ -13,7 +13,7 @@ import pytest
 
 from webllm_widget.cache import sha256_file
 from webllm_widget.errors import BadArtifact
-from webllm_widget.runner import folder_model
+from webllm_widget.models.folder import folder_model
 
 from rel_host import copy_model
 

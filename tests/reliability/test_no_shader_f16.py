@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from webllm_widget import models
-from webllm_widget.devices import f16_requirements
+from webllm_widget.models.devices import f16_requirements
 from webllm_widget.errors import ShaderF16Unavailable
 
 pytestmark = pytest.mark.browser

@@ -158,12 +158,12 @@ def test_tiny_gguf_builds_a_complete_folder_with_its_model_library(tiny_gguf, tm
 def test_cli_build_writes_the_folder_to_out(tiny_gguf, tmp_path, capsys):
     import argparse
 
-    from webllm_widget.compile.pipeline import cli_build
+    from webllm_widget.cli import cmd_build
 
     out = tmp_path / "cli-out"
     args = argparse.Namespace(gguf=str(tiny_gguf[1]), hf=None, default=False, quantization=None,
                               device="webgpu", out=str(out))
-    assert cli_build(args) == 0
+    assert cmd_build(args) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert (out / "model.wasm").exists() and (out / "mlc-chat-config.json").exists()
 

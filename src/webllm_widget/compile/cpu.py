@@ -37,10 +37,10 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .keys import CPU_KERNELS_VERSION  # noqa: F401  (the kernels' version, part of the library's key)
+
 #: The device name the model folder builder and the widget use for this target.
 DEVICE = "cpu"
-#: Bump when the kernels or the layout change (part of the library's cache key).
-CPU_KERNELS_VERSION = "3"
 GROUP = 32
 LANES = 4
 
@@ -485,43 +485,6 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool 
     atomic_write_bytes(out, tmp.read_bytes())
     tmp.unlink(missing_ok=True)
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Model folders for the CPU
-
-def cpu_model_folder(model: Any = None, *, progress: bool = True, from_source: bool = True) -> Path | None:
-    """The CPU build of what a user passes as ``model=`` (built once, cached), or None when there is none.
-
-    ``None``/``"default"``: the built-in SmolLM2 built with ``device="cpu"``. A ``.gguf`` file or a Hugging
-    Face folder: built for the CPU. A model folder: itself when its manifest says ``device: cpu``, else the
-    CPU build of the source it was built from (``source_path`` in its manifest) when that still exists and
-    ``from_source`` (``device="auto"`` passes False: a folder built for WebGPU runs where it was built for).
-    Prebuilt MLC ids and URLs have no CPU build (None).
-    """
-    from .. import models
-    from .pipeline import MANIFEST, build_model_folder
-
-    if model is None or str(model) == "default":
-        return models.default(device=DEVICE, progress=progress)
-    text = str(model)
-    if text.startswith(("http://", "https://")):
-        return None
-    p = Path(text).expanduser()
-    if p.is_dir() and (p / "mlc-chat-config.json").exists():
-        try:
-            doc = json.loads((p / MANIFEST).read_text())
-        except (OSError, ValueError):
-            return None
-        if doc.get("device") == DEVICE:
-            return p
-        src = doc.get("source_path")
-        if from_source and src and Path(src).exists():
-            return build_model_folder(src, quantization=doc.get("quantization"), device=DEVICE, progress=progress)
-        return None
-    if p.exists():
-        return build_model_folder(p, device=DEVICE, progress=progress)
-    return None
 
 
 #: Tokens per tile in the prefill kernel: each weight word is decoded once for this many tokens.

@@ -27,13 +27,28 @@ from ..cache import cache_dir, sources_digest
 from ..errors import CompilerNotInstalled
 
 __all__ = ["ABI_VERSION", "EXTRA", "compiler_available", "require_compiler", "tvm_version", "model_library_key",
-           "cpu_library_key", "cached_library"]
+           "cpu_library_key", "cached_library", "packaged_index", "PACKAGED_LIBS"]
 
 #: Bump when the generated code changes in a way the content hash cannot see.
 ABI_VERSION = "1"
+#: Bump when the CPU kernels (compile/cpu.py) or their weight layout change.
+CPU_KERNELS_VERSION = "3"
 #: What a user installs to compile.
 EXTRA = "webllm-widget[compile]"
 _HERE = Path(__file__).parent
+#: Where the wheel carries the built-in model's compiled libraries and their ``index.json`` (written at wheel
+#: build time and used by ``models/packaged.py``; absent in a source checkout). Read here because the index
+#: names the TVM version those libraries were built with, which the keys need where TVM is not installed.
+PACKAGED_LIBS = _HERE.parent / "models" / "libs"
+PACKAGED_INDEX = "index.json"
+
+
+def packaged_index(libs_dir: Path | None = None) -> dict | None:
+    """The wheel's ``index.json`` (which libraries it carries, under which keys), or None without one."""
+    try:
+        return json.loads(((libs_dir or PACKAGED_LIBS) / PACKAGED_INDEX).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def compiler_available() -> bool:
@@ -56,8 +71,6 @@ def tvm_version() -> str:
         import tvm
 
         return str(tvm.__version__)
-    from ..models.packaged import packaged_index
-
     index = packaged_index()
     if index and index.get("tvm"):
         return str(index["tvm"])
@@ -82,7 +95,6 @@ def model_library_key(config: Any, quantization: Any, target: str, schedule: str
 
 def cpu_library_key(config: Any, quantization: Any, *, tvm: str | None = None) -> str:
     """Content key of a CPU model library: model shape, quantization, kernels, ABI and TVM version."""
-    from .cpu import CPU_KERNELS_VERSION
     from .quant.modes import as_quantization
 
     blob = json.dumps({"config": config.to_dict(), "quant": as_quantization(quantization).key(),

@@ -32,7 +32,7 @@ from .tensor_cache import verify_tensor_cache, write_tensor_cache
 from .tokenizer import write_tokenizer
 from .checkpoint import Checkpoint, open_checkpoint
 
-__all__ = ["build_model_folder", "cli_build", "source_hash", "MANIFEST", "LIBRARY_NAME", "DEVICES"]
+__all__ = ["build_model_folder", "source_hash", "MANIFEST", "LIBRARY_NAME", "DEVICES"]
 
 MANIFEST = "manifest.json"
 LIBRARY_NAME = "model.wasm"
@@ -184,7 +184,7 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     quant = _resolve_quantization(ckpt, cfg, quantization)
     src_hash = source_hash(ckpt, progress)
     if device == "cpu":
-        from .cpu import CPU_KERNELS_VERSION
+        from .keys import CPU_KERNELS_VERSION
 
         device_key = f"cpu-{CPU_KERNELS_VERSION}"  # the weights' layout changes with the CPU kernels
     else:
@@ -343,23 +343,3 @@ def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], 
             extra = sorted(set(param_names) - set(names))[:3]
             raise CompileError("the model library's _metadata params do not match the written weights "
                                f"(library-only: {missing}, weights-only: {extra}); this is a bug in webllm-widget.")
-
-
-# ------------------------------------------------------------------------------------ CLI
-
-def cli_build(args) -> int:
-    """``webllm-widget build --gguf PATH | --hf DIR | --default [--quantization Q] [--device D] [--out DIR]``."""
-    quant = getattr(args, "quantization", None)
-    device = getattr(args, "device", None) or "webgpu"
-    out = getattr(args, "out", None)
-    if getattr(args, "default", False):
-        from .. import models
-
-        folder = models.default(quantization=quant, device=device, out=out)
-    else:
-        source = getattr(args, "gguf", None) or getattr(args, "hf", None)
-        if not source:
-            raise BadModel("nothing to build: pass --gguf PATH, --hf DIR or --default.")
-        folder = build_model_folder(source, quantization=quant, device=device, out=out)
-    print(folder)
-    return 0

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import cache
+from ..compile.keys import PACKAGED_INDEX, PACKAGED_LIBS, packaged_index
+from .builtin import BUILTIN_NAME, DEFAULT_GGUF_MEMBER, DEFAULT_WHEEL, default_gguf
 
 __all__ = ["LIBS_DIR", "INDEX", "WEBGPU_SCHEDULE", "FALLBACK_SCHEDULE", "library_keys", "packaged_index", "seed_cache",
            "build_packaged_libraries"]
 
 #: Where the wheel carries the libraries (absent in a source checkout or an editable install).
-LIBS_DIR = Path(__file__).with_name("libs")
-INDEX = "index.json"
+LIBS_DIR = PACKAGED_LIBS
+INDEX = PACKAGED_INDEX
 #: The schedule of the packaged WebGPU library: the default one (``models.default()``'s).
 WEBGPU_SCHEDULE = "auto"
 #: The schedule of the second packaged WebGPU library (kernels for software adapters; same weights).
@@ -54,14 +56,6 @@ def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
     return {"webgpu": model_library_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
             "webgpu-fallback": model_library_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE),
             "cpu": cpu_library_key(cfg, quant)}
-
-
-def packaged_index(libs_dir: Path | None = None) -> dict | None:
-    """The wheel's ``index.json`` (which libraries it carries, under which keys), or None without one."""
-    try:
-        return json.loads(((libs_dir or LIBS_DIR) / INDEX).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _webgpu_cache_entry(key: str) -> Path:
@@ -121,10 +115,9 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
 
     from ..compile.cpu import build_cpu_library
     from ..compile.model_lib import build_model_library
-    from . import registry
 
     out = Path(out)
-    source = registry.default_gguf(gguf, progress=progress)
+    source = default_gguf(gguf, progress=progress)
     cfg, quant = _config_and_quant(source)
     keys = library_keys(source)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +142,7 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
     shutil.copyfile(cpu_path, out / cpu_file)
 
     index = {
-        "model": registry.BUILTIN_NAME, "source": registry.DEFAULT_WHEEL, "member": registry.DEFAULT_GGUF_MEMBER,
+        "model": BUILTIN_NAME, "source": DEFAULT_WHEEL, "member": DEFAULT_GGUF_MEMBER,
         "tvm": tvm.__version__, "quantization": quant.name,
         "libraries": {
             "webgpu": {"key": keys["webgpu"], "file": webgpu_file, "schedule": WEBGPU_SCHEDULE,

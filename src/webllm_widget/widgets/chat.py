@@ -157,9 +157,9 @@ class Chat(anywidget.AnyWidget):
 
     def _spec(self, model: str) -> dict:
         """What the page's engine needs to load ``model``; local files are offered as blobs."""
-        from ..devices import model_spec, spec_files
+        from ..models.devices import model_spec, spec_files
 
-        # device="auto": both builds are offered (only the one the page picks travels); see devices.py.
+        # device="auto": both builds are offered (only the one the page picks travels); see models/devices.py.
         spec, paths = model_spec(model, self.device)
         for f in spec_files(spec):
             self._blobs.offer(Blob.from_path(paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
@@ -507,7 +507,7 @@ class Chat(anywidget.AnyWidget):
         device = self.device
 
         def work() -> dict:
-            from ..devices import model_spec
+            from ..models.devices import model_spec
 
             spec, paths = model_spec("default", device, progress=False)
             return describe_spec(spec, paths)

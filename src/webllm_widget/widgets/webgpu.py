@@ -453,7 +453,7 @@ class WebGPU(anywidget.AnyWidget):
         again in the kernel (folders built by webllm-widget; tens of seconds once, then cached).
         Returns a :class:`webllm_widget.inside.ModelProfile`.
         """
-        from ..devices import model_spec
+        from ..models.devices import model_spec
         from ..inside.profile import ModelProfile
         from ..inside.sources import kernel_sources
 

@@ -14,11 +14,15 @@ another library); the page uses it when its adapter is a software fallback and s
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-from .errors import BadModel, WebLLMWidgetError
+from ..errors import BadModel, WebLLMWidgetError
+from . import registry
+from .folder import folder_model
 
 DEVICES = ("auto", "webgpu", "cpu")
 log = logging.getLogger(__name__)
@@ -38,10 +42,6 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
     (the built-in one, a GGUF file, a Hugging Face folder, or a folder built by webllm-widget from one);
     MLC prebuilt ids and URLs run on WebGPU only. Raises BadModel otherwise.
     """
-    from . import models as registry
-    from .compile.cpu import cpu_model_folder
-    from .runner import folder_model
-
     check_device(device)
     key = None if model is None or str(model) == "default" else model
     if device == "cpu":
@@ -93,6 +93,39 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
     return spec, paths
 
 
+def cpu_model_folder(model: Any = None, *, progress: bool = True, from_source: bool = True) -> Path | None:
+    """The CPU build of what a user passes as ``model=`` (built once, cached), or None when there is none.
+
+    ``None``/``"default"``: the built-in SmolLM2 built with ``device="cpu"``. A ``.gguf`` file or a Hugging
+    Face folder: built for the CPU. A model folder: itself when its manifest says ``device: cpu``, else the
+    CPU build of the source it was built from (``source_path`` in its manifest) when that still exists and
+    ``from_source`` (``device="auto"`` passes False: a folder built for WebGPU runs where it was built for).
+    Prebuilt MLC ids and URLs have no CPU build (None).
+    """
+    from ..compile.pipeline import MANIFEST, build_model_folder
+
+    if model is None or str(model) == "default":
+        return registry.default(device="cpu", progress=progress)
+    text = str(model)
+    if text.startswith(("http://", "https://")):
+        return None
+    p = Path(text).expanduser()
+    if p.is_dir() and (p / "mlc-chat-config.json").exists():
+        try:
+            doc = json.loads((p / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if doc.get("device") == "cpu":
+            return p
+        src = doc.get("source_path")
+        if from_source and src and Path(src).exists():
+            return build_model_folder(src, quantization=doc.get("quantization"), device="cpu", progress=progress)
+        return None
+    if p.exists():
+        return build_model_folder(p, device="cpu", progress=progress)
+    return None
+
+
 def _built_from_source(key: Any) -> bool:
     """Whether resolving ``key`` compiles it here (the built-in model, a GGUF file, an HF folder)."""
     if key is None:
@@ -110,9 +143,6 @@ def _fallback_spec(key: Any, *, progress: bool) -> tuple[dict, dict[str, Path]] 
     Its weights are the same bytes as the default build's (same sha256, so they travel at most once);
     only the library differs. The page loads it instead when its adapter is a software fallback.
     """
-    from . import models as registry
-    from .runner import folder_model
-
     try:
         rec = registry.resolve(key, progress=progress, schedule="fallback")
     except WebLLMWidgetError as e:
@@ -136,11 +166,6 @@ def f16_requirements(rec: Any) -> dict:
     it, or for a folder the quantization to rebuild it with. The page refuses the model with
     ``no-shader-f16`` when its adapter lacks the feature, before installing or fetching anything.
     """
-    import json
-    import re
-
-    from . import models as registry
-
     if rec.kind == "prebuilt":
         m = re.search(r"-(q\d+f16(?:_\d+)?)-", rec.model_id)
         if not m:
@@ -160,8 +185,6 @@ def f16_requirements(rec: Any) -> dict:
 
 def _folder_schedule(folder: Path) -> str | None:
     """The GPU kernel schedule a model folder's library was built with (its manifest), or None."""
-    import json
-
     try:
         return json.loads((Path(folder) / "manifest.json").read_text()).get("schedule")
     except (OSError, ValueError):
@@ -170,8 +193,6 @@ def _folder_schedule(folder: Path) -> str | None:
 
 def _folder_device(model: Any) -> str | None:
     """The device a model folder was built for (its manifest), or None for anything else."""
-    import json
-
     p = Path(str(model)).expanduser()
     try:
         return json.loads((p / "manifest.json").read_text()).get("device") if p.is_dir() else None
