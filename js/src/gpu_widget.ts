@@ -225,7 +225,7 @@ function initialize({ model }: { model: AnyModel }) {
       const config = await (await read("webllm/config", "mlc-chat-config.json")).json();
       state.status = `profiling ${spec.id}: ${Number(msg.prompt)} prompt tokens, ${Number(msg.steps)} decode steps`;
       state.changed();
-      const dev = await tvm.gpuDevice();
+      const dev = await tvm.createDevice(); // its own device: disposing the profile's tvmjs instance destroys it
       const p = await tvm.profileModel({ wasm, base, cacheScope: "webllm/model", config, promptLen: Number(msg.prompt),
         steps: Number(msg.steps), device: dev.device, timestamps: dev.timestamps });
       const ms = p.decode.map((d) => d.wall_ms).sort((x, y) => x - y);

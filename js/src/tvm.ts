@@ -49,7 +49,9 @@ export function gpuDevice(): Promise<DeviceState> {
   return g[DEVICE_KEY]!;
 }
 
-async function createDevice(): Promise<DeviceState> {
+/** A new WebGPU device on the page's adapter with the same features and limits (a model profile gets its own:
+ * tvmjs destroys the device it ran on when its instance is disposed). */
+export async function createDevice(): Promise<DeviceState> {
   const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
   if (!gpu) throw new RuntimeError("no-webgpu", "This browser page has no WebGPU (navigator.gpu is missing).");
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });

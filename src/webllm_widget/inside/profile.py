@@ -40,6 +40,8 @@ class ModelProfile:
     sources: dict[str, KernelSource] | None = field(repr=False, default=None)
     #: Why ``sources`` is None (a folder not built by webllm-widget, ...).
     sources_note: str = ""
+    #: Bytes of model files the page had to put in its cache for this profile (0 when a Chat had loaded them).
+    bytes_installed: int = 0
 
     @classmethod
     def from_page(cls, msg: dict, folder: Path | None, sources: dict[str, KernelSource] | None,
@@ -49,7 +51,7 @@ class ModelProfile:
                    prompt_tokens=int(msg["prompt_tokens"]), step_walls_ms=[float(d["wall_ms"]) for d in msg["decode"]],
                    decode_passes=[d["passes"] for d in msg["decode"]], prefill_passes=[d["passes"] for d in msg["prefill"]],
                    prefill_walls_ms=[float(d["wall_ms"]) for d in msg["prefill"]], wgsl_sources=dict(msg["wgsl"]),
-                   sources=sources, sources_note=sources_note)
+                   sources=sources, sources_note=sources_note, bytes_installed=int(msg.get("bytes_installed") or 0))
 
     # -- the decode step --------------------------------------------------------------------------
 
