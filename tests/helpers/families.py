@@ -74,6 +74,28 @@ def _llama_q4_k_m() -> tuple[Path, dict, dict]:
     return path, ggml_built_weights(open_checkpoint(path), tiny.gguf_weights), tiny.config
 
 
+def phi3_tiny(seed: int = 7, longrope: bool = True) -> TinyLlama:
+    """A tiny Phi-3.5-like model: fused q/k/v and gate/up in its files, LongRoPE with an original context of 64 (of
+    256) and random short/long factors, Phi-3's extra config keys."""
+    tiny = TinyLlama.make(seed=seed, arch="phi3", tie=False)
+    hd = tiny.config["head_dim"]
+    rng = np.random.default_rng(seed)
+    tiny.config.update(original_max_position_embeddings=64, sliding_window=255, pad_token_id=0,
+                       resid_pdrop=0.0, embd_pdrop=0.0, auto_map={"AutoConfig": "configuration_phi3.Phi3Config"})
+    if longrope:
+        tiny.config["rope_scaling"] = {"type": "longrope", "short_factor": list(1 + 2 * rng.random(hd // 2)),
+                                       "long_factor": list(4 + rng.random(hd // 2))}
+    return tiny
+
+
+def _phi3_hf() -> tuple[Path, dict, dict]:
+    from webllm_widget.compile.checkpoint import open_checkpoint
+
+    tiny = phi3_tiny()
+    path = tiny.write_hf(_sources() / "tiny-phi3-longrope-seed7")
+    return path, _q4_weights(tiny.weights), open_checkpoint(path).config
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -87,5 +109,6 @@ class Case:
 
 CASES = {c.id: c for c in [
     Case("qwen3-hf", "q4f32_1", _qwen3_hf),  # untied head, head_dim 32 != hidden / heads, per-head q/k norm
-    Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
+    Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),
+    Case("phi3-hf", "q4f32_1", _phi3_hf),  # fused q/k/v and gate/up, LongRoPE (short factors, attention factor)  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
 ]}

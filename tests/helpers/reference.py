@@ -3,8 +3,10 @@
 Written from the maths (RMSNorm, rotate-half RoPE, grouped-query causal attention, SwiGLU MLP,
 tied or untied LM head, optional q/k/v bias, optional RMSNorm of every query and key head before RoPE as in
 Qwen3), not from the compiler's code, so the two can disagree.
-RoPE scaling follows the configs' ``rope_scaling``: ``linear`` (frequencies divided by the factor) and ``llama3``
-(Llama 3.1's three bands of wavelength: kept, divided, or blended in between).
+RoPE scaling follows the configs' ``rope_scaling``: ``linear`` (frequencies divided by the factor), ``llama3``
+(Llama 3.1's three bands of wavelength: kept, divided, or blended in between) and ``longrope`` (Phi-3.5: each
+frequency divided by its short factor, or its long one once the sequence passes the original context, and cos/sin
+times sqrt(1 + ln(max / original) / ln(original))).
 
     ref = LlamaReference(weights, config)           # weights: {hf_name: float32 array [out, in]}
     logits = ref.forward([1, 2, 3])                 # (3, vocab); the KV cache keeps the 3 tokens
@@ -23,12 +25,16 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(var + eps) * w
 
 
-def rope_frequencies(head_dim: int, theta: float, scaling: Mapping | None = None) -> np.ndarray:
-    """The d/2 rotation frequencies (radians per position), with the config's ``rope_scaling`` applied."""
+def rope_frequencies(head_dim: int, theta: float, scaling: Mapping | None = None, seq_len: int = 0) -> np.ndarray:
+    """The d/2 rotation frequencies (radians per position), with the config's ``rope_scaling`` applied
+    (``seq_len``: the sequence's length so far, which picks LongRoPE's factors)."""
     inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
     kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type") or "default"
     if kind == "default":
         return inv
+    if kind in ("longrope", "su"):
+        long = seq_len > int(scaling["original_max_position_embeddings"])
+        return inv / np.asarray(scaling["long_factor" if long else "short_factor"], dtype=np.float64)
     if kind == "linear":
         return inv / float(scaling["factor"])
     if kind == "llama3":
@@ -51,10 +57,14 @@ def rope_frequencies(head_dim: int, theta: float, scaling: Mapping | None = None
 def rope_tables(positions: np.ndarray, head_dim: int, theta: float, dtype,
                 scaling: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
     """cos/sin tables (len(positions), head_dim) for rotate-half RoPE: frequency i pairs dims i and i + d/2."""
-    inv = rope_frequencies(head_dim, theta, scaling)  # (d/2,)
+    inv = rope_frequencies(head_dim, theta, scaling, int(positions.max()) + 1 if len(positions) else 0)  # (d/2,)
     ang = positions.astype(np.float64)[:, None] * inv[None, :]  # (T, d/2)
     ang = np.concatenate([ang, ang], axis=-1)
-    return np.cos(ang).astype(dtype), np.sin(ang).astype(dtype)
+    gain = 1.0
+    if scaling and (scaling.get("rope_type") or scaling.get("type")) in ("longrope", "su"):
+        s = scaling["max_position_embeddings"] / scaling["original_max_position_embeddings"]
+        gain = np.sqrt(1 + np.log(s) / np.log(scaling["original_max_position_embeddings"])) if s > 1 else 1.0
+    return (gain * np.cos(ang)).astype(dtype), (gain * np.sin(ang)).astype(dtype)
 
 
 def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:

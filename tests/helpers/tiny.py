@@ -86,14 +86,16 @@ class TinyLlama:
              ffn: int = 128, tie: bool = True, bias: bool = False, arch: str = "llama",
              rope_theta: float = 10000.0, context: int = 256, rope_scaling: dict | None = None,
              head_dim: int | None = None) -> "TinyLlama":
-        """``arch``: ``llama``, ``qwen2`` or ``qwen3`` (adds per-head q/k RMSNorm weights); ``head_dim`` defaults
-        to ``hidden // heads``."""
+        """``arch``: ``llama``, ``qwen2``, ``qwen3`` (adds per-head q/k RMSNorm weights) or ``phi3`` (fused q/k/v and
+        gate/up in the files); ``head_dim`` defaults to ``hidden // heads``. ``weights`` keep q/k/v and gate/up
+        apart (the reference's names) for every architecture."""
         tokens, _ = tiny_vocab()
         vocab = (len(tokens) + 31) // 32 * 32  # pad like real models do; pad ids are never produced
         hd = head_dim or hidden // heads
         rng = np.random.default_rng(seed)
         cfg = {
-            "architectures": [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}.get(arch, "LlamaForCausalLM")],
+            "architectures": [{"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                               "phi3": "Phi3ForCausalLM"}.get(arch, "LlamaForCausalLM")],
             "model_type": arch, "hidden_size": hidden, "intermediate_size": ffn,
             "num_attention_heads": heads, "num_key_value_heads": kv_heads, "num_hidden_layers": layers,
             "rms_norm_eps": 1e-5, "rope_theta": rope_theta, "vocab_size": vocab,
@@ -136,8 +138,27 @@ class TinyLlama:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(self.config, indent=1))
         (folder / "tokenizer.json").write_text(json.dumps(tiny_tokenizer_json()))
-        write_safetensors(folder / "model.safetensors", self.weights, dtype)
+        write_safetensors(folder / "model.safetensors", self.file_tensors(), dtype)
         return folder
+
+    def file_tensors(self) -> dict[str, np.ndarray]:
+        """The tensors as the architecture's HF checkpoints name them (Phi-3: q/k/v and gate/up fused)."""
+        if self.config["model_type"] != "phi3":
+            return self.weights
+        out = {}
+        for name, w in self.weights.items():
+            if name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight", "mlp.up_proj.weight")):
+                continue
+            if name.endswith("self_attn.q_proj.weight"):
+                p = name[: -len("q_proj.weight")]
+                out[p + "qkv_proj.weight"] = np.concatenate([w, self.weights[p + "k_proj.weight"],
+                                                             self.weights[p + "v_proj.weight"]])
+            elif name.endswith("mlp.gate_proj.weight"):
+                p = name[: -len("gate_proj.weight")]
+                out[p + "gate_up_proj.weight"] = np.concatenate([w, self.weights[p + "up_proj.weight"]])
+            else:
+                out[name] = w
+        return out
 
     # ------------------------------------------------------------------ GGUF
     def write_gguf(self, path: Path, *, matrix_type: str = "Q4_1", embed_type: str = "Q8_0",
@@ -197,9 +218,10 @@ class TinyLlama:
                      "self_attn.v_proj.bias": "attn_v.bias",
                      "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
                      "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-                     "mlp.down_proj.weight": "ffn_down.weight"}
+                     "mlp.down_proj.weight": "ffn_down.weight",
+                     "self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight"}
         self.gguf_weights = {}
-        for hf, w in self.weights.items():
+        for hf, w in self.file_tensors().items():
             if hf.startswith("model.layers."):
                 L, rest = hf[len("model.layers."):].split(".", 1)
                 name = f"blk.{L}.{per_layer[rest]}"
@@ -237,11 +259,30 @@ class TinyLlama:
                 wr.add_tensor(name, q, raw_dtype=qtype)
                 self.gguf_weights[hf] = gguf.quants.dequantize(
                     quantize(np.ascontiguousarray(w)), qtype).reshape(w.shape).astype(np.float32)
+        if c["model_type"] == "phi3":
+            self.gguf_weights = split_fused(self.gguf_weights, c)
         wr.write_header_to_file()
         wr.write_kv_data_to_file()
         wr.write_tensors_to_file()
         wr.close()
         return path
+
+
+def split_fused(tensors: dict[str, np.ndarray], c: dict) -> dict[str, np.ndarray]:
+    """Fused ``qkv_proj`` / ``gate_up_proj`` tensors split back into the reference's q/k/v and gate/up."""
+    q_rows, kv_rows = c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+    out = {}
+    for name, w in tensors.items():
+        if name.endswith("self_attn.qkv_proj.weight"):
+            p = name[: -len("qkv_proj.weight")]
+            out[p + "q_proj.weight"], out[p + "k_proj.weight"], out[p + "v_proj.weight"] = np.split(
+                w, [q_rows, q_rows + kv_rows])
+        elif name.endswith("mlp.gate_up_proj.weight"):
+            p = name[: -len("gate_up_proj.weight")]
+            out[p + "gate_proj.weight"], out[p + "up_proj.weight"] = np.split(w, 2)
+        else:
+            out[name] = w
+    return out
 
 
 def llama3_freq_divisors(head_dim: int, theta: float, scaling: dict) -> np.ndarray:

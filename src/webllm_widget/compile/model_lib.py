@@ -468,7 +468,8 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target:
             layer_partition=relax.ShapeExpr([0, cfg.num_hidden_layers]),
             num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
             num_key_value_heads=cfg.num_key_value_heads, qk_head_dim=cfg.head_dim, v_head_dim=cfg.head_dim,
-            mla_original_qk_head_dim=0, mla_original_v_head_dim=0, rope_mode=RopeMode.NORMAL,
+            mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
+            rope_mode=RopeMode.NONE if rope.get("rope_mode") == "none" else RopeMode.NORMAL,
             rope_scale=rope["rope_scale"], rope_theta=cfg.rope_theta, rope_scaling=rope["rope_scaling"],
             rope_ext_factors=ext,
             rotary_dim=cfg.head_dim, enable_disaggregation=False, dtype=dtype, target=target)

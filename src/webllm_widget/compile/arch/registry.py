@@ -21,6 +21,8 @@ from typing import Any
 from ...errors import BadModel
 from .llama import config as llama_config
 from .llama import loader as llama_loader
+from .phi3 import config as phi3_config
+from .phi3 import loader as phi3_loader
 from .qwen3 import config as qwen3_config
 from .qwen3 import loader as qwen3_loader
 
@@ -74,13 +76,43 @@ FAMILIES: tuple[Family, ...] = (
         hf_names={"qwen3forcausallm": "qwen3", "qwen3": "qwen3"}, gguf_names={"qwen3": "qwen3"},
         config_module=qwen3_config, loader=qwen3_loader, config_class=qwen3_config.Qwen3Config,
         model_module=".qwen3.model", model_class="Qwen3ForCausalLM"),
+    Family(
+        name="phi3", model_types=phi3_config.MODEL_TYPES,
+        hf_names={"phi3forcausallm": "phi3", "phi3": "phi3"}, gguf_names={"phi3": "phi3"},
+        config_module=phi3_config, loader=phi3_loader, config_class=phi3_config.Phi3Config,
+        model_module=".phi3.model", model_class="Phi3ForCausalLM"),
 )
 
 #: Model types the GGUF and HF readers accept, in the order error messages list them.
 SUPPORTED_ARCHITECTURES = tuple(dict.fromkeys(t for f in FAMILIES for t in f.hf_names.values()))
 
 
+#: Families recognised but not built, with what they need that is not implemented (the error says so).
+REFUSED = {
+    "gemma": "Gemma needs a (1 + w) RMSNorm, an embedding scaled by sqrt(hidden) and a GeGLU-tanh MLP",
+    "gemma2": "Gemma 2 needs attention logit soft-capping inside the attention kernel, final logit soft-capping, "
+              "alternating sliding-window/global layers, pre- and post-norms, a (1 + w) RMSNorm and a GeGLU-tanh MLP",
+    "gemma3": "Gemma 3 needs two RoPE bases (local and global layers), per-head q/k norms, alternating "
+              "sliding-window/global layers, pre- and post-norms, a (1 + w) RMSNorm and a GeGLU-tanh MLP",
+}
+_REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma2forcausallm": "gemma2", "gemma3forcausallm": "gemma3",
+                  "gemma3forconditionalgeneration": "gemma3", "gemma3_text": "gemma3", "gemma": "gemma",
+                  "gemma2": "gemma2", "gemma3": "gemma3"}
+
+
+def _refused(arch: str, where: Path | str) -> BadModel | None:
+    kind = _REFUSED_NAMES.get(arch.lower())
+    if kind is None:
+        return None
+    return BadModel(f"{where}: {arch} is not supported yet: {REFUSED[kind]}, which webllm-widget does not "
+                    f"implement; it refuses the model rather than run it wrong. Supported: "
+                    f"{', '.join(SUPPORTED_ARCHITECTURES)}.", detail={"architecture": arch})
+
+
 def _unsupported(arch: str, where: Path | str) -> BadModel:
+    refused = _refused(arch, where)
+    if refused is not None:
+        return refused
     return BadModel(
         f"{where}: architecture '{arch}' is not supported. webllm-widget compiles Llama-family models "
         f"({', '.join(SUPPORTED_ARCHITECTURES)}: e.g. SmolLM2, TinyLlama, Llama 3.x, Mistral, Qwen2.5, Qwen3). "

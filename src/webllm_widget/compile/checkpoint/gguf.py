@@ -76,6 +76,9 @@ class GGUFCheckpoint(Checkpoint):
             if hf is None:
                 if loader.GGUF_SKIP.match(t.name):
                     continue
+                for pat, why in getattr(loader, "GGUF_REFUSE", ()):
+                    if pat.match(t.name):
+                        raise BadModel(f"{self.path}: tensor '{t.name}' {why}.", detail={"tensor": t.name})
                 raise BadModel(f"{self.path}: unexpected tensor '{t.name}' for a {arch_raw} model. "
                                "Is this a Llama-family GGUF?")
             self._tensors[hf] = t

@@ -90,11 +90,16 @@ class LlamaConfig:
             kw["context_window_size"] = cfg["max_position_embeddings"]
         if "attention_bias" not in cfg:
             kw["attention_bias"] = arch == "qwen2"
-        kw["rope_scaling"] = rope_scaling_of(cfg.get("rope_scaling"))
+        kw["rope_scaling"] = cls.rope_scaling_from(cfg)
         kw.update(overrides)
         kw["head_dim"] = kw.get("head_dim") or 0
         kw["num_key_value_heads"] = kw.get("num_key_value_heads") or 0
         return cls(**kw)
+
+    @classmethod
+    def rope_scaling_from(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The normalized ``rope_scaling`` of an HF-style config dict (a family with other scalings overrides it)."""
+        return rope_scaling_of(cfg.get("rope_scaling"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,7 +159,7 @@ def _refuse(where: str, key: str, value: Any, why: str) -> BadModel:
 
 
 def _check_hf_values(hf: dict[str, Any], where: str, read: frozenset = frozenset(),
-                     family: str = "the Llama family") -> None:
+                     family: str = "the Llama family", rope_scaling: Callable | None = None) -> None:
     """Refuse keys this family does not know, and known keys with values it does not compute.
 
     ``read``: more keys the calling family reads itself (checked by it).
@@ -172,7 +177,7 @@ def _check_hf_values(hf: dict[str, Any], where: str, read: frozenset = frozenset
         raise _refuse(where, "mlp_bias", True, "adds MLP biases, which are not implemented")
     if hf.get("use_mrope"):
         raise _refuse(where, "use_mrope", True, "asks for multimodal RoPE, which is not implemented")
-    rope_scaling_of(hf.get("rope_scaling"), where)
+    (rope_scaling or rope_scaling_of)(hf.get("rope_scaling"), where)
 
 
 def sliding_window_of(hf: dict[str, Any]) -> int | None:
@@ -195,16 +200,16 @@ def sliding_window_of(hf: dict[str, Any]) -> int | None:
 
 
 def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str,
-            where: str = "config.json", *, read: frozenset = frozenset(), family: str = "the Llama family"
-            ) -> dict[str, Any]:
+            where: str = "config.json", *, read: frozenset = frozenset(), family: str = "the Llama family",
+            rope_scaling: Callable | None = None) -> dict[str, Any]:
     """``checkpoint.config`` from an HF ``config.json`` dict (``tensor_names``: the safetensors' tensors).
 
     Raises :class:`BadModel` for a key that changes the maths and is not implemented. A sliding window
     (Mistral, or some layers of a ``layer_types`` config) shorter than the trained context caps the context
     window at the window: within it, windowed and full attention are the same computation. ``read``: keys the
-    calling family reads itself.
+    calling family reads itself; ``rope_scaling``: the family's own :func:`rope_scaling_of`.
     """
-    _check_hf_values(hf, where, read, family)
+    _check_hf_values(hf, where, read, family, rope_scaling)
     n_head = int(hf["num_attention_heads"])
     hidden = int(hf["hidden_size"])
     ctx = int(hf.get("max_position_embeddings", 2048))

@@ -50,10 +50,15 @@ class LlamaAttention(nn.Module):
         """The stacked q, k, v heads ``[b, s, hq + 2 hkv, d]`` as attention takes them (a family may norm them)."""
         return qkv
 
+    def rotate(self, qkv: Tensor, kv_cache: PagedKVCache) -> Tensor:
+        """RoPE applied by the model (none here: the KV cache applies it as K is stored; see :func:`kv_cache_rope`)."""
+        return qkv
+
     def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         d, hq, hkv = self.head_dim, self.num_q_heads, self.num_kv_heads
         b, s, _ = x.shape
         qkv = self.heads(op.reshape(self.qkv_proj(x), (b, s, hq + 2 * hkv, d)))
+        qkv = self.rotate(qkv, kv_cache)
         out = kv_cache.attention_with_fused_qkv(layer_id, qkv, hq, sm_scale=d ** -0.5)
         return self.o_proj(op.reshape(out, (b, s, hq * d)))
 
@@ -148,11 +153,12 @@ def kv_cache_dims(cfg: LlamaConfig) -> dict[str, int]:
 def kv_cache_rope(cfg: LlamaConfig) -> dict[str, Any]:
     """The RoPE arguments of TVM's paged KV cache for ``cfg.rope_scaling`` (RoPE is applied as K/V are stored).
 
-    ``linear`` scales positions (``rope_scale``); ``llama3`` is TVM's own frequency function.
+    ``linear`` scales positions (``rope_scale``); ``llama3`` is TVM's own frequency function. ``rope_mode``:
+    ``"normal"`` (the cache rotates q and k) or ``"none"`` (the model did, :meth:`LlamaAttention.rotate`).
     """
     s = cfg.rope_scaling
     kind = s.get("rope_type")
-    out: dict[str, Any] = {"rope_scale": 1, "rope_scaling": {}, "rope_ext_factors": None}
+    out: dict[str, Any] = {"rope_scale": 1, "rope_scaling": {}, "rope_ext_factors": None, "rope_mode": "normal"}
     if kind == "linear":
         out["rope_scale"] = 1.0 / s["factor"]
     elif kind == "llama3":
