@@ -9,12 +9,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 const outdir = join(here, "..", "src", "webllm_widget", "static");
 mkdirSync(outdir, { recursive: true });
 
-// [source, output, format]. Entries whose source does not exist yet are skipped (helpers add them).
+// [source, output, format]. A missing source is an error: the Python side loads every one of these outputs.
 const ENTRIES = [
   ["src/gpu_widget.ts", "gpu_widget.js", "esm"], // _esm of webllm_widget.WebGPU
   ["src/tvm.ts", "tvmjs.js", "esm"], // tvmjs runtime + GPULibrary, shipped as a blob
   ["src/chat_widget.ts", "chat_widget.js", "esm"], // _esm of webllm_widget.Chat
-  ["src/widget.ts", "widget.js", "esm"],
   ["src/engine/worker.ts", "engine_worker.js", "iife"], // web-llm engine worker, shipped as a blob
   ["src/engine/runner_host.ts", "runner.js", "esm"], // page of the headless runner (webllm-widget chat)
   ["src/engine/cpu/model.ts", "cpu_model.js", "esm"], // CPU model runner alone (tests, bench/cpu.py)
@@ -33,7 +32,10 @@ const common = {
   external: ["fs", "path", "perf_hooks", "crypto", "ws", "url", "child_process", "module", "os", "worker_threads"],
 };
 
-const builds = ENTRIES.filter(([src]) => existsSync(join(here, src))).map(([src, out, format]) => ({
+const missing = ENTRIES.filter(([src]) => !existsSync(join(here, src))).map(([src]) => src);
+if (missing.length) throw new Error(`build.mjs names sources that do not exist: ${missing.join(", ")}`);
+
+const builds = ENTRIES.map(([src, out, format]) => ({
   ...common,
   entryPoints: [join(here, src)],
   outfile: join(outdir, out),

@@ -29,8 +29,6 @@ WEBGPU_FLAG_SETS: list[list[str]] = [
 #: The machine may have no network: without these Chromium keeps retrying in the background.
 QUIET_FLAGS = ["--no-sandbox", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--disable-quic"]
-#: Hardware GPU first (a user's machine); SwiftShader sets after it.
-HARDWARE_FLAGS = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--ignore-gpu-blocklist"]
 
 ORIGIN_HOST = "webllm-widget.localhost"
 

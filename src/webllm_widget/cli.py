@@ -6,15 +6,12 @@ What ``build`` and ``chat`` need (the compiler, the headless engine) is imported
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
-import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import WebLLMWidgetError
 
@@ -220,26 +217,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegate(module: str, func: str, what: str) -> Callable[[argparse.Namespace], int]:
-    """A command handler that imports ``module.func`` only when the command runs."""
+def cmd_chat(args: argparse.Namespace) -> int:
+    """``webllm-widget chat [PROMPT] [--model M] [--device D] [--system S] [--temperature T] ...``."""
+    from .headless.terminal import cli_chat
 
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                print(f"error: `webllm-widget {what}` is not available in this checkout yet "
-                      f"({module} is missing).", file=sys.stderr)
-                return 2
-            raise
-        fn = getattr(mod, func, None)
-        if fn is None:
-            print(f"error: `webllm-widget {what}` is not available yet ({module}.{func} is missing).",
-                  file=sys.stderr)
-            return 2
-        return int(fn(args) or 0)
-
-    return handler
+    return cli_chat(args)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -268,13 +250,20 @@ def make_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_build)
 
     c = sub.add_parser("chat", help="ask the model in headless Chromium and print the answer")
-    c.add_argument("prompt", nargs="?", default=None, help="the question (omit for an interactive chat)")
-    c.add_argument("--model", default=None, help="model id or folder (default: the built-in model)")
-    c.add_argument("--device", choices=["auto", "webgpu", "cpu"], default="auto")
-    c.add_argument("--max-tokens", type=int, default=None)
+    c.add_argument("prompt", nargs="*", help="the question (omit for an interactive chat)")
+    c.add_argument("--model", default=None,
+                   help="a model folder, GGUF file, Hugging Face folder or MLC prebuilt id (default: the built-in model)")
+    c.add_argument("--device", choices=["auto", "webgpu", "cpu"], default="auto",
+                   help="auto: WebGPU on a hardware adapter, else the page's CPU")
+    c.add_argument("--system", default=None, help="system prompt")
+    c.add_argument("--max-tokens", dest="max_tokens", type=int, default=None, help="default 256")
     c.add_argument("--temperature", type=float, default=None)
+    c.add_argument("--top-p", dest="top_p", type=float, default=None)
     c.add_argument("--seed", type=int, default=None)
-    c.set_defaults(func=_delegate("webllm_widget.headless.terminal", "cli_chat", "chat"))
+    c.add_argument("--fresh-profile", dest="fresh_profile", action="store_true",
+                   help="use a new browser profile (an empty page cache: every model byte is sent again)")
+    c.add_argument("--show-browser", dest="show_browser", action="store_true", help="run Chromium with a window")
+    c.set_defaults(func=cmd_chat)
     return p
 
 

@@ -160,13 +160,3 @@ def test_doctor_fails_without_emcc_and_says_how_to_install_it():
     assert "[MISS] emcc" in out.stdout
     assert "fix: apt-get install -y emscripten" in out.stdout
     assert "emcc" in out.stderr
-
-
-def test_commands_whose_module_is_missing_fail_with_a_clear_message(capsys):
-    import argparse
-
-    from webllm_widget.cli import _delegate
-
-    handler = _delegate("webllm_widget.not_written_yet", "cli_run", "frobnicate")
-    assert handler(argparse.Namespace()) == 2
-    assert "`webllm-widget frobnicate` is not available" in capsys.readouterr().err

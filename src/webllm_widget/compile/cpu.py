@@ -29,18 +29,12 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .keys import CPU_KERNELS_VERSION  # noqa: F401  (the kernels' version, part of the library's key)
-
-#: The device name the model folder builder and the widget use for this target.
-DEVICE = "cpu"
 GROUP = 32
 LANES = 4
 

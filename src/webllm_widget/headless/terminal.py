@@ -26,8 +26,8 @@ def _fmt_bytes(n: float) -> str:
 class _Terminal:
     """Prints load progress as a tqdm bar and tokens as they come."""
 
-    def __init__(self, out=sys.stdout):
-        self.out = out
+    def __init__(self, out=None):
+        self.out = out or sys.stdout  # looked up when the chat starts (a redirected stdout included)
         self.bar = None
         self.phase = None
 
@@ -133,7 +133,7 @@ async def _chat(args) -> int:
 
 
 def cli_chat(args) -> int:
-    """Entry point for ``webllm-widget chat [PROMPT] [--model M] [--system S] [--temperature T] ...``.
+    """Run ``webllm-widget chat`` (its options are defined in cli.py).
 
     ``args`` is an argparse namespace; attributes it may hold: ``prompt`` (str or list, may be empty),
     ``model`` (folder or MLC prebuilt id), ``system``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``,
@@ -146,16 +146,3 @@ def cli_chat(args) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def add_chat_arguments(parser) -> None:
-    """The ``chat`` subcommand's options (cli.py calls this so the options live next to their use)."""
-    parser.add_argument("prompt", nargs="*", help="the question; none starts an interactive chat")
-    parser.add_argument("--model", help="a model folder, or an MLC prebuilt id (online); default: built-in SmolLM2")
-    parser.add_argument("--system", help="system prompt")
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--top-p", dest="top_p", type=float)
-    parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=256)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--fresh-profile", action="store_true", help="use a new browser profile (empty cache)")
-    parser.add_argument("--show-browser", action="store_true", help="run Chromium with a window")

@@ -1,4 +1,4 @@
-"""Know models: the built-in offline default, MLC's prebuilt zoo (online), local folders and URLs.
+"""The model catalogue: the built-in offline default, MLC's prebuilt zoo (online), local folders and URLs.
 
     from webllm_widget import models
     folder = models.default()                       # built-in SmolLM2-135M-Instruct, built once, cached

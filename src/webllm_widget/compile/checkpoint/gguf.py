@@ -96,9 +96,6 @@ class GGUFCheckpoint(Checkpoint):
         """A GGUF metadata value (e.g. ``tokenizer.ggml.tokens``), decoded to Python values."""
         return self._get(key, default)
 
-    def metadata_keys(self) -> list[str]:
-        return list(self._reader.fields)
-
     def tensor_names(self) -> list[str]:
         return list(self._tensors)
 
