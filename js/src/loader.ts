@@ -1,10 +1,11 @@
 // Content-addressed blobs on the page: Cache Storage first, else fetched from the Jupyter server's
-// webllm-widget route when it has one (several times faster), else from the kernel in chunks over the
-// comm; verified by sha256 before they are used (a copy whose hash turns out wrong is evicted before the error is
-// reported); comm chunks are streamed into Cache Storage while they arrive; bundles are imported once from a Blob
-// URL. Hashing is WebCrypto's one-shot digest once all bytes are there: an incremental wasm sha256 (hash-wasm)
-// hashed at ~200 MB/s here vs ~450-700 for WebCrypto, and on a busy machine the page's CPU is what limits the
-// comm (interleaved runs, 128 MB: incremental 20.7-29.3 MB/s, median 21.3; one-shot 24.7-30.6, median 25.9).
+// webllm-widget route when it has one (several times faster than the comm), else from the kernel in chunks over
+// the comm. Every blob is verified by sha256 before it is used; a copy whose hash turns out wrong is evicted
+// before the error is reported. Comm chunks are streamed into Cache Storage while they arrive; bundles are
+// imported once from a Blob URL. Hashing is WebCrypto's one-shot digest once all bytes are there, not an
+// incremental wasm sha256 while they stream: the one-shot digest is two to three times faster, and the page's
+// CPU is what limits the comm on a busy machine (figures in docs/toolchain-notes.md; bench/channel.py measures
+// the transports).
 import { PageChannel, PageError, Envelope, newId } from "./protocol";
 
 /** What the kernel offers: enough to look the blob up and to check it. */

@@ -19,7 +19,7 @@ from typing import AsyncIterator, Callable
 
 from .errors import ToolchainMissing, WebGPUUnavailable
 
-#: Flag sets that gave a working ``requestAdapter()`` with SwiftShader (TOOLCHAIN.md); tried in order.
+#: Flag sets that give a working ``requestAdapter()`` with SwiftShader; tried in order.
 WEBGPU_FLAG_SETS: list[list[str]] = [
     ["--enable-unsafe-webgpu", "--use-angle=swiftshader", "--use-webgpu-adapter=swiftshader",
      "--disable-vulkan-surface"],

@@ -2,7 +2,7 @@
 
 JupyterLab, Notebook 7 (and VS Code, Colab) deliver a widget's messages to the kernel while a cell awaits, so
 ``await chat.ask(...)`` works there. marimo holds every message from the page until the running cell ends,
-even while the cell awaits (measured: TOOLCHAIN.md), so awaiting the page inside a marimo cell would never
+even while the cell awaits (measured: docs/hosts.md), so awaiting the page inside a marimo cell would never
 end. There :func:`refuse_await` raises :class:`~webllm_widget.errors.HostHoldsMessages` at once, naming what
 works instead: ``chat.send(prompt, on_done=...)`` returns at once and the answer arrives after the cell ends;
 wrapping the widget as ``w = mo.ui.anywidget(chat)`` makes every cell that reads ``w.value`` run again when

@@ -90,7 +90,7 @@ async function checkModelUrl(url: string): Promise<void> {
 /**
  * An f16-compute model on an adapter without `shader-f16`: refuse it before a byte is installed or fetched
  * (web-llm would only find out when it asks for the device, after the config has been fetched), naming the
- * f32 variant to use instead (helper M). `required_features` and `f32_variant` come from the kernel.
+ * f32 variant to use instead. `required_features` and `f32_variant` come from the kernel (models/devices.py).
  */
 function checkFeatures(spec: ModelSpec, gpu: GPUInfo | null): void {
   const missing = (spec.required_features ?? []).filter((f) => !(gpu?.features ?? []).includes(f));
@@ -193,7 +193,7 @@ export class WorkerEngine implements Engine {
   }
 
   /**
-   * Which engine runs `spec` (helper F): "cpu" and "webgpu" as asked; "auto" takes WebGPU on a hardware adapter
+   * Which engine runs `spec`: "cpu" and "webgpu" as asked; "auto" takes WebGPU on a hardware adapter
    * and the CPU build (`spec.cpu`) when there is no adapter or it is a software fallback (SwiftShader: the
    * CPU's SIMD kernels are ~10x faster there).
    */

@@ -4,7 +4,7 @@ TVM's default GPU schedules (dlight: one workgroup per output row, shared-memory
 reductions with barriers) suit real GPUs. On a software adapter such as SwiftShader, where a
 workgroup runs on a CPU core and every barrier is a context switch, the same matrix-vector
 product costs ~36 µs per output row, and a kernel with one thread per output row and no shared
-memory is ~24x faster (measured, /work/shared/TOOLCHAIN.md). So:
+memory is ~24x faster (measured; docs/toolchain-notes.md). So:
 
 ``"gpu"`` (and ``"auto"``)
     dlight's defaults (Matmul, GEMV, Reduction, GeneralReduction, Fallback), and :class:`TokenTileGemm` with
