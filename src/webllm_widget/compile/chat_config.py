@@ -132,8 +132,8 @@ def chat_config(*, model_type: str, quantization: str, vocab_size: int, context_
                 prefill_chunk_size: int, conv_template: dict, tokenizer_files: list[str],
                 bos_token_id: int | None = None, eos_token_ids: list[int] | None = None,
                 pad_token_id: int = 0, model_config: dict | None = None,
-                sampling: dict | None = None) -> dict[str, Any]:
-    """The ``mlc-chat-config.json`` document."""
+                sampling: dict | None = None, tokenizer_info: dict | None = None) -> dict[str, Any]:
+    """The ``mlc-chat-config.json`` document (``tokenizer_info``: from :func:`.tokenizer.tokenizer_info`)."""
     doc: dict[str, Any] = {
         "version": "0.1.0",
         "model_type": model_type,
@@ -148,8 +148,8 @@ def chat_config(*, model_type: str, quantization: str, vocab_size: int, context_
         "pipeline_parallel_stages": 1,
         **(sampling or DEFAULT_SAMPLING),
         "tokenizer_files": list(tokenizer_files),
-        "tokenizer_info": {"token_postproc_method": "byte_level", "prepend_space_in_encode": False,
-                           "strip_space_in_decode": False},
+        "tokenizer_info": tokenizer_info or {"token_postproc_method": "byte_level", "prepend_space_in_encode": False,
+                                             "strip_space_in_decode": False},
         "conv_template": conv_template,
         "pad_token_id": int(pad_token_id),
         "eos_token_id": list(eos_token_ids or conv_template.get("stop_token_ids", [])),

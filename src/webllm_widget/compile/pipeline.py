@@ -29,7 +29,7 @@ from ..errors import BadModel, CompileError, WebLLMWidgetError
 from .arch import registry
 from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, write_chat_config
 from .tensor_cache import verify_tensor_cache, write_tensor_cache
-from .tokenizer import write_tokenizer
+from .tokenizer import tokenizer_info, write_tokenizer
 from .checkpoint import Checkpoint, open_checkpoint
 
 __all__ = ["build_model_folder", "source_hash", "MANIFEST", "LIBRARY_NAME", "DEVICES"]
@@ -293,7 +293,7 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
         model_type=getattr(cfg, "model_type", c["architecture"]), quantization=quant.name,
         vocab_size=c["vocab_size"], context_window_size=cfg.context_window_size,
         prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
-        bos_token_id=c.get("bos_token_id"),
+        bos_token_id=c.get("bos_token_id"), tokenizer_info=tokenizer_info(tok_doc),
         model_config={k: c[k] for k in registry.family_of(cfg).config_module.CHAT_CONFIG_KEYS if k in c})
     write_chat_config(tmp, chat)
     bar.update(1)

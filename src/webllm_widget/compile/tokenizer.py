@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadModel
 
@@ -92,6 +93,48 @@ def tokenizer_json_from_gguf(ckpt) -> dict:
             "vocab": vocab, "merges": list(merges),
         },
     }
+
+
+def _components(node: Any) -> list[dict]:
+    """Every component of a tokenizer.json normalizer/pre-tokenizer/decoder, ``Sequence`` flattened."""
+    if not isinstance(node, dict):
+        return []
+    out = [node]
+    for key in ("normalizers", "pretokenizers", "decoders"):
+        for child in node.get(key) or []:
+            out += _components(child)
+    return out
+
+
+def tokenizer_info(doc: dict) -> dict[str, Any]:
+    """web-llm's ``tokenizer_info`` (what its grammar engine needs to read the vocabulary) from ``tokenizer.json``.
+
+    ``token_postproc_method``: ``byte_level`` when tokens spell bytes with GPT-2's printable stand-ins (a
+    ``ByteLevel`` decoder or pre-tokenizer: SmolLM2, Llama 3, Qwen), ``byte_fallback`` when they are SentencePiece
+    pieces with ``<0xNN>`` tokens for raw bytes (a ``ByteFallback`` decoder or ``byte_fallback`` model: Llama 2,
+    TinyLlama, Gemma, Phi-3), else ``raw``. ``prepend_space_in_encode``: the encoder puts a ``▁`` before the text
+    (a ``Prepend`` normalizer, or a ``Metaspace`` pre-tokenizer that adds a prefix space);
+    ``strip_space_in_decode``: the decoder strips that space again (a ``Strip`` decoder of one leading space).
+    """
+    decoders = _components(doc.get("decoder"))
+    pre = _components(doc.get("pre_tokenizer"))
+    norm = _components(doc.get("normalizer"))
+    kinds = {c.get("type") for c in decoders + pre}
+    model = doc.get("model") or {}
+    if "ByteLevel" in kinds:
+        method = "byte_level"
+    elif "ByteFallback" in kinds or model.get("byte_fallback"):
+        method = "byte_fallback"
+    else:
+        method = "raw"
+    prepend = any(c.get("type") == "Prepend" and c.get("prepend") == "\u2581" for c in norm) or any(
+        c.get("type") == "Metaspace" and (c.get("prepend_scheme") in ("first", "always")
+                                          or (c.get("prepend_scheme") is None and c.get("add_prefix_space")))
+        for c in pre)
+    strip = any(c.get("type") == "Strip" and c.get("content") == " " and int(c.get("start", 0)) >= 1
+                for c in decoders)
+    return {"token_postproc_method": method, "prepend_space_in_encode": bool(prepend),
+            "strip_space_in_decode": bool(strip)}
 
 
 def special_token_ids(doc: dict) -> dict[str, int]:
