@@ -6,30 +6,13 @@
 // writes the `messages` and `stats` traitlets when an answer completes (a running cell gets messages,
 // not traitlet updates). A turn typed in the page is reported with `done` {origin: "page", user}.
 import type { AnyModel } from "@anywidget/types";
-import { PageChannel, PageError, describeError, newId, type Envelope } from "./protocol";
-import { BlobLoader, type BlobRef } from "./loader";
+import { PageChannel, PageError, describeError, errorMessage, newId, type Envelope } from "./protocol";
+import { BlobLoader } from "./loader";
 import { sharedEngine, specKey, type SwapEvent, type WorkerEngine } from "./engine/host";
 import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./engine/types";
+import type { Ask, ChatCall, ChatLoad, ErrorMessage, PageErrorCode } from "./wire/schema.gen";
 import { ChatView, type ModelEntry, type Msg, type ViewState } from "./ui/chat_view";
 import { describeEntry, pageAdapter, type PickerEntry } from "./ui/model_facts";
-
-interface ModelMsg {
-  id: string;
-  key?: string;
-  lib?: string;
-  files?: BlobRef[];
-  prebuilt?: boolean;
-  url?: string;
-  lib_url?: string;
-  overrides?: Record<string, unknown>;
-  required_features?: string[];
-  f32_variant?: string | null;
-  device?: "auto" | "webgpu" | "cpu";
-  cpu?: ModelMsg;
-  webgpu?: boolean;
-  schedule?: string;
-  webgpu_fallback?: ModelMsg;
-}
 
 /** Page-side state of one Chat model, shared by all its views. */
 class ChatState {
@@ -58,6 +41,7 @@ class ChatState {
   /** The picker was opened: prebuilt models may be looked up where they are fetched from. */
   pickerOpened = false;
   refreshFacts: () => void = () => undefined;
+  channel: PageChannel | null = null;
   private listeners = new Set<() => void>();
   subscribe(fn: () => void) {
     this.listeners.add(fn);
@@ -112,19 +96,19 @@ function initialize({ model }: { model: AnyModel }) {
   const state = new ChatState();
   states.set(keyOf(model), state);
   const channel = new PageChannel(model);
+  state.channel = channel;
   const loader = new BlobLoader(channel);
 
-  const fail = (req: Envelope | string | undefined, err: unknown, fallback = "error") => {
-    const e = describeError(err, fallback);
-    state.error = e;
+  const fail = (req: Envelope | string | undefined, err: unknown, fallback: PageErrorCode = "error") => {
+    state.error = describeError(err, fallback);
     state.changed();
-    const detail = (err as { detail?: Record<string, unknown> } | null)?.detail ?? {};
-    channel.replyError(req, err instanceof PageError ? err : new PageError(e.code, e.message, detail));
+    channel.replyError(req, err, fallback);
   };
 
-  channel.on("load", async (msg) => {
-    const engineRef = msg.engine as BlobRef;
-    const m = msg.model as ModelMsg;
+  channel.on("load", async (raw) => {
+    const msg = raw as Envelope & ChatLoad;
+    const engineRef = msg.engine;
+    const m: ModelSpec = msg.model;
     state.status = "loading";
     state.error = null;
     state.progress = { progress: 0, phase: "install", elapsed_s: 0, text: "starting the engine" };
@@ -161,26 +145,9 @@ function initialize({ model }: { model: AnyModel }) {
         if (!mine || !e.unloaded.some((u) => u.key === mine)) return;
         state.notice = `${e.text.replace(/^unloaded /, "This chat's model was unloaded: ")}.`;
         state.changed();
-        if (!state.disconnected) channel.send("progress", { phase: "unloaded", progress: 0, text: e.text, swap: e });
+        if (!state.disconnected) channel.send("progress", { phase: "unloaded", progress: 0, elapsed_s: 0, text: e.text, swap: e });
       });
-      const toSpec = (m: ModelMsg): ModelSpec => ({
-        id: m.id,
-        key: m.key,
-        lib: m.lib,
-        files: m.files?.map((f) => ({ name: f.name, sha256: f.sha256, size: f.size })),
-        prebuilt: m.prebuilt,
-        url: m.url,
-        lib_url: m.lib_url,
-        overrides: m.overrides,
-        required_features: m.required_features,
-        f32_variant: m.f32_variant,
-        device: m.device,
-        cpu: m.cpu ? toSpec(m.cpu) : undefined,
-        webgpu: m.webgpu,
-        schedule: m.schedule,
-        webgpu_fallback: m.webgpu_fallback ? toSpec(m.webgpu_fallback) : undefined,
-      });
-      const spec = toSpec(m);
+      const spec = m;
       state.spec = spec;
       state.notice = null;
       const byName = new Map([...(m.files ?? []), ...(m.cpu?.files ?? []), ...(m.webgpu_fallback?.files ?? [])].map((f) => [f.sha256, f]));
@@ -267,9 +234,11 @@ function initialize({ model }: { model: AnyModel }) {
     }
   }
 
-  channel.on("ask", async (msg) => {
+  channel.on("ask", async (raw) => {
+    const msg = raw as Envelope & Ask;
     try {
-      await generate(String(msg.id), msg.messages as ChatMessage[], (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel", msg.record !== false);
+      // the engine checks response_format's shape (the wire carries it as an object)
+      await generate(String(msg.id), msg.messages, (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel", msg.record !== false);
     } catch (err) {
       if (state.disconnected) return; // the kernel is gone: keep what is shown, there is no one to tell
       state.pending = [];
@@ -281,7 +250,8 @@ function initialize({ model }: { model: AnyModel }) {
     state.abort?.abort();
   });
 
-  channel.on("call", async (msg) => {
+  channel.on("call", async (raw) => {
+    const msg = raw as Envelope & ChatCall;
     try {
       if (msg.fn === "reset") {
         state.abort?.abort();
@@ -300,7 +270,8 @@ function initialize({ model }: { model: AnyModel }) {
   });
 
   // A notice from the kernel (no id): show it.
-  channel.on("error", (msg) => {
+  channel.on("error", (raw) => {
+    const msg = raw as Envelope & ErrorMessage;
     if (msg.id) return;
     state.error = { code: String(msg.code ?? "error"), message: String(msg.message ?? "") };
     state.changed();
@@ -363,10 +334,10 @@ function initialize({ model }: { model: AnyModel }) {
       await generate(newId("u"), messages, settingsFrom(model), text, "page", true, base);
     } catch (err) {
       state.pending = [];
-      const e = describeError(err);
+      const e = errorMessage(err);
       state.error = e;
       state.changed();
-      channel.send("error", { code: e.code, message: e.message, origin: "page" });
+      channel.send("error", { ...e, origin: "page" });
     }
   };
   (state as unknown as { send: (t: string, base?: number | null) => void }).send = (t, base = null) => void sendFromPage(t, base);
@@ -430,7 +401,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
     },
     reset: () => {
       // The kernel owns the conversation: ask it to clear (it also resets the engine's KV cache).
-      model.send({ v: 1, kind: "call", fn: "reset-request" });
+      state.channel?.send("call", { fn: "reset-request" });
     },
   });
   const draw = () => {

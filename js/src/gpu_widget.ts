@@ -2,22 +2,14 @@
 // runs their functions on WebGPU for the kernel, and shows what happened.
 import type { AnyModel } from "@anywidget/types";
 import { PageChannel, PageError, Envelope, describeError } from "./protocol";
-import { BlobLoader, BlobRef } from "./loader";
+import { BlobLoader } from "./loader";
+import type { AdapterReport, BlobRef, GpuCall, GpuLoad } from "./wire/schema.gen";
 import type * as TVMBundle from "./tvm";
 import { baseUrlFor, installModelFiles } from "./engine/model_files";
 import type { ModelFile, ModelSpec } from "./engine/types";
 
 type Bundle = typeof TVMBundle;
-
-export interface AdapterReport {
-  vendor: string;
-  architecture: string;
-  device: string;
-  description: string;
-  isFallbackAdapter: boolean;
-  features: string[];
-  limits: Record<string, number>;
-}
+export type { AdapterReport };
 
 interface LogEntry {
   text: string;
@@ -125,9 +117,9 @@ function initialize({ model }: { model: AnyModel }) {
     return bundle;
   };
 
-  channel.on("load", async (msg) => {
-    const runtime = msg.runtime as BlobRef;
-    const library = msg.library as BlobRef;
+  channel.on("load", async (raw) => {
+    const msg = raw as Envelope & GpuLoad;
+    const { runtime, library } = msg;
     state.status = `loading ${library.name}`;
     state.changed();
     let last = 0;
@@ -156,12 +148,13 @@ function initialize({ model }: { model: AnyModel }) {
       const e = describeError(err, "bad-artifact");
       state.status = "error";
       state.note(`load ${library?.name}: [${e.code}] ${e.message}`, "error");
-      channel.send("error", { id: msg.id, code: e.code, message: e.message });
+      channel.replyError(msg, err, "bad-artifact");
     }
   });
 
-  channel.on("call", async (msg, buffers) => {
-    const specs = msg.args as { shape: number[]; dtype: string }[];
+  channel.on("call", async (raw, buffers) => {
+    const msg = raw as Envelope & GpuCall;
+    const specs = msg.args;
     const fn = String(msg.fn);
     try {
       const sha = String(msg.library);
@@ -195,7 +188,7 @@ function initialize({ model }: { model: AnyModel }) {
     } catch (err) {
       const e = describeError(err, "kernel-error");
       state.note(`${fn}: [${e.code}] ${e.message}`, "error");
-      channel.send("error", { id: msg.id, code: e.code, message: e.message });
+      channel.replyError(msg, err, "kernel-error");
     }
   });
 

@@ -6,14 +6,11 @@
 // incremental wasm sha256 while they stream: the one-shot digest is two to three times faster, and the page's
 // CPU is what limits the comm on a busy machine (figures in docs/toolchain-notes.md; bench/channel.py measures
 // the transports).
-import { PageChannel, PageError, Envelope, newId } from "./protocol";
+import { PageChannel, PageError, Envelope, isPageErrorCode, newId } from "./protocol";
+import type { BlobChunk, BlobRef, ErrorMessage, NeedBlob } from "./wire/schema.gen";
 
 /** What the kernel offers: enough to look the blob up and to check it. */
-export interface BlobRef {
-  sha256: string;
-  size: number;
-  name: string;
-}
+export type { BlobRef };
 
 export type ProgressFn = (ref: BlobRef, received: number, fromCache: boolean) => void;
 
@@ -194,11 +191,12 @@ export class BlobLoader {
     this.channel = channel;
     this.transport = opts.transport ?? "auto";
     channel.on("blob", (msg, buffers) => this.onChunk(msg, buffers));
-    channel.on("error", (msg) => {
+    channel.on("error", (raw) => {
+      const msg = raw as Envelope & ErrorMessage;
       const inc = msg.id ? this.incoming.get(msg.id) : undefined;
       if (!inc) return;
       this.incoming.delete(msg.id!);
-      const err = new PageError(String(msg.code ?? "error"), String(msg.message ?? "blob transfer failed"));
+      const err = new PageError(isPageErrorCode(msg.code) ? msg.code : "error", String(msg.message ?? "blob transfer failed"));
       endSink(inc, err);
       inc.reject(err);
     });
@@ -253,7 +251,7 @@ export class BlobLoader {
       await cache!.delete(blobUrl(ref.sha256));
     }
     let data: Uint8Array | undefined;
-    let retry: Record<string, unknown> = {};
+    let retry: Pick<NeedBlob, "http_error" | "retry_of"> = {};
     const t0 = performance.now();
     let verifyMs = 0;
     let storedAlready = false;
@@ -267,7 +265,7 @@ export class BlobLoader {
           verifyMs = got.verify_ms;
           storedAlready = got.stored;
           stats.http += data.length;
-          this.channel.send("ack", { id: answer.id, sha256: ref.sha256, received: data.length, chunks: 0, via: "http" });
+          this.channel.send("ack", { sha256: ref.sha256, received: data.length, chunks: 0, via: "http" }, [], answer.id);
         } catch (err) {
           // Not fatal: the comm still works. Tell the kernel so it drops its published copy.
           stats.http_failures += 1;
@@ -398,7 +396,7 @@ export class BlobLoader {
   }
 
   private fromKernel(ref: BlobRef, onProgress: ProgressFn | undefined, via: "http" | "comm",
-                     extra: Record<string, unknown> = {}, cache?: Cache,
+                     extra: Pick<NeedBlob, "http_error" | "retry_of"> = {}, cache?: Cache,
                      onStoring?: (p: Promise<boolean>) => void): Promise<Answer> {
     return new Promise((resolve, reject) => {
       const id = newId("b");
@@ -416,11 +414,12 @@ export class BlobLoader {
         })).then(() => true, () => false)); // not stored (out of order, failed, quota): stored after, or not at all
       }
       this.incoming.set(id, inc);
-      this.channel.send("need-blob", { ...extra, id, sha256: ref.sha256, size: ref.size, name: ref.name, via });
+      this.channel.send("need-blob", { ...extra, sha256: ref.sha256, size: ref.size, name: ref.name, via }, [], id);
     });
   }
 
-  private onChunk(msg: Envelope, buffers: DataView[]): void {
+  private onChunk(raw: Envelope, buffers: DataView[]): void {
+    const msg = raw as Envelope & BlobChunk;
     const inc = msg.id ? this.incoming.get(msg.id) : undefined;
     if (!inc) return;
     if (typeof msg.url === "string" && !buffers.length) {
@@ -454,7 +453,7 @@ export class BlobLoader {
     inc.chunks += 1;
     const finished = inc.received >= inc.ref.size;
     if (inc.chunks % ACK_EVERY === 0 || finished) {
-      this.channel.send("ack", { id: msg.id, sha256: inc.ref.sha256, received: inc.received, chunks: inc.chunks });
+      this.channel.send("ack", { sha256: inc.ref.sha256, received: inc.received, chunks: inc.chunks }, [], msg.id);
     }
     inc.onProgress?.(inc.ref, inc.received, false);
     inc.handlerMs += performance.now() - tStart;

@@ -1,27 +1,10 @@
-// The messages between kernel and page: one list of kinds, one envelope, one channel per widget model.
-// Mirrors src/webllm_widget/protocol.py; bump PROTOCOL_VERSION on both sides together.
+// The messages between kernel and page: one envelope, one channel per widget model (the page's end of
+// src/webllm_widget/protocol.py). The kinds, the version and each message's fields are generated from the Python
+// schema into wire/schema.gen.ts: `send` accepts only the fields the schema gives the page's messages of that kind.
 import type { AnyModel } from "@anywidget/types";
+import { PAGE_ERROR_CODES, PROTOCOL_VERSION, type ErrorMessage, type Kind, type PageErrorCode, type PageSends } from "./wire/schema.gen";
 
-export const PROTOCOL_VERSION = 1;
-
-export const KINDS = [
-  "ready", // page -> kernel: handlers listen; payload describes the page (adapter, ...)
-  "load", // kernel -> page: load something made of blobs (runtime, library, model)
-  "progress", // page -> kernel: how far a request got
-  "ask", // kernel -> page: a prompt (chat)
-  "token", // page -> kernel: streamed text of an answer
-  "done", // page -> kernel: a request finished
-  "stop", // kernel -> page: stop a running request
-  "error", // either way: a request failed (code + message); without an id, a notice to show
-  "need-blob", // page -> kernel: send me this blob (by sha256)
-  "blob", // kernel -> page: one chunk of a blob (one binary buffer)
-  "ack", // page -> kernel: chunks received so far (flow control)
-  "stats", // page -> kernel: numbers about the engine or a run
-  "call", // kernel -> page: run a function (GPU widget)
-  "result", // page -> kernel: the outputs of a call or load
-  "profile", // kernel -> page: run a model library's steps and time its kernels (GPU widget)
-] as const;
-export type Kind = (typeof KINDS)[number];
+export { PROTOCOL_VERSION, KINDS, type Kind } from "./wire/schema.gen";
 
 /** Every message: protocol version, kind, and (for requests and their replies) the request id. */
 export interface Envelope {
@@ -33,24 +16,36 @@ export interface Envelope {
 
 export type Handler = (msg: Envelope, buffers: DataView[]) => void | Promise<void>;
 
-/** An error the page can name: code (stable, shared with Python's errors.py) and a sentence to act on. */
+/** An error the page can name: code (one of Python's errors.ERRORS, the page's share) and a sentence to act on. */
 export class PageError extends Error {
-  code: string;
+  code: PageErrorCode;
   detail: Record<string, unknown>;
-  constructor(code: string, message: string, detail: Record<string, unknown> = {}) {
+  constructor(code: PageErrorCode, message: string, detail: Record<string, unknown> = {}) {
     super(message);
     this.code = code;
     this.detail = detail;
   }
 }
 
-/** Turn anything thrown into {code, message}. */
-export function describeError(err: unknown, fallbackCode = "error"): { code: string; message: string } {
+const PAGE_CODES = new Set<string>(PAGE_ERROR_CODES);
+/** Whether `code` is one the page may send (a code from elsewhere, e.g. a DOMException's number, is not). */
+export const isPageErrorCode = (code: unknown): code is PageErrorCode => typeof code === "string" && PAGE_CODES.has(code);
+
+/** Turn anything thrown into {code, message}; an error without a page code gets `fallbackCode`. */
+export function describeError(err: unknown, fallbackCode: PageErrorCode = "error"): { code: PageErrorCode; message: string } {
   if (err instanceof PageError) return { code: err.code, message: err.message };
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === "string" && err instanceof Error) return { code, message: err.message };
+  if (isPageErrorCode(code) && err instanceof Error) return { code, message: err.message };
   const message = err instanceof Error ? err.message : String(err);
   return { code: fallbackCode, message };
+}
+
+/** The `error` message for anything thrown: its page code, message, and detail when it has one. */
+export function errorMessage(err: unknown, fallbackCode: PageErrorCode = "error"): ErrorMessage {
+  const e = describeError(err, fallbackCode);
+  const detail = (err as { detail?: unknown } | null)?.detail;
+  const has = detail && typeof detail === "object" && Object.keys(detail).length > 0;
+  return { code: e.code, message: e.message, ...(has ? { detail: detail as Record<string, unknown> } : {}) };
 }
 
 let counter = 0;
@@ -87,26 +82,23 @@ export class PageChannel {
     };
   }
 
-  send(kind: Kind, payload: Record<string, unknown> = {}, buffers: ArrayBufferView[] = []): void {
-    const msg: Envelope = { ...payload, v: PROTOCOL_VERSION, kind };
+  /** Send a message of `kind` with `payload` (checked against the schema); `id` names the request it answers. */
+  send<K extends keyof PageSends>(kind: K, payload: PageSends[K], buffers: ArrayBufferView[] = [], id?: string): void {
+    const msg: Envelope = { ...payload, v: PROTOCOL_VERSION, kind, ...(id !== undefined ? { id } : {}) };
     this.model.send(msg, undefined, buffers);
   }
 
   /** Reply to request `req`: the reply carries the request's id. */
-  reply(req: Envelope | string, kind: Kind, payload: Record<string, unknown> = {}, buffers: ArrayBufferView[] = []): void {
-    const id = typeof req === "string" ? req : req.id;
-    this.send(kind, { ...payload, id }, buffers);
+  reply<K extends keyof PageSends>(req: Envelope | string, kind: K, payload: PageSends[K], buffers: ArrayBufferView[] = []): void {
+    this.send(kind, payload, buffers, typeof req === "string" ? req : req.id);
   }
 
-  replyError(req: Envelope | string | undefined, err: unknown, fallbackCode = "error"): void {
-    const e = describeError(err, fallbackCode);
-    const detail = err instanceof PageError ? err.detail : {};
-    const id = typeof req === "string" ? req : req?.id;
-    this.send("error", { ...detail, id, code: e.code, message: e.message });
+  replyError(req: Envelope | string | undefined, err: unknown, fallbackCode: PageErrorCode = "error"): void {
+    this.send("error", errorMessage(err, fallbackCode), [], typeof req === "string" ? req : req?.id);
   }
 
-  /** Tell the kernel the page listens; `info` travels with it (e.g. the WebGPU adapter). */
-  ready(info: Record<string, unknown> = {}): void {
+  /** Tell the kernel the page listens; `info` describes the page (e.g. the WebGPU adapter). */
+  ready(info: PageSends["ready"]): void {
     this.send("ready", info);
   }
 

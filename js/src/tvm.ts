@@ -1,6 +1,7 @@
 // The tvmjs runtime bundle (shipped to the page as a content-addressed blob): one WebGPU device per
 // page, and GPULibrary, which loads a TVM-compiled wasm library and runs its VM functions.
 import * as tvmjs from "@mlc-ai/web-runtime";
+import type { GPUTimings, PageErrorCode } from "./wire/schema.gen";
 
 import { PassRecorder } from "./teach/passes";
 import { profileModel, type ModelProfile } from "./teach/profile_model";
@@ -16,15 +17,12 @@ export interface RawTensor {
   data: Uint8Array;
 }
 
-export interface Timings {
-  runs_ms: number[];
-  method: "timestamp-query" | "wall-clock";
-  detail: string;
-}
+/** Per-run times of a function (the `timings` of a GPU call's result). */
+export type Timings = GPUTimings;
 
 export class RuntimeError extends Error {
-  code: string;
-  constructor(code: string, message: string) {
+  code: PageErrorCode;
+  constructor(code: PageErrorCode, message: string) {
     super(message);
     this.code = code;
   }

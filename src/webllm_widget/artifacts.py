@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import BadArtifact
 from .protocol import ACK, BLOB, ERROR, NEED_BLOB, Channel
+from .wire.schema import BlobChunk, BlobRef, ErrorMessage
 
 #: Environment variable: ``comm`` makes the kernel answer every blob request over the comm.
 TRANSPORT_ENV = "WEBLLM_WIDGET_TRANSPORT"
@@ -73,9 +75,9 @@ class Blob:
         digest = sha256 or hashlib.sha256(view).hexdigest()
         return cls(name=name or p.name, sha256=digest, size=size, data=view, path=p)
 
-    def ref(self) -> dict:
+    def ref(self) -> BlobRef:
         """What travels in a request: enough for the page to look the blob up and check it."""
-        return {"sha256": self.sha256, "size": self.size, "name": self.name}
+        return BlobRef(sha256=self.sha256, size=self.size, name=self.name)
 
 
 _static_cache: dict[tuple[str, int, int], Blob] = {}
@@ -149,9 +151,9 @@ class BlobSender:
         blob = self._offered.get(sha)
         rid = msg.get("id")
         if blob is None:
-            self.channel.send(ERROR, {"code": "bad-artifact", "message":
-                                      f"the kernel has no blob {sha} (it was never offered, or the kernel restarted); "
-                                      "run the cell that loads it again"}, id=rid)
+            self.channel.send(ERROR, ErrorMessage(
+                code=BadArtifact.code, message=f"the kernel has no blob {sha} (it was never offered, or the kernel "
+                "restarted); run the cell that loads it again"), id=rid)
             return
         if msg.get("http_error"):
             self._published.pop(msg.get("retry_of"), None)
@@ -175,7 +177,7 @@ class BlobSender:
         except OSError:
             return False  # read-only or full cache dir: the comm still works
         self._published[rid] = blob
-        self.channel.send(BLOB, {"sha256": blob.sha256, "size": blob.size, "url": route_path(blob.sha256)}, id=rid)
+        self.channel.send(BLOB, BlobChunk(sha256=blob.sha256, size=blob.size, url=route_path(blob.sha256)), id=rid)
         return True
 
     @staticmethod
@@ -220,7 +222,7 @@ class BlobSender:
         while t.next_offset < t.blob.size and t.chunks_sent - t.acked < self.window:
             end = min(t.next_offset + self.chunk_size, t.blob.size)
             chunk = view[t.next_offset:end]
-            self.channel.send(BLOB, {"sha256": t.blob.sha256, "offset": t.next_offset, "size": t.blob.size},
+            self.channel.send(BLOB, BlobChunk(sha256=t.blob.sha256, offset=t.next_offset, size=t.blob.size),
                               [chunk], id=t.id)
             self.bytes_sent += end - t.next_offset
             self.bytes_comm += end - t.next_offset

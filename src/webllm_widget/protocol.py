@@ -1,10 +1,11 @@
-"""The messages between kernel and page: kinds, envelope, and the kernel end of a widget's channel.
+"""The messages between kernel and page: envelope, and the kernel end of a widget's channel.
 
-Mirrors ``js/src/protocol.ts``; bump :data:`PROTOCOL_VERSION` on both sides together.
+The kinds, the protocol version and each message's fields are defined in :mod:`webllm_widget.wire.schema`
+(the page's ``js/src/wire/schema.gen.ts`` is generated from it); ``js/src/protocol.ts`` is the page's end.
 
 Every message is a dict ``{"v": 1, "kind": ..., "id": ..., **payload}`` sent as an anywidget custom
 message, with binary payloads as buffers (never JSON number lists). A request carries an ``id``;
-every reply (``progress``, ``token``, ``stats``, and finally ``result``, ``done`` or ``error``)
+every reply (``progress``, ``token``, and finally ``result``, ``done`` or ``error``)
 carries the same ``id``. The page sends ``ready`` once its handlers listen; until then the kernel
 queues what it sends (some hosts drop messages sent earlier).
 
@@ -21,33 +22,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 from typing import Any, Callable, Sequence
 
-from .errors import PageTimeout, WebLLMWidgetError, from_page
+from .errors import PageReloaded, PageTimeout, ProtocolMismatch, WebLLMWidgetError, from_page
+# The kinds and the fields of each message are defined in wire/schema.py (and generated for the page from there).
+from .wire.schema import (  # noqa: F401  (re-exported: the protocol's names)
+    ACK, ASK, BLOB, CALL, DONE, ERROR, FINAL_KINDS, KINDS, LOAD, NEED_BLOB, PROGRESS, PROTOCOL_VERSION, READY, RESULT,
+    PROFILE, STOP, TOKEN, ErrorMessage,
+)
+from .wire.schema import problems as _problems
 
-PROTOCOL_VERSION = 1
-
-READY = "ready"          # page -> kernel: handlers listen; payload describes the page
-LOAD = "load"            # kernel -> page: load something made of blobs
-PROGRESS = "progress"    # page -> kernel: how far a request got
-ASK = "ask"              # kernel -> page: a prompt
-TOKEN = "token"          # page -> kernel: streamed text
-DONE = "done"            # page -> kernel: a request finished
-STOP = "stop"            # kernel -> page: stop a request
-ERROR = "error"          # either way: failure with code + message; without id, a notice to show
-NEED_BLOB = "need-blob"  # page -> kernel: send me this blob
-BLOB = "blob"            # kernel -> page: one chunk of a blob
-ACK = "ack"              # page -> kernel: chunks received (flow control)
-STATS = "stats"          # page -> kernel: numbers about the engine or a run
-CALL = "call"            # kernel -> page: run a function (GPU widget)
-RESULT = "result"        # page -> kernel: outputs of a call or a load
-PROFILE = "profile"      # kernel -> page: run a model library's steps and time its kernels (GPU widget)
-
-KINDS = (READY, LOAD, PROGRESS, ASK, TOKEN, DONE, STOP, ERROR, NEED_BLOB, BLOB, ACK, STATS, CALL, RESULT, PROFILE)
-#: Replies that end a request.
-FINAL_KINDS = frozenset({RESULT, DONE, ERROR})
+log = logging.getLogger(__name__)
 
 Handler = Callable[[dict, list], None]
 
@@ -76,7 +64,7 @@ class Reply:
 
     ``await reply`` gives ``(msg, buffers)`` of the final reply or raises the error the page sent
     (as the matching :mod:`webllm_widget.errors` class). ``on_event`` callbacks given to
-    :meth:`Channel.request` see the intermediate replies (``progress``, ``token``, ``stats``).
+    :meth:`Channel.request` see the intermediate replies (``progress``, ``token``).
     """
 
     def __init__(self, id: str, kind: str, timeout: float | None = None):
@@ -179,6 +167,9 @@ class Channel:
     Attach it to an ``anywidget.AnyWidget`` (or ipywidgets ``DOMWidget``) in the widget's
     ``__init__``. It queues outgoing messages until the page says ``ready``, matches replies to
     requests by id, and counts the buffer bytes it sends (:attr:`bytes_sent`).
+
+    Every message either way is checked against :mod:`webllm_widget.wire.schema`; one that matches no message
+    of its kind (a field one side added alone) is logged and kept in :attr:`wire_problems`, and still delivered.
     """
 
     def __init__(self, widget: Any):
@@ -187,6 +178,7 @@ class Channel:
         self.ready_count = 0                  # how many times a page said ready (reloads count)
         self.bytes_sent = 0                   # buffer bytes sent to the page
         self.bytes_received = 0
+        self.wire_problems: list[str] = []    # messages, either way, that do not match the wire schema
         self._queue: list[tuple[dict, list]] = []
         self._pending: dict[str, tuple[Reply, Callable[[dict, list], None] | None]] = {}
         self._handlers: dict[str, list[Handler]] = {}
@@ -218,6 +210,7 @@ class Channel:
              *, id: str | None = None) -> None:
         """Send one message (queued until the page is ready). Buffers: bytes-like, sent without copies."""
         msg = message(kind, payload, id=id)
+        self._check(msg, "kernel")
         bufs = list(buffers or [])
         if self.is_ready:
             self._send_now(msg, bufs)
@@ -244,7 +237,7 @@ class Channel:
 
     def notify_error(self, err: WebLLMWidgetError) -> None:
         """Show an error that the kernel detected in the widget (an ``error`` message without id)."""
-        self.send(ERROR, {"code": err.code, "message": err.args[0] if err.args else str(err)})
+        self.send(ERROR, ErrorMessage(code=err.code, message=err.args[0] if err.args else str(err)))
 
     def _send_now(self, msg: dict, buffers: list) -> None:
         self.bytes_sent += sum(memoryview(b).nbytes for b in buffers)
@@ -268,11 +261,12 @@ class Channel:
         """Route one message from the page (also used by test hosts that carry messages themselves)."""
         kind = msg.get("kind")
         if msg.get("v") != PROTOCOL_VERSION:
-            err = WebLLMWidgetError(
+            err = ProtocolMismatch(
                 f"the page speaks protocol v{msg.get('v')} but this kernel speaks v{PROTOCOL_VERSION}: "
-                "reload the page after upgrading webllm-widget", code="protocol-mismatch")
+                "reload the page after upgrading webllm-widget")
             self._fail_all(err)
             return
+        self._check(msg, "page")
         if kind == READY:
             self._handle_ready(msg)
             return
@@ -302,14 +296,21 @@ class Channel:
             # A new page (reload, second window) knows nothing of earlier requests: fail them.
             for rid in [r for r, (rep, _) in self._pending.items()]:
                 reply, _ = self._pending.pop(rid)
-                reply._finish(None, WebLLMWidgetError(
-                    "the page was reloaded while this request ran; run it again", code="page-reloaded"))
+                reply._finish(None, PageReloaded("the page was reloaded while this request ran; run it again"))
         queued, self._queue = self._queue, []
         for m, b in queued:
             self._send_now(m, b)
         self._ready_reply._finish((msg, []), None)
         for fn in list(self._on_ready):
             fn(msg)
+
+    def _check(self, msg: dict, sender: str) -> None:
+        found = _problems(msg, sender)
+        if found:
+            line = f"{sender} sent a {msg.get('kind')!r} message the wire schema does not describe: {'; '.join(found)}"
+            if line not in self.wire_problems:
+                self.wire_problems.append(line)
+                log.warning("%s (webllm_widget/wire/schema.py describes each message)", line)
 
     def _fail_all(self, err: BaseException) -> None:
         pending, self._pending = self._pending, {}

@@ -126,7 +126,7 @@ def test_kinds_match_the_page_side():
     from pathlib import Path
     import re
 
-    ts = (Path(__file__).resolve().parents[2] / "js" / "src" / "protocol.ts").read_text()
+    ts = (Path(__file__).resolve().parents[2] / "js" / "src" / "wire" / "schema.gen.ts").read_text()
     block = ts[ts.index("export const KINDS"):ts.index("] as const")]
     assert tuple(re.findall(r'^\s*"([a-z-]+)"', block, re.M)) == KINDS
     assert f"PROTOCOL_VERSION = {PROTOCOL_VERSION};" in ts

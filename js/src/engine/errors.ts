@@ -1,4 +1,5 @@
 // Maps what web-llm, tvmjs and WebGPU throw to the project's error codes and a sentence a person can act on.
+import { PAGE_ERROR_CODES } from "../wire/schema.gen";
 import { EngineError, type ErrorCode } from "./types";
 
 interface Rule {
@@ -80,8 +81,8 @@ const RULES: Rule[] = [
   },
 ];
 
-const KNOWN_CODES = new Set<string>(["no-webgpu", "no-shader-f16", "out-of-memory", "device-lost", "bad-artifact",
-  "bad-model", "context-overflow", "aborted", "unreachable", "unsupported", "bad-request"]);
+// Every specific page code ("error" names nothing: the rules below may find what it was).
+const KNOWN_CODES = new Set<string>(PAGE_ERROR_CODES.filter((c) => c !== "error"));
 
 export function toEngineError(err: unknown): EngineError {
   if (err instanceof EngineError) return err;

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import BadModel, WebLLMWidgetError
 from . import registry
 from .folder import folder_model
+from ..wire.schema import ModelSpec
 
 DEVICES = ("auto", "webgpu", "cpu")
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def check_device(device: str) -> str:
     return device
 
 
-def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True) -> tuple[dict, dict[str, Path]]:
+def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True) -> tuple[ModelSpec, dict[str, Path]]:
     """The engine spec for ``model`` on ``device`` and the files it names (sha256 -> path).
 
     ``model``: as for ``Chat(model=...)``. ``device="cpu"`` needs a model that can be built for the CPU
@@ -50,23 +51,23 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
             raise BadModel(f"{model}: no CPU build of this model is possible (MLC prebuilt ids and URLs run on "
                            "WebGPU only). Pass a .gguf file or a Hugging Face folder, or use device='webgpu'.")
         fm = folder_model(folder)
-        return dict(fm.spec, device="cpu"), dict(fm.paths)
+        return fm.spec.replace(device="cpu"), dict(fm.paths)
     if device == "auto" and key is not None and _folder_device(key) == "cpu":
         # a folder built for the CPU runs on the CPU only; the page still reports why (no adapter, ...)
         spec, paths = model_spec(model, "cpu", progress=progress)
-        return dict(spec, device="auto", webgpu=False, cpu=spec), paths
+        return spec.replace(device="auto", webgpu=False, cpu=spec), paths
     if device == "webgpu" and key is not None and _folder_device(key) == "cpu":
         raise BadModel(f"{model} was built for the CPU (device='cpu'); build the model for WebGPU or use "
                        "device='cpu' or 'auto'.")
     rec = registry.resolve(key, progress=progress)
     paths: dict[str, Path] = {}
     if rec.kind == "prebuilt":
-        spec: dict = {"id": rec.model_id, "prebuilt": True}
+        spec = ModelSpec(id=rec.model_id, prebuilt=True)
     elif rec.kind == "url":
-        spec = {"id": rec.model_id, "url": rec.url.rstrip("/") + "/", "lib_url": rec.model_lib}
+        spec = ModelSpec(id=rec.model_id, url=rec.url.rstrip("/") + "/", lib_url=rec.model_lib)
     else:
         fm = folder_model(rec.folder, model_id=rec.model_id)
-        spec = dict(fm.spec)
+        spec = fm.spec.replace()
         paths.update(fm.paths)
         if device != "cpu" and (sched := _folder_schedule(rec.folder)):
             spec["schedule"] = sched
@@ -82,7 +83,7 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
             folder = None
         if folder is not None:
             cfm = folder_model(folder)
-            spec["cpu"] = dict(cfm.spec, device="cpu")
+            spec["cpu"] = cfm.spec.replace(device="cpu")
             paths.update(cfm.paths)
     if rec.kind == "folder" and "cpu" not in spec and _built_from_source(key):
         fb = _fallback_spec(key, progress=progress)
@@ -137,7 +138,7 @@ def _built_from_source(key: Any) -> bool:
     return p.exists() and not (p.is_dir() and (p / "mlc-chat-config.json").exists())
 
 
-def _fallback_spec(key: Any, *, progress: bool) -> tuple[dict, dict[str, Path]] | None:
+def _fallback_spec(key: Any, *, progress: bool) -> tuple[ModelSpec, dict[str, Path]] | None:
     """The same model built with the kernels for software adapters (schedule "fallback"), or None.
 
     Its weights are the same bytes as the default build's (same sha256, so they travel at most once);
@@ -149,7 +150,7 @@ def _fallback_spec(key: Any, *, progress: bool) -> tuple[dict, dict[str, Path]] 
         log.warning("no fallback-schedule build of %s (%s); software adapters get the default one", key, e)
         return None
     fm = folder_model(rec.folder, model_id=rec.model_id)
-    return dict(fm.spec, device="webgpu", schedule="fallback"), dict(fm.paths)
+    return fm.spec.replace(device="webgpu", schedule="fallback"), dict(fm.paths)
 
 
 def _f32_name(quantization: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..cache import sha256_file
 from ..errors import BadArtifact, BadModel
+from ..wire.schema import BlobRef, ModelSpec
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 
@@ -29,7 +30,7 @@ class FolderModel:
     """A model folder in web-llm's layout, described by content: what the page's engine loads."""
 
     folder: Path
-    spec: dict
+    spec: ModelSpec
     paths: dict[str, Path] = field(repr=False)  # sha256 -> file
 
     @property
@@ -64,10 +65,10 @@ def folder_model(folder: str | os.PathLike, model_id: str | None = None) -> Fold
         known = manifest.get(p.name) or {}
         sha = known.get("sha256") if known.get("size") == size else None
         sha = sha or _file_sha(p)
-        files.append({"name": p.name, "sha256": sha, "size": size})
+        files.append(BlobRef(name=p.name, sha256=sha, size=size))
         paths[sha] = p
     key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:32]
-    spec = {"id": model_id or folder.name, "files": files, "key": key, "lib": libs[0].name}
+    spec = ModelSpec(id=model_id or folder.name, files=files, key=key, lib=libs[0].name)
     return FolderModel(folder, spec, paths)
 
 

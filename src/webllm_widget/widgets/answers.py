@@ -12,7 +12,8 @@ import time
 from typing import Any, Callable
 
 from ..errors import BadModel
-from ..protocol import _settle, new_id
+from ..protocol import ASK, STOP, _settle, new_id
+from ..wire.schema import Ask, Stop
 
 #: Seconds an answer may take (software WebGPU decodes a few tokens a second).
 ANSWER_TIMEOUT = 3600.0
@@ -216,7 +217,7 @@ class AnswerQueue:
             self._handles.pop(h.id, None)
             h._finish({"text": "", "finish_reason": "abort", "usage": {}}, None)
             return
-        self._ch.send("stop", {"target": h.id})
+        self._ch.send(STOP, Stop(target=h.id))
 
     def stop_all(self) -> None:
         """Stop the running answer (or whatever the page generates) and drop the queued ones."""
@@ -225,7 +226,7 @@ class AnswerQueue:
         if self._running is not None:
             self._running.stop()
         else:
-            self._ch.send("stop", {})
+            self._ch.send(STOP, Stop())
 
     def fail_all(self, error: Callable[[], BaseException]) -> None:
         """End every unfinished answer with a new ``error()`` (the page that ran them is gone)."""
@@ -262,8 +263,8 @@ class AnswerQueue:
             elif m.get("kind") == "progress":
                 self._on_progress(h, m)
 
-        reply = self._ch.request("ask", {"messages": h._messages, "settings": h._settings, "user": h.prompt or "",
-                                         "record": h.records}, id=h.id, timeout=ANSWER_TIMEOUT, on_event=on_event)
+        reply = self._ch.request(ASK, Ask(messages=h._messages, settings=h._settings, user=h.prompt or "",
+                                          record=h.records), id=h.id, timeout=ANSWER_TIMEOUT, on_event=on_event)
         reply.add_done_callback(lambda r: self._on_reply(h, r))
 
     def _on_reply(self, h: ChatHandle, reply) -> None:

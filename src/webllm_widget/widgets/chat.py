@@ -36,7 +36,8 @@ import traitlets as t
 from ..artifacts import Blob, BlobSender, static_blob
 from ..errors import Aborted, BadModel, WebLLMWidgetError
 from ..hosts import refuse_await
-from ..protocol import Channel
+from ..protocol import CALL, LOAD, Channel
+from ..wire.schema import ChatCall, ChatLoad
 from .answers import AnswerQueue, ChatHandle, ContextOverflow
 from .batch import Batch, prompt_list
 from .messages import clean_messages, clean_text, conversation, to_markdown
@@ -201,10 +202,8 @@ class Chat(anywidget.AnyWidget):
         self.notice = ""
         self.progress = {"progress": 0.0, "phase": "install"}
         self._load_info = None
-        payload = {"engine": engine, "model": spec}
-        if self.memory_budget is not None:
-            payload["memory_budget"] = int(self.memory_budget)
-        reply = self._ch.request("load", payload, on_event=self._on_load_event,
+        payload = ChatLoad(engine=engine, model=spec, memory_budget=self.memory_budget)
+        reply = self._ch.request(LOAD, payload, on_event=self._on_load_event,
                                  timeout=LOAD_TIMEOUT)
         self._load_reply = reply
         reply.add_done_callback(lambda r: self._on_loaded(r, spec))
@@ -471,7 +470,7 @@ class Chat(anywidget.AnyWidget):
         self.messages = []
         self.stats = {}
         self.error = {}
-        self._ch.request("call", {"fn": "reset"}, timeout=None)
+        self._ch.request(CALL, ChatCall(fn="reset"), timeout=None)
 
     # ---- from the page ------------------------------------------------------------------------------
 

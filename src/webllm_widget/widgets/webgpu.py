@@ -32,6 +32,7 @@ import traitlets
 from ..artifacts import Blob, BlobSender, static_blob
 from ..errors import KernelError, WebGPUUnavailable, WebLLMWidgetError
 from ..protocol import CALL, LOAD, PROFILE, Channel, Reply
+from ..wire.schema import GpuCall, GpuLoad, GpuProfile, TensorSpec
 
 _STATIC = Path(__file__).parent.parent / "static"
 
@@ -197,7 +198,7 @@ class _LoadedLibrary:
             runtime = self.gpu._blobs.offer(static_blob("tvmjs.js"))
             lib = self.gpu._blobs.offer(self.blob)
             self.page_load = page
-            self.reply = ch.request(LOAD, {"runtime": runtime, "library": lib}, timeout=LOAD_TIMEOUT)
+            self.reply = ch.request(LOAD, GpuLoad(runtime=runtime, library=lib), timeout=LOAD_TIMEOUT)
         assert self.reply is not None
         return self.reply
 
@@ -381,8 +382,8 @@ class WebGPU(anywidget.AnyWidget):
         return arrs
 
     def _request_call(self, f: GPUFunction, arrs: list[np.ndarray], repeat: int, warmup: int) -> Reply:
-        specs = [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in arrs]
-        payload = {"library": f.library.sha256, "fn": f.name, "args": specs, "repeat": repeat, "warmup": warmup}
+        specs = [TensorSpec(shape=list(a.shape), dtype=str(a.dtype)) for a in arrs]
+        payload = GpuCall(library=f.library.sha256, fn=f.name, args=specs, repeat=repeat, warmup=warmup)
         return self._channel.request(CALL, payload, [memoryview(a).cast("B") if a.ndim else a.tobytes()
                                                      for a in arrs], timeout=CALL_TIMEOUT)
 
@@ -472,8 +473,8 @@ class WebGPU(anywidget.AnyWidget):
         for sha, path in paths.items():
             self._blobs.offer(Blob.from_path(path, sha256=sha))
         runtime = self._blobs.offer(static_blob("tvmjs.js"))
-        reply = self._channel.request(PROFILE, {"runtime": runtime, "model": spec, "prompt": int(prompt),
-                                                "steps": int(steps)}, timeout=PROFILE_TIMEOUT)
+        reply = self._channel.request(PROFILE, GpuProfile(runtime=runtime, model=spec, prompt=int(prompt),
+                                                          steps=int(steps)), timeout=PROFILE_TIMEOUT)
         msg, _ = await reply
         folder = folders.get(msg.get("model_key"))
         srcs, note = None, ""

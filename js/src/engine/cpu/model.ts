@@ -2,6 +2,7 @@
 // parameters from a tensor cache, the paged KV cache on the CPU, chunked prefill and one-token decode.
 // Shared by the CPU engine (engine.ts) and the tests/benchmarks that check logits and speed.
 import * as tvmjs from "@mlc-ai/web-runtime";
+import type { PageErrorCode } from "../../wire/schema.gen";
 
 type Tvm = tvmjs.Instance;
 type PackedFunc = tvmjs.PackedFunc;
@@ -35,8 +36,8 @@ export interface CpuModelOptions {
 }
 
 export class CpuModelError extends Error {
-  code: string;
-  constructor(code: string, message: string) {
+  code: PageErrorCode;
+  constructor(code: PageErrorCode, message: string) {
     super(message);
     this.code = code;
     this.name = "CpuModelError";

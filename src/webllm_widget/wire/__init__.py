@@ -1,0 +1,1 @@
+"""The kernel <-> page wire: what each message carries (``schema``), defined once for Python and TypeScript."""
