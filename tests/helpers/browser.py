@@ -485,6 +485,26 @@ class WidgetHost:
         if self.page is not None:
             self.page.close()
             self.page = None
+        problems = self.wire_problems()
+        if problems and exc[0] is None:
+            raise AssertionError("messages the wire schema (webllm_widget/wire/schema.py) does not describe:\n  "
+                                 + "\n  ".join(problems))
+
+    def wire_problems(self) -> list[str]:
+        """What the channels of this host's widgets saw, either way, that the wire schema does not describe."""
+        import warnings
+
+        from webllm_widget.protocol import Channel
+
+        out: list[str] = []
+        for c in list(self._comms.values()):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # Widget.widgets: the registry there is
+                widget = self._widget_of(c)
+            for v in vars(widget).values() if widget is not None else ():
+                if isinstance(v, Channel):
+                    out += [p for p in v.wire_problems if p not in out]
+        return out
 
     def open_page(self) -> Any:
         """(Re)open the host page; a reload gives a fresh page state (Cache Storage persists)."""
