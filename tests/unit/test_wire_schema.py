@@ -74,10 +74,11 @@ def test_every_error_code_is_a_named_python_exception():
         assert type(exc) is errors.ERRORS[code] and exc.code == code
         assert exc.detail == {"file": "x.wasm", "id": "k1"}
         assert type(exc).__name__ != "WebLLMWidgetError" or code == "error"
-    # every error class is in the table, each code once
+    # every error class's code is in the table, as that class or a base of it
     def subclasses(c):
         return [c] + [s for k in c.__subclasses__() for s in subclasses(k)]
-    assert set(subclasses(errors.WebLLMWidgetError)) == set(errors.ERRORS.values())
+    for cls in subclasses(errors.WebLLMWidgetError):
+        assert issubclass(cls, errors.ERRORS[cls.code]), cls
 
 
 def _literal_codes(pattern: str, files) -> set[tuple[str, str]]:
