@@ -393,7 +393,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       state.pickerOpened = true;
       state.refreshFacts(); // now prebuilt models may be looked up where they are fetched from
       // and the kernel describes the built-in model when this chat runs another one
-      if (!state.disconnected) model.send({ v: 1, kind: "call", fn: "describe-models" });
+      if (!state.disconnected) state.channel?.send("call", { fn: "describe-models" });
     },
     pickDevice: (device) => {
       model.set("device", device); // the kernel reloads the model for the new device

@@ -381,12 +381,17 @@ export interface Done {
   base?: number;
 }
 
-/**
- * `call`, either way, chat widget. Kernel to page: forget the KV cache (`reset`). Page to kernel: the user pressed
- * reset (`reset-request`).
- */
+/** `call`, kernel -> page, chat widget. Forget the conversation's KV cache. */
 export interface ChatCall {
-  fn: "reset" | "reset-request";
+  fn: "reset";
+}
+
+/**
+ * `call`, page -> kernel, chat widget. The user asked the page for something the kernel does: reset the chat (`reset-
+ * request`), or describe the built-in model for the picker (`describe-models`).
+ */
+export interface ChatPageCall {
+  fn: "reset-request" | "describe-models";
 }
 
 /** `result`, page -> kernel, chat widget. Reply to the chat's `call`. */
@@ -489,7 +494,7 @@ export interface PageSends {
   "error": ErrorMessage;
   "need-blob": NeedBlob;
   "ack": Ack;
-  "call": ChatCall;
+  "call": ChatPageCall;
   "result": ChatLoadResult | ChatCallResult | GpuLoadResult | GpuCallResult | GpuProfileResult;
 }
 

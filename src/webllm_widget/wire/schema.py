@@ -550,12 +550,22 @@ class Done(Message):
 
 
 class ChatCall(Message):
-    """Kernel to page: forget the KV cache (``reset``). Page to kernel: the user pressed reset (``reset-request``)."""
+    """Forget the conversation's KV cache."""
 
     KIND = CALL
-    SENDER = "either"
+    SENDER = "kernel"
     WIDGET = "chat"
-    fn: Literal["reset", "reset-request"]
+    fn: Literal["reset"]
+
+
+class ChatPageCall(Message):
+    """The user asked the page for something the kernel does: reset the chat (``reset-request``), or describe the
+    built-in model for the picker (``describe-models``)."""
+
+    KIND = CALL
+    SENDER = "page"
+    WIDGET = "chat"
+    fn: Literal["reset-request", "describe-models"]
 
 
 class ChatCallResult(Message):
