@@ -3,10 +3,10 @@
 import type { AnyModel } from "@anywidget/types";
 import { PageChannel, PageError, Envelope, describeError } from "./protocol";
 import { BlobLoader } from "./loader";
-import type { AdapterReport, BlobRef, GpuCall, GpuLoad } from "./wire/schema.gen";
+import type { AdapterReport, BlobRef, GpuCall, GpuLoad, GpuProfile } from "./wire/schema.gen";
 import type * as TVMBundle from "./tvm";
 import { baseUrlFor, installModelFiles } from "./engine/model_files";
-import type { ModelFile, ModelSpec } from "./engine/types";
+import type { ModelFile } from "./engine/types";
 
 type Bundle = typeof TVMBundle;
 export type { AdapterReport };
@@ -194,10 +194,11 @@ function initialize({ model }: { model: AnyModel }) {
 
   // Profile a model library: its files go to the page's Cache Storage as a Chat's do (a model a Chat loaded on
   // this page is there already, so nothing is sent again), then teach/profile_model.ts runs it on this GPU.
-  channel.on("profile", async (msg) => {
-    const requested = msg.model as ModelSpec;
+  channel.on("profile", async (raw) => {
+    const msg = raw as Envelope & GpuProfile;
+    const requested = msg.model;
     try {
-      const tvm = await tvmBundle(msg.runtime as BlobRef);
+      const tvm = await tvmBundle(msg.runtime);
       const a = state.adapter!;
       const software = a.isFallbackAdapter || a.architecture === "swiftshader";
       const spec = software && requested.webgpu_fallback ? requested.webgpu_fallback : requested;
@@ -230,7 +231,7 @@ function initialize({ model }: { model: AnyModel }) {
       const e = describeError(err, "kernel-error");
       state.status = "error";
       state.note(`profile: [${e.code}] ${e.message}`, "error");
-      channel.send("error", { id: msg.id, code: e.code, message: e.message });
+      channel.replyError(msg, err, "kernel-error");
     }
   });
 
