@@ -3,7 +3,7 @@
 web-llm 0.2.85 does not run Jinja chat templates; it builds prompts from a JSON ``conv_template``
 (``system_template``, ``roles``, ``seps``, ``role_content_sep``, ``role_empty_sep``, ``stop_str``,
 ``stop_token_ids``, ``system_prefix_token_ids``). :func:`conv_template_from_jinja` recognises the
-template families the Llama-family checkpoints use (ChatML: SmolLM2, Qwen2.5; Llama 3; Zephyr-style:
+template families the supported checkpoints use (ChatML: SmolLM2, Qwen2.5, Qwen3; Llama 3; Phi-3; Zephyr-style:
 TinyLlama) and carries over the default system prompt written inside the Jinja text.
 
 For SmolLM2 the prompt web-llm builds is exactly what its Jinja template renders::
@@ -43,8 +43,9 @@ def conv_template_from_jinja(template: str | None, tokens: dict[str, int]) -> di
     """
     text = _jinja_literal_text(template or "")
     if "<|im_start|>" in text or ("<|im_start|>" in tokens and not text):
-        m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.S)
-        system = m.group(1) if m and "{" not in m.group(1) else ""
+        # the default system prompt: a literal system turn (not one built from messages[0]['content'])
+        literal = (m.group(1) for m in re.finditer(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.S))
+        system = next((t for t in literal if not any(c in t for c in "{}'\"+")), "")
         return {
             "name": "chatml",
             "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
@@ -73,6 +74,22 @@ def conv_template_from_jinja(template: str | None, tokens: dict[str, int]) -> di
             "stop_str": ["<|eot_id|>"],
             "system_prefix_token_ids": _ids(tokens, "<|begin_of_text|>"),
             "stop_token_ids": _ids(tokens, "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
+            "add_role_after_system_message": True,
+        }
+    if "<|user|>" in text and "<|end|>" in text:
+        # Phi-3 / Phi-3.5: every turn ends with <|end|>\n; some versions start with the BOS token
+        return {
+            "name": "phi-3",
+            "system_template": "<|system|>\n{system_message}<|end|>\n",
+            "system_message": "",
+            "roles": {"user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|user|>"},
+            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
+            "seps": ["<|end|>\n"],
+            "role_content_sep": "\n",
+            "role_empty_sep": "\n",
+            "stop_str": ["<|end|>"],
+            "system_prefix_token_ids": _ids(tokens, "<s>") if "bos_token" in text else [],
+            "stop_token_ids": _ids(tokens, "<|end|>", "<|endoftext|>"),
             "add_role_after_system_message": True,
         }
     if "<|user|>" in text and "<|assistant|>" in text:
@@ -112,6 +129,12 @@ def render_prompt(conv: dict, messages: list[tuple[str, str]], system: str | Non
 
     ``messages`` is ``[(role, text), …]``; a trailing assistant turn with text ``None`` is the reply header.
     """
+    return "".join(prompt_pieces(conv, messages, system))
+
+
+def prompt_pieces(conv: dict, messages: list[tuple[str, str]], system: str | None = None) -> list[str]:
+    """The pieces web-llm's Conversation.getPromptArray builds (its engine encodes each piece on its own and puts
+    ``system_prefix_token_ids`` before them). Arguments as :func:`render_prompt`."""
     sysmsg = conv["system_message"] if system is None else system
     out = [conv["system_template"].replace("{system_message}", sysmsg)] if conv["system_template"] else []
     if out == [""]:
@@ -125,7 +148,7 @@ def render_prompt(conv: dict, messages: list[tuple[str, str]], system: str | Non
         tmpl = (conv.get("role_templates") or {}).get(role)
         body = tmpl.replace("{" + f"{role}_message" + "}", text) if tmpl else text
         out.append(role_str + conv.get("role_content_sep", ": ") + body + seps[i % len(seps)])
-    return "".join(out)
+    return out
 
 
 def chat_config(*, model_type: str, quantization: str, vocab_size: int, context_window_size: int,

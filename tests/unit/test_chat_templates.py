@@ -1,0 +1,105 @@
+"""The conversation template written into ``mlc-chat-config.json`` renders, token for token, what the checkpoint's
+own Jinja ``chat_template`` renders (``jinja2``), for a multi-turn conversation with a system message.
+
+web-llm builds the prompt from the JSON template: ``Conversation.getPromptArray`` gives one piece per turn, the
+engine encodes each piece on its own and puts ``system_prefix_token_ids`` (the BOS) before them;
+``chat_config.prompt_pieces`` follows those rules. The ids are compared with the Jinja text encoded at once by HF
+``tokenizers`` (``tests/unit/test_tokenizer_web.py`` checks web-llm's tokenizer build against it), so a piece
+boundary that splits a token, a missing BOS, separator or default system prompt all fail. The templates are the
+families' published ones (Llama 3 Instruct, Qwen2.5 Instruct with its tools branch, Phi-3/3.5-mini).
+Gemma is not listed: its models are refused by the compiler (``test_families.py``).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tiny import tiny_tokenizer_json
+from webllm_widget.compile.chat_config import conv_template_from_jinja, prompt_pieces
+
+jinja2 = pytest.importorskip("jinja2")
+tokenizers = pytest.importorskip("tokenizers")
+
+LLAMA3 = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+QWEN25 = (
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- messages[0]['content'] }}\n    {%- else %}\n"
+    "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n    {%- endif %}\n"
+    "    {{- \"\\n\\n# Tools\\n\\n<tools>\" }}\n    {%- for tool in tools %}{{- \"\\n\" }}{{- tool | tojson }}"
+    "{%- endfor %}\n    {{- \"\\n</tools><|im_end|>\\n\" }}\n{%- else %}\n"
+    "    {%- if messages[0]['role'] == 'system' %}\n"
+    "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}\n"
+    "    {%- endif %}\n{%- endif %}\n{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or "
+    "(message.role == \"assistant\" and not message.tool_calls) %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    "    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n")
+PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+    "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
+    "{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+
+FAMILIES = {
+    "llama-3": (LLAMA3, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                         "<|eot_id|>"], "<|begin_of_text|>", "<|eot_id|>"),
+    "qwen2.5": (QWEN25, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "", "<|im_end|>"),
+    "phi-3": (PHI3, ["<s>", "</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<s>",
+              "<|end|>"),
+}
+
+CONVERSATION = [("system", "You answer in one word."), ("user", "What is the capital of France?"),
+                ("assistant", "Paris."), ("user", "And the capital of Italy?")]
+
+
+def _tokenizer(specials: list[str]):
+    """The tiny byte-level BPE with the family's special tokens added (ids after the tiny vocabulary)."""
+    doc = tiny_tokenizer_json()
+    n = len(doc["model"]["vocab"])
+    for i, t in enumerate(specials):
+        if t not in doc["model"]["vocab"]:
+            doc["added_tokens"].append({"id": n + i, "content": t, "single_word": False, "lstrip": False,
+                                        "rstrip": False, "normalized": False, "special": True})
+            doc["model"]["vocab"][t] = n + i
+    tok = tokenizers.Tokenizer.from_str(json.dumps(doc))
+    return tok, {t["content"]: t["id"] for t in doc["added_tokens"]}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_page_prompt_ids_equal_the_jinja_template_ids(family):
+    template, specials, bos, stop = FAMILIES[family]
+    tok, ids = _tokenizer(specials)
+    conv = conv_template_from_jinja(template, ids)
+    assert conv["name"] == family.split(".")[0].replace("qwen2", "chatml")
+    assert conv["stop_str"] == [stop] and ids[stop] in conv["stop_token_ids"]
+
+    system, turns = CONVERSATION[0][1], CONVERSATION[1:]
+    pieces = prompt_pieces(conv, turns + [("assistant", None)], system=system)
+    page = list(conv["system_prefix_token_ids"])
+    for piece in pieces:  # web-llm encodes every piece on its own
+        page += tok.encode(piece, add_special_tokens=False).ids
+
+    text = jinja2.Environment().from_string(template).render(
+        messages=[{"role": r, "content": c} for r, c in CONVERSATION], add_generation_prompt=True,
+        bos_token=bos, eos_token="</s>")
+    want = tok.encode(text, add_special_tokens=False).ids
+    assert tok.decode(page, skip_special_tokens=False) == text
+    assert page == want
+
+
+def test_qwen2_5_default_system_prompt_is_carried_when_there_is_none():
+    tok, ids = _tokenizer(FAMILIES["qwen2.5"][1])
+    conv = conv_template_from_jinja(QWEN25, ids)
+    assert conv["system_message"] == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    turns = CONVERSATION[1:]
+    text = jinja2.Environment().from_string(QWEN25).render(
+        messages=[{"role": r, "content": c} for r, c in turns], add_generation_prompt=True)
+    assert "".join(prompt_pieces(conv, turns + [("assistant", None)])) == text
