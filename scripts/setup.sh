@@ -73,6 +73,9 @@ fi
 say "python: $PY ($("$PY" --version 2>&1))"
 
 # ---------------------------------------------------------------- 2. JavaScript
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+((node_major >= 18)) || \
+  die "node $(node --version 2>/dev/null || echo missing) is too old: the JS build and tests (npm test: node --test) need Node 18 or newer. Install a newer nodejs (e.g. from nodejs.org or Debian 12+), then run setup again."
 if [[ -f js/package.json ]]; then
   lock_hash="$(cat js/package.json js/package-lock.json 2>/dev/null | sha256sum | cut -c1-16)"
   if [[ -d js/node_modules && "$(cat "$STAMPS/npm" 2>/dev/null)" == "$lock_hash" ]]; then
