@@ -13,6 +13,8 @@ import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./e
 import type { Ask, ChatCall, ChatLoad, ErrorMessage, PageErrorCode } from "./wire/schema.gen";
 import { ChatView, type ModelEntry, type Msg, type ViewState } from "./ui/chat_view";
 import { describeEntry, pageAdapter, type PickerEntry } from "./ui/model_facts";
+import { TokenProbsView } from "./ui/token_probs";
+import type { TokenLogprob } from "./engine/logprobs";
 
 /** Page-side state of one Chat model, shared by all its views. */
 class ChatState {
@@ -33,6 +35,8 @@ class ChatState {
   /** A line about the page's models (this one unloaded to make room for another, or loaded again). */
   notice: string | null = null;
   offSwap: (() => void) | null = null;
+  /** The last answer's token log-probabilities (when `show_token_probs` is on). */
+  tokenProbs: TokenLogprob[] | null = null;
   abort: AbortController | null = null;
   // The kernel behind this model restarted or shut down (see onDisconnect in initialize()).
   disconnected = false;
@@ -73,6 +77,9 @@ function batchOf(v: unknown): { done: number; total: number } | null {
 
 const numOrNull = (v: unknown): number | null => (typeof v === "number" && isFinite(v) ? v : null);
 
+/** Alternatives shown per token in the token probabilities view (the kernel asks for as many). */
+const TOKEN_PROBS_TOP = 5;
+
 function settingsFrom(model: AnyModel): GenerateSettings {
   const s: GenerateSettings = {};
   const num = (k: string) => {
@@ -86,6 +93,10 @@ function settingsFrom(model: AnyModel): GenerateSettings {
   s.frequency_penalty = num("frequency_penalty");
   s.presence_penalty = num("presence_penalty");
   s.repetition_penalty = num("repetition_penalty");
+  if (model.get("show_token_probs")) {
+    s.logprobs = true;
+    s.top_logprobs = TOKEN_PROBS_TOP;
+  }
   const stop = model.get("stop_sequences");
   if (Array.isArray(stop) && stop.length) s.stop = stop.map(String);
   for (const k of Object.keys(s) as (keyof GenerateSettings)[]) if (s[k] === undefined) delete s[k];
@@ -209,6 +220,7 @@ function initialize({ model }: { model: AnyModel }) {
         if (!raf) raf = requestAnimationFrame(() => ((raf = 0), state.changed()));
       }, state.abort.signal, state.spec ?? undefined, onSwapProgress);
       state.pending[1].content = r.text;
+      state.tokenProbs = r.choices?.[0]?.logprobs?.content ?? null;
       state.stats = { ...r.usage, finish_reason: r.finish_reason };
       // After a kernel restart nobody listens (the comm is gone): the partial answer stays on screen.
       if (!state.disconnected) {
@@ -404,6 +416,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       state.channel?.send("call", { fn: "reset-request" });
     },
   });
+  const probs = new TokenProbsView(el);
   const draw = () => {
     const vs: ViewState = {
       status: state.disconnected ? "disconnected" : state.status === "idle" && state.error ? "error" : state.status,
@@ -430,10 +443,15 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
         "chat's Python object is gone. Run its cell again to chat; the model stays loaded in this page." } : state.error,
     };
     view.update(vs);
+    probs.update(state.tokenProbs, Boolean(model.get("show_token_probs")));
   };
   draw();
   const off = state.subscribe(draw);
-  return () => off();
+  model.on("change:show_token_probs", draw);
+  return () => {
+    off();
+    model.off("change:show_token_probs", draw);
+  };
 }
 
 export default { initialize, render };

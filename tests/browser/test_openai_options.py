@@ -49,6 +49,18 @@ def _text(c: dict, i: int = 0) -> str:
     return c["choices"][i]["message"]["content"]
 
 
+async def _openai_code(client) -> dict:
+    """Code as written for ``openai.AsyncOpenAI()``: only ``client`` differs."""
+    reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, temperature=0, max_tokens=6)
+    stream = await client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, temperature=0, max_tokens=6,
+                                                  stream=True)
+    streamed = ""
+    async for chunk in stream:
+        if chunk.choices:
+            streamed += chunk.choices[0].delta.content or ""
+    return {"reply": reply, "streamed": streamed}
+
+
 def _run_options(host, folder, device: str) -> dict:
     async def go():
         chat = Chat(model=str(folder), device=device)
@@ -62,11 +74,18 @@ def _run_options(host, folder, device: str) -> dict:
         out["n1"] = await chat.complete(MSGS, seed=5, temperature=2.0, max_tokens=5)
         stream = await chat.complete(MSGS, temperature=0, max_tokens=6, stream=True, stream_options={"include_usage": True})
         out["chunks"] = [c async for c in stream]
+        if device == "webgpu":
+            out["client"] = await _openai_code(chat.openai)
         try:
             await chat.complete(MSGS, max_tokens=4, response_format={"type": "json_object"})
             out["json"] = None
         except UnsupportedParameter as e:
             out["json"] = e
+        if device == "webgpu":
+            chat.show_token_probs = True  # the widget shows the next answer's tokens by probability
+            h = chat.send("hello", temperature=0, max_tokens=5)
+            await h
+            out["shown"] = h.result
         return out
 
     return host.run(go())
@@ -135,6 +154,28 @@ def test_openai_options_on_webgpu_match_the_reference(widget_host, tiny_folder):
     out = _run_options(widget_host, tiny_folder, "webgpu")
     _check_options(out, tiny_folder, "webgpu")
     assert out["json"] is None  # json_object runs on WebGPU (its output is checked with SmolLM2 elsewhere)
+    # the drop-in client: openai's own types, the same answers as complete()
+    from openai.types.chat import ChatCompletion
+
+    reply = out["client"]["reply"]
+    assert isinstance(reply, ChatCompletion) and reply.model == out["greedy"]["model"]
+    assert reply.choices[0].message.content == out["client"]["streamed"] == _text(out["greedy"])
+    assert reply.usage.completion_tokens == out["greedy"]["usage"]["completion_tokens"]
+
+    # the token probabilities view: one span per token, coloured by its probability, alternatives on hover, as text
+    toks = out["shown"]["choices"][0]["logprobs"]["content"]
+    assert len(toks[0]["top_logprobs"]) == 5
+    view = widget_host.page.evaluate("""() => {
+        const root = document.querySelector('.wlw-token-probs');
+        return {hidden: root.hidden, spans: [...root.querySelectorAll('.wlw-tok')].map(s => ({
+            text: s.textContent, p: Number(s.dataset.p), title: s.title, children: s.children.length,
+            bg: s.style.background}))};
+    }""")
+    assert not view["hidden"] and len(view["spans"]) == len(toks), (view, toks)
+    for span, t in zip(view["spans"], toks):
+        assert abs(span["p"] - np.exp(t["logprob"])) < 1e-3 and span["children"] == 0
+        assert all(json.dumps(a["token"], ensure_ascii=False) in span["title"] for a in t["top_logprobs"]), span["title"]
+    assert len({s["bg"] for s in view["spans"]}) >= 1 and all(s["bg"].startswith("hsl") or "rgb" in s["bg"] for s in view["spans"])
 
 
 def test_openai_options_on_the_cpu_engine_match_the_reference_and_response_format_is_refused(widget_host, tiny_folder):

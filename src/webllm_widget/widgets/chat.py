@@ -28,7 +28,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
 
 import anywidget
 import traitlets as t
@@ -44,6 +44,9 @@ from .messages import clean_messages, clean_text, conversation, to_markdown
 from ..models.picker import PICKER_PREBUILT, basic_entries, describe_spec  # noqa: F401 (PICKER_PREBUILT: re-exported)
 from .openai_format import PAGE_PARAMS, UNSUPPORTED, chat_completion, chunk, request_messages, request_settings, unsupported
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .openai_client import AsyncOpenAIClient
+
 _STATIC = Path(__file__).parent.parent / "static"
 
 #: Environment variable naming the model ``Chat()`` loads when none is given.
@@ -54,6 +57,9 @@ SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_pen
             "repetition_penalty")
 #: Settings whose traitlet has another name.
 _TRAIT_OF = {"stop": "stop_sequences"}
+
+#: Alternatives per token the widget's token probabilities view shows (``show_token_probs``).
+TOKEN_PROBS_TOP = 5
 
 #: Seconds a model load may take (software WebGPU compiles shaders slowly).
 LOAD_TIMEOUT = 3600.0
@@ -109,6 +115,9 @@ class Chat(anywidget.AnyWidget):
                                "page; the budget sent with the latest load holds). Past it the least recently used "
                                "model is unloaded, visibly, and loaded again when its Chat asks. None: half the "
                                "device's memory as the browser reports it").tag(sync=True)
+    show_token_probs = t.Bool(False, help="show the last answer's tokens in the widget coloured by the model's "
+                              "probability, with the top 5 alternatives on hover (every answer then asks for "
+                              "logprobs; WebGPU copies each step's logits to the CPU for it)").tag(sync=True)
     batch_progress = t.Dict(help="the running batch (see batch()): {'done', 'total'}; empty when none").tag(sync=True)
     # Names this widget's state in the page (anywidget gives each view a different model proxy).
     _page_key = t.Unicode().tag(sync=True)
@@ -298,6 +307,8 @@ class Chat(anywidget.AnyWidget):
         if unknown:
             raise TypeError(f"unknown generation setting(s): {', '.join(sorted(unknown))}; known: {', '.join(PAGE_PARAMS)}")
         s = {k: getattr(self, _TRAIT_OF.get(k, k)) for k in SETTINGS}
+        if self.show_token_probs:
+            s.update(logprobs=True, top_logprobs=TOKEN_PROBS_TOP)
         s.update(overrides)
         checked, _ = request_settings({k: v for k, v in s.items() if v is not None and v != []})
         return checked
@@ -405,6 +416,21 @@ class Chat(anywidget.AnyWidget):
         text = await (asyncio.wait_for(h.wait(), opts["timeout"]) if opts["timeout"] else h)
         return chat_completion(h.id, (h.result or {}).get("model") or self._loaded or self.model, text, h.result,
                                parse=opts["parse"])
+
+    @property
+    def openai(self) -> "AsyncOpenAIClient":
+        """A drop-in for ``openai.AsyncOpenAI`` answered by this chat's model: code written for the OpenAI API runs
+        with only the client line changed (replies are the ``openai`` package's types).
+
+        Example::
+
+            client = chat.openai
+            reply = await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+            reply.choices[0].message.content
+        """
+        from .openai_client import AsyncOpenAIClient
+
+        return AsyncOpenAIClient(self)
 
     def regenerate(self, **settings: Any) -> ChatHandle:
         """Answer the last user message again: the answer after it leaves ``messages`` and the new one takes its

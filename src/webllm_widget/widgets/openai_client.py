@@ -1,0 +1,103 @@
+"""A drop-in for ``openai.AsyncOpenAI`` backed by a :class:`Chat`: code written for the OpenAI API runs against the
+model in the page with only the client line changed::
+
+    client = chat.openai                      # instead of: client = openai.AsyncOpenAI()
+    reply = await client.chat.completions.create(model="any", messages=[{"role": "user", "content": "Hi"}])
+    print(reply.choices[0].message.content)
+    stream = await client.chat.completions.create(model="any", messages=msgs, stream=True)
+    async for chunk in stream:
+        print(chunk.choices[0].delta.content or "", end="")
+    parsed = await client.chat.completions.parse(model="any", messages=msgs, response_format=MyModel)
+    parsed.choices[0].message.parsed          # a validated MyModel
+
+Replies are the ``openai`` package's own types (``ChatCompletion``, ``ChatCompletionChunk``,
+``ParsedChatCompletion``), validated from :meth:`Chat.complete`'s dicts. Only the async client has a drop-in: a
+notebook cell that blocks cannot receive the page's answer (see :mod:`webllm_widget.widgets.chat`), so every call is
+awaited, as with ``AsyncOpenAI``. Parameters that cannot be honoured raise
+:class:`~webllm_widget.errors.UnsupportedParameter` naming them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .chat import Chat
+
+
+def _openai_types():
+    try:
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk, ParsedChatCompletion
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("chat.openai returns the openai package's types: pip install openai "
+                          "(or use chat.complete(...), which returns plain dicts)") from e
+    return ChatCompletion, ChatCompletionChunk, ParsedChatCompletion
+
+
+class AsyncChunkStream:
+    """``await client.chat.completions.create(..., stream=True)``: ``async for chunk in stream`` gives
+    ``ChatCompletionChunk`` objects; ``await stream.close()`` (or leaving an ``async with``) stops the answer."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._stream.__aiter__()
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+    async def __aenter__(self) -> "AsyncChunkStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._stream.__aexit__(*exc)
+
+
+class Completions:
+    """``client.chat.completions``: :meth:`create` and :meth:`parse`, as on ``openai.AsyncOpenAI``."""
+
+    def __init__(self, chat: "Chat"):
+        self._chat = chat
+
+    async def create(self, *, messages: list[dict], **params: Any) -> Any:
+        """As ``AsyncOpenAI().chat.completions.create``; the answer comes from this Chat's model."""
+        ChatCompletion, ChatCompletionChunk, _ = _openai_types()
+        if _is_model_class(params.get("response_format")):
+            raise TypeError("create() takes a response_format dict; pass a Pydantic class to parse() instead "
+                            "(as with the OpenAI client)")
+        out = await self._chat.complete(list(messages), **params)
+        if params.get("stream"):
+            out._wrap = ChatCompletionChunk.model_validate
+            return AsyncChunkStream(out)
+        return ChatCompletion.model_validate(out)  # `timings` stays as an extra field (reply.timings)
+
+    async def parse(self, *, messages: list[dict], response_format: Any, **params: Any) -> Any:
+        """As ``AsyncOpenAI().chat.completions.parse``: ``response_format`` a Pydantic model class; each choice's
+        ``message.parsed`` is a validated instance of it."""
+        _, _, ParsedChatCompletion = _openai_types()
+        if params.get("stream"):
+            raise TypeError("parse() does not stream; use create(stream=True)")
+        out = await self._chat.complete(list(messages), response_format=response_format, **params)
+        return ParsedChatCompletion[response_format].model_validate(out)
+
+
+def _is_model_class(x: Any) -> bool:
+    from .openai_format import _is_model_class as check
+
+    return check(x)
+
+
+class _ChatNamespace:
+    def __init__(self, chat: "Chat"):
+        self.completions = Completions(chat)
+
+
+class AsyncOpenAIClient:
+    """``chat.openai``: the parts of ``openai.AsyncOpenAI`` a chat model answers (``.chat.completions``)."""
+
+    def __init__(self, chat: "Chat"):
+        self.chat = _ChatNamespace(chat)
+        self._owner = chat
+
+    def __repr__(self) -> str:
+        return f"<AsyncOpenAI drop-in for Chat(model={self._owner.model!r})>"
