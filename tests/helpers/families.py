@@ -96,6 +96,36 @@ def _phi3_hf() -> tuple[Path, dict, dict]:
     return path, _q4_weights(tiny.weights), open_checkpoint(path).config
 
 
+def gemma3_tiny(seed: int = 8) -> TinyLlama:
+    """A tiny Gemma 3 text model: 3 layers (sliding, global, sliding), head_dim 32, tied head, norms stored as
+    offsets from one, linear RoPE scaling on the global layer, a window longer than the tests' sequences."""
+    tiny = TinyLlama.make(seed=seed, layers=3, head_dim=32, rope_theta=1e6, rope_scaling={"rope_type": "linear",
+                                                                                           "factor": 4.0})
+    rng = np.random.default_rng(seed)
+    tiny.config.update(architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", query_pre_attn_scalar=24,
+                       rope_local_base_freq=10000.0, sliding_window=128, sliding_window_pattern=2,
+                       hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, attn_logit_softcapping=None,
+                       final_logit_softcapping=None, cache_implementation="hybrid", attention_bias=False)
+    hd, hidden = 32, tiny.config["hidden_size"]
+    for name in list(tiny.weights):
+        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+            tiny.weights[name] = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
+    for L in range(3):
+        p = f"model.layers.{L}."
+        for n, size in (("self_attn.q_norm", hd), ("self_attn.k_norm", hd), ("pre_feedforward_layernorm", hidden),
+                        ("post_feedforward_layernorm", hidden)):
+            tiny.weights[p + n + ".weight"] = (0.1 * rng.standard_normal(size)).astype(np.float32)
+    return tiny
+
+
+def _gemma3_hf() -> tuple[Path, dict, dict]:
+    from webllm_widget.compile.checkpoint import open_checkpoint
+
+    tiny = gemma3_tiny()
+    path = tiny.write_hf(_sources() / "tiny-gemma3-seed8")
+    return path, _q4_weights(tiny.weights), open_checkpoint(path).config
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -110,5 +140,6 @@ class Case:
 CASES = {c.id: c for c in [
     Case("qwen3-hf", "q4f32_1", _qwen3_hf),  # untied head, head_dim 32 != hidden / heads, per-head q/k norm
     Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),
-    Case("phi3-hf", "q4f32_1", _phi3_hf),  # fused q/k/v and gate/up, LongRoPE (short factors, attention factor)  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
+    Case("phi3-hf", "q4f32_1", _phi3_hf),
+    Case("gemma3-hf", "q4f32_1", _gemma3_hf),  # two RoPE bases, (1 + w) norms, post-norms, GeGLU-tanh, q/k norms  # fused q/k/v and gate/up, LongRoPE (short factors, attention factor)  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
 ]}

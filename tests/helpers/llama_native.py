@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 from tvm.runtime import ShapeTuple
 
-from reference import LlamaReference
+from reference import LlamaReference, reference_for
 from tiny import TinyLlama
 from webllm_widget.compile.arch import registry
 from webllm_widget.compile.model_lib import compile_model, export_model
@@ -102,4 +102,4 @@ def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=No
 
 
 def reference_logits(weights, config) -> np.ndarray:
-    return LlamaReference(weights, config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
+    return reference_for(weights, config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]

@@ -167,3 +167,63 @@ class LlamaReference:
 def load_weights(checkpoint) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint (from ``compile.checkpoint.open_checkpoint``) as float32 arrays."""
     return {name: t.to_numpy() for name, t in checkpoint.iter_tensors()}
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GeLU with the tanh approximation (PyTorch's ``gelu(approximate='tanh')``)."""
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+class Gemma3Reference(LlamaReference):
+    """Gemma 3 (text) from its report: embedding times sqrt(hidden); RMSNorms multiply by (1 + w); a norm after
+    attention and around the MLP; GeGLU-tanh; q/k heads normalized; scores times query_pre_attn_scalar^-1/2;
+    sliding layers (all but every ``sliding_window_pattern``-th) use RoPE base ``rope_local_base_freq`` without
+    scaling, global layers ``rope_theta`` with ``rope_scaling``. Windows are not modelled: the tests stay inside."""
+
+    def forward(self, tokens: Iterable[int]) -> np.ndarray:
+        ids = np.asarray(list(tokens), dtype=np.int64)
+        c, eps = self.cfg, self.eps
+        T, H, KV, D = len(ids), self.n_head, self.n_kv, self.head_dim
+        start = self.pos
+        pos = np.arange(start, start + T)
+        tables = {
+            "local": rope_tables(pos, D, float(c["rope_local_base_freq"]), self.dtype, None),
+            "global": rope_tables(pos, D, self.theta, self.dtype, c.get("rope_scaling")),
+        }
+
+        def norm(x, name):
+            return rms_norm(x, 1.0 + self.w[name], eps)
+
+        x = self.w["model.embed_tokens.weight"][ids] * self.dtype.type(np.sqrt(c["hidden_size"]))
+        group = H // KV
+        for i in range(self.n_layers):
+            p = f"model.layers.{i}."
+            cos, sin = tables["local" if (i + 1) % int(c["sliding_window_pattern"]) else "global"]
+            h = norm(x, p + "input_layernorm.weight")
+            q = self._proj(h, p + "self_attn.q_proj").reshape(T, H, D).transpose(1, 0, 2)
+            k = self._proj(h, p + "self_attn.k_proj").reshape(T, KV, D).transpose(1, 0, 2)
+            v = self._proj(h, p + "self_attn.v_proj").reshape(T, KV, D).transpose(1, 0, 2)
+            q, k = norm(q, p + "self_attn.q_norm.weight"), norm(k, p + "self_attn.k_norm.weight")
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            self.k_cache[i] = K = np.concatenate([self.k_cache[i], k], axis=1)
+            self.v_cache[i] = V = np.concatenate([self.v_cache[i], v], axis=1)
+            S = K.shape[1]
+            Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)
+            scores = q @ Kh.transpose(0, 2, 1) / np.sqrt(float(c["query_pre_attn_scalar"]))
+            mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]
+            scores = np.where(mask[None], -np.inf, scores)
+            pr = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            pr /= pr.sum(axis=-1, keepdims=True)
+            att = (pr @ Vh).transpose(1, 0, 2).reshape(T, H * D)
+            x = x + norm(self._proj(att, p + "self_attn.o_proj"), p + "post_attention_layernorm.weight")
+            h = norm(x, p + "pre_feedforward_layernorm.weight")
+            g, u = self._proj(h, p + "mlp.gate_proj"), self._proj(h, p + "mlp.up_proj")
+            x = x + norm(self._proj(gelu_tanh(g) * u, p + "mlp.down_proj"), p + "post_feedforward_layernorm.weight")
+        x = norm(x, "model.norm.weight")
+        return x @ self.lm_head.T
+
+
+def reference_for(weights: Mapping[str, np.ndarray], config: Mapping, dtype=np.float32) -> LlamaReference:
+    """The reference of the config's family (Gemma 3's or the Llama decoder's)."""
+    kind = str(config.get("architecture") or config.get("model_type") or "llama")
+    return (Gemma3Reference if kind == "gemma3_text" else LlamaReference)(weights, config, dtype)

@@ -6,8 +6,8 @@ engine encodes each piece on its own and puts ``system_prefix_token_ids`` (the B
 ``chat_config.prompt_pieces`` follows those rules. The ids are compared with the Jinja text encoded at once by HF
 ``tokenizers`` (``tests/unit/test_tokenizer_web.py`` checks web-llm's tokenizer build against it), so a piece
 boundary that splits a token, a missing BOS, separator or default system prompt all fail. The templates are the
-families' published ones (Llama 3 Instruct, Qwen2.5 Instruct with its tools branch, Phi-3/3.5-mini).
-Gemma is not listed: its models are refused by the compiler (``test_families.py``).
+families' published ones (Llama 3 Instruct, Qwen2.5 Instruct with its tools branch, Gemma 3 (no system role: the
+system text opens the first user turn), Phi-3/3.5-mini).
 """
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ QWEN25 = (
     "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
     "    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n"
     "{%- endif %}\n")
+GEMMA3 = (
+    "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- set first_user_prefix = "
+    "messages[0]['content'] + '\n\n' -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n"
+    "    {%- set first_user_prefix = \"\" -%}\n    {%- set loop_messages = messages -%}\n{%- endif -%}\n"
+    "{%- for message in loop_messages -%}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+    "    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n"
+    "    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n"
+    "    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n"
+    "    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n")
 PHI3 = (
     "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
     "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
@@ -52,6 +65,7 @@ FAMILIES = {
     "llama-3": (LLAMA3, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                          "<|eot_id|>"], "<|begin_of_text|>", "<|eot_id|>"),
     "qwen2.5": (QWEN25, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "", "<|im_end|>"),
+    "gemma": (GEMMA3, ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<end_of_turn>"),
     "phi-3": (PHI3, ["<s>", "</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<s>",
               "<|end|>"),
 }

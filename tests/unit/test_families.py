@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from families import phi3_tiny
+from families import gemma3_tiny, phi3_tiny
 from llama_native import reference_logits, run_native
 from tiny import TinyLlama
 from webllm_widget.compile.arch import registry
@@ -95,6 +95,32 @@ def test_phi3_fused_checkpoints_and_longrope_match_the_reference(tmp_path, sourc
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
 
 
+def test_gemma3_text_matches_the_reference(tmp_path):
+    """Two RoPE bases (sliding layers 1e4, the global one 1e6 with linear scaling), (1 + w) norms, post-norms,
+    GeGLU-tanh, q/k norms, sqrt(hidden) embedding scale, query_pre_attn_scalar."""
+    tiny = gemma3_tiny()
+    ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
+    assert ckpt.config["context_window_size"] == 128, "the sliding window caps the context window"
+    got, _ = run_native(tiny, checkpoint=ckpt, config=ckpt.config)
+    want = reference_logits(tiny.weights, ckpt.config)
+    one_base = reference_logits(tiny.weights, {**ckpt.config, "rope_local_base_freq": ckpt.config["rope_theta"]})
+    assert np.abs(want - one_base).max() > 0.5, "the two RoPE bases must matter for the test to mean anything"
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+def test_gemma3_soft_capping_and_other_activations_are_refused():
+    from webllm_widget.compile.arch.gemma3 import config as gemma3
+    from webllm_widget.errors import BadModel
+
+    hf = gemma3_tiny().config
+    for key, value, match in [("attn_logit_softcapping", 50.0, "soft-capping"),
+                              ("final_logit_softcapping", 30.0, "soft-capping"),
+                              ("hidden_activation", "gelu", "GeLU-tanh"),
+                              ("layer_types", ["full_attention"] * 3, "layer_types")]:
+        with pytest.raises(BadModel, match=match):
+            gemma3.from_hf({**hf, key: value}, "gemma3_text", set(), "tiny")
+
+
 def test_what_phi3_and_gemma_need_and_is_not_implemented_is_refused(tmp_path):
     from webllm_widget.compile.arch.phi3 import config as phi3
     from webllm_widget.errors import BadModel
@@ -105,7 +131,7 @@ def test_what_phi3_and_gemma_need_and_is_not_implemented_is_refused(tmp_path):
         phi3.from_hf(hf, "phi3", set(), "tiny")
     with pytest.raises(BadModel, match="partial_rotary_factor"):
         phi3.from_hf(dict(phi3_tiny().config, partial_rotary_factor=0.75), "phi3", set(), "tiny")
-    for arch, needs in [("Gemma2ForCausalLM", "soft-capping"), ("Gemma3ForCausalLM", "two RoPE bases")]:
+    for arch, needs in [("Gemma2ForCausalLM", "soft-capping"), ("Gemma3ForConditionalGeneration", "multimodal")]:
         folder = TinyLlama.make(seed=0).write_hf(tmp_path / arch)
         (folder / "config.json").write_text((folder / "config.json").read_text().replace("LlamaForCausalLM", arch))
         with pytest.raises(BadModel, match=needs):

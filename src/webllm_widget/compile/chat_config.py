@@ -3,7 +3,7 @@
 web-llm 0.2.85 does not run Jinja chat templates; it builds prompts from a JSON ``conv_template``
 (``system_template``, ``roles``, ``seps``, ``role_content_sep``, ``role_empty_sep``, ``stop_str``,
 ``stop_token_ids``, ``system_prefix_token_ids``). :func:`conv_template_from_jinja` recognises the
-template families the supported checkpoints use (ChatML: SmolLM2, Qwen2.5, Qwen3; Llama 3; Phi-3; Zephyr-style:
+template families the supported checkpoints use (ChatML: SmolLM2, Qwen2.5, Qwen3; Llama 3; Phi-3; Gemma; Zephyr-style:
 TinyLlama) and carries over the default system prompt written inside the Jinja text.
 
 For SmolLM2 the prompt web-llm builds is exactly what its Jinja template renders::
@@ -76,6 +76,24 @@ def conv_template_from_jinja(template: str | None, tokens: dict[str, int]) -> di
             "stop_token_ids": _ids(tokens, "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
             "add_role_after_system_message": True,
         }
+    if "<start_of_turn>" in text:
+        # Gemma: no system turn; Gemma 3's template puts the system text, then a blank line, at the start of the
+        # first user turn, which web-llm writes as a system template followed by the first message without its role.
+        # With no system message web-llm still writes this template's empty form ("<start_of_turn>user\n\n\n").
+        return {
+            "name": "gemma",
+            "system_template": "<start_of_turn>user\n{system_message}\n\n",
+            "system_message": "",
+            "roles": {"user": "<start_of_turn>user", "assistant": "<start_of_turn>model", "tool": "<start_of_turn>user"},
+            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
+            "seps": ["<end_of_turn>\n"],
+            "role_content_sep": "\n",
+            "role_empty_sep": "\n",
+            "stop_str": ["<end_of_turn>"],
+            "system_prefix_token_ids": _ids(tokens, "<bos>"),
+            "stop_token_ids": _ids(tokens, "<end_of_turn>", "<eos>"),
+            "add_role_after_system_message": False,
+        }
     if "<|user|>" in text and "<|end|>" in text:
         # Phi-3 / Phi-3.5: every turn ends with <|end|>\n; some versions start with the BOS token
         return {
@@ -139,6 +157,7 @@ def prompt_pieces(conv: dict, messages: list[tuple[str, str]], system: str | Non
     out = [conv["system_template"].replace("{system_message}", sysmsg)] if conv["system_template"] else []
     if out == [""]:
         out = []
+    has_system = bool(out)
     seps = conv["seps"]
     for i, (role, text) in enumerate(messages):
         role_str = conv["roles"][role]
@@ -147,7 +166,10 @@ def prompt_pieces(conv: dict, messages: list[tuple[str, str]], system: str | Non
             continue
         tmpl = (conv.get("role_templates") or {}).get(role)
         body = tmpl.replace("{" + f"{role}_message" + "}", text) if tmpl else text
-        out.append(role_str + conv.get("role_content_sep", ": ") + body + seps[i % len(seps)])
+        prefix = role_str + conv.get("role_content_sep", ": ")
+        if conv.get("add_role_after_system_message") is False and has_system and i == 0:
+            prefix = ""  # the first message continues the system template (Gemma's first user turn)
+        out.append(prefix + body + seps[i % len(seps)])
     return out
 
 

@@ -1,11 +1,13 @@
-"""Building blocks every family shares: the token embedding that doubles as a tied LM head, and the last-token pick.
+"""Building blocks every family shares: the token embedding that doubles as a tied LM head, the last-token pick, and
+RoPE applied by the model (for RoPE variants the paged KV cache does not compute).
 
 The quantization pass (``compile/quant/nn.py``) recognises :class:`Embedding` and swaps it for its packed twin,
 so a family that uses it gets every weight format for free.
 """
 from __future__ import annotations
 
-from tvm import te
+import numpy as np
+from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import Tensor, op
 
@@ -32,3 +34,23 @@ class Embedding(nn.Module):
 
     def lm_head_forward(self, x: Tensor) -> Tensor:
         return op.matmul(x, op.permute_dims(self.weight), out_dtype="float32")
+
+
+def rotate_half(qkv: Tensor, positions: Tensor, inv_freq: np.ndarray, gain: float, rotated_heads: int) -> Tensor:
+    """Rotate-half RoPE on the first ``rotated_heads`` heads of ``qkv`` [b, s, heads, d]: dims i and i + d/2 turn
+    by ``position * inv_freq[i]``, and both cos and sin are multiplied by ``gain``. ``positions``: [b * s] int32."""
+    freqs = Tensor.from_const(np.asarray(inv_freq, dtype="float32"))
+
+    def compute(x: te.Tensor, pos: te.Tensor, f: te.Tensor):
+        b, s, h, d = x.shape
+        half = d // 2
+
+        def body(i, j, k, c):
+            angle = pos[i * s + j].astype("float32") * f[c % half]
+            other = tirx.if_then_else(c < half, -x[i, j, k, c + half], x[i, j, k, c - half])
+            turned = (tirx.cos(angle) * x[i, j, k, c] + tirx.sin(angle) * other) * tirx.const(gain, "float32")
+            return tirx.if_then_else(k < rotated_heads, turned.astype(x.dtype), x[i, j, k, c])
+
+        return te.compute(x.shape, body, name="rope_by_model")
+
+    return op.tensor_expr_op(compute, "rope_by_model", [qkv, positions, freqs])

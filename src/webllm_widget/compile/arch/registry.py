@@ -19,6 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from ...errors import BadModel
+from .gemma3 import config as gemma3_config
+from .gemma3 import loader as gemma3_loader
 from .llama import config as llama_config
 from .llama import loader as llama_loader
 from .phi3 import config as phi3_config
@@ -81,6 +83,11 @@ FAMILIES: tuple[Family, ...] = (
         hf_names={"phi3forcausallm": "phi3", "phi3": "phi3"}, gguf_names={"phi3": "phi3"},
         config_module=phi3_config, loader=phi3_loader, config_class=phi3_config.Phi3Config,
         model_module=".phi3.model", model_class="Phi3ForCausalLM"),
+    Family(
+        name="gemma3", model_types=gemma3_config.MODEL_TYPES,
+        hf_names={"gemma3forcausallm": "gemma3_text", "gemma3_text": "gemma3_text"}, gguf_names={},
+        config_module=gemma3_config, loader=gemma3_loader, config_class=gemma3_config.Gemma3Config,
+        model_module=".gemma3.model", model_class="Gemma3ForCausalLM"),
 )
 
 #: Model types the GGUF and HF readers accept, in the order error messages list them.
@@ -92,12 +99,11 @@ REFUSED = {
     "gemma": "Gemma needs a (1 + w) RMSNorm, an embedding scaled by sqrt(hidden) and a GeGLU-tanh MLP",
     "gemma2": "Gemma 2 needs attention logit soft-capping inside the attention kernel, final logit soft-capping, "
               "alternating sliding-window/global layers, pre- and post-norms, a (1 + w) RMSNorm and a GeGLU-tanh MLP",
-    "gemma3": "Gemma 3 needs two RoPE bases (local and global layers), per-head q/k norms, alternating "
-              "sliding-window/global layers, pre- and post-norms, a (1 + w) RMSNorm and a GeGLU-tanh MLP",
+    "gemma3": "the multimodal Gemma 3 (Gemma3ForConditionalGeneration: a vision tower and a nested text_config) and "
+              "Gemma 3 GGUF files are not read; the text model (Gemma3ForCausalLM) from its Hugging Face folder is",
 }
-_REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma2forcausallm": "gemma2", "gemma3forcausallm": "gemma3",
-                  "gemma3forconditionalgeneration": "gemma3", "gemma3_text": "gemma3", "gemma": "gemma",
-                  "gemma2": "gemma2", "gemma3": "gemma3"}
+_REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma2forcausallm": "gemma2",
+                  "gemma3forconditionalgeneration": "gemma3", "gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3"}
 
 
 def _refused(arch: str, where: Path | str) -> BadModel | None:

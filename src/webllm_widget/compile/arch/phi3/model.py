@@ -11,35 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tvm import te, tirx
-from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn import Tensor
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache
 
+from ..layers import rotate_half
 from ..llama import model as llama
 from ..llama.model import LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaModel, kv_cache_dims
 from .config import Phi3Config, longrope_attention_factor
 
-__all__ = ["Phi3ForCausalLM", "kv_cache_dims", "kv_cache_rope", "rotate_half"]
-
-
-def rotate_half(qkv: Tensor, positions: Tensor, inv_freq: np.ndarray, gain: float, rotated_heads: int) -> Tensor:
-    """Rotate-half RoPE on the first ``rotated_heads`` heads of ``qkv`` [b, s, heads, d]: dims i and i + d/2 turn
-    by ``position * inv_freq[i]``, and both cos and sin are multiplied by ``gain``. ``positions``: [b * s] int32."""
-    freqs = Tensor.from_const(np.asarray(inv_freq, dtype="float32"))
-
-    def compute(x: te.Tensor, pos: te.Tensor, f: te.Tensor):
-        b, s, h, d = x.shape
-        half = d // 2
-
-        def body(i, j, k, c):
-            angle = pos[i * s + j].astype("float32") * f[c % half]
-            other = tirx.if_then_else(c < half, -x[i, j, k, c + half], x[i, j, k, c - half])
-            turned = (tirx.cos(angle) * x[i, j, k, c] + tirx.sin(angle) * other) * tirx.const(gain, "float32")
-            return tirx.if_then_else(k < rotated_heads, turned.astype(x.dtype), x[i, j, k, c])
-
-        return te.compute(x.shape, body, name="rope_by_model")
-
-    return op.tensor_expr_op(compute, "rope_by_model", [qkv, positions, freqs])
+__all__ = ["Phi3ForCausalLM", "kv_cache_dims", "kv_cache_rope"]
 
 
 class Phi3Attention(LlamaAttention):

@@ -1,0 +1,72 @@
+"""Gemma 3's config keys (the text model, ``Gemma3ForCausalLM`` / ``gemma3_text``).
+
+Read beside the Llama family's keys: ``query_pre_attn_scalar`` (attention scale ``1/sqrt(scalar)``),
+``rope_local_base_freq`` (RoPE base of the sliding-window layers; the global ones use ``rope_theta`` and
+``rope_scaling``), ``sliding_window`` with ``sliding_window_pattern`` or ``layer_types`` (which layers slide),
+``hidden_activation`` (must be ``gelu_pytorch_tanh``). The context window is capped at the sliding window: within it
+windowed and global attention are the same computation. Soft-capping (Gemma 2's) is refused when set.
+
+Example::
+
+    from webllm_widget.compile.arch.gemma3.config import Gemma3Config
+    cfg = Gemma3Config.from_dict({"architecture": "gemma3_text", "hidden_size": 64, ...})
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+from ..llama import config as llama
+
+MODEL_TYPES = ("gemma3_text",)
+CHAT_CONFIG_KEYS = llama.CHAT_CONFIG_KEYS + ("query_pre_attn_scalar", "rope_local_base_freq",
+                                            "sliding_window_pattern")
+_FAMILY = "the Gemma 3 family"
+_READ = frozenset({"query_pre_attn_scalar", "rope_local_base_freq", "sliding_window_pattern", "hidden_activation",
+                   "attn_logit_softcapping", "final_logit_softcapping", "cache_implementation"})
+
+
+@dataclasses.dataclass
+class Gemma3Config(llama.LlamaConfig):
+    """Shape and numerics of a Gemma 3 text model."""
+
+    model_types: ClassVar[tuple[str, ...]] = MODEL_TYPES
+    model_type: str = "gemma3_text"
+    query_pre_attn_scalar: float = 256.0
+    rope_local_base_freq: float = 10000.0
+    sliding_window_pattern: int = 6
+    rms_norm_eps: float = 1e-6
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether ``layer`` is a sliding-window (local) layer: all but every ``sliding_window_pattern``-th."""
+        return bool((layer + 1) % self.sliding_window_pattern)
+
+
+def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str,
+            where: str = "config.json") -> dict[str, Any]:
+    """``checkpoint.config`` from a Gemma 3 text ``config.json``."""
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if hf.get(key) is not None:
+            raise llama._refuse(where, key, hf[key], "asks for logit soft-capping, which is not implemented")
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+    if act != "gelu_pytorch_tanh":
+        raise llama._refuse(where, "hidden_activation", act, "is not GeLU-tanh (Gemma 3's MLP is GeGLU-tanh)")
+    pattern = int(hf.get("sliding_window_pattern", 6))
+    n = int(hf["num_hidden_layers"])
+    if hf.get("layer_types"):
+        want = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
+        if list(hf["layer_types"]) != want:
+            raise llama._refuse(where, "layer_types", hf["layer_types"], "is not every "
+                                f"{pattern}th layer global, the only layout implemented")
+    base = {k: v for k, v in hf.items() if k not in ("hidden_activation", "hidden_act")}
+    config = llama.from_hf(base, model_type, tensor_names, name, where, read=_READ, family=_FAMILY)
+    config.update(query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", config["head_dim"])),
+                  rope_local_base_freq=float(hf.get("rope_local_base_freq", 10000.0)),
+                  sliding_window_pattern=pattern, rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)))
+    return config
+
+
+def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
+              vocab_rows: int, name: str, **kw: Any) -> dict[str, Any]:
+    raise llama._refuse(kw.get("where", "GGUF"), "general.architecture", arch,
+                        "is read from Hugging Face folders only; pass the model's HF folder")
