@@ -2,9 +2,9 @@
 // Nothing here knows about anywidget or the page it runs in. The records that also travel between kernel and
 // page (model spec, settings, progress, usage, ...) are generated from the Python wire schema.
 import type {
-  BlobRef, ChatMessage, GenerateSettings as WireSettings, GPUInfo, LoadProgress, ModelSpec, PageErrorCode, Usage,
+  BlobRef, ChatLoadResult, ChatMessage, GenerateSettings as WireSettings, GPUInfo, LoadProgress, ModelSpec,
+  PageErrorCode, Usage,
 } from "../wire/schema.gen";
-
 import type { TokenLogprob } from "./logprobs";
 
 export type { ChatMessage, GPUInfo, LoadProgress, ModelSpec, Usage };
@@ -43,18 +43,10 @@ export interface GenerateResult {
   reloaded?: { load_s: number };
 }
 
-export interface LoadResult {
-  model: string;
-  gpu: GPUInfo;
-  load_s: number;
-  /** Bytes the host had to bring into the page's cache for this load (0 when all were cached). */
-  bytes_installed: number;
-  /** Which engine runs the model, and why it was chosen. */
-  device?: "webgpu" | "cpu";
-  device_reason?: string;
-  /** The GPU kernel schedule of the library that runs it (WebGPU only; "fallback" on software adapters). */
-  schedule?: string;
-}
+/** What a load reports: the wire's load result (ChatLoadResult), where the engine may leave the device and the
+ * schedule unset (the host fills them in before it replies). */
+export type LoadResult = Omit<ChatLoadResult, "device" | "device_reason" | "schedule"> &
+  Partial<Pick<ChatLoadResult, "device" | "device_reason">> & { schedule?: string };
 
 /** The error codes the page may send (generated from Python's webllm_widget.errors). */
 export type ErrorCode = PageErrorCode;
