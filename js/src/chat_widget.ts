@@ -11,7 +11,8 @@ import { BlobLoader } from "./loader";
 import { sharedEngine, specKey, type SwapEvent, type WorkerEngine } from "./engine/host";
 import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./engine/types";
 import type { Ask, ChatCall, ChatLoad, ErrorMessage, PageErrorCode } from "./wire/schema.gen";
-import { ChatView, type ModelEntry, type Msg, type ViewState } from "./ui/chat_view";
+import { ChatView, type ModelEntry, type Msg, type StorageView, type ViewState } from "./ui/chat_view";
+import { deleteCached, listCached, requestPersist, storageInfo, type CachedModel } from "./engine/model_cache";
 import { describeEntry, pageAdapter, type PickerEntry } from "./ui/model_facts";
 import { TokenProbsView } from "./ui/token_probs";
 import type { TokenLogprob } from "./engine/logprobs";
@@ -46,6 +47,15 @@ class ChatState {
   pickerOpened = false;
   refreshFacts: () => void = () => undefined;
   channel: PageChannel | null = null;
+  /** The Storage panel's content, once it was opened (or the kernel asked). */
+  storage: StorageView | null = null;
+  /** Lists what is cached (and the origin's estimate) into `storage`; returns it. */
+  async refreshStorage(message?: string): Promise<StorageView> {
+    const [models, info] = await Promise.all([listCached(), storageInfo()]);
+    this.storage = { models: models.map((m) => ({ id: m.id, url: m.url, kind: m.kind, bytes: m.bytes, files: m.files })), ...info, message };
+    this.changed();
+    return this.storage;
+  }
   private listeners = new Set<() => void>();
   subscribe(fn: () => void) {
     this.listeners.add(fn);
@@ -273,6 +283,21 @@ function initialize({ model }: { model: AnyModel }) {
         await state.engine?.reset(state.spec ?? undefined);
         state.changed();
         channel.reply(msg, "result", {});
+      } else if (msg.fn === "cache") {
+        // The kernel's chat.cache: list, delete (targets or all), persist.
+        let deleted: CachedModel[] = [];
+        let persisted: boolean | null = null;
+        if (msg.op === "delete") {
+          deleted = await deleteCached(msg.all ? "all" : ((msg.targets as string[]) ?? []).map(String));
+          state.refreshFacts(); // the picker's "cached" changes
+        } else if (msg.op === "persist") {
+          persisted = await requestPersist();
+        } else if (msg.op !== "list") {
+          throw new PageError("error", `unknown cache operation ${String(msg.op)}`);
+        }
+        const st = await state.refreshStorage();
+        channel.reply(msg, "result", { models: await listCached(), usage: st.usage, quota: st.quota,
+          persisted: st.persisted, deleted, ...(persisted !== null ? { granted: persisted } : {}) });
       } else {
         throw new PageError("error", `unknown call ${String(msg.fn)}`);
       }
@@ -400,6 +425,23 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
       model.set("model", id);
       model.save_changes();
     },
+    storageOpened: () => void state.refreshStorage(),
+    deleteCached: (target) => {
+      if (state.storage) state.storage = { ...state.storage, busy: true };
+      state.changed();
+      void (async () => {
+        const gone = await deleteCached(target === "all" ? "all" : [target]).catch(() => []);
+        state.refreshFacts();
+        await state.refreshStorage(gone.length ? `Deleted ${gone.map((m) => m.id).join(", ")}.` : "Nothing was deleted.");
+      })();
+    },
+    persist: () => {
+      void (async () => {
+        const granted = await requestPersist().catch(() => false);
+        await state.refreshStorage(granted ? "The browser will keep these models." :
+          "The browser did not grant persistent storage (it decides by how the site is used); models may be evicted under storage pressure.");
+      })();
+    },
     pickerOpened: () => {
       if (state.pickerOpened) return;
       state.pickerOpened = true;
@@ -435,6 +477,7 @@ function render({ model, el }: { model: AnyModel; el: HTMLElement }) {
         seed: numOrNull(model.get("seed")),
       },
       batch: batchOf(model.get("batch_progress")),
+      storage: state.storage,
       live: state.live ? { tokens: state.live.tokens, tok_s: state.live.tok_s } : null,
       stats: state.stats ?? ((model.get("stats") as Record<string, number>) || null),
       gpu: state.gpu || String(model.get("gpu") ?? ""),

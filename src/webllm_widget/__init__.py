@@ -4,14 +4,15 @@ from __future__ import annotations
 from ._version import __version__
 from .errors import (
     Aborted, BadArtifact, BadModel, BadRequest, CompileError, CompilerNotInstalled, ContextWindowExceeded, DeviceLost,
-    HostHoldsMessages, KernelError, OutOfGPUMemory, ShaderF16Unavailable, ToolchainMissing, UnsupportedParameter,
+    HostHoldsMessages, KernelError, OutOfGPUMemory, ShaderF16Unavailable, StorageQuotaExceeded, ToolchainMissing,
+    UnsupportedParameter,
     WebGPUUnavailable, WebLLMWidgetError,
 )
 
 __all__ = [
     "__version__", "Aborted", "BadArtifact", "BadModel", "BadRequest", "CompileError", "CompilerNotInstalled",
     "ContextWindowExceeded", "HostHoldsMessages",
-    "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "ToolchainMissing",
+    "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "StorageQuotaExceeded", "ToolchainMissing",
     "UnsupportedParameter", "WebGPUUnavailable", "WebLLMWidgetError",
 ]
 

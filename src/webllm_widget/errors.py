@@ -94,6 +94,14 @@ class ModelUnreachable(WebLLMWidgetError):
     raised_by = "page"
 
 
+class StorageQuotaExceeded(WebLLMWidgetError):
+    """The browser's storage for the page is full: a model's files could not be cached. Nothing of it was kept;
+    the message (and ``detail["cached"]``) names the cached models that could be deleted (``chat.cache.delete``)."""
+
+    code = "storage-quota"
+    raised_by = "page"
+
+
 class ContextWindowExceeded(WebLLMWidgetError):
     """The conversation no longer fits the model's context window."""
 
@@ -170,8 +178,8 @@ ERRORS: dict[str, type[WebLLMWidgetError]] = {
     cls.code: cls
     for cls in (
         WebLLMWidgetError, ToolchainMissing, CompileError, WebGPUUnavailable, ShaderF16Unavailable, OutOfGPUMemory,
-        DeviceLost, BadArtifact, BadModel, ModelUnreachable, ContextWindowExceeded, Aborted, Busy, KernelError,
-        PageTimeout, ProtocolMismatch, PageReloaded, HostHoldsMessages, UnsupportedParameter, BadRequest,
+        DeviceLost, BadArtifact, BadModel, ModelUnreachable, StorageQuotaExceeded, ContextWindowExceeded, Aborted, Busy,
+        KernelError, PageTimeout, ProtocolMismatch, PageReloaded, HostHoldsMessages, UnsupportedParameter, BadRequest,
     )
 }
 #: The codes the page may send in an ``error`` message.

@@ -45,6 +45,12 @@ const RULES: Rule[] = [
     advice: "The GPU lacks shader-f16: pick a q4f32 (f32-compute) model instead of a q4f16 one.",
   },
   {
+    code: "storage-quota",
+    test: /QuotaExceeded|quota exceeded|exceeds? the quota/i,
+    advice: "The browser's storage for this page is full: delete cached models you no longer need " +
+      "(chat.cache.delete(...) or the widget's Storage panel) or free disk space, then load the model again.",
+  },
+  {
     code: "device-lost",
     test: /DeviceLost|device was lost|Device is lost|GPUDevice.*lost/i,
     advice: "The GPU device was lost (often out of memory or a driver reset). Reload the page and try a smaller model.",

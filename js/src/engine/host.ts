@@ -3,6 +3,8 @@
 // several models at once within a memory budget, and every request names the model it is for.
 import { toEngineError } from "./errors";
 import { installModelFiles, recordFor } from "./model_files";
+import { modelBaseUrl } from "./kv_fit";
+import { deleteGroup, isQuotaError, quotaError, recordModel } from "./model_cache";
 import {
   EngineError,
   type BlobSource,
@@ -319,6 +321,9 @@ export class WorkerEngine implements Engine {
         device: choice.device, device_reason: choice.reason,
         schedule: choice.device === "webgpu" ? spec.schedule : undefined,
       };
+      if (spec.prebuilt && spec.hub) {
+        await recordModel({ id: spec.id, url: modelBaseUrl(spec.hub.model), kind: "prebuilt", lib_url: spec.hub.model_lib ?? undefined });
+      }
       const slot: Slot = { key, spec: requested, source, result, bytes: bytes || r.bytes || 0, lastUsed: ++this.clock, loaded: true };
       this.slots.set(key, slot);
       this.lastKey = key;
@@ -333,6 +338,12 @@ export class WorkerEngine implements Engine {
       if (this.lastKey === key) {
         this.lastKey = null;
         this.loaded = null;
+      }
+      if (spec.prebuilt && spec.hub && (isQuotaError(e) || toEngineError(e).code === "storage-quota")) {
+        // web-llm stored part of the model before the quota stopped it: none of it stays.
+        const base = modelBaseUrl(spec.hub.model);
+        await deleteGroup(base, spec.hub.model_lib ?? undefined);
+        throw await quotaError(spec.id, null, base);
       }
       throw toEngineError(e);
     }

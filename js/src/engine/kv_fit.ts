@@ -72,6 +72,13 @@ export function checkKvCacheFits(modelId: string, cfg: Record<string, any>, gpu:
   );
 }
 
+/** A model URL as web-llm reads files under it: with `resolve/main/` added unless it has a `resolve/<rev>/` already. */
+export function modelBaseUrl(modelUrl: string): string {
+  let u = modelUrl.endsWith("/") ? modelUrl : `${modelUrl}/`;
+  if (!/.+\/resolve\/.+\//.test(u)) u += "resolve/main/";
+  return new URL(u).href;
+}
+
 /** The URL web-llm reads a model's config from (its model URL with `resolve/main/` added, as web-llm does). */
 export function configUrlFor(modelUrl: string): string {
   let u = modelUrl.endsWith("/") ? modelUrl : `${modelUrl}/`;

@@ -1,6 +1,7 @@
 // Makes a local model folder visible to web-llm without a server: each file is put into the Cache Storage
 // cache web-llm reads (webllm/config, webllm/wasm, webllm/model) under the synthetic URL its model record
 // names. web-llm looks in its cache before fetching, so it never goes to the network for these URLs.
+import { deleteGroup, isQuotaError, quotaError, recordModel } from "./model_cache";
 import { EngineError, type BlobSource, type ModelFile, type ModelSpec, type VerifiedBytes } from "./types";
 
 /** A host name that can never resolve (RFC 6761), so a missed cache entry fails fast instead of leaking a request. */
@@ -137,11 +138,20 @@ export async function installModelFiles(
       response = new Response(bytes as BodyInit, { headers: { "content-length": String(f.size) } });
     }
     const cache = await caches.open(scopeFor(spec, f));
-    await cache.put(base + f.name, response);
+    try {
+      await cache.put(base + f.name, response);
+    } catch (err) {
+      if (!isQuotaError(err)) throw err;
+      // The origin's storage is full: a model cached in part would look cached to nobody and take space, so
+      // every file of it goes, and the error names what could be deleted instead.
+      await deleteGroup(base);
+      throw await quotaError(spec.id, bytes_total - bytes_done, base);
+    }
     verified.add(`${base + f.name}#${f.sha256}`);
     bytes_done += f.size;
     files_done += 1;
     onProgress?.({ bytes_done, bytes_total, files_done, files_total: missing.length, file: f.name });
   }
+  await recordModel({ id: spec.id, url: base, key: spec.key, kind: "folder" });
   return bytes_done;
 }

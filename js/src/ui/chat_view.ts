@@ -50,6 +50,25 @@ export interface ViewSettings {
   seed: number | null;
 }
 
+/** A model cached in this browser, as the Storage panel lists it (engine/model_cache.ts). */
+export interface CachedEntry {
+  id: string;
+  url: string;
+  kind: string;
+  bytes: number;
+  files: number;
+}
+
+/** The Storage panel: cached models, the origin's estimate, whether it is persistent. */
+export interface StorageView {
+  models: CachedEntry[];
+  usage: number | null;
+  quota: number | null;
+  persisted: boolean | null;
+  busy?: boolean;
+  message?: string;
+}
+
 export interface ViewState {
   status: string;
   model: string;
@@ -70,6 +89,8 @@ export interface ViewState {
   error: { code: string; message: string } | null;
   /** A line about the page's models (this chat's model unloaded to make room for another, or loaded again). */
   notice?: string | null;
+  /** The Storage panel's content (null until it is opened). */
+  storage?: StorageView | null;
 }
 
 export interface ViewActions {
@@ -85,6 +106,12 @@ export interface ViewActions {
   edit(index: number, text: string): void;
   /** The model picker got focus (about to be opened): a chance to look up what it does not know yet. */
   pickerOpened?(): void;
+  /** The Storage panel was opened: list what is cached. */
+  storageOpened?(): void;
+  /** Delete a cached model (its base URL), or everything ("all"). */
+  deleteCached?(target: string): void;
+  /** Ask the browser to keep this page's storage (navigator.storage.persist()). */
+  persist?(): void;
 }
 
 function h<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
@@ -166,6 +193,9 @@ export class ChatView {
   private errorEl = h("div", "wlw-error");
   private noticeEl = h("div", "wlw-notice");
   private settingsBox = h("details", "wlw-settings");
+  private storageBox = h("details", "wlw-storage");
+  private storageBody = h("div", "wlw-storage-body");
+  private storageShown = "";
   private settingsInputs = new Map<keyof ViewSettings, HTMLInputElement | HTMLTextAreaElement>();
   private input = h("textarea", "wlw-input");
   private sendBtn = button("wlw-send", "Send", "Send (Enter)");
@@ -220,6 +250,14 @@ export class ChatView {
       if (this.settingsBox.open && !this.settingsInputs.size) this.buildSettings();
     });
 
+    // Storage, collapsed: what this browser keeps for the page, listed when opened.
+    const storageSummary = h("summary", undefined, "Storage");
+    storageSummary.setAttribute("aria-label", "Models cached in this browser: sizes, delete, storage quota");
+    this.storageBox.append(storageSummary, this.storageBody);
+    this.storageBox.addEventListener("toggle", () => {
+      if (this.storageBox.open) this.actions.storageOpened?.();
+    });
+
     this.input.rows = 2;
     this.input.placeholder = "Ask something… (Enter sends, Shift+Enter for a new line, Esc stops)";
     this.input.setAttribute("aria-label", "Message");
@@ -247,7 +285,7 @@ export class ChatView {
     this.noticeEl.setAttribute("role", "status");
     const foot = h("div", "wlw-foot");
     foot.append(this.statsEl, this.exportMdBtn, this.exportJsonBtn);
-    this.root.append(head, this.progressBox, this.noticeEl, this.batchBox, this.list, this.errorEl, this.settingsBox, row, foot);
+    this.root.append(head, this.progressBox, this.noticeEl, this.batchBox, this.list, this.errorEl, this.settingsBox, this.storageBox, row, foot);
     parent.append(style, this.root);
   }
 
@@ -286,6 +324,43 @@ export class ChatView {
       const v = s[name];
       inp.value = v === null || v === undefined ? "" : String(v);
     }
+  }
+
+  private showStorage(st: StorageView) {
+    const key = JSON.stringify(st);
+    if (key === this.storageShown) return;
+    this.storageShown = key;
+    const usage = h("div", "wlw-storage-usage");
+    usage.setAttribute("role", "status");
+    const used = st.usage !== null ? `${fmtBytes(st.usage)} used` : "usage unknown";
+    usage.textContent = `${used}${st.quota ? ` of ${fmtBytes(st.quota)} this browser allows` : ""} · ` +
+      (st.persisted === true ? "kept (persistent)" : st.persisted === false ? "may be evicted under storage pressure" : "persistence unknown");
+    const persist = button("wlw-persist", "Keep", "Ask the browser to keep these models (persistent storage)");
+    persist.disabled = st.persisted === true || !!st.busy;
+    persist.addEventListener("click", () => this.actions.persist?.());
+    const clear = button("wlw-cache-clear", "Delete all", "Delete every cached model and the engine bundle");
+    clear.disabled = !st.models.length || !!st.busy;
+    clear.addEventListener("click", () => this.actions.deleteCached?.("all"));
+    const top = h("div", "wlw-storage-top");
+    top.append(usage, persist, clear);
+    const list = h("ul", "wlw-cache-list");
+    list.setAttribute("aria-label", "Cached models");
+    for (const m of st.models) {
+      const li = h("li", "wlw-cache-row");
+      li.dataset.url = m.url;
+      const name = h("span", "wlw-cache-name", m.id);
+      name.title = m.url;
+      const size = h("span", "wlw-cache-size", `${fmtBytes(m.bytes)} · ${m.files} file${m.files === 1 ? "" : "s"}`);
+      const del = button("wlw-cache-delete", "Delete", `Delete ${m.id} from this browser's cache`);
+      del.disabled = !!st.busy;
+      del.addEventListener("click", () => this.actions.deleteCached?.(m.url));
+      li.append(name, size, del);
+      list.append(li);
+    }
+    if (!st.models.length) list.append(h("li", "wlw-cache-empty", "Nothing cached."));
+    const parts: HTMLElement[] = [top, list];
+    if (st.message) parts.push(h("div", "wlw-storage-message", st.message));
+    this.storageBody.replaceChildren(...parts);
   }
 
   private submit() {
@@ -455,6 +530,7 @@ export class ChatView {
     this.errorEl.textContent = s.error ? `[${s.error.code}] ${s.error.message}` : "";
 
     if (this.settingsInputs.size) this.showSettings(s.settings);
+    if (s.storage) this.showStorage(s.storage);
     this.sendBtn.disabled = s.status !== "ready";
     this.input.disabled = s.status === "loading" || s.status === "swapping";
     this.stopBtn.disabled = !busy;

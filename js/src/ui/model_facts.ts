@@ -4,7 +4,7 @@
 // the engine uses), its Cache Storage, and, for prebuilt ids once the picker is opened, the model's config and
 // tensor list from where web-llm fetches them (read from Cache Storage when cached there).
 import { probeGPU } from "../engine/adapter";
-import { bufferLimit, configUrlFor, kvCacheNeed, WASM32_BUFFER_LIMIT } from "../engine/kv_fit";
+import { bufferLimit, configUrlFor, kvCacheNeed, modelBaseUrl, WASM32_BUFFER_LIMIT } from "../engine/kv_fit";
 import { baseUrlFor, scopeFor } from "../engine/model_files";
 import type { GPUInfo, ModelFile, ModelSpec } from "../engine/types";
 import type { ModelEntry } from "./chat_view";
@@ -82,10 +82,6 @@ export async function variantCached(v: Variant): Promise<boolean> {
   return v.files.length > 0;
 }
 
-/** web-llm's model URL with resolve/main/ (where it reads the config, tensor list, shards and tokenizer). */
-export function resolvedModelUrl(model: string): string {
-  return configUrlFor(model).replace(/mlc-chat-config\.json$/, "");
-}
 
 /** What is known of a prebuilt model from its tensor list and config (Cache Storage, else the network). */
 export interface PrebuiltLookup {
@@ -128,7 +124,7 @@ export function tensorSizes(tc: Record<string, any>): { weights_bytes: number; m
 /** A prebuilt model: cached when its tensor list, every shard and its library are in web-llm's caches. */
 export async function lookupPrebuilt(e: PickerEntry, network: boolean): Promise<PrebuiltLookup> {
   if (!e.model) return { cached: false, missing: "unknown model URL" };
-  const base = resolvedModelUrl(e.model);
+  const base = modelBaseUrl(e.model);
   const out: PrebuiltLookup = { cached: false };
   let tc: Record<string, any> | null = null;
   try {

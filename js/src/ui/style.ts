@@ -83,7 +83,15 @@ export const CSS = `
 .wlw-body .hljs-meta, .wlw-body .hljs-tag { color: var(--jp-mirror-editor-meta-color, #aa22ff); }
 .wlw-img-alt { font-style: italic; color: var(--wlw-fg2); }
 .wlw-error { color: var(--wlw-error); background: color-mix(in srgb, var(--wlw-error) 10%, transparent); margin: 0 8px 6px; padding: 6px 8px; border-radius: 4px; white-space: pre-wrap; }
-.wlw-settings { padding: 0 8px; }
+.wlw-settings, .wlw-storage { padding: 0 8px; }
+.wlw-storage summary { cursor: pointer; font-size: 12px; color: var(--wlw-fg2); padding: 2px 0; }
+.wlw-storage-top { display: flex; gap: 8px; align-items: center; font-size: 12px; color: var(--wlw-fg2); padding: 2px 0; }
+.wlw-storage-usage { flex: 1; }
+.wlw-cache-list { list-style: none; margin: 0; padding: 0 0 6px; font-size: 12px; }
+.wlw-cache-row { display: flex; gap: 8px; align-items: center; padding: 2px 0; border-top: 1px solid var(--wlw-border2); }
+.wlw-cache-name { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.wlw-cache-size { color: var(--wlw-fg2); }
+.wlw-storage-message { font-size: 12px; color: var(--wlw-fg2); padding-bottom: 4px; }
 .wlw-settings summary { cursor: pointer; font-size: 12px; color: var(--wlw-fg2); padding: 2px 0; }
 .wlw-settings-form { display: grid; grid-template-columns: repeat(4, minmax(90px, 1fr)); gap: 6px 10px; padding: 4px 0 6px; }
 .wlw-field { display: flex; flex-direction: column; font-size: 11px; color: var(--wlw-fg2); gap: 2px; }

@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   "bad-artifact": "BadArtifact",
   "bad-model": "BadModel",
   "unreachable": "ModelUnreachable",
+  "storage-quota": "StorageQuotaExceeded",
   "context-overflow": "ContextWindowExceeded",
   "aborted": "Aborted",
   "busy": "Busy",
@@ -58,6 +59,7 @@ export const PAGE_ERROR_CODES = [
   "bad-artifact",
   "bad-model",
   "unreachable",
+  "storage-quota",
   "context-overflow",
   "aborted",
   "busy",
@@ -75,6 +77,14 @@ export interface BlobRef {
   sha256: string;
   size: number;
   name: string;
+}
+
+/** Where web-llm fetches a prebuilt model from: its folder (Hugging Face) and its library. */
+export interface PrebuiltHub {
+  /** The model's folder URL (web-llm adds resolve/main/). */
+  model: string;
+  /** The model library's URL. */
+  model_lib?: string | null;
 }
 
 /**
@@ -112,6 +122,8 @@ export interface ModelSpec {
   schedule?: string;
   /** The same weights with the library built for software adapters (schedule "fallback"). */
   webgpu_fallback?: ModelSpec;
+  /** A prebuilt id: where web-llm fetches it from (the page lists and deletes its cached files by these URLs). */
+  hub?: PrebuiltHub;
 }
 
 /** A chat message in OpenAI's shape. */
@@ -235,6 +247,21 @@ export interface AdapterReport {
 export interface PageInfo {
   secure: boolean;
   userAgent: string;
+}
+
+/** A model (or the blob store) cached for the page's origin. */
+export interface CachedModel {
+  /** The model id, else the base URL its files are under. */
+  id: string;
+  /** The base URL of its files. */
+  url: string;
+  /** A local folder's key. */
+  key?: string | null;
+  kind: "folder" | "prebuilt" | "url" | "blobs";
+  bytes: number;
+  files: number;
+  /** Recorded once all its files were stored (false: left by something else). */
+  indexed: boolean;
 }
 
 // ---- messages (fields besides the envelope)
@@ -381,9 +408,17 @@ export interface Done {
   base?: number;
 }
 
-/** `call`, kernel -> page, chat widget. Forget the conversation's KV cache. */
+/**
+ * `call`, kernel -> page, chat widget. Forget the conversation's KV cache (`reset`), or manage the models the browser
+ * caches (`cache`: `op` `list`, `delete` the models `targets` name or `all`, `persist`).
+ */
 export interface ChatCall {
-  fn: "reset";
+  fn: "reset" | "cache";
+  op?: "list" | "delete" | "persist";
+  /** Ids, keys or base URLs of cached models (chat.cache.delete). */
+  targets?: string[];
+  /** Delete every cached model and the engine bundle. */
+  all?: boolean;
 }
 
 /**
@@ -394,8 +429,22 @@ export interface ChatPageCall {
   fn: "reset-request" | "describe-models";
 }
 
-/** `result`, page -> kernel, chat widget. Reply to the chat's `call`. */
-export type ChatCallResult = Record<string, never>;
+/**
+ * `result`, page -> kernel, chat widget. Reply to the chat's `call`; for `cache`, what is cached now and what the
+ * operation did.
+ */
+export interface ChatCallResult {
+  models?: CachedModel[];
+  /** navigator.storage.estimate(): bytes used by the origin... */
+  usage?: number | null;
+  /** ... and allowed. */
+  quota?: number | null;
+  /** Whether the origin's storage is persistent. */
+  persisted?: boolean | null;
+  deleted?: CachedModel[];
+  /** persist: whether the browser agreed. */
+  granted?: boolean;
+}
 
 /**
  * `ready`, page -> kernel, gpu widget. The GPU widget's page listens; `adapter` is null when it has no WebGPU

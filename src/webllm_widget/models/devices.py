@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import BadModel, WebLLMWidgetError
 from . import registry
 from .folder import folder_model
-from ..wire.schema import ModelSpec
+from ..wire.schema import ModelSpec, PrebuiltHub
 
 DEVICES = ("auto", "webgpu", "cpu")
 log = logging.getLogger(__name__)
@@ -63,6 +63,10 @@ def model_spec(model: Any = None, device: str = "auto", *, progress: bool = True
     paths: dict[str, Path] = {}
     if rec.kind == "prebuilt":
         spec = ModelSpec(id=rec.model_id, prebuilt=True)
+        known = registry.prebuilt_ids().get(rec.model_id) or {}
+        if known.get("model"):
+            # where web-llm fetches it from: the page lists and deletes its cached files by these URLs
+            spec["hub"] = PrebuiltHub(model=known["model"], model_lib=known.get("model_lib"))
     elif rec.kind == "url":
         spec = ModelSpec(id=rec.model_id, url=rec.url.rstrip("/") + "/", lib_url=rec.model_lib)
     else:

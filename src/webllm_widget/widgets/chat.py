@@ -40,6 +40,7 @@ from ..protocol import CALL, LOAD, Channel
 from ..wire.schema import ChatCall, ChatLoad
 from .answers import AnswerQueue, ChatHandle, ContextOverflow
 from .batch import Batch, prompt_list
+from .browser_cache import BrowserCache
 from .messages import clean_messages, clean_text, conversation, to_markdown
 from ..models.picker import PICKER_PREBUILT, basic_entries, describe_spec  # noqa: F401 (PICKER_PREBUILT: re-exported)
 from .openai_format import PAGE_PARAMS, UNSUPPORTED, chat_completion, chunk, request_messages, request_settings, unsupported
@@ -264,6 +265,12 @@ class Chat(anywidget.AnyWidget):
         if self._load_reply is None:
             raise BadModel("nothing is loading: call chat.load(model) first")
         return await asyncio.wait_for(self._wait_load(self._load_reply), timeout)
+
+    @property
+    def cache(self) -> BrowserCache:
+        """The models this browser keeps for the page: ``await chat.cache.list()``, ``.usage()``,
+        ``.delete(model)``, ``.clear()``, ``.persist()`` (see :mod:`webllm_widget.widgets.browser_cache`)."""
+        return BrowserCache(self)
 
     @property
     def bytes_sent(self) -> int:

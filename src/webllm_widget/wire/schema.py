@@ -239,6 +239,14 @@ class BlobRef(Struct):
 
 
 @record
+class PrebuiltHub(Struct):
+    """Where web-llm fetches a prebuilt model from: its folder (Hugging Face) and its library."""
+
+    model: str  # The model's folder URL (web-llm adds resolve/main/).
+    model_lib: NotRequired[str | None]  # The model library's URL.
+
+
+@record
 class ModelSpec(Struct):
     """What to load. A local folder whose files reach the page as content-addressed blobs (``files`` + ``lib``), an
     MLC prebuilt id the page fetches itself (``prebuilt``), or a model served over HTTP(S) (``url`` + ``lib_url``)."""
@@ -258,6 +266,7 @@ class ModelSpec(Struct):
     webgpu: NotRequired[bool]  # false when only the CPU build exists (then "auto" runs it on the CPU whatever the adapter).
     schedule: NotRequired[str]  # The GPU kernel schedule of this spec's library ("auto", "gpu" or "fallback"), when known.
     webgpu_fallback: NotRequired[ModelSpec]  # The same weights with the library built for software adapters (schedule "fallback").
+    hub: NotRequired[PrebuiltHub]  # A prebuilt id: where web-llm fetches it from (the page lists and deletes its cached files by these URLs).
 
 
 @record
@@ -550,12 +559,16 @@ class Done(Message):
 
 
 class ChatCall(Message):
-    """Forget the conversation's KV cache."""
+    """Forget the conversation's KV cache (``reset``), or manage the models the browser caches (``cache``: ``op``
+    ``list``, ``delete`` the models ``targets`` name or ``all``, ``persist``)."""
 
     KIND = CALL
     SENDER = "kernel"
     WIDGET = "chat"
-    fn: Literal["reset"]
+    fn: Literal["reset", "cache"]
+    op: NotRequired[Literal["list", "delete", "persist"]]
+    targets: NotRequired[list[str]]  # Ids, keys or base URLs of cached models (chat.cache.delete).
+    all: NotRequired[bool]  # Delete every cached model and the engine bundle.
 
 
 class ChatPageCall(Message):
@@ -568,12 +581,31 @@ class ChatPageCall(Message):
     fn: Literal["reset-request", "describe-models"]
 
 
+@record
+class CachedModel(Struct):
+    """A model (or the blob store) cached for the page's origin."""
+
+    id: str  # The model id, else the base URL its files are under.
+    url: str  # The base URL of its files.
+    key: NotRequired[str | None]  # A local folder's key.
+    kind: Literal["folder", "prebuilt", "url", "blobs"]
+    bytes: int
+    files: int
+    indexed: bool  # Recorded once all its files were stored (false: left by something else).
+
+
 class ChatCallResult(Message):
-    """Reply to the chat's ``call``."""
+    """Reply to the chat's ``call``; for ``cache``, what is cached now and what the operation did."""
 
     KIND = RESULT
     SENDER = "page"
     WIDGET = "chat"
+    models: NotRequired[list[CachedModel]]
+    usage: NotRequired[float | None]  # navigator.storage.estimate(): bytes used by the origin...
+    quota: NotRequired[float | None]  # ... and allowed.
+    persisted: NotRequired[bool | None]  # Whether the origin's storage is persistent.
+    deleted: NotRequired[list[CachedModel]]
+    granted: NotRequired[bool]  # persist: whether the browser agreed.
 
 
 # ---- the WebGPU (teaching) widget -------------------------------------------------------------------------------
