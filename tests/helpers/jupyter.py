@@ -77,6 +77,8 @@ class JupyterServer:
             base_data = str(Path(sys.base_prefix) / "share" / "jupyter")
             env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [env.get("JUPYTER_PATH"), base_data]))
         env.setdefault("JUPYTERLAB_WORKSPACES_DIR", str(Path(self._home) / "workspaces"))
+        # User settings (the theme a test switches to, ...) stay with this server, not in ~/.jupyter.
+        env.setdefault("JUPYTERLAB_SETTINGS_DIR", str(Path(self._home) / "user-settings"))
         module, cls, _ = APPS[self.app]
         cmd = [sys.executable, "-m", module, "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                "--ServerApp.token=", "--ServerApp.password=", "--allow-root",
@@ -233,6 +235,35 @@ class JupyterServer:
             return page.evaluate("() => window.__wlwComm || []")
         except Exception as e:  # the page may be gone
             return [f"no comm log: {e}"]
+
+    def record_widget(self, page: Any, every_ms: int = 40) -> None:
+        """Start sampling what the Chat widgets on the page show (load progress bar and its text, the stats line,
+        status), keeping each distinct sample, for :meth:`widget_samples`."""
+        page.evaluate("""(ms) => {
+            window.__wlwSamples = []; let last = '';
+            setInterval(() => {
+                const c = document.querySelector('.wlw-chat');
+                if (!c) return;
+                const box = c.querySelector('.wlw-progress');
+                const s = {status: c.querySelector('.wlw-status')?.textContent ?? '',
+                           progress: box && !box.hidden ? {value: box.querySelector('progress').value,
+                                                            text: box.querySelector('.wlw-progress-text').textContent} : null,
+                           stats: c.querySelector('.wlw-stats')?.textContent ?? ''};
+                const key = JSON.stringify(s);
+                if (key !== last) { last = key; window.__wlwSamples.push(s); }
+            }, ms);
+        }""", every_ms)
+
+    def widget_samples(self, page: Any) -> list[dict]:
+        return page.evaluate("() => window.__wlwSamples || []")
+
+    def set_theme(self, page: Any, theme: str, timeout: float = 60) -> None:
+        """Switch JupyterLab's theme (``"JupyterLab Light"`` / ``"JupyterLab Dark"``) and wait until it applies."""
+        light = "true" if "Light" in theme else "false"
+        page.evaluate("(t) => { window.jupyterapp.commands.execute('apputils:change-theme', {theme: t}); }", theme)
+        page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}' && document.body.dataset"
+                               f".jpThemeName === {json.dumps(theme)}", timeout=timeout * 1000)
+        page.wait_for_timeout(300)  # the theme's stylesheet is swapped in; let the page restyle
 
     def console_errors(self) -> list[str]:
         """Errors logged by the pages this driver opened (not by other tests' pages in the same browser)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -43,14 +44,51 @@ def wait_kernel_state(page, code: str, ok, timeout: float, what: str) -> dict:
 
 
 STATE = ("import json; print(json.dumps({'messages': chat.messages, 'error': chat.error, 'status': chat.status,"
+         " 'stats': chat.stats,"
          " 'ready': chat._ch.ready_count, 'sent': chat.bytes_sent, 'over_http': chat._blobs.bytes_published,"
          " 'load_id': chat._load_reply.id,"
          " 'loaded': chat._load_reply.done() and chat._load_info is not None, 'load': chat._load_info}))")
 
 
-def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeout: float = 600, app: str = "lab") -> dict:
+#: The widget's colours and the JupyterLab theme variables they come from, as the page computes them.
+COLOURS = """() => {
+  const chat = document.querySelector('.wlw-chat');
+  const probe = (prop, v) => { const e = document.createElement('div'); e.style.setProperty(prop, `var(${v})`);
+    document.body.append(e); const c = getComputedStyle(e).getPropertyValue(prop); e.remove(); return c; };
+  const cs = getComputedStyle(chat);
+  return {bg: cs.backgroundColor, fg: cs.color, send: getComputedStyle(chat.querySelector('.wlw-send')).backgroundColor,
+          user: getComputedStyle(chat.querySelector('.wlw-msg.wlw-user')).backgroundColor,
+          theme: {bg: probe('background-color', '--jp-layout-color1'), fg: probe('color', '--jp-ui-font-color1'),
+                  brand: probe('background-color', '--jp-brand-color1')}};
+}"""
+
+#: Where the README's screenshots of the widget are written (by the built-in model's run).
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def theme_shots(lab, page, out_dir: Path) -> dict:
+    """The widget in JupyterLab's light and dark themes: its computed colours (and the theme variables'), and a
+    screenshot of each in ``out_dir`` (chat-light.png, chat-dark.png). Leaves the light theme on."""
+    out = {}
+    try:
+        for name, theme in (("light", "JupyterLab Light"), ("dark", "JupyterLab Dark")):
+            lab.set_theme(page, theme)
+            scroll_to_widget(page)
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            out[name] = page.evaluate(COLOURS)
+            path = out_dir / f"chat-{name}.png"
+            page.locator(".wlw-chat").first.screenshot(path=str(path))
+            out[name]["png"] = str(path)
+    finally:
+        lab.set_theme(page, "JupyterLab Light")
+    return out
+
+
+def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeout: float = 600, app: str = "lab",
+                      shots: Path | None = None) -> dict:
     """Run notebooks/chat.ipynb in ``jupyter lab`` or ``jupyter notebook`` (``app``), type a message into the widget,
-    reload the page; return facts."""
+    reload the page; return facts. With ``shots`` (JupyterLab), screenshots of the widget in the light and dark
+    themes go there."""
     shutil.copy(NOTEBOOKS / "chat.ipynb", tmp_path / "chat.ipynb")
     nb = json.loads((tmp_path / "chat.ipynb").read_text())
     code_cells = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
@@ -59,6 +97,7 @@ def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeou
         try:
             page = lab.open_notebook(chromium, "chat.ipynb")
             lab.record_comm(page)
+            lab.record_widget(page)  # the load's progress bar and the tok/s line, as they change
             lab.run_all(page)
             outs = wait_notebook(lab, page, len(code_cells), timeout=answer_timeout * 4)
             facts["outputs"] = [text_of(outs[i]) for i in code_cells]
@@ -80,6 +119,12 @@ def run_chat_notebook(chromium, tmp_path, env: dict | None = None, answer_timeou
             facts["typed"] = state["messages"][n_before:]
             facts["typed_shown"] = page.evaluate(
                 "() => [...document.querySelectorAll('.wlw-chat .wlw-msg')].slice(-2).map(e => e.textContent)")
+            page.wait_for_function("() => !document.querySelector('.wlw-chat .wlw-stats').textContent"
+                                   ".startsWith('generating')")
+            facts["stats_shown"], facts["stats_typed"] = page.text_content(".wlw-chat .wlw-stats"), state["stats"]
+            facts["samples"] = lab.widget_samples(page)
+            if shots is not None:
+                facts["themes"] = theme_shots(lab, page, shots)
 
             # reload the page: the new page loads the engine and the model again, from its Cache Storage
             before = state
@@ -118,7 +163,37 @@ def norm(text: str) -> str:
     return " ".join(text.split())
 
 
+def check_progress_and_speed(f: dict) -> None:
+    """The load's progress bar and its text agree and were seen moving; the live tok/s line was seen while the
+    typed answer streamed; the last answer's line shows the kernel's chat.stats."""
+    bars = [s["progress"] for s in f["samples"] if s["progress"]]
+    assert bars, f["samples"][:20]
+    for b in bars:
+        m = re.search(r"(\d+)%", b["text"])
+        assert m and int(m.group(1)) == int(b["value"] * 100), b  # the bar and its text say the same
+        assert re.match(r"(Copying the model into this page|Loading weights onto the GPU|Compiling GPU shaders|"
+                        r"Downloading the model|Ready|install|load|compile)", b["text"]), b
+    assert len({b["text"] for b in bars}) >= 2, bars  # it moved
+    assert any(re.fullmatch(r"generating · \d+ tokens · \d+\.\d\d tok/s", s["stats"]) for s in f["samples"]), (
+        [s["stats"] for s in f["samples"]][-20:])
+    st = f["stats_typed"]
+    assert f["stats_shown"] == (f"prefill {st['prompt_tokens']} tokens at {st['prefill_tokens_per_s']:.1f} tok/s · "
+                                f"decode {st['completion_tokens']} tokens at {st['decode_tokens_per_s']:.2f} tok/s"), (
+        f["stats_shown"], st)
+
+
+def check_themes(themes: dict) -> None:
+    """In each theme the widget's colours are JupyterLab's own (theme variables), and the two themes differ."""
+    for name in ("light", "dark"):
+        c = themes[name]
+        assert (c["bg"], c["fg"], c["send"]) == (c["theme"]["bg"], c["theme"]["fg"], c["theme"]["brand"]), (name, c)
+        assert Path(c["png"]).stat().st_size > 5000
+    assert themes["light"]["bg"] != themes["dark"]["bg"] and themes["light"]["fg"] != themes["dark"]["fg"], themes
+    assert themes["light"]["user"] != themes["dark"]["user"], themes
+
+
 def check_mechanics(f: dict) -> None:
+    check_progress_and_speed(f)
     msgs = f["messages"]
     # the notebook asks three questions (ask, stream, send); chat.messages holds every turn, in order
     assert [m["role"] for m in msgs] == ["user", "assistant"] * 3, msgs
@@ -170,8 +245,9 @@ def tiny_chat_folder() -> Path:
 
 
 def test_chat_notebook_runs_in_jupyterlab_with_the_tiny_model(chromium, tmp_path, tiny_chat_folder):
-    facts = run_chat_notebook(chromium, tmp_path, env={"WEBLLM_WIDGET_MODEL": str(tiny_chat_folder)})
+    facts = run_chat_notebook(chromium, tmp_path, env={"WEBLLM_WIDGET_MODEL": str(tiny_chat_folder)}, shots=tmp_path)
     check_mechanics(facts)
+    check_themes(facts["themes"])
 
 
 def test_chat_notebook_runs_in_notebook7_with_the_tiny_model(chromium, tmp_path, tiny_chat_folder):
@@ -182,8 +258,10 @@ def test_chat_notebook_runs_in_notebook7_with_the_tiny_model(chromium, tmp_path,
 @pytest.mark.slow
 def test_chat_notebook_answers_paris_with_the_built_in_model(chromium, tmp_path):
     # device "auto" (the notebook's default): the page's CPU build on this software WebGPU adapter
-    facts = run_chat_notebook(chromium, tmp_path)
+    # its screenshots in the light and dark themes are the README's (docs/chat-light.png, docs/chat-dark.png)
+    facts = run_chat_notebook(chromium, tmp_path, shots=DOCS)
     check_mechanics(facts)
+    check_themes(facts["themes"])
     assert facts["after_reload"]["load"]["device"] in ("cpu", "webgpu")
     answer = facts["messages"][1]["content"]
     assert "Paris" in answer, answer
