@@ -258,6 +258,9 @@ function initialize({ model }: { model: AnyModel }) {
 
   channel.on("ask", async (raw) => {
     const msg = raw as Envelope & Ask;
+    // Receipt first: the kernel fails an ask that no view acknowledges (a host that delivers a later cell's
+    // messages only to the newest output, as Colab does, never hands it to this view).
+    channel.reply(String(msg.id), "progress", { phase: "received" });
     try {
       // the engine checks response_format's shape (the wire carries it as an object)
       await generate(String(msg.id), msg.messages, (msg.settings ?? {}) as GenerateSettings, String(msg.user ?? ""), "kernel", msg.record !== false);

@@ -5,15 +5,14 @@ from ._version import __version__
 from .errors import (
     Aborted, BadArtifact, BadModel, BadRequest, CompileError, CompilerNotInstalled, ContextWindowExceeded, DeviceLost,
     HostHoldsMessages, KernelError, OutOfGPUMemory, ShaderF16Unavailable, StorageQuotaExceeded, ToolchainMissing,
-    UnsupportedParameter,
-    WebGPUUnavailable, WebLLMWidgetError,
+    UnsupportedParameter, ViewUnreachable, WebGPUUnavailable, WebLLMWidgetError,
 )
 
 __all__ = [
     "__version__", "Aborted", "BadArtifact", "BadModel", "BadRequest", "CompileError", "CompilerNotInstalled",
     "ContextWindowExceeded", "HostHoldsMessages",
     "DeviceLost", "KernelError", "OutOfGPUMemory", "ShaderF16Unavailable", "StorageQuotaExceeded", "ToolchainMissing",
-    "UnsupportedParameter", "WebGPUUnavailable", "WebLLMWidgetError",
+    "UnsupportedParameter", "ViewUnreachable", "WebGPUUnavailable", "WebLLMWidgetError",
 ]
 
 

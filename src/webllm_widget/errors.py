@@ -173,13 +173,22 @@ class PageReloaded(WebLLMWidgetError):
     raised_by = "kernel"
 
 
+class ViewUnreachable(WebLLMWidgetError):
+    """No view of the widget acknowledged a request: the host did not deliver it (Colab hands a later cell's
+    messages only to the newest output), or the widget is not shown anywhere."""
+
+    code = "view-unreachable"
+    raised_by = "kernel"
+
+
 #: Every error code and the class raised for it.
 ERRORS: dict[str, type[WebLLMWidgetError]] = {
     cls.code: cls
     for cls in (
         WebLLMWidgetError, ToolchainMissing, CompileError, WebGPUUnavailable, ShaderF16Unavailable, OutOfGPUMemory,
         DeviceLost, BadArtifact, BadModel, ModelUnreachable, StorageQuotaExceeded, ContextWindowExceeded, Aborted, Busy,
-        KernelError, PageTimeout, ProtocolMismatch, PageReloaded, HostHoldsMessages, UnsupportedParameter, BadRequest,
+        KernelError, PageTimeout, ProtocolMismatch, PageReloaded, HostHoldsMessages, ViewUnreachable,
+        UnsupportedParameter, BadRequest,
     )
 }
 #: The codes the page may send in an ``error`` message.

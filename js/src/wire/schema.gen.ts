@@ -44,6 +44,7 @@ export const ERROR_CODES = {
   "protocol-mismatch": "ProtocolMismatch",
   "page-reloaded": "PageReloaded",
   "host-holds-messages": "HostHoldsMessages",
+  "view-unreachable": "ViewUnreachable",
   "unsupported": "UnsupportedParameter",
   "bad-request": "BadRequest",
 } as const;
@@ -358,6 +359,15 @@ export interface ChatProgress {
   swap?: SwapEvent | boolean;
 }
 
+/**
+ * `progress`, page -> kernel, chat widget. The page got an `ask` (its first reply, sent before any work): the kernel
+ * fails an ask that no view acknowledges with `view-unreachable` (a host may deliver a later cell's messages only to
+ * the newest output).
+ */
+export interface AskReceived {
+  phase: "received";
+}
+
 /** `result`, page -> kernel, chat widget. Reply to a chat's `load`: the model is in. */
 export interface ChatLoadResult {
   model: string;
@@ -537,7 +547,7 @@ export interface GpuProfileResult {
 /** What the page may send, by kind: the payload of a `PageChannel.send`. */
 export interface PageSends {
   "ready": ChatReady | GpuReady;
-  "progress": ChatProgress | GpuProgress;
+  "progress": ChatProgress | AskReceived | GpuProgress;
   "token": Token;
   "done": Done;
   "error": ErrorMessage;

@@ -11,12 +11,19 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from ..errors import BadModel
+from ..errors import BadModel, ViewUnreachable
 from ..protocol import ASK, STOP, _settle, new_id
 from ..wire.schema import Ask, Stop
 
 #: Seconds an answer may take (software WebGPU decodes a few tokens a second).
 ANSWER_TIMEOUT = 3600.0
+#: Seconds within which a view must acknowledge an ask (the page does so before anything else); past it the
+#: answer fails with ViewUnreachable instead of waiting for an answer that no view will give.
+RECEIPT_TIMEOUT = 10.0
+VIEW_HINT = ("no view of this chat received the question. Colab delivers the messages of a later cell only to "
+             "that cell's own output, so a chat shown by an earlier cell never sees them; elsewhere the chat may "
+             "not be shown at all. Show it again in the cell that asks, and ask after that view has loaded: "
+             "`await chat.show()`, then `await chat.ask(...)` in the same cell.")
 
 
 class ChatHandle:
@@ -187,6 +194,7 @@ class AnswerQueue:
         self._handles: dict[str, ChatHandle] = {}
         self._running: ChatHandle | None = None
         self._waiting: list[ChatHandle] = []  # asked while another answer ran: started in order
+        self.receipt_timeout = RECEIPT_TIMEOUT
 
     @property
     def running(self) -> ChatHandle | None:
@@ -257,15 +265,40 @@ class AnswerQueue:
 
     def _ask(self, h: ChatHandle) -> None:
         self._on_asking(h)
+        received = [False]
+
         def on_event(m: dict, _buffers: list) -> None:
+            received[0] = True
             if m.get("kind") == "token":
                 h._token(str(m.get("text", "")))
-            elif m.get("kind") == "progress":
+            elif m.get("kind") == "progress" and m.get("phase") != "received":
                 self._on_progress(h, m)
 
         reply = self._ch.request(ASK, Ask(messages=h._messages, settings=h._settings, user=h.prompt or "",
                                           record=h.records), id=h.id, timeout=ANSWER_TIMEOUT, on_event=on_event)
         reply.add_done_callback(lambda r: self._on_reply(h, r))
+
+        from ..hosts import in_marimo
+
+        if in_marimo():
+            return  # marimo holds the receipt while any cell runs: an answer's own timeout applies there
+        try:  # on the loop that runs this chat's callbacks (the kernel's, or a test host's)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop in this thread: the answer's own timeout applies
+
+        def unacknowledged(due: float) -> None:
+            if received[0] or reply.done() or not self._ch.is_ready:
+                return
+            if loop.time() - due > 1.0:
+                # the loop was blocked (a cell that does not yield): the receipt may be waiting right behind this
+                # callback, so give it a full period of a free loop before deciding
+                loop.call_later(self.receipt_timeout, unacknowledged, loop.time() + self.receipt_timeout)
+                return
+            self._ch.send(STOP, Stop(target=h.id))  # should it arrive after all, nobody waits for it
+            self._ch.cancel(h.id, ViewUnreachable(VIEW_HINT, detail={"id": h.id}))
+
+        loop.call_later(self.receipt_timeout, unacknowledged, loop.time() + self.receipt_timeout)
 
     def _on_reply(self, h: ChatHandle, reply) -> None:
         err = reply.exception()

@@ -34,7 +34,7 @@ import anywidget
 import traitlets as t
 
 from ..artifacts import Blob, BlobSender, static_blob
-from ..errors import Aborted, BadModel, WebLLMWidgetError
+from ..errors import Aborted, BadModel, PageTimeout, WebLLMWidgetError
 from ..hosts import refuse_await
 from ..protocol import CALL, LOAD, Channel
 from ..wire.schema import ChatCall, ChatLoad
@@ -265,6 +265,26 @@ class Chat(anywidget.AnyWidget):
         if self._load_reply is None:
             raise BadModel("nothing is loading: call chat.load(model) first")
         return await asyncio.wait_for(self._wait_load(self._load_reply), timeout)
+
+    async def show(self, timeout: float | None = None) -> dict:
+        """Show the chat again in this cell's output and wait until that new view has loaded the model.
+
+        For hosts that deliver a cell's messages only to that cell's own output (Colab): a chat shown by an
+        earlier cell never hears a later one (asking there raises :class:`ViewUnreachable` at once), so a
+        later cell does ``await chat.show()`` and then asks. Returns the new view's load report.
+        """
+        from IPython.display import display
+
+        refuse_await("chat.show() inside a cell")
+        before = self._ch.ready_count
+        display(self)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._ch.ready_count == before:  # the new view says ready, then the model loads into it again
+            if deadline is not None and loop.time() > deadline:
+                raise PageTimeout(f"no new view of the chat said ready within {timeout:.0f} s; is this a notebook?")
+            await asyncio.sleep(0.05)
+        return await self.ready(None if deadline is None else max(1.0, deadline - loop.time()))
 
     @property
     def cache(self) -> BrowserCache:

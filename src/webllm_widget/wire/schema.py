@@ -503,6 +503,16 @@ class ChatProgress(LoadProgress, Message):
     swap: NotRequired[SwapEvent | bool]
 
 
+class AskReceived(Message):
+    """The page got an ``ask`` (its first reply, sent before any work): the kernel fails an ask that no view
+    acknowledges with ``view-unreachable`` (a host may deliver a later cell's messages only to the newest output)."""
+
+    KIND = PROGRESS
+    SENDER = "page"
+    WIDGET = "chat"
+    phase: Literal["received"]
+
+
 class ChatLoadResult(Message):
     """Reply to a chat's ``load``: the model is in."""
 
