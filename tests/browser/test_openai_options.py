@@ -4,7 +4,7 @@
 (dequantized) for the same tokens: the model's log-softmax, before temperature and logit_bias. ``logit_bias``
 -100 on the greedy first token makes the reference's second choice come first; ``n=3`` with a seed repeats and
 its first choice is the ``n=1`` answer of that seed; streamed chunks concatenate to the answer asked without
-streaming. On the CPU engine, ``response_format`` raises a named error (it has no grammar matcher).
+streaming; JSON mode's mask holds on both engines (xgrammar: inside web-llm on WebGPU, npm web-xgrammar on the CPU).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from reference import LlamaReference
 from tiny import TinyLlama
-from webllm_widget import Chat, UnsupportedParameter
+from webllm_widget import Chat
 from webllm_widget.compile.chat_config import render_prompt
 from webllm_widget.compile.quant.packing import dequantize, quantize_q4
 
@@ -76,11 +76,7 @@ def _run_options(host, folder, device: str) -> dict:
         out["chunks"] = [c async for c in stream]
         if device == "webgpu":
             out["client"] = await _openai_code(chat.openai)
-        try:
-            await chat.complete(MSGS, max_tokens=4, response_format={"type": "json_object"})
-            out["json"] = None
-        except UnsupportedParameter as e:
-            out["json"] = e
+        out["json"] = await chat.complete(MSGS, max_tokens=4, response_format={"type": "json_object"})
         if device == "webgpu":
             chat.show_token_probs = True  # the widget shows the next answer's tokens by probability
             h = chat.send("hello", temperature=0, max_tokens=5)
@@ -141,6 +137,10 @@ def _check_options(out: dict, folder, device: str) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == out["greedy"]["usage"]
     assert len({c["id"] for c in chunks}) == 1 and all(c["object"] == "chat.completion.chunk" for c in chunks)
 
+    # JSON mode: the grammar's mask holds even for random weights (the answer opens an object; 4 tokens rarely close
+    # it: whole answers are checked with SmolLM2 in test_structured_output)
+    assert _text(out["json"]).lstrip().startswith("{"), _text(out["json"])
+
     # the OpenAI types accept every shape
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -153,7 +153,6 @@ def _check_options(out: dict, folder, device: str) -> None:
 def test_openai_options_on_webgpu_match_the_reference(widget_host, tiny_folder):
     out = _run_options(widget_host, tiny_folder, "webgpu")
     _check_options(out, tiny_folder, "webgpu")
-    assert out["json"] is None  # json_object runs on WebGPU (its output is checked with SmolLM2 elsewhere)
     # the drop-in client: openai's own types, the same answers as complete()
     from openai.types.chat import ChatCompletion
 
@@ -178,9 +177,6 @@ def test_openai_options_on_webgpu_match_the_reference(widget_host, tiny_folder):
     assert len({s["bg"] for s in view["spans"]}) >= 1 and all(s["bg"].startswith("hsl") or "rgb" in s["bg"] for s in view["spans"])
 
 
-def test_openai_options_on_the_cpu_engine_match_the_reference_and_response_format_is_refused(widget_host, tiny_folder):
+def test_openai_options_on_the_cpu_engine_match_the_reference(widget_host, tiny_folder):
     out = _run_options(widget_host, tiny_folder, "cpu")
     _check_options(out, tiny_folder, "cpu")
-    e = out["json"]
-    assert isinstance(e, UnsupportedParameter) and e.code == "unsupported", e
-    assert e.detail.get("parameter") == "response_format" and "device='webgpu'" in str(e), (e, e.detail)

@@ -11,6 +11,7 @@ import { renderPrompt, type ConvTemplate } from "./template";
 import { applyPenalties, makeRng, sample, type SampleSettings } from "./sampler";
 import { EngineError, type ChatMessage, type Choice, type GenerateResult, type GenerateSettings, type LoadProgress } from "../types";
 import { LogprobRecorder } from "../logprobs";
+import { CpuGrammars, applyBitmask, type TokenizerInfoConfig } from "./grammar";
 
 /** The web-llm model record the host sends (model: folder base URL ending in "/", model_lib: library URL). */
 export interface CpuModelRecord {
@@ -33,6 +34,7 @@ interface ChatConfig {
   conv_template: ConvTemplate;
   eos_token_id?: number | number[];
   quantization?: string;
+  tokenizer_info?: TokenizerInfoConfig;
 }
 
 // web-tokenizers ships a UMD file in a "type": "module" package: bundlers see no ESM exports, and the
@@ -96,6 +98,8 @@ export class CpuEngine {
   /** Token ids whose keys/values are in the KV cache (to reuse the conversation's prefix). */
   private cachedTokens: number[] = [];
   private stopRequested = false;
+  /** The grammar compiler for response_format, made on first use. */
+  private grammars: CpuGrammars | null = null;
 
   async load(record: CpuModelRecord, onProgress: (p: LoadProgress) => void): Promise<void> {
     const t0 = performance.now();
@@ -144,6 +148,8 @@ export class CpuEngine {
 
   /** Free the model (wasm memory, weights) and the tokenizer. */
   unload(): void {
+    this.grammars?.dispose();
+    this.grammars = null;
     this.model?.dispose();
     this.tokenizer?.dispose();
     this.model = null;
@@ -181,15 +187,9 @@ export class CpuEngine {
 
   /**
    * Answers `messages`: `settings.n` choices one after another (choice i seeded with seed + i), the first one
-   * streamed through `onDelta`. response_format needs a grammar matcher, which this engine has not: refused by name.
+   * streamed through `onDelta`. response_format is matched by xgrammar (grammar.ts).
    */
   async generate(messages: ChatMessage[], settings: GenerateSettings, onDelta?: (d: string) => void): Promise<GenerateResult> {
-    const fmt = settings.response_format;
-    if (fmt && fmt.type !== "text") {
-      throw new EngineError("unsupported", `response_format ${fmt.type} is not available on the CPU engine (it has no ` +
-        "grammar matcher; web-llm's xgrammar runs on WebGPU only): load the model with device='webgpu', or ask " +
-        "without response_format", { parameter: "response_format", device: "cpu" });
-    }
     const n = Math.max(1, settings.n ?? 1);
     const choices: Choice[] = [];
     const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } as GenerateResult["usage"];
@@ -237,6 +237,13 @@ export class CpuEngine {
     const vocab = Math.min(tok.getVocabSize() || Infinity, cfg.vocab_size ?? Infinity);
     const bias = Object.entries(settings.logit_bias ?? {}).map(([k, v]) => [Number(k), Number(v)] as const);
     const recorder = settings.logprobs ? new LogprobRecorder(settings.top_logprobs ?? 0, (t) => tok.decode(Int32Array.of(t))) : null;
+    const fmt = settings.response_format;
+    if (fmt && fmt.type !== "text" && !this.grammars) {
+      const size = cfg.vocab_size ?? tok.getVocabSize();
+      this.grammars = new CpuGrammars(() => Array.from({ length: tok.getVocabSize() }, (_, i) => tok.idToToken(i)), size,
+        [...stopIds], cfg.tokenizer_info);
+    }
+    const matcher = fmt && fmt.type !== "text" ? await this.grammars!.matcher(fmt) : null;
 
     const pre = this.prefill(prompt);
     let logits = pre.logits;
@@ -253,6 +260,8 @@ export class CpuEngine {
         finish = "abort";
         break;
       }
+      // The grammar's mask first (web-llm applies it on the GPU before its logit hook sees the logits).
+      if (matcher) applyBitmask(logits, await matcher.getNextTokenBitmask());
       recorder?.observe(logits); // the model's own distribution, before bias and penalties (as on WebGPU)
       for (const [t, b] of bias) if (t >= 0 && t < logits.length) logits[t] += b;
       applyPenalties(logits, counts, s);
@@ -260,6 +269,9 @@ export class CpuEngine {
       if (stopIds.has(id)) {
         finish = "stop";
         break;
+      }
+      if (matcher && !matcher.acceptToken(id)) {
+        throw new EngineError("error", `the grammar matcher refused token ${id}, which its own mask allowed`);
       }
       recorder?.take(id);
       out.push(id);
@@ -299,6 +311,7 @@ export class CpuEngine {
       onDelta?.(text.slice(emitted));
       emitted = text.length;
     }
+    matcher?.dispose();
     const t2 = performance.now();
     const decodeS = tFirst ? (t2 - tFirst) / 1000 : 0;
     return {

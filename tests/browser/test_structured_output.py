@@ -1,0 +1,129 @@
+"""Structured output from the built-in SmolLM2: 20 JSON schemas, a Pydantic class and an EBNF grammar.
+
+xgrammar masks the logits at every step, so each finished answer must parse and validate against its schema
+(checked with the ``jsonschema`` package, an independent validator) and the grammar's answer must match the
+grammar (checked with a regular expression of the same language). One page session, one model load, greedy,
+``max_tokens`` small; through the drop-in client (``chat.openai``), so the ``openai`` package's types are checked
+too. On the page's CPU engine (npm web-xgrammar): SmolLM2 on software WebGPU decodes ~15x slower, too slow for
+20 answers in CI; the WebGPU path's mask (web-llm's xgrammar, ``apply_bitmask_inplace`` in the compiled library)
+is checked with the tiny model in test_openai_options.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+from pydantic import BaseModel
+
+from webllm_widget import Chat
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+OBJ = "object"
+#: (question, schema): nested objects, arrays, enums, numbers, booleans, anyOf, nullable, bounds.
+SCHEMAS = [
+    ("What is the capital of France?", {"type": OBJ, "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    ("Is the sky blue?", {"type": OBJ, "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}),
+    ("In which year did World War II end?", {"type": OBJ, "properties": {"year": {"type": "integer"}}, "required": ["year"]}),
+    ("What is the boiling point of water in Celsius?",
+     {"type": OBJ, "properties": {"celsius": {"type": "number"}}, "required": ["celsius"]}),
+    ("Is a whale a mammal?", {"type": OBJ, "properties": {"mammal": {"type": "boolean"}}, "required": ["mammal"]}),
+    ("Name three colours.", {"type": OBJ, "properties": {"colours": {"type": "array", "items": {"type": "string"},
+                                                                     "minItems": 1, "maxItems": 3}},
+                             "required": ["colours"]}),
+    ("Describe a person named Ann who is 30.",
+     {"type": OBJ, "properties": {"person": {"type": OBJ, "properties": {"name": {"type": "string"},
+                                                                         "age": {"type": "integer"}},
+                                             "required": ["name", "age"]}}, "required": ["person"]}),
+    ("How big is an elephant?", {"type": OBJ, "properties": {"size": {"enum": ["small", "medium", "large"]}},
+                                 "required": ["size"]}),
+    ("List the first primes.", {"type": OBJ, "properties": {"primes": {"type": "array", "items": {"type": "integer"},
+                                                                       "minItems": 1, "maxItems": 4}},
+                                "required": ["primes"]}),
+    ("A shopping list with apples.",
+     {"type": OBJ, "properties": {"items": {"type": "array", "maxItems": 2, "minItems": 1,
+                                            "items": {"type": OBJ, "properties": {"name": {"type": "string"},
+                                                                                  "qty": {"type": "integer"}},
+                                                      "required": ["name", "qty"]}}}, "required": ["items"]}),
+    ("How far is Paris from London?", {"type": OBJ, "properties": {"unit": {"enum": ["km"]}, "distance": {"type": "number"}},
+                                       "required": ["unit", "distance"]}),
+    ("Give three small numbers.", {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3}),
+    ("What colour is grass?", {"type": "string", "enum": ["red", "green", "blue"]}),
+    ("Rate pizza from 1 to 10.", {"type": OBJ, "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10}},
+                                  "required": ["score"]}),
+    ("Describe a book.", {"type": OBJ, "properties": {"pages": {"type": "integer"}, "fiction": {"type": "boolean"}},
+                          "required": ["pages", "fiction"]}),
+    ("Does Bob have a middle name?", {"type": OBJ, "properties": {"middle": {"type": ["string", "null"]}},
+                                      "required": ["middle"]}),
+    ("How many legs does a spider have?", {"type": OBJ, "properties": {"legs": {"anyOf": [{"type": "integer"},
+                                                                                          {"type": "string"}]}},
+                                           "required": ["legs"]}),
+    ("Which days are the weekend?", {"type": OBJ, "properties": {"days": {"type": "array", "minItems": 1, "maxItems": 2,
+                                                                          "items": {"enum": ["Saturday", "Sunday", "Monday"]}}},
+                                     "required": ["days"]}),
+    ("Give a point.", {"type": OBJ, "properties": {"p": {"type": OBJ, "properties": {"x": {"type": "integer"},
+                                                                                    "y": {"type": "integer"}},
+                                                         "required": ["x", "y"]}}, "required": ["p"]}),
+    ("Is 7 prime, and what is 7 squared?", {"type": OBJ, "properties": {"prime": {"type": "boolean"},
+                                                                        "square": {"type": "integer"}},
+                                            "required": ["prime", "square"]}),
+]
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+#: a sum of two or three small numbers ending in "=": a grammar and the regular expression of the same language
+GRAMMAR = 'root ::= num "+" num ("+" num)? "="\nnum ::= [1-9] [0-9]?'
+GRAMMAR_RE = re.compile(r"[1-9][0-9]?\+[1-9][0-9]?(\+[1-9][0-9]?)?=")
+SYSTEM = "You answer with JSON only."
+
+
+def test_smollm2_json_schema_pydantic_and_grammar_outputs_parse_and_validate(widget_host):
+    async def go():
+        chat = Chat(device="cpu", temperature=0)
+        await chat.ready(timeout=900)
+        client = chat.openai
+        out = []
+        for question, schema in SCHEMAS:
+            r = await client.chat.completions.create(
+                model="SmolLM2", messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+                response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+                max_tokens=40)
+            out.append(r)
+        parsed = await client.chat.completions.parse(
+            model="SmolLM2", messages=[{"role": "user", "content": "Which city is the Eiffel Tower in? Give JSON."}],
+            response_format=City, max_tokens=30)
+        obj = await client.chat.completions.create(
+            model="SmolLM2", messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+            response_format={"type": "json_object"}, max_tokens=40)
+        gram = await client.chat.completions.create(
+            model="SmolLM2", messages=[{"role": "user", "content": "Write a sum of small numbers."}],
+            response_format={"type": "grammar", "grammar": GRAMMAR}, max_tokens=16)
+        return chat.backend, out, parsed, obj, gram
+
+    backend, out, parsed, obj, gram = widget_host.run(go(), timeout=900)
+    assert backend["device"] == "cpu", backend
+    done = 0
+    for (question, schema), r in zip(SCHEMAS, out):
+        text = r.choices[0].message.content
+        if r.choices[0].finish_reason == "length":
+            continue  # cut at max_tokens: the JSON is unfinished (the grammar only promises a valid prefix)
+        jsonschema.validate(json.loads(text), schema)
+        done += 1
+    print(f"{done}/{len(SCHEMAS)} schemas answered within max_tokens; e.g. {out[0].choices[0].message.content!r}")
+    # most answers are short enough to finish; each finished one parses and validates
+    assert done >= len(SCHEMAS) * 3 // 4, [(r.choices[0].finish_reason, r.choices[0].message.content) for r in out]
+
+    city = parsed.choices[0].message.parsed
+    assert isinstance(city, City) and city.name and city.country, parsed
+    if obj.choices[0].finish_reason != "length":
+        assert isinstance(json.loads(obj.choices[0].message.content), dict), obj
+    else:
+        assert obj.choices[0].message.content.lstrip().startswith("{"), obj
+    g = gram.choices[0].message.content
+    assert gram.choices[0].finish_reason == "stop" and GRAMMAR_RE.fullmatch(g), (gram.choices[0].finish_reason, g)
