@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 import time
 
 import pytest
@@ -63,19 +64,24 @@ def test_conversation_puts_the_system_prompt_first_and_the_question_last():
 def test_unsupported_and_bad_parameters_are_named_before_anything_is_sent():
     chat = Chat(model="default", autoload=False)
 
-    async def ask(**kw):
+    async def complete(**kw):
         return await chat.complete([{'role': 'user', 'content': 'hi'}], **kw)
+
+    def ask(**kw):
+        # asyncio.run in a thread of its own: in the full suite this thread may hold Playwright's running loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, complete(**kw)).result()
 
     for name, value in (("tools", [{"type": "function", "function": {"name": "f"}}]), ("audio", {}),
                         ("functions", [{}])):
         with pytest.raises(UnsupportedParameter, match=name) as ei:
-            asyncio.run(ask(**{name: value}))
+            ask(**{name: value})
         assert ei.value.parameter == name
     for kw, name in (({"n": 0}, "n"), ({"top_logprobs": 3}, "top_logprobs"), ({"logit_bias": {"x": 1}}, "logit_bias"),
                      ({"logit_bias": {5: 300}}, "logit_bias"), ({"response_format": {"type": "yaml"}}, "response_format")):
         with pytest.raises(BadRequest, match=name):
-            asyncio.run(ask(**kw))
+            ask(**kw)
     with pytest.raises(UnsupportedParameter, match="n"):
-        asyncio.run(ask(n=2, stream=True))
+        ask(n=2, stream=True)
     with pytest.raises(TypeError, match="tempreature"):
-        asyncio.run(ask(tempreature=0))
+        ask(tempreature=0)
