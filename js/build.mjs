@@ -1,7 +1,7 @@
 // Bundles js/src into src/webllm_widget/static/: small anywidget entries (_esm) and the bigger
 // bundles the kernel ships to the page as content-addressed blobs. `node build.mjs [--watch]`.
 import * as esbuild from "esbuild";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -19,8 +19,27 @@ const ENTRIES = [
   ["src/engine/cpu/model.ts", "cpu_model.js", "esm"], // CPU model runner alone (tests, bench/cpu.py)
 ];
 
+// web-llm bundles its own tvmjs and does not export it; engine/webllm_dispatch.ts needs that copy's Instance to
+// put batched dispatch (engine/dispatch.ts) under every model web-llm loads. Re-export it from web-llm's module,
+// and stop the build when the file no longer has the line this relies on (a web-llm upgrade must revisit it).
+const WEBLLM_TVMJS = "var libExports$2 = requireLib$2();";
+const webllmRuntime = {
+  name: "webllm-tvmjs-export",
+  setup(build) {
+    build.onLoad({ filter: /@mlc-ai[\\/]web-llm[\\/]lib[\\/]index\.js$/ }, (args) => {
+      const src = readFileSync(args.path, "utf8");
+      if (src.split(WEBLLM_TVMJS).length !== 2 || !src.includes("exports.Instance = Instance;")) {
+        throw new Error(`${args.path}: web-llm's bundled tvmjs is no longer "${WEBLLM_TVMJS}" with an Instance export; ` +
+          "update js/build.mjs and js/src/engine/webllm_dispatch.ts for this web-llm version");
+      }
+      return { contents: `${src}\nexport { libExports$2 as __tvmjsRuntime };\n`, loader: "js" };
+    });
+  },
+};
+
 const watch = process.argv.includes("--watch");
 const common = {
+  plugins: [webllmRuntime],
   bundle: true,
   minify: !watch,
   sourcemap: false,

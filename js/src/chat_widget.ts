@@ -183,7 +183,8 @@ function initialize({ model }: { model: AnyModel }) {
       state.changed();
       state.refreshFacts(); // its files are cached now
       channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed,
-        device: r.device ?? "webgpu", device_reason: r.device_reason ?? "", schedule: r.schedule ?? null });
+        device: r.device ?? "webgpu", device_reason: r.device_reason ?? "", schedule: r.schedule ?? null,
+        ...(r.dispatch ? { dispatch: r.dispatch } : {}) });
     } catch (err) {
       state.status = "error";
       state.progress = null;

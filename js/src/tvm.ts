@@ -7,6 +7,7 @@ import { PassRecorder } from "./teach/passes";
 import { profileModel, type ModelProfile } from "./teach/profile_model";
 
 export { tvmjs, profileModel, type ModelProfile };
+export { batchDispatch, dispatchStats } from "./engine/dispatch";
 
 export const RUNTIME_NAME = "tvmjs 0.27 (@mlc-ai/web-runtime 0.27.0-dev0)";
 

@@ -1,6 +1,7 @@
 """Run a compiled model library in headless Chromium's WebGPU the way web-llm drives it.
 
-``RUN_JS`` loads the library with tvmjs (instantiate, initWebGPU, VM, pipelines), uploads the parameters,
+``RUN_JS`` loads the library with tvmjs (instantiate, initWebGPU, the engine's batched dispatch, VM, pipelines),
+uploads the parameters,
 creates the paged KV cache and prefills/decodes the teacher-forced ``PROMPT``/``FORCED`` ids, then takes one
 greedy sampling step on the GPU; ``run_in_browser`` serves the library and weights and returns the logits.
 """
@@ -12,11 +13,12 @@ from llama_native import FORCED, PROMPT
 from webllm_widget.compile.arch.llama.config import LlamaConfig
 
 #: Page JS that loads the library at `lib` on the page's WebGPU device: defines tvm, dev and vm.
-VM_OPEN = """  const {tvmjs, gpuDevice} = await import('/static/tvmjs.js');
+VM_OPEN = """  const {tvmjs, gpuDevice, batchDispatch} = await import('/static/tvmjs.js');
   const gpu = await gpuDevice();
   const wasm = await (await fetch(lib)).arrayBuffer();
   const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
   tvm.initWebGPU(gpu.device);
+  const dispatchStats = batchDispatch(tvm.lib.webGPUContext);  // the engine's dispatch (engine/dispatch.ts)
   const dev = tvm.webgpu();
   tvm.beginScope();
   const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(dev));
@@ -73,7 +75,7 @@ RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
   await dev.sync();
   const sampled = tokHost.toArray()[0];
   for (const t of forced) rows.push((await step([t])).row);
-  return {rows, sampled, meta_params: meta.params.length, quantization: meta.quantization};
+  return {rows, sampled, meta_params: meta.params.length, quantization: meta.quantization, dispatch: {...dispatchStats}};
 }"""
 
 

@@ -311,8 +311,10 @@ export class WorkerEngine implements Engine {
       }
       if (spec.url && !spec.files) await checkModelUrl(spec.url);
       await this.makeRoom(key, requested.id, bytes, emit, t0);
-      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number }>(
-        { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device } as Omit<ToWorker, "id">,
+      // a page may ask for tvmjs's own kernel dispatch (the GPU bench compares both): window.__webllmWidgetDispatch
+      const dispatch = (globalThis as { __webllmWidgetDispatch?: "batched" | "upstream" }).__webllmWidgetDispatch;
+      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string }>(
+        { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device, dispatch } as Omit<ToWorker, "id">,
         { onProgress: emit },
       );
       this.gpu = r.gpu;
@@ -320,6 +322,7 @@ export class WorkerEngine implements Engine {
         model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed,
         device: choice.device, device_reason: choice.reason,
         schedule: choice.device === "webgpu" ? spec.schedule : undefined,
+        dispatch: r.dispatch,
       };
       if (spec.prebuilt && spec.hub) {
         await recordModel({ id: spec.id, url: modelBaseUrl(spec.hub.model), kind: "prebuilt", lib_url: spec.hub.model_lib ?? undefined });
@@ -415,6 +418,7 @@ export class WorkerEngine implements Engine {
         const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
         const out: GenerateResult = { text: r.text, finish_reason: r.finish_reason, usage: r.usage, model: slot.result.model };
         if (r.choices) out.choices = r.choices;
+        if (r.dispatch_stats) out.dispatch_stats = r.dispatch_stats;
         if (swapped) out.reloaded = { load_s: swapped.load_s };
         return out;
       } finally {

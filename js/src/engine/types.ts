@@ -41,6 +41,8 @@ export interface GenerateResult {
   model?: string;
   /** Set when the model had been unloaded to make room for another and was loaded again for this request. */
   reloaded?: { load_s: number };
+  /** Batched dispatch's counters for this model so far (engine/dispatch.ts; WebGPU only, absent without it). */
+  dispatch_stats?: { launches: number; passes: number; bind_groups_created: number; bind_groups_reused: number; uniform_uploads: number };
 }
 
 /** What a load reports: the wire's load result (ChatLoadResult), where the engine may leave the device and the

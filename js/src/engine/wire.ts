@@ -1,9 +1,12 @@
 // Messages between the engine host (page) and the engine worker. Internal to engine/.
 import type { ChatMessage, Choice, GenerateSettings, GPUInfo, LoadProgress, Usage, ErrorCode } from "./types";
+import type { DispatchStats } from "./dispatch";
 export type { GPUInfo } from "./types";
 
 export type ToWorker =
-  | { type: "load"; id: number; key: string; model_id: string; record: Record<string, unknown> | null; device?: "webgpu" | "cpu" }
+  | { type: "load"; id: number; key: string; model_id: string; record: Record<string, unknown> | null; device?: "webgpu" | "cpu";
+      /** "upstream": keep tvmjs's own kernel dispatch for this model (comparisons); default batched (dispatch.ts). */
+      dispatch?: "batched" | "upstream" }
   | { type: "unload"; id: number; key: string }
   | { type: "generate"; id: number; key: string; messages: ChatMessage[]; settings: GenerateSettings }
   | { type: "stop"; id: number }
@@ -13,9 +16,9 @@ export type ToWorker =
 export type FromWorker =
   | { type: "hello" }
   | { type: "progress"; id: number; progress: LoadProgress }
-  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number }
+  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number; dispatch?: string }
   | { type: "delta"; id: number; text: string }
-  | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage; choices?: Choice[] }
+  | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage; choices?: Choice[]; dispatch_stats?: DispatchStats | null }
   | { type: "reset-done"; id: number }
   | { type: "unloaded"; id: number }
   | { type: "gpu-info"; id: number; gpu: GPUInfo }

@@ -11,6 +11,8 @@ import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 import { LogprobRecorder } from "./logprobs";
 import { EngineError, type Choice, type ResponseFormat } from "./types";
 import type { LogitProcessor } from "@mlc-ai/web-llm";
+import type { DispatchStats } from "./dispatch";
+import { loaded as dispatchOfLoad, nextLoad } from "./webllm_dispatch";
 
 // The worker's global scope, typed by what is used here (the DOM lib has no worker scope type).
 const scope = globalThis as unknown as {
@@ -23,7 +25,7 @@ const scope = globalThis as unknown as {
 // (one MLCEngine per WebGPU model, each with its own device and KV cache; one CpuEngine per CPU model). A
 // request names the model it is for; nothing answers with "whatever was loaded last".
 type Slot =
-  | { backend: "webgpu"; modelId: string; mlc: MLCEngine }
+  | { backend: "webgpu"; modelId: string; mlc: MLCEngine; dispatch: string; stats: () => DispatchStats | null }
   | { backend: "cpu"; modelId: string; cpu: CpuEngine };
 const slots = new Map<string, Slot>();
 let gpu: GPUInfo | null = null;
@@ -115,7 +117,7 @@ async function unload(key: string): Promise<void> {
   }
 }
 
-async function load(id: number, key: string, modelId: string, record: ModelRecord | null) {
+async function load(id: number, key: string, modelId: string, record: ModelRecord | null, dispatch?: "batched" | "upstream") {
   const t0 = performance.now();
   gpu = gpu ?? (await probeGPU());
   const appConfig = appConfigFor(record, modelId);
@@ -124,6 +126,7 @@ async function load(id: number, key: string, modelId: string, record: ModelRecor
   const onProgress = (r: InitProgressReport) => post({ type: "progress", id, progress: progressOf(r) });
   // One MLCEngine per model: each holds its own pipeline, KV cache and conversation.
   const mlc = new MLCEngine({ appConfig, initProgressCallback: onProgress });
+  nextLoad(dispatch);
   try {
     await mlc.reload(modelId);
   } catch (err) {
@@ -136,11 +139,12 @@ async function load(id: number, key: string, modelId: string, record: ModelRecor
     }
     throw err;
   }
-  slots.set(key, { backend: "webgpu", modelId, mlc });
+  const d = dispatchOfLoad();
+  slots.set(key, { backend: "webgpu", modelId, mlc, dispatch: d.dispatch, stats: d.stats });
   // A prebuilt record says how much GPU memory it needs (local folders: the host counts their files).
   const vram = Number(appConfig.model_list.find((m) => m.model_id === modelId)?.vram_required_MB ?? 0);
   post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu",
-    bytes: vram > 0 ? vram * 2 ** 20 : undefined });
+    bytes: vram > 0 ? vram * 2 ** 20 : undefined, dispatch: d.dispatch });
 }
 
 function slotFor(key: string): Slot {
@@ -291,6 +295,7 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
       time_to_first_token_s: extra.time_to_first_token_s,
       e2e_latency_s: extra.e2e_latency_s,
     },
+    dispatch_stats: slot.stats(),
   });
 }
 
@@ -300,7 +305,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
     switch (msg.type) {
       case "load":
         if (msg.device === "cpu") await loadOnCpu(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null);
-        else await load(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null);
+        else await load(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null, msg.dispatch);
         break;
       case "unload":
         await unload(msg.key);

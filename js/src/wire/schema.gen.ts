@@ -381,6 +381,7 @@ export interface ChatLoadResult {
   device_reason: string;
   /** The GPU kernel schedule of the library that runs it (WebGPU only). */
   schedule: string | null;
+  dispatch?: string;
 }
 
 /**

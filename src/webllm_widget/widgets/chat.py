@@ -107,7 +107,8 @@ class Chat(anywidget.AnyWidget):
                     help="where the model runs: 'auto' (WebGPU on a hardware GPU, else the page's CPU), "
                          "'webgpu' or 'cpu'").tag(sync=True)
     backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why, "
-                     "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters)}").tag(sync=True)
+                     "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters), "
+                     "'dispatch': how kernels reach the GPU ('batched', or 'upstream: why')}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
     notice = t.Unicode(help="the page's last word about this chat's model: unloaded to make room for another "
                        "model, or loaded again for an answer; empty when none").tag(sync=True)
@@ -238,7 +239,7 @@ class Chat(anywidget.AnyWidget):
         g = msg.get("gpu") or {}
         name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
         self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or "",
-                        "schedule": msg.get("schedule")}
+                        "schedule": msg.get("schedule"), "dispatch": msg.get("dispatch")}
         if self.backend["device"] == "cpu":
             self.gpu = f"CPU (WebAssembly SIMD) — {self.backend['reason']}"
         else:

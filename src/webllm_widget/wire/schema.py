@@ -526,6 +526,9 @@ class ChatLoadResult(Message):
     device: Literal["webgpu", "cpu"]  # Which engine runs the model...
     device_reason: str  # ... and why it was chosen.
     schedule: str | None  # The GPU kernel schedule of the library that runs it (WebGPU only).
+    # How kernels reach the GPU (WebGPU only): "batched" (the engine's dispatch, js/src/engine/dispatch.ts), or
+    # "upstream: why" when tvmjs's own dispatch runs them (a runtime the engine does not know, or asked for).
+    dispatch: NotRequired[str]
 
 
 class Ask(Message):
