@@ -18,6 +18,12 @@ The browser beside it (the product's runtime): Debian's Chromium carried there, 
     python3 bench/gpu/chrome_run.py --out DIR [--variant NAME="--flag;--flag"]   # -> DIR/chrome_raw.json
     python bench/gpu_device.py collect DIR/gpu_raw.json --chrome DIR/chrome_raw.json [more chrome_raw.json]
 
+Browser only (``prepare --no-node``): ``device_run.py probe`` records the GPU, its copy bandwidth and the manifest
+in DIR/gpu_raw.json without running Node. ``chrome_run.py --upstream-dispatch`` times the job again with tvmjs's own
+kernel dispatch beside the engine's batched one (same call); ``prepare --baseline-lib OLD/model.wasm`` stages an
+earlier library of the same model as job ``baseline`` (``chrome_run.py --job baseline``), put beside the new one by
+``collect --chrome-baseline``.
+
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
 
 The bound: a decode step reads every weight once (the tied embedding as the LM head) and the KV cache so far;
@@ -122,6 +128,21 @@ def model_job(prompt_lengths: list[int], max_tokens: int, runs: int, folder: Pat
     return job, paths
 
 
+def baseline_job(model: tuple[dict, dict], lib: Path) -> tuple[dict, dict]:
+    """The model job with another model library (same weights): an earlier build to time beside the new one in the
+    same run. Only the library travels; the device joins it to the model job's files."""
+    import hashlib
+
+    job, _paths = model
+    spec = json.loads(json.dumps(job["spec"]))
+    data = lib.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    name = spec.get("lib", "model.wasm")
+    spec["files"] = [dict(f, sha256=sha, size=len(data)) if f["name"] == name else f for f in spec["files"]]
+    spec["id"] = spec["id"] + "-baseline"
+    return dict(job, spec=spec), {sha: lib}
+
+
 def source_commit() -> str | None:
     """The checkout's HEAD (with "+dirty" when the model compiler's sources differ from it): which code built the
     staged model library."""
@@ -167,9 +188,10 @@ def prepare(args) -> dict:
     node = Path(shutil.which("node") or "")
     if args.node_binary:
         node = Path(args.node_binary)
-    items.append(("node.xz", xz(node.resolve(), work / "node.xz")))
-    items.append(("dawn.node.xz", xz(npm_ci(), work / "dawn.node.xz")))
-    items.append(("engine_node.cjs.xz", xz(bundle(work / "engine_node.cjs"), work / "engine_node.cjs.xz")))
+    if not getattr(args, "no_node", False):  # --no-node: only the browser runs (chrome_run.py), device_run.py probe
+        items.append(("node.xz", xz(node.resolve(), work / "node.xz")))
+        items.append(("dawn.node.xz", xz(npm_ci(), work / "dawn.node.xz")))
+        items.append(("engine_node.cjs.xz", xz(bundle(work / "engine_node.cjs"), work / "engine_node.cjs.xz")))
     items += [(deb.name, deb) for deb in vulkan_debs(work)]
     manifest: dict = {"node_version": subprocess.run([str(node), "--version"], capture_output=True, text=True).stdout.strip(),
                       "source_commit": source_commit(), "jobs": {}}
@@ -178,6 +200,8 @@ def prepare(args) -> dict:
         jobs.append(("smoke", model_job([16], 8, 2, Path(args.smoke_model))))
     jobs.append(("model", model_job([int(x) for x in args.prompts.split(",")], args.max_tokens, args.runs,
                                     Path(args.model) if args.model else None)))
+    if getattr(args, "baseline_lib", None):
+        jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib))))
     part_bytes = int(args.part_mib * 2**20)
     for name, (job, paths) in jobs:
         tar = work / f"{name}.tar"
@@ -208,6 +232,8 @@ def prepare(args) -> dict:
         manifest["jobs"][name] = {"job": job, "parts": pieces, "tar_sha256": h.hexdigest(),
                                   "model_bytes": sum(Path(p).stat().st_size for p in paths.values())}
         manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
+        if name == "baseline":  # its weights travel with the model job
+            manifest["jobs"][name].update(shares="model", weights=manifest["jobs"]["model"]["weights"])
     (work / "manifest.json").write_text(json.dumps(manifest))
     # pack the items into parts of at most part_bytes each (the manifest rides in part 1)
     part, used = 1, 0
@@ -307,7 +333,8 @@ def datasheet(name: str) -> int | None:
     return None
 
 
-def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | None = None) -> Path:
+def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | None = None,
+            chrome_baseline: Path | None = None) -> Path:
     """gpu_raw.json from the GPU machine -> gpu.json: speeds, the GPU, the bandwidth bound beside them; with
     chrome_paths (chrome_raw.json files of bench/gpu/chrome_run.py, the same machine) the browser's run beside Node's:
     the first in full, later ones as repeats (their per-prompt medians)."""
@@ -363,6 +390,14 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
             res["profile"]["gpu_util_pct"] = {"samples": len(vals), "mean": sum(vals) / len(vals) if vals else None,
                                               "max": max(vals) if vals else None}
     model = res["runs"].get("model") or {}
+    if not model.get("weights"):  # the Node run was skipped (device_run.py --jobs ''): the manifest has them
+        mj = raw.get("manifest", {}).get("jobs", {}).get("model") or {}
+        model["weights"] = mj.get("weights") or {}
+        model.setdefault("model", (mj.get("job") or {}).get("spec", {}).get("id"))
+    baseline_sha = None
+    if chrome_baseline:
+        bspec = (raw.get("manifest", {}).get("jobs", {}).get("baseline") or {}).get("job", {}).get("spec") or {}
+        baseline_sha = next((f["sha256"] for f in bspec.get("files", []) if f["name"] == bspec.get("lib", "model.wasm")), None)
     res["summary"] = {
         "gpu": gpu_name, "copy_GBps": measured, "datasheet_GBps": sheet, "model": model.get("model"),
         "model_lib": model_lib(raw.get("manifest") or {}),
@@ -408,6 +443,29 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                            for n, b in (res["chrome"].get("per_prompt") or {}).items()}}
         if kraw:
             res["summary"]["chrome"]["kernels"] = kernel_step_summary(res["chrome"]["kernels"])
+        # batched dispatch (the engine's) against tvmjs's own, same call: chrome_run.py --upstream-dispatch
+        ab = next((v for v in res["chrome"]["variants"] if v["name"] == "upstream-dispatch"), None)
+        if ab:
+            res["summary"]["chrome"]["dispatch"] = {
+                "load_dispatch": ((res["chrome"].get("load") or {}).get("dispatch")),
+                "per_prompt": {n: {"batched_decode_tok_s": ab["plain_decode_tok_s_same_call"].get(n),
+                                   "upstream_decode_tok_s": d,
+                                   "batched_over_upstream": (ab["plain_decode_tok_s_same_call"].get(n) or 0) / d if d else None}
+                               for n, d in ab["decode_tok_s"].items()}}
+    if chrome_baseline:
+        c = json.loads(chrome_baseline.read_text())
+        e = chrome_entry(c, measured, sheet, model.get("weights") or {})
+        new = ((res.get("chrome") or {}).get("per_prompt")) or {}
+        res["chrome_baseline"] = {"model": (c.get("job") or {}).get("model"), "when": c.get("when"),
+                                  "library_sha256": baseline_sha, "error": e.get("error"),
+                                  "per_prompt": {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s")}
+                                                 for n, b in e["per_prompt"].items()}}
+        res["summary"]["chrome_vs_baseline_library"] = {
+            n: {"prefill_new_over_baseline": ((new.get(n) or {}).get("prefill_tok_s") or 0) / b["prefill_tok_s"]
+                if b.get("prefill_tok_s") else None,
+                "decode_new_over_baseline": ((new.get(n) or {}).get("decode_tok_s") or 0) / b["decode_tok_s"]
+                if b.get("decode_tok_s") else None}
+            for n, b in e["per_prompt"].items()}
     if old.exists():
         prev = previous_run(json.loads(old.read_text()), res["summary"]["model"])
         if prev:
@@ -527,6 +585,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=None)
         if name == "prepare":
             p.add_argument("--bundle-only", action="store_true", help="only rebuild the staged engine bundle")
+            p.add_argument("--no-node", action="store_true",
+                           help="stage no Node + Dawn (the browser bench alone; device_run.py probe records the GPU)")
+            p.add_argument("--baseline-lib", help="another model.wasm for the same model (an earlier build): staged "
+                                                  "as job 'baseline' (chrome_run.py --job baseline) beside 'model'")
         if name == "run":
             p.add_argument("--if-gpu", action="store_true", help="skip (exit 0) when this machine has no NVIDIA GPU")
     pc = sub.add_parser("prepare-chrome", help="stage Debian's Chromium + the page bundles under .gpu/c1, c2, ...")
@@ -535,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("raw", type=Path)
     c.add_argument("--chrome", type=Path, nargs="*", default=None,
                    help="chrome_raw.json files (bench/gpu/chrome_run.py, same machine) to put beside; first in full")
+    c.add_argument("--chrome-baseline", type=Path, default=None,
+                   help="chrome_raw.json of the staged 'baseline' job (another library, same call) to put beside")
     c.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cmd == "prepare" and args.bundle_only:
@@ -548,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "prepare-chrome":
         prepare_chrome(args)
     elif args.cmd == "collect":
-        collect(args.raw, args.out, args.chrome)
+        collect(args.raw, args.out, args.chrome, args.chrome_baseline)
     else:
         if not has_gpu():
             print("gpu_device: no NVIDIA GPU on this machine; skipped (run it where one is: see the docstring)")

@@ -372,9 +372,34 @@ def gpu_summary(gpu: dict) -> list[str]:
                   + ". Near 1 means the step waits on the host's per-dispatch work; well under 1 means it waits on "
                   "the GPU or on a round trip per token, not on memory bandwidth, which it uses a fraction of a "
                   "percent of."]
+    lines += _gpu_ab_lines(gpu)
     lines += _gpu_kernel_lines(((gpu.get("summary") or {}).get("chrome") or {}).get("kernels") or {})
     lines.append("")
     return lines
+
+
+def _gpu_ab_lines(gpu: dict) -> list[str]:
+    """Comparisons made in the same call on the same GPU: the engine's batched kernel dispatch against tvmjs's own
+    (``chrome_run.py --upstream-dispatch``), and the new model library against an earlier one (``--job baseline``)."""
+    s = gpu.get("summary") or {}
+    out: list[str] = []
+    d = ((s.get("chrome") or {}).get("dispatch") or {}).get("per_prompt") or {}
+    if d:
+        out += ["", "Kernel dispatch in Chromium, same call: the engine's batched dispatch (one compute pass per "
+                "stretch between copies, bind groups reused, one uniform upload per pass) against tvmjs's own (a pass, "
+                "a uniform write and a new bind group per kernel), decode tok/s: " + "; ".join(
+                    f"prompt {n}: {_f(b.get('batched_decode_tok_s'), '{:.1f}')} vs {_f(b.get('upstream_decode_tok_s'), '{:.1f}')}"
+                    f" (x{_f(b.get('batched_over_upstream'), '{:.2f}')})" for n, b in d.items()) + "."]
+    base = gpu.get("chrome_baseline") or {}
+    vs = s.get("chrome_vs_baseline_library") or {}
+    if base.get("per_prompt"):
+        out += ["", f"Against the earlier library of the same model (sha256 `{(base.get('library_sha256') or '')[:12]}`), "
+                "same call, Chromium: " + "; ".join(
+                    f"prompt {n}: prefill x{_f((vs.get(n) or {}).get('prefill_new_over_baseline'), '{:.2f}')}, "
+                    f"decode x{_f((vs.get(n) or {}).get('decode_new_over_baseline'), '{:.2f}')} "
+                    f"(earlier: {_f(b.get('prefill_tok_s'), '{:.0f}')} / {_f(b.get('decode_tok_s'), '{:.1f}')} tok/s)"
+                    for n, b in base["per_prompt"].items()) + "."]
+    return out
 
 
 def _gpu_lib_text(gpu: dict) -> str:

@@ -101,6 +101,7 @@ async function main() {
     maxComputeWorkgroupStorageSize: a.limits.maxComputeWorkgroupStorageSize};
   if (job.probe_only) return out;
   const R = window.webllmRunner;
+  if (job.dispatch) window.__webllmWidgetDispatch = job.dispatch;  // "upstream": tvmjs's own kernel dispatch
   const t0 = performance.now();
   const info = await R.load(job.spec);
   if (info.error) return {...out, error: `load: [${info.error.code}] ${info.error.message}`};
@@ -109,7 +110,7 @@ async function main() {
   out.prompts = {};
   for (const [n, messages] of Object.entries(job.prompts)) {
     const rows = [];
-    let text = "";
+    let text = "", lastStats = null;
     for (let k = 0; k < (job.warmup ?? 1) + job.runs; k++) {
       await R.reset();
       await sleep(300);  // the Worker posts its counters every 100 ms
@@ -122,6 +123,7 @@ async function main() {
       const c1 = await post("/mark", {});
       if (r.error) return {...out, error: `generate: [${r.error.code}] ${r.error.message}`};
       text = r.text ?? "";
+      lastStats = r.dispatch_stats ?? null;
       if (k < (job.warmup ?? 1)) continue;  // the first run compiles pipelines
       const u = r.usage;
       const cpu = {};
@@ -139,7 +141,7 @@ async function main() {
       ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")), cpu_s: summary(col("cpu_s")),
       cpu_s_by_type: Object.fromEntries(types.map((ty) => [ty, summary(rows.map((r) => r.cpu_by_type[ty]))])),
       dispatches: rows[0]?.dispatches, submits: rows[0]?.submits, text_head: text.slice(0, 200),
-      windows: col("window")};
+      windows: col("window"), dispatch_stats: lastStats};
     const p = out.prompts[n];
     await log(`prompt ${n}: prefill ${p.prefill_tok_s.median?.toFixed(1)} tok/s, decode ${p.decode_tok_s.median?.toFixed(1)} tok/s, ` +
       `${p.dispatches} dispatches, cpu ${p.cpu_s.median?.toFixed(2)} s / wall ${p.wall_s.median?.toFixed(2)} s`);
@@ -564,8 +566,13 @@ def main(argv=None) -> int:
                     help="after the bench, the same job again with these Chromium flags added (e.g. Dawn toggles)")
     ap.add_argument("--kernels", action="store_true",
                     help="after the bench, the job again with every compute pass timed on the GPU (timestamp queries "
-                         "in the Worker): per decode step GPU busy vs wall, and the top kernels -> raw['kernels']")
+                         "in the Worker; tvmjs's own dispatch, a pass per kernel): per decode step GPU busy vs wall, "
+                         "and the top kernels -> raw['kernels']")
     ap.add_argument("--kernel-runs", type=int, default=2, help="measured runs per prompt of the --kernels pass")
+    ap.add_argument("--upstream-dispatch", action="store_true",
+                    help="after the bench, the job again with tvmjs's own kernel dispatch (a compute pass, a uniform "
+                         "write and a bind group per kernel) instead of the engine's batched one -> variant "
+                         "'upstream-dispatch' (the --kernels pass always uses it: a pass per kernel)")
     ap.add_argument("--gpu-util", action="store_true",
                     help="sample nvidia-smi every 50 ms beside the bench (it slowed decode ~15%% on the H200)")
     ap.add_argument("--gpu-screenshot", action="store_true",
@@ -657,8 +664,22 @@ def main(argv=None) -> int:
             device_run.log(f"variant {name}: " + (r.get("error") or ", ".join(
                 f"{n} decode {p['decode_tok_s']['median']:.1f}" for n, p in (r.get("prompts") or {}).items())))
             write()
+        if args.upstream_dispatch:
+            r = attempt(exe, static, files, dict(spec, dispatch="upstream"), FLAG_SETS[args.flags][chosen], env,
+                        st / "chrome_upstream_dispatch.log", args.timeout)
+            raw["variants"]["upstream-dispatch"] = {
+                "flags": [], "page": {"dispatch": "upstream"}, "error": r.get("error"), "load": r.get("load"),
+                "stderr_tail": (r.get("stderr_tail") or "")[-1500:] if r.get("error") else None,
+                "prompts": {n: {k: p.get(k) for k in ("decode_tok_s", "prefill_tok_s", "wall_s", "cpu_s", "cpu_s_by_type",
+                                                      "dispatches", "submits")}
+                            for n, p in (r.get("prompts") or {}).items()}}
+            device_run.log("upstream dispatch: " + (r.get("error") or ", ".join(
+                f"{n} decode {p['decode_tok_s']['median']:.1f}" for n, p in (r.get("prompts") or {}).items())))
+            write()
         if args.kernels:
-            kspec = dict(spec, kernels=True, runs=args.kernel_runs)
+            # tvmjs's own dispatch, one compute pass per kernel: the pass timestamps then name each kernel
+            # (the engine's batched dispatch puts a step's kernels into a few passes)
+            kspec = dict(spec, kernels=True, runs=args.kernel_runs, dispatch="upstream")
             kflags = [*FLAG_SETS[args.flags][chosen], *KERNEL_FLAGS]
             r = attempt(exe, static, files, kspec, kflags, env, st / "chrome_kernels.log", args.timeout)
             k = r.get("kernels") or {}

@@ -182,12 +182,19 @@ def model_files(st: Path, name: str, job: dict) -> Path:
             tf.extractall(files.with_suffix(".tmp"))
         os.replace(files.with_suffix(".tmp"), files)
         cat.unlink()
+    if job.get("shares"):  # the files it has in common with another job (same weights, another library)
+        other = model_files(st, job["shares"], json.loads((st / "manifest.json").read_text())["jobs"][job["shares"]])
+        files.mkdir(exist_ok=True)
+        for f in other.iterdir():
+            if not (files / f.name).exists():
+                os.symlink(f, files / f.name)
     return files
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["stash", "run"])
+    ap.add_argument("what", choices=["stash", "run", "probe"],
+                    help="probe: only the GPU (nvidia-smi, Vulkan, torch copy bandwidth) and the manifest, no Node")
     ap.add_argument("--staged", type=Path, default=ROOT / ".gpu")
     ap.add_argument("--stage", type=Path, default=Path("/tmp/wlw-gpu-stage"))
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/wlw-gpu-out")))
@@ -196,6 +203,7 @@ def main(argv=None) -> int:
                     help="unpack the staged Vulkan loader / GLVND .debs into / where missing (a bare GPU image, as root)")
     ap.add_argument("--profile", action="store_true",
                     help="then one short model run under node --cpu-prof (to OUT/prof), GPU utilization sampled beside it")
+    ap.add_argument("--jobs", default=None, help="comma-separated staged jobs to run under Node (default: all; '' none)")
     args = ap.parse_args(argv)
     have = stash(args.staged, args.stage)
     if args.what == "stash":
@@ -206,6 +214,15 @@ def main(argv=None) -> int:
                  "host_node": shutil.which("node")}
     manifest = json.loads((st / "manifest.json").read_text())
     raw["manifest"] = manifest
+    if args.what == "probe":
+        env = vulkan_env(st, args.unpack_debs)
+        raw["vulkan"] = json.loads(env.pop("__vulkan"))
+        raw["nvidia_smi"] = nvidia_smi()
+        raw["jobs"] = {}
+        raw["torch"] = torch_probe()
+        (args.out / "gpu_raw.json").write_text(json.dumps(raw, indent=1, default=str))
+        log(f"probe: gpu {raw['nvidia_smi']}; torch {json.dumps(raw['torch'])[:300]}")
+        return 0
     node = Path(raw["host_node"]) if (raw["host_node"] and not (st / "node.xz").exists()) else unxz(st / "node.xz", st / "node", 0o755)
     unxz(st / "dawn.node.xz", st / "dawn.node")
     bundle = unxz(st / "engine_node.cjs.xz", st / "engine_node.cjs")
@@ -219,6 +236,8 @@ def main(argv=None) -> int:
         (args.out / "gpu_raw.json").write_text(json.dumps(raw, indent=1, default=str))
 
     for name, job in manifest["jobs"].items():
+        if args.jobs is not None and name not in args.jobs.split(","):
+            continue
         missing = [p for p in job.get("parts", []) if p not in have]
         if missing:
             raw["jobs"][name] = {"skipped": f"parts not here yet: {missing}"}

@@ -36,7 +36,7 @@ def test_chrome_driver_runs_the_engine_in_chromium_and_reports_speeds_dispatches
     (tmp_path / "staged").mkdir()
     rc = chrome_run.main(["--staged", str(tmp_path / "staged"), "--stage", str(stage), "--out", str(tmp_path / "out"),
                           "--flags", "swiftshader", "--job", "smoke", "--timeout", "240", "--kernels",
-                          "--kernel-runs", "1"])
+                          "--kernel-runs", "1", "--upstream-dispatch"])
     raw = json.loads((tmp_path / "out" / "chrome_raw.json").read_text())
     assert rc == 0, raw.get("result", {}).get("error")
     r = raw["result"]
@@ -45,6 +45,12 @@ def test_chrome_driver_runs_the_engine_in_chromium_and_reports_speeds_dispatches
     assert p["completion_tokens"] > 0 and p["decode_tok_s"]["median"] > 0 and p["prefill_tok_s"]["median"] > 0
     assert p["dispatches"] > p["completion_tokens"]  # at least one compute dispatch per generated token
     assert p["cpu_s_by_type"]["gpu-process"]["median"] > 0 and p["cpu_s_by_type"]["renderer"]["median"] > 0
+    # the engine's batched dispatch, then (--upstream-dispatch) the same job with tvmjs's own, same dispatch count
+    assert r["load"]["dispatch"] == "batched" and p["dispatch_stats"]["launches"] > 0
+    up = raw["variants"]["upstream-dispatch"]
+    assert up["error"] is None and up["load"]["dispatch"].startswith("upstream"), up
+    assert up["prompts"]["16"]["dispatches"] == p["dispatches"]
+    assert up["prompts"]["16"]["decode_tok_s"]["median"] > 0
     e = gpu_device.chrome_entry(raw, 4000.0, 4800, {"params_bytes": 1_000_000})
     row = e["per_prompt"]["16"]
     assert row["dispatches_per_token"] == pytest.approx(p["dispatches"] / p["completion_tokens"], abs=0.1)

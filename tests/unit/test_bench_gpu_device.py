@@ -55,8 +55,9 @@ def test_collect_puts_decode_beside_the_bandwidth_bound(tmp_path):
 
 def _chrome_raw(tmp_path: Path, name: str, decode: dict, variants: dict | None = None) -> Path:
     def prompts(dec):
-        return {n: {"prompt_tokens": 32, "completion_tokens": 100, "decode_tok_s": {"median": d},
-                    "prefill_tok_s": {"median": 800.0}, "wall_s": {"median": 2.0}, "cpu_s": {"median": 1.0},
+        return {n: {"prompt_tokens": 32, "completion_tokens": 100, "decode_tok_s": {"median": d, "min": d, "max": d},
+                    "prefill_tok_s": {"median": 800.0, "min": 800.0, "max": 800.0}, "wall_s": {"median": 2.0},
+                    "cpu_s": {"median": 1.0},
                     "cpu_s_by_type": {"renderer": {"median": 0.6}, "gpu-process": {"median": 0.4}},
                     "dispatches": 31_000} for n, d in dec.items()}
     raw = {"when": name, "chromium": "Chromium 156", "flag_set": "vulkan-no-compositing",
@@ -140,3 +141,31 @@ def test_gpu_benchmark_is_skipped_without_a_gpu():
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_device.py"), "run"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
+
+
+def test_collect_browser_only_puts_batched_dispatch_beside_upstream_and_the_new_library_beside_the_earlier(tmp_path):
+    """A probe-only gpu_raw.json (no Node run), a Chromium run with its upstream-dispatch variant, and the baseline
+    job's run (another library, same call): the summary compares each within its own call."""
+    from plot import gpu_summary
+
+    raw = json.loads(_raw(tmp_path, 4000.0, 100_000_000, 40_000, {}).read_text())
+    raw["jobs"] = {}
+    raw["manifest"]["jobs"]["baseline"] = {"job": {"spec": {"id": "m-baseline", "lib": "model.wasm", "files": [
+        {"name": "model.wasm", "sha256": "ab" * 32}]}}, "shares": "model"}
+    (tmp_path / "raw" / "gpu_raw.json").write_text(json.dumps(raw))
+    new = _chrome_raw(tmp_path, "new", {"32": 90.0}, {"upstream-dispatch": {"32": 60.0}})
+    old = _chrome_raw(tmp_path, "old", {"32": 80.0})
+    c = json.loads(old.read_text())
+    c["result"]["prompts"]["32"]["prefill_tok_s"] = {"median": 400.0, "min": 400.0, "max": 400.0}
+    old.write_text(json.dumps(c))
+    path = gpu_device.collect(tmp_path / "raw" / "gpu_raw.json", tmp_path / "out", [new], old)
+    res = json.loads(path.read_text())
+    d = res["summary"]["chrome"]["dispatch"]["per_prompt"]["32"]
+    assert d == {"batched_decode_tok_s": 90.0, "upstream_decode_tok_s": 60.0, "batched_over_upstream": 1.5}
+    vs = res["summary"]["chrome_vs_baseline_library"]["32"]
+    assert vs["prefill_new_over_baseline"] == pytest.approx(800.0 / 400.0)
+    assert vs["decode_new_over_baseline"] == pytest.approx(90.0 / 80.0)
+    assert res["chrome_baseline"]["library_sha256"] == "ab" * 32
+    assert res["chrome"]["per_prompt"]["32"]["bound_tok_s"]  # weights from the manifest without a Node run
+    text = "\n".join(gpu_summary(res))
+    assert "90.0 vs 60.0 (x1.50)" in text and "prefill x2.00, decode x1.12" in text
