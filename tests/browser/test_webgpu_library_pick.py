@@ -49,6 +49,8 @@ def test_software_adapter_gets_the_fallback_library_and_only_its_bytes(widget_ho
     chat, report, r = widget_host.run(_load_and_answer(tiny_hf_folder))
     assert report["gpu"]["architecture"] == "swiftshader" and report["gpu"]["is_fallback"]
     assert report["schedule"] == "fallback" and chat.backend["schedule"] == "fallback"
+    # the engine's batched kernel dispatch ran it (tvmjs's own would say "upstream: why")
+    assert report["dispatch"] == "batched" and chat.backend["dispatch"] == "batched"
     assert "software adapters" in chat.gpu
     sent = chat._blobs.blobs_sent
     assert fb_lib in sent and auto_lib not in sent
