@@ -70,16 +70,24 @@ def theme_shots(lab, page, out_dir: Path) -> dict:
     """The widget in JupyterLab's light and dark themes: its computed colours (and the theme variables'), and a
     screenshot of each in ``out_dir`` (chat-light.png, chat-dark.png). Leaves the light theme on."""
     out = {}
+    size = page.viewport_size
+    page.set_viewport_size({"width": 1280, "height": 1200})  # the whole widget in view
+    # JupyterLab's own notices (the news toast) would cover the widget's corner
+    hide = page.add_style_tag(content=".Toastify { display: none !important; }")
     try:
         for name, theme in (("light", "JupyterLab Light"), ("dark", "JupyterLab Dark")):
             lab.set_theme(page, theme)
             scroll_to_widget(page)
-            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            page.evaluate("""() => { document.activeElement && document.activeElement.blur();
+                document.querySelector('.wlw-chat .wlw-messages').scrollTop = 0; }""")  # the first question first
             out[name] = page.evaluate(COLOURS)
             path = out_dir / f"chat-{name}.png"
             page.locator(".wlw-chat").first.screenshot(path=str(path))
             out[name]["png"] = str(path)
     finally:
+        hide.evaluate("e => e.remove()")
+        if size:
+            page.set_viewport_size(size)
         lab.set_theme(page, "JupyterLab Light")
     return out
 
