@@ -1,9 +1,10 @@
 """The package's layers only point down: no import cycles, and the compiler never imports the layers above it.
 
 Every module under ``src/webllm_widget`` is parsed with ``ast`` (nothing is imported), and every import in
-it counts: at module level, inside functions and methods, under ``if TYPE_CHECKING``, relative or absolute.
-An import inside a function still makes the module depend on the one it names; hiding a cycle there
-only moves the failure to run time.
+it counts: at module level, inside functions and methods, relative or absolute. An import inside a function
+still makes the module depend on the one it names; hiding a cycle there only moves the failure to run time.
+An import under ``if TYPE_CHECKING:`` never runs, so it cannot close a cycle (a type-only back reference,
+as ``widgets/openai_client.py`` has to ``Chat``, is fine); it still counts for the layers.
 
 Layers, top to bottom (a layer may import the ones below it, never one above):
 
@@ -45,12 +46,24 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
-def imports_of(name: str, path: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """Every import in ``path`` as (the module named, the names taken from it); relative ones made absolute."""
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports_of(name: str, path: Path, *, typing: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+    """Every import in ``path`` as (the module named, the names taken from it); relative ones made absolute.
+
+    ``typing=False`` leaves out the imports under ``if TYPE_CHECKING:`` (they never run)."""
     is_pkg = path.name == "__init__.py"
     package = name if is_pkg else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                 for stmt in node.body for n in ast.walk(stmt)}
     out: list[tuple[str, tuple[str, ...]]] = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(tree):
+        if not typing and id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             out.extend((a.name, ()) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -65,19 +78,20 @@ def imports_of(name: str, path: Path) -> list[tuple[str, tuple[str, ...]]]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, typing: bool = True) -> dict[str, set[str]]:
     """Edges between the package's own modules.
 
     ``from a.b import c`` depends on the module a.b.c when there is one, else on a.b; ``import a.b.c``
     depends on a.b.c. Both also run the __init__ of every package above the target, which counts too,
     except a package that holds the importing module: Python has already run it, and its __init__
-    importing its own submodules lazily (``webllm_widget.Chat``) is not a cycle.
+    importing its own submodules lazily (``webllm_widget.Chat``) is not a cycle. ``typing=False``: without the
+    imports under ``if TYPE_CHECKING:``.
     """
     mods = modules()
     graph: dict[str, set[str]] = {}
     for name in mods:
         deps: set[str] = set()
-        for target, names in imports_of(name, mods[name]):
+        for target, names in imports_of(name, mods[name], typing=typing):
             submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in mods]
             ends = submodules if submodules and len(submodules) == len(names) else [target] + submodules
             for end in ends:
@@ -145,20 +159,23 @@ def _layer(module: str) -> str | None:
 
 
 def test_the_graph_sees_every_kind_of_import(tmp_path):
-    """The walker itself: function-level, relative (one and two dots) and absolute imports all count."""
+    """The walker itself: function-level, relative (one and two dots) and absolute imports all count; type-only
+    imports are told apart."""
     pkg = tmp_path / PKG
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "sub" / "__init__.py").write_text("from .a import x\n")
-    (pkg / "sub" / "a.py").write_text("def f():\n    from ..b import y\n    import webllm_widget.c\n")
-    assert imports_of(f"{PKG}.sub.a", pkg / "sub" / "a.py") == [(f"{PKG}.b", ("y",)), (f"{PKG}.c", ())]
+    (pkg / "sub" / "a.py").write_text("def f():\n    from ..b import y\n    import webllm_widget.c\n"
+                                      "if TYPE_CHECKING:\n    from .. import d\n")
+    assert set(imports_of(f"{PKG}.sub.a", pkg / "sub" / "a.py")) == {(PKG, ("d",)), (f"{PKG}.b", ("y",)), (f"{PKG}.c", ())}
+    assert imports_of(f"{PKG}.sub.a", pkg / "sub" / "a.py", typing=False) == [(f"{PKG}.b", ("y",)), (f"{PKG}.c", ())]
     assert imports_of(f"{PKG}.sub", pkg / "sub" / "__init__.py") == [(f"{PKG}.sub.a", ("x",))]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_package_has_no_import_cycles():
-    graph = import_graph()
+    graph = import_graph(typing=False)
     assert len(graph) > 30, "the walker found too few modules; is ROOT right?"
     found = cycles(graph)
     detail = []
