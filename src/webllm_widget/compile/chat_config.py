@@ -36,6 +36,26 @@ def _jinja_literal_text(template: str) -> str:
     return template.replace("\\n", "\n")
 
 
+def _turns(name: str, *, system_template: str, system_message: str, user: str, assistant: str, sep: str,
+           stop: str, prefix_ids: list[int], stop_ids: list[int], content_sep: str = "\n",
+           add_role_after_system_message: bool = True) -> dict[str, Any]:
+    """A ``conv_template`` whose turns are ``<role><content_sep><text><sep>``, tool turns written as user turns."""
+    return {
+        "name": name,
+        "system_template": system_template,
+        "system_message": system_message,
+        "roles": {"user": user, "assistant": assistant, "tool": user},
+        "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
+        "seps": [sep],
+        "role_content_sep": content_sep,
+        "role_empty_sep": content_sep,
+        "stop_str": [stop],
+        "system_prefix_token_ids": prefix_ids,
+        "stop_token_ids": stop_ids,
+        "add_role_after_system_message": add_role_after_system_message,
+    }
+
+
 def conv_template_from_jinja(template: str | None, tokens: dict[str, int]) -> dict[str, Any]:
     """web-llm's JSON ``conv_template`` for a Jinja chat template.
 
@@ -46,85 +66,36 @@ def conv_template_from_jinja(template: str | None, tokens: dict[str, int]) -> di
         # the default system prompt: a literal system turn (not one built from messages[0]['content'])
         literal = (m.group(1) for m in re.finditer(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", text, re.S))
         system = next((t for t in literal if not any(c in t for c in "{}'\"+")), "")
-        return {
-            "name": "chatml",
-            "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
-            "system_message": system,
-            "roles": {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant", "tool": "<|im_start|>user"},
-            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-            "seps": ["<|im_end|>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["<|im_end|>"],
-            "system_prefix_token_ids": [],
-            "stop_token_ids": _ids(tokens, "<|im_end|>", "<|endoftext|>"),
-            "add_role_after_system_message": True,
-        }
+        return _turns("chatml", system_template="<|im_start|>system\n{system_message}<|im_end|>\n",
+                      system_message=system, user="<|im_start|>user", assistant="<|im_start|>assistant",
+                      sep="<|im_end|>\n", stop="<|im_end|>", prefix_ids=[],
+                      stop_ids=_ids(tokens, "<|im_end|>", "<|endoftext|>"))
     if "<|start_header_id|>" in text:
-        return {
-            "name": "llama-3",
-            "system_template": "<|start_header_id|>system<|end_header_id|>\n\n{system_message}<|eot_id|>",
-            "system_message": "You are a helpful, respectful and honest assistant.",
-            "roles": {"user": "<|start_header_id|>user", "assistant": "<|start_header_id|>assistant",
-                      "tool": "<|start_header_id|>user"},
-            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-            "seps": ["<|eot_id|>"],
-            "role_content_sep": "<|end_header_id|>\n\n",
-            "role_empty_sep": "<|end_header_id|>\n\n",
-            "stop_str": ["<|eot_id|>"],
-            "system_prefix_token_ids": _ids(tokens, "<|begin_of_text|>"),
-            "stop_token_ids": _ids(tokens, "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
-            "add_role_after_system_message": True,
-        }
+        return _turns("llama-3",
+                      system_template="<|start_header_id|>system<|end_header_id|>\n\n{system_message}<|eot_id|>",
+                      system_message="You are a helpful, respectful and honest assistant.",
+                      user="<|start_header_id|>user", assistant="<|start_header_id|>assistant", sep="<|eot_id|>",
+                      stop="<|eot_id|>", prefix_ids=_ids(tokens, "<|begin_of_text|>"),
+                      stop_ids=_ids(tokens, "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
+                      content_sep="<|end_header_id|>\n\n")
     if "<start_of_turn>" in text:
         # Gemma: no system turn; Gemma 3's template puts the system text, then a blank line, at the start of the
         # first user turn, which web-llm writes as a system template followed by the first message without its role.
         # With no system message web-llm still writes this template's empty form ("<start_of_turn>user\n\n\n").
-        return {
-            "name": "gemma",
-            "system_template": "<start_of_turn>user\n{system_message}\n\n",
-            "system_message": "",
-            "roles": {"user": "<start_of_turn>user", "assistant": "<start_of_turn>model", "tool": "<start_of_turn>user"},
-            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-            "seps": ["<end_of_turn>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["<end_of_turn>"],
-            "system_prefix_token_ids": _ids(tokens, "<bos>"),
-            "stop_token_ids": _ids(tokens, "<end_of_turn>", "<eos>"),
-            "add_role_after_system_message": False,
-        }
+        return _turns("gemma", system_template="<start_of_turn>user\n{system_message}\n\n", system_message="",
+                      user="<start_of_turn>user", assistant="<start_of_turn>model", sep="<end_of_turn>\n",
+                      stop="<end_of_turn>", prefix_ids=_ids(tokens, "<bos>"),
+                      stop_ids=_ids(tokens, "<end_of_turn>", "<eos>"), add_role_after_system_message=False)
     if "<|user|>" in text and "<|end|>" in text:
         # Phi-3 / Phi-3.5: every turn ends with <|end|>\n; some versions start with the BOS token
-        return {
-            "name": "phi-3",
-            "system_template": "<|system|>\n{system_message}<|end|>\n",
-            "system_message": "",
-            "roles": {"user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|user|>"},
-            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-            "seps": ["<|end|>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["<|end|>"],
-            "system_prefix_token_ids": _ids(tokens, "<s>") if "bos_token" in text else [],
-            "stop_token_ids": _ids(tokens, "<|end|>", "<|endoftext|>"),
-            "add_role_after_system_message": True,
-        }
+        return _turns("phi-3", system_template="<|system|>\n{system_message}<|end|>\n", system_message="",
+                      user="<|user|>", assistant="<|assistant|>", sep="<|end|>\n", stop="<|end|>",
+                      prefix_ids=_ids(tokens, "<s>") if "bos_token" in text else [],
+                      stop_ids=_ids(tokens, "<|end|>", "<|endoftext|>"))
     if "<|user|>" in text and "<|assistant|>" in text:
-        return {
-            "name": "zephyr",
-            "system_template": "<|system|>\n{system_message}</s>\n",
-            "system_message": "You are a helpful chatbot.",
-            "roles": {"user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|user|>"},
-            "role_templates": {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"},
-            "seps": ["</s>\n"],
-            "role_content_sep": "\n",
-            "role_empty_sep": "\n",
-            "stop_str": ["</s>"],
-            "system_prefix_token_ids": _ids(tokens, "<s>"),
-            "stop_token_ids": _ids(tokens, "</s>"),
-            "add_role_after_system_message": True,
-        }
+        return _turns("zephyr", system_template="<|system|>\n{system_message}</s>\n",
+                      system_message="You are a helpful chatbot.", user="<|user|>", assistant="<|assistant|>",
+                      sep="</s>\n", stop="</s>", prefix_ids=_ids(tokens, "<s>"), stop_ids=_ids(tokens, "</s>"))
     # No recognisable template: a plain "User:/Assistant:" transcript still lets a base model continue.
     eos = [i for n, i in tokens.items() if n in ("</s>", "<|endoftext|>", "<|end_of_text|>")]
     return {
