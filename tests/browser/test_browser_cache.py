@@ -114,5 +114,9 @@ def test_cache_lists_deletes_and_a_full_quota_ends_in_storage_quota_exceeded(wid
         report = widget_host.run(again(), timeout=300)
         assert report["model"] == chat._loaded and chat.status == "ready" and chat.bytes_sent - sent == tiny_bytes
         assert [m["url"] for m in _run(widget_host, chat.cache.list()) if m["kind"] == "folder"] == [tiny_url]
+        # and everything goes at once (models, index, engine bundle)
+        cleared = _run(widget_host, chat.cache.clear())
+        assert {m["kind"] for m in cleared} == {"folder", "blobs"} and _run(widget_host, chat.cache.list()) == []
+        assert page.evaluate(ALL_URLS) == []
     finally:
         cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin})
