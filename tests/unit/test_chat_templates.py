@@ -1,17 +1,21 @@
 """The conversation template written into ``mlc-chat-config.json`` renders, token for token, what the checkpoint's
 own Jinja ``chat_template`` renders (``jinja2``), for a multi-turn conversation with a system message.
 
-web-llm builds the prompt from the JSON template: ``Conversation.getPromptArray`` gives one piece per turn, the
-engine encodes each piece on its own and puts ``system_prefix_token_ids`` (the BOS) before them;
-``chat_config.prompt_pieces`` follows those rules. The ids are compared with the Jinja text encoded at once by HF
-``tokenizers`` (``tests/unit/test_tokenizer_web.py`` checks web-llm's tokenizer build against it), so a piece
-boundary that splits a token, a missing BOS, separator or default system prompt all fail. The templates are the
+The page's ids are computed by web-llm 0.2.85's own code in Node (``tests/helpers/js/webllm_prompt_ids.mjs``): its
+``Conversation`` built from the chat completion request as the engine builds it (one piece per turn), each piece
+encoded on its own by ``@mlc-ai/web-tokenizers`` after ``system_prefix_token_ids`` (the BOS), as the engine's
+``getInputData`` does. They are compared with the Jinja text encoded at once by HF ``tokenizers``, so a piece
+boundary that splits a token, a missing BOS, separator or default system prompt all fail; the project's Python
+mirror of those rules (``chat_config.prompt_pieces``) is checked against web-llm's pieces too. The templates are the
 families' published ones (Llama 3 Instruct, Qwen2.5 Instruct with its tools branch, Gemma 3 (no system role: the
 system text opens the first user turn), Phi-3/3.5-mini).
 """
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +78,23 @@ CONVERSATION = [("system", "You answer in one word."), ("user", "What is the cap
                 ("assistant", "Paris."), ("user", "And the capital of Italy?")]
 
 
+MODULES = Path(__file__).resolve().parents[2] / "js" / "node_modules"
+SCRIPT = Path(__file__).resolve().parents[1] / "helpers" / "js" / "webllm_prompt_ids.mjs"
+
+
+def _webllm_prompt(conv: dict, doc: dict, messages: list[dict], tmp_path: Path) -> dict:
+    node = shutil.which("node")
+    assert node, "node is needed (it runs web-llm's own Conversation and tokenizer)"
+    (tmp_path / "mlc-chat-config.json").write_text(json.dumps({"conv_template": conv}))
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc))
+    (tmp_path / "messages.json").write_text(json.dumps(messages))
+    r = subprocess.run([node, str(SCRIPT), str(MODULES), str(tmp_path / "mlc-chat-config.json"),
+                        str(tmp_path / "tokenizer.json"), str(tmp_path / "messages.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
 def _tokenizer(specials: list[str]):
     """The tiny byte-level BPE with the family's special tokens added (ids after the tiny vocabulary)."""
     doc = tiny_tokenizer_json()
@@ -84,33 +105,31 @@ def _tokenizer(specials: list[str]):
                                         "rstrip": False, "normalized": False, "special": True})
             doc["model"]["vocab"][t] = n + i
     tok = tokenizers.Tokenizer.from_str(json.dumps(doc))
-    return tok, {t["content"]: t["id"] for t in doc["added_tokens"]}
+    return tok, {t["content"]: t["id"] for t in doc["added_tokens"]}, doc
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_page_prompt_ids_equal_the_jinja_template_ids(family):
+def test_page_prompt_ids_equal_the_jinja_template_ids(family, tmp_path):
     template, specials, bos, stop = FAMILIES[family]
-    tok, ids = _tokenizer(specials)
+    tok, ids, doc = _tokenizer(specials)
     conv = conv_template_from_jinja(template, ids)
     assert conv["name"] == family.split(".")[0].replace("qwen2", "chatml")
     assert conv["stop_str"] == [stop] and ids[stop] in conv["stop_token_ids"]
 
+    messages = [{"role": r, "content": c} for r, c in CONVERSATION]
+    page = _webllm_prompt(conv, doc, messages, tmp_path)
     system, turns = CONVERSATION[0][1], CONVERSATION[1:]
-    pieces = prompt_pieces(conv, turns + [("assistant", None)], system=system)
-    page = list(conv["system_prefix_token_ids"])
-    for piece in pieces:  # web-llm encodes every piece on its own
-        page += tok.encode(piece, add_special_tokens=False).ids
+    assert page["pieces"] == prompt_pieces(conv, turns + [("assistant", None)], system=system)
 
     text = jinja2.Environment().from_string(template).render(
-        messages=[{"role": r, "content": c} for r, c in CONVERSATION], add_generation_prompt=True,
-        bos_token=bos, eos_token="</s>")
+        messages=messages, add_generation_prompt=True, bos_token=bos, eos_token="</s>")
     want = tok.encode(text, add_special_tokens=False).ids
-    assert tok.decode(page, skip_special_tokens=False) == text
-    assert page == want
+    assert tok.decode(page["ids"], skip_special_tokens=False) == text
+    assert page["ids"] == want
 
 
 def test_qwen2_5_default_system_prompt_is_carried_when_there_is_none():
-    tok, ids = _tokenizer(FAMILIES["qwen2.5"][1])
+    tok, ids, _ = _tokenizer(FAMILIES["qwen2.5"][1])
     conv = conv_template_from_jinja(QWEN25, ids)
     assert conv["system_message"] == "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     turns = CONVERSATION[1:]
