@@ -2,9 +2,12 @@
 this browser and whether this page's adapter can run it (and on what): real headless Chromium on SwiftShader, the
 real built-in model's folders, the tiny model, and prebuilt ids whose host (Hugging Face) is answered by
 Playwright's router from the tiny model's folder. Expected numbers are computed here from the folders on disk.
+Once the prebuilt id is picked and loaded, the picker says it is cached, and the cache manager lists it (its
+library from the other host with it) and deletes all of it.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -19,6 +22,9 @@ pytestmark = pytest.mark.browser
 
 PREBUILT = "SmolLM2-360M-Instruct-q4f32_1-MLC"  # in the picker's list; f32 compute
 F16_PREBUILT = "SmolLM2-360M-Instruct-q4f16_1-MLC"  # needs shader-f16, which SwiftShader lacks
+LIB_HOST = "https://raw.githubusercontent.com/"  # where web-llm fetches prebuilt libraries
+ALL_URLS = """async () => { const out = []; for (const n of await caches.keys()) {
+    for (const r of await (await caches.open(n)).keys()) out.push(r.url); } return out; }"""
 
 
 def _memory_mb(folder: Path) -> float:
@@ -116,6 +122,29 @@ def test_picker_shows_size_memory_cached_and_fit_for_the_builtin_model_and_prebu
             .querySelector(`option[value="${v}"]`); return o && {text: o.textContent, ...o.dataset}; }""", F16_PREBUILT)
         assert f16_entry["fits"] == "no" and "needs shader-f16" in f16_entry["text"], f16_entry
         assert f16_entry["vramMb"] == f"{prebuilt_ids()[F16_PREBUILT]['vram_MB']:.2f}"
+
+        # picked: the page fetches it from its hosts (here the tiny model's files); the picker then says cached, and
+        # the cache manager lists it under its id, its library from the other host with it, and deletes all of it
+        ctx.route(LIB_HOST + "**", lambda route, request: route.fulfill(
+            status=200, body=(tiny_folder / "model.wasm").read_bytes(), headers={"access-control-allow-origin": "*"}))
+
+        async def pick():
+            return await chat.load(PREBUILT)
+        fut = asyncio.run_coroutine_threadsafe(pick(), widget_host.server.loop)
+        deadline = time.monotonic() + 300
+        while not fut.done() and time.monotonic() < deadline:  # Playwright's router answers while the page loads
+            page.wait_for_timeout(100)
+        assert fut.result(timeout=1)["model"] == PREBUILT
+        page.wait_for_function("""(v) => { const o = [...document.querySelectorAll('.wlw-chat .wlw-model option')]
+            .find(o => o.value === v); return o && o.dataset.cached === 'yes'; }""", arg=PREBUILT, timeout=60_000)
+        listed = [m for m in widget_host.run(chat.cache.list()) if m["kind"] == "prebuilt"]
+        assert [(m["id"], m["url"]) for m in listed] == [(PREBUILT, hub)], listed
+        assert (listed[0]["files"], listed[0]["bytes"]) == (len(list(tiny_folder.glob("*"))) - 1, _files_bytes(tiny_folder))
+        assert [m["id"] for m in widget_host.run(chat.cache.delete(PREBUILT))] == [PREBUILT]
+        assert not [u for u in page.evaluate(ALL_URLS) if "huggingface.co" in u or LIB_HOST in u]
+        page.wait_for_function("""(v) => { const o = [...document.querySelectorAll('.wlw-chat .wlw-model option')]
+            .find(o => o.value === v); return o && o.dataset.cached === 'no'; }""", arg=PREBUILT, timeout=60_000)
     finally:
         ctx.unroute("https://huggingface.co/**")
+        ctx.unroute(LIB_HOST + "**")
 
