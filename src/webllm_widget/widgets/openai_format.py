@@ -27,10 +27,11 @@ PAGE_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_
 ACCEPTED = ("model", "user", "stream", "stream_options", "max_completion_tokens", "timeout")
 #: Parameters of OpenAI's chat.completions.create that no engine here honours: named in the error.
 UNSUPPORTED = {
-    "tools": "tool calls need a model whose chat template calls tools (Hermes/Qwen2.5 style); the models this "
-             "widget runs have none",
-    "tool_choice": "tool calls need a model whose chat template calls tools",
-    "parallel_tool_calls": "tool calls need a model whose chat template calls tools",
+    "tools": "tool calls are not implemented here yet (they need a model whose chat template calls tools, "
+             "Hermes/Qwen2.5 style, and the tools rendered into its prompt); describe the tools in the system "
+             "prompt and use response_format to get their arguments as JSON",
+    "tool_choice": "tool calls are not implemented here yet",
+    "parallel_tool_calls": "tool calls are not implemented here yet",
     "functions": "function calling (the older form of tools) is not supported",
     "function_call": "function calling (the older form of tools) is not supported",
     "audio": "the models here produce text only", "modalities": "the models here produce text only",
