@@ -4,8 +4,10 @@ the browser: on WebGPU (SwiftShader, the software-adapter schedule the widget pi
 Each case (``tests/helpers/families.py``) is a checkpoint written by an independent writer (safetensors here,
 PyPI ``gguf`` for GGUF files); its model folder is built through ``build_model_folder`` (what the CLI calls)
 and cached by content hash. Logits of a 20-token prompt and three forced tokens are compared with the
-reference run on exactly the weights the build holds (the 4-bit group values for ``q4f32_1``), tolerance
-1e-2 absolute on logits of magnitude ~10. One page per browser serves every case.
+reference run on exactly the weights the build holds (the 4-bit group values for ``q4f32_1``). Tolerance: 2e-3 of
+the largest |logit| (absolute). SwiftShader's ``exp``/``inverseSqrt`` are approximations whose error grows with the
+activations' scale; measured worst 6.8e-4 of it (qwen2.5 on WebGPU: 9.9e-3 on logits up to 14.7), the page CPU
+below 1e-5 of it. One page per browser serves every case.
 """
 from __future__ import annotations
 
@@ -59,6 +61,6 @@ def test_family_logits_in_the_browser_match_the_reference(request, host_server, 
         assert out["no_webgpu"]
         got = out["logits"]
     want = reference_logits(weights, config)
-    err = float(np.abs(got - want).max())
-    print(f"{case} {device}: max |logit error| {err:.2e} (logits up to {np.abs(want).max():.1f})")
-    np.testing.assert_allclose(got, want, atol=1e-2, rtol=0)
+    err, scale = float(np.abs(got - want).max()), float(np.abs(want).max())
+    print(f"{case} {device}: max |logit error| {err:.2e} (logits up to {scale:.1f}: {err / scale:.1e} of it)")
+    np.testing.assert_allclose(got, want, atol=2e-3 * scale, rtol=0)

@@ -33,6 +33,12 @@ def _sources() -> Path:
     return cache_dir() / "test-sources"
 
 
+def _qwen2_5_hf() -> tuple[Path, dict, dict]:
+    tiny = TinyLlama.make(seed=9, arch="qwen2", bias=True, tie=True)
+    tiny.config.update(use_sliding_window=False, sliding_window=4096, max_window_layers=21)  # Qwen2.5's keys
+    return tiny.write_hf(_sources() / "tiny-qwen2.5-seed9"), _q4_weights(tiny.weights), tiny.config
+
+
 def _qwen3_hf() -> tuple[Path, dict, dict]:
     tiny = TinyLlama.make(seed=5, arch="qwen3", tie=False, head_dim=32)
     return tiny.write_hf(_sources() / "tiny-qwen3-seed5"), _q4_weights(tiny.weights), tiny.config
@@ -138,6 +144,7 @@ class Case:
 
 
 CASES = {c.id: c for c in [
+    Case("qwen2.5-hf", "q4f32_1", _qwen2_5_hf),  # q/k/v bias, tied head, Qwen2.5's unused sliding-window keys
     Case("qwen3-hf", "q4f32_1", _qwen3_hf),  # untied head, head_dim 32 != hidden / heads, per-head q/k norm
     Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),
     Case("phi3-hf", "q4f32_1", _phi3_hf),
