@@ -144,20 +144,27 @@ def plot_kernels(d: dict, out: Path) -> None:
 
 
 CPU_LABEL = "page CPU (wasm SIMD128, 1 thread)"
+CPU_RELAXED_LABEL = "page CPU (wasm relaxed SIMD, 1 thread)"
+LLAMA_LABEL = "llama.cpp (1 thread)"
+
+
+def _cpu_label(entry: dict) -> str:
+    return CPU_RELAXED_LABEL if entry.get("build") == "relaxed-simd" else CPU_LABEL
 
 
 def _cpu_series(cpu: dict, de: dict | None) -> list[tuple[str, dict]]:
-    """(label, {prompt_len: entry}) for the CPU comparison: the page's CPU path, the WebGPU path (decode.json,
-    its default mode), llama.cpp and numpy (cpu.json, same run as the CPU path)."""
+    """(label, {prompt_len: entry}) for the CPU comparison: the page's CPU path (each library build), the WebGPU
+    path (decode.json, its default mode), llama.cpp and numpy (cpu.json, same run as the CPU path)."""
     rows = []
-    if "prompts" in cpu.get("cpu_path", {}):
-        rows.append((CPU_LABEL, cpu["cpu_path"]["prompts"]))
+    for key in ("cpu_path", "cpu_path_simd128"):
+        if "prompts" in cpu.get(key, {}):
+            rows.append((_cpu_label(cpu[key]), cpu[key]["prompts"]))
     for name, r in ((de or {}).get("browser") or {}).items():
         if "prompts" in r:
             rows.append((f"page WebGPU {name} (decode.py)", r["prompts"]))
             break
     if "prompts" in cpu.get("llama_cpp", {}):
-        rows.append(("llama.cpp (1 thread)", cpu["llama_cpp"]["prompts"]))
+        rows.append((LLAMA_LABEL, cpu["llama_cpp"]["prompts"]))
     if "prompts" in cpu.get("numpy", {}):
         rows.append(("numpy float32 (1 thread)", cpu["numpy"]["prompts"]))
     return rows
@@ -167,28 +174,46 @@ def plot_cpu(cpu: dict, de: dict | None, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    series = _cpu_series(cpu, de)
-    lengths = sorted({int(n) for _, p in series for n in p})
-    colors = {CPU_LABEL: "#dd8452", "llama.cpp (1 thread)": "#55a868", "numpy float32 (1 thread)": "#999999"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    for ax, key, title in [(axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")]:
-        ax.set_ylim(0.1, 1000)
-        w = 0.8 / max(1, len(series))
-        for i, (label, p) in enumerate(series):
-            xs, ys, lo, hi = _bar_points(p, lengths, key, i * w)
-            ax.bar(xs, ys, w, yerr=[lo, hi], label=label if ax is axes[0] else None, capsize=3,
-                   color=colors.get(label, "#4c72b0"))
-            for x, y, h in zip(xs, ys, hi):
-                ax.annotate(f"{y:.3g}", (x, (y + h) * 1.08), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(np.arange(len(lengths)) + 0.4 - w / 2, [f"{n}-token prompt" for n in lengths])
-        ax.set_yscale("log")
-        ax.set_ylabel("tokens/s, wall clock (log)")
-        ax.set_title(f"{title}: median, min-max of {cpu['settings']['runs']} runs")
-    axes[1].axhline(cpu.get("target_decode_tok_s", 20), ls="--", c="#dd8452", lw=1, label="CPU path target (20)")
+    panels = [(cpu.get("model") or "built-in model", _cpu_series(cpu, de))]
+    panels += [(name, _cpu_series(m, None)) for name, m in (cpu.get("models") or {}).items()]
+    colors = {CPU_LABEL: "#dd8452", CPU_RELAXED_LABEL: "#c44e52", LLAMA_LABEL: "#55a868",
+              "numpy float32 (1 thread)": "#999999"}
+    fig, grid = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    labelled: set[str] = set()
+    for axes, (model, series) in zip(grid, panels):
+        lengths = sorted({int(n) for _, p in series for n in p})
+        for ax, key, title in [(axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")]:
+            ax.set_ylim(0.1, 1000)
+            w = 0.8 / max(1, len(series))
+            for i, (label, p) in enumerate(series):
+                xs, ys, lo, hi = _bar_points(p, lengths, key, i * w)
+                ax.bar(xs, ys, w, yerr=[lo, hi], label=None if label in labelled else label, capsize=3,
+                       color=colors.get(label, "#4c72b0"))
+                labelled.add(label)
+                for x, y, h in zip(xs, ys, hi):
+                    ax.annotate(f"{y:.3g}", (x, (y + h) * 1.08), ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(np.arange(len(lengths)) + 0.4 - w / 2, [f"{n}-token prompt" for n in lengths])
+            ax.set_yscale("log")
+            ax.set_ylabel("tokens/s, wall clock (log)")
+            ax.set_title(f"{model} — {title}: median, min-max of {cpu['settings']['runs']} runs", fontsize=9)
+        axes[1].axhline(cpu.get("target_decode_tok_s", 20), ls="--", c="#dd8452", lw=1,
+                        label=None if "target" in labelled else "CPU path target (20)")
+        labelled.add("target")
     fig.legend(fontsize=8, loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 / len(panels), 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def _ratio_lines(title: str, r: dict) -> list[str]:
+    """Page CPU path / llama.cpp, decode and prefill medians of the same run, per build and prompt."""
+    rat = r.get("ratios_vs_llama_cpp") or {}
+    out = []
+    for key in ("cpu_path", "cpu_path_simd128"):
+        label = "relaxed SIMD" if (r.get(key) or {}).get("build") == "relaxed-simd" else "SIMD128"
+        for n, v in sorted((rat.get(key) or {}).items(), key=lambda kv: int(kv[0])):
+            out.append(f"| {title} | {label} | {n} | {v['decode']:.2f}× | {v['prefill']:.2f}× |")
+    return out
 
 
 def cpu_summary(cpu: dict, de: dict | None) -> list[str]:
@@ -215,6 +240,24 @@ def cpu_summary(cpu: dict, de: dict | None) -> list[str]:
     for name in ("llama_cpp", "numpy"):
         if "skipped" in (cpu.get(name) or {}):
             lines.append(f"\n{name.replace('_', '.')}: skipped — {cpu[name]['skipped']}")
+    for name, m in (cpu.get("models") or {}).items():
+        lines += ["", f"**{name}** ({m.get('model')}, {m.get('quantization')}; random weights of the real shapes, "
+                      "`bench/shapes.py`), same run:", "",
+                  "| engine | prompt | prefill tok/s | decode tok/s | decode tok/s per CPU-second | other cores busy |",
+                  "|---|---|---|---|---|---|"]
+        lb = (m.get("llama_cpp") or {}).get("other_busy_cores_whole_run")
+        for label, p in _cpu_series(m, None):
+            for n, e in sorted(p.items(), key=lambda kv: int(kv[0])):
+                busy = _med(e, "other_busy_cores") if "other_busy_cores" in e else lb
+                lines.append(f"| {label} | {e.get('prompt_tokens', n)} | {_spread(e.get('prefill_tok_s'))} | "
+                             f"{_spread(e.get('decode_tok_s'))} | {_spread(e.get('decode_tok_s_per_cpu_s'))} | "
+                             f"{_f(busy)} |")
+    ratio_rows = _ratio_lines(cpu.get("model") or "built-in", cpu)
+    for name, m in (cpu.get("models") or {}).items():
+        ratio_rows += _ratio_lines(name, m)
+    if ratio_rows:
+        lines += ["", "Page CPU path ÷ llama.cpp (one thread each), medians of the same run:", "",
+                  "| model | page build | prompt | decode | prefill |", "|---|---|---|---|---|", *ratio_rows]
     ll = cpu.get("llama_cpp") or {}
     if "prompts" in ll:
         lines += ["", f"llama.cpp: npm `node-llama-cpp` {ll.get('version')} (prebuilt CPU binary, llama.cpp "

@@ -9,6 +9,7 @@ import type { AnyModel } from "@anywidget/types";
 import { PageChannel, PageError, describeError, errorMessage, newId, type Envelope } from "./protocol";
 import { BlobLoader } from "./loader";
 import { sharedEngine, specKey, type SwapEvent, type WorkerEngine } from "./engine/host";
+import { cpuBuildLabel } from "./engine/cpu/features";
 import type { ChatMessage, GenerateSettings, LoadProgress, ModelSpec } from "./engine/types";
 import type { Ask, ChatCall, ChatLoad, ErrorMessage, PageErrorCode } from "./wire/schema.gen";
 import { ChatView, type ModelEntry, type Msg, type StorageView, type ViewState } from "./ui/chat_view";
@@ -176,7 +177,7 @@ function initialize({ model }: { model: AnyModel }) {
       const r = await engine.load(spec, onProgress, async (f, onBytes) => ({
         verified: await loader.get(byName.get(f.sha256) ?? { ...f }, (_ref, received) => onBytes?.(received), { store: false }),
       }));
-      state.gpu = r.device === "cpu" ? `CPU (WebAssembly SIMD) — ${r.device_reason ?? ""}`
+      state.gpu = r.device === "cpu" ? `CPU (${cpuBuildLabel(r.cpu_build)}) — ${r.device_reason ?? ""}`
         : gpuLabel(r.gpu) + (r.schedule === "fallback" ? " — kernels for software adapters" : "");
       state.status = "ready";
       state.progress = null;
@@ -184,7 +185,7 @@ function initialize({ model }: { model: AnyModel }) {
       state.refreshFacts(); // its files are cached now
       channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed,
         device: r.device ?? "webgpu", device_reason: r.device_reason ?? "", schedule: r.schedule ?? null,
-        ...(r.dispatch ? { dispatch: r.dispatch } : {}) });
+        ...(r.dispatch ? { dispatch: r.dispatch } : {}), ...(r.cpu_build ? { cpu_build: r.cpu_build } : {}) });
     } catch (err) {
       state.status = "error";
       state.progress = null;

@@ -1,7 +1,8 @@
 """The CPU engine behind the Chat widget, in Chromium started without WebGPU (``--enable-unsafe-webgpu`` absent).
 
 With ``device="auto"`` (the default) the page finds no WebGPU adapter and runs the model's CPU build
-(wasm32 + SIMD128); the widget and ``chat.backend`` say so and why. The tiny random Llama's words are
+(wasm32 with relaxed SIMD where the page has it, SIMD128 otherwise); the widget and ``chat.backend`` say so and
+why. The tiny random Llama's words are
 noise, so these tests check the mechanics (streaming, stop, stop strings, reset, seeds); the slow
 SmolLM2 test checks an answer.
 """
@@ -45,6 +46,43 @@ def test_chat_without_webgpu_answers_on_the_cpu_and_says_so(widget_host_no_webgp
     assert 1 <= chat.stats["completion_tokens"] <= 6 and chat.stats["prompt_tokens"] > 5
     label = _gpu_label(widget_host_no_webgpu)
     assert label.startswith("CPU") and "no WebGPU adapter" in label
+    # Chromium has relaxed SIMD: the page runs the build with 8-bit dot products and says so
+    assert chat.backend["cpu_build"] == "relaxed-simd" and "relaxed SIMD" in label, (chat.backend, label)
+
+
+#: A browser without relaxed SIMD, as the page's feature test sees it. Chromium 156 cannot be started without it
+#: (V8 shipped the proposal and dropped --experimental-wasm-relaxed-simd; `--js-flags=--help` lists no such flag), so
+#: WebAssembly.validate refuses any module holding i32x4.relaxed_dot_i8x16_i7x16_add_s (0xfd 0x93 0x02), as an engine
+#: without the proposal does. test_cpu_library checks in Node 20's V8, which has it off, that the SIMD128 build
+#: validates there and the relaxed build does not.
+NO_RELAXED_SIMD = """
+(() => {
+  const validate = WebAssembly.validate.bind(WebAssembly);
+  WebAssembly.validate = (bytes) => {
+    const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes.buffer ?? bytes);
+    for (let i = 0; i + 2 < b.length; i++) if (b[i] === 0xfd && b[i + 1] === 0x93 && b[i + 2] === 0x02) return false;
+    return validate(bytes);
+  };
+})();
+"""
+
+
+def test_a_browser_without_relaxed_simd_gets_the_simd128_build_and_the_same_answer(widget_host_no_webgpu,
+                                                                                   tiny_cpu_folder):
+    msgs = [{"role": "user", "content": "the capital"}]
+
+    async def answer():
+        chat = Chat(model=str(tiny_cpu_folder), temperature=0, max_tokens=8)
+        await chat.ready(timeout=600)
+        return chat.backend, _text(await chat.complete(msgs))
+
+    relaxed, relaxed_text = widget_host_no_webgpu.run(answer())
+    widget_host_no_webgpu.open_page(init_script=NO_RELAXED_SIMD)
+    simd, simd_text = widget_host_no_webgpu.run(answer())
+    assert relaxed["cpu_build"] == "relaxed-simd" and simd["cpu_build"] == "simd128", (relaxed, simd)
+    assert "no relaxed SIMD in this browser" in simd["reason"] and "SIMD128" in _gpu_label(widget_host_no_webgpu)
+    # Both builds take the same integer dot products of the same 8-bit blocks: the same greedy answer
+    assert simd_text == relaxed_text and simd_text
 
 
 def _text(completion: dict) -> str:

@@ -506,12 +506,16 @@ class WidgetHost:
                     out += [p for p in v.wire_problems if p not in out]
         return out
 
-    def open_page(self) -> Any:
-        """(Re)open the host page; a reload gives a fresh page state (Cache Storage persists)."""
+    def open_page(self, init_script: str | None = None) -> Any:
+        """(Re)open the host page; a reload gives a fresh page state (Cache Storage persists).
+
+        ``init_script`` runs in the page before any of its own scripts (e.g. to take a feature away)."""
         if self.page is not None:
             self.page.close()
         self._socket = None
         self.page = self.browser.new_page()
+        if init_script:
+            self.page.add_init_script(init_script)
         self.page.goto(self.server.origin + "/host.html")
         self.page.wait_for_function("() => window.__host !== undefined")
         return self.page

@@ -12,6 +12,13 @@ times sqrt(1 + ln(max / original) / ln(original))).
     logits = ref.forward([1, 2, 3])                 # (3, vocab); the KV cache keeps the 3 tokens
     logits = ref.forward([4])                       # (1, vocab), attends to all 4 positions
     ref.reset()
+
+``activations=8`` rounds the input of every matrix product (projections and LM head) to 8-bit blocks first, as
+integer-dot CPU kernels (llama.cpp's, the page's CPU path) do: per block of 32 values ``d = max|x| / 127`` and
+``x -> d * round(x / d)`` (ties to even), products then taken on those values. ``16`` does the same with
+``d = max|x| / 32767``; ``"int8x2"`` keeps, beside the 8-bit value ``q = round(v)`` (``v = x / d``), its rounding
+residue as a second byte ``r = round((v - q) * 254)``: ``x -> d * (q + r / 254)``. A dict gives the form per product
+(``"lm_head"`` or the weight's name, ``"*"`` the rest).
 """
 from __future__ import annotations
 
@@ -81,7 +88,13 @@ def silu(x: np.ndarray) -> np.ndarray:
 class LlamaReference:
     """Llama forward pass with an incremental KV cache, in float32 (default) or float64."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], config: Mapping, dtype=np.float32):
+    def __init__(self, weights: Mapping[str, np.ndarray], config: Mapping, dtype=np.float32,
+                 activations: int | str | Mapping[str, int | str] | None = None):
+        bits = activations.values() if isinstance(activations, Mapping) else [activations]
+        if not all(b in (None, 8, 16, "int8x2") for b in bits):
+            raise ValueError(f"activations={activations!r}: use None (float), 8 or 16 (bits per block of 32), "
+                             "'int8x2', or a dict of those by product name")
+        self.activations = activations
         self.cfg = dict(config)
         self.dtype = np.dtype(dtype)
         self.w = {k: np.asarray(v, dtype=self.dtype) for k, v in weights.items()}
@@ -106,8 +119,24 @@ class LlamaReference:
     def pos(self) -> int:
         return self.k_cache[0].shape[1]
 
+    def _blocks(self, x: np.ndarray, name: str) -> np.ndarray:
+        """``x`` as the integer blocks of 32 the product ``name`` takes hold it (identity for float activations)."""
+        a = self.activations
+        bits = a.get(name, a.get("*")) if isinstance(a, Mapping) else a
+        if bits is None:
+            return x
+        top = np.float32(32767 if bits == 16 else 127)
+        g = np.asarray(x, np.float32).reshape(*x.shape[:-1], -1, 32)
+        amax = np.abs(g).max(axis=-1, keepdims=True)
+        safe = np.where(amax > 0, amax, np.float32(1))
+        v = (g * np.where(amax > 0, top / safe, np.float32(0))).astype(np.float32)
+        q = np.rint(v)
+        if bits == "int8x2":
+            q = q + np.rint((v - q).astype(np.float32) * np.float32(254)) / np.float32(254)
+        return (q * (amax / top)).reshape(x.shape).astype(self.dtype)
+
     def _proj(self, x: np.ndarray, name: str) -> np.ndarray:
-        y = x @ self.w[name + ".weight"].T
+        y = self._blocks(x, name) @ self.w[name + ".weight"].T
         b = self.w.get(name + ".bias")
         return y if b is None else y + b
 
@@ -147,7 +176,7 @@ class LlamaReference:
             u = self._proj(h, p + "mlp.up_proj")
             x = x + self._proj(silu(g) * u, p + "mlp.down_proj")
         x = rms_norm(x, self.w["model.norm.weight"], self.eps)
-        return x @ self.lm_head.T
+        return self._blocks(x, "lm_head") @ self.lm_head.T
 
     def greedy(self, prompt: list[int], max_new_tokens: int, stop: Iterable[int] = ()) -> list[int]:
         """Greedy decode after ``prompt`` (prefill once, then one token at a time)."""
@@ -162,6 +191,19 @@ class LlamaReference:
             out.append(t)
             logits = self.forward([t])[-1]
         return out
+
+
+def check_integer_activation_logits(got: np.ndarray, blocks: np.ndarray, exact: np.ndarray) -> None:
+    """Assert that logits of kernels computing with integer activation blocks (~15 bits) match the maths.
+
+    ``blocks``: this reference with the kernels' ``activations`` (form per product); ``exact``: with float
+    activations. The logits must match the blocks' maths to 5e-3 (1e-3 as for float kernels, plus the odd activation
+    that float32 noise puts on the other side of a rounding boundary, which moves logits ~1e-3 at these widths)
+    and the float maths within 1% of the logits' spread (SmolLM2: ~0.005 on a spread of 6.9).
+    """
+    spread = float(exact.std())
+    np.testing.assert_allclose(got, blocks, atol=5e-3, rtol=0)
+    assert np.abs(got - exact).max() < 0.01 * spread, (np.abs(got - exact).max(), spread)
 
 
 def load_weights(checkpoint) -> dict[str, np.ndarray]:

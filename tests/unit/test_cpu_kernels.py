@@ -10,9 +10,9 @@ import pytest
 import tvm
 
 from llama_native import FORCED, PROMPT, ArrayCheckpoint, NativeModel
-from reference import LlamaReference
+from reference import LlamaReference, check_integer_activation_logits
 from tiny import TinyLlama
-from webllm_widget.compile.cpu import cpu_param_records, pack_for_cpu, specialize_for_cpu, unpack_from_cpu
+from webllm_widget.compile.cpu import ISAS, cpu_param_records, activation_bits, qmatmul_kernel, quantize_activations, pack_for_cpu, specialize_for_cpu, unpack_from_cpu
 from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.arch.llama.loader import param_sources
 from webllm_widget.compile.model_lib import export_model
@@ -21,6 +21,9 @@ from webllm_widget.compile.quant.ggml import ggml_quantization
 from webllm_widget.compile.quant.modes import as_quantization
 from webllm_widget.compile.quant.packing import _pack_bytes, _pack_nibbles, dequantize
 from webllm_widget.compile.checkpoint import open_checkpoint
+
+#: The host's x86-64 with SSSE3 (pmaddubsw, the native stand-in for wasm's relaxed 8-bit dot product).
+NATIVE = {"kind": "llvm", "mattr": ["+ssse3"]}
 
 
 def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nibble_of_byte_i():
@@ -35,6 +38,35 @@ def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nib
     np.testing.assert_array_equal(unpack_from_cpu(w, 4), _pack_nibbles(q))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("fmt", ["q4", "q4_1", "q8_0"])
+def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_weights(fmt, isa):
+    """One quantized product alone: x rounded to 8-bit blocks (``quantize_activations``) times the decoded weights,
+    for a 5-token input through the prefill tile (4 tokens, one partial tile) and token by token."""
+    rng = np.random.default_rng(3)
+    k, n, t = 96, 40, 5
+    bits = 8 if fmt == "q8_0" else 4
+    q = rng.integers(0, 1 << bits, (n, k), dtype=np.uint8)
+    s = rng.uniform(0.01, 0.1, (n, k // 32)).astype(np.float32)
+    m = rng.uniform(-0.5, 0.5, (n, k // 32)).astype(np.float32)
+    words = pack_for_cpu(_pack_bytes(q) if bits == 8 else _pack_nibbles(q), bits)
+    off = {"q4": -7.0, "q8_0": -128.0}.get(fmt, 0.0)
+    w = (q.astype(np.float32) + off) * np.repeat(s, 32, axis=1)
+    if fmt == "q4_1":
+        w += np.repeat(m, 32, axis=1)
+    x = rng.standard_normal((1, t, k)).astype(np.float32)
+    xq, xd = quantize_activations(x, activation_bits(fmt, isa))
+    want = (xq.astype(np.float64) * np.repeat(xd, 32, axis=-1)) @ w.T.astype(np.float64)
+    args = [words, s, m] if fmt == "q4_1" else [words, s]
+    for tile in (1, 4):
+        tgt = tvm.target.Target(NATIVE)
+        f = tvm.compile(qmatmul_kernel(fmt, k, n, tile=tile, isa=isa, arch="x86_64").with_attr("global_symbol", "f"),
+                        target=tgt)
+        y = tvm.runtime.tensor(np.zeros((1, t, n), np.float32))
+        f(tvm.runtime.tensor(x), *[tvm.runtime.tensor(a) for a in args], y)
+        np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 def test_cpu_8bit_layout_keeps_element_k_in_byte_k():
     rng = np.random.default_rng(1)
     q = rng.integers(0, 256, (2, 64), dtype=np.uint8)
@@ -44,7 +76,7 @@ def test_cpu_8bit_layout_keeps_element_k_in_byte_k():
 
 
 def _logits(mod, ex, records, cfg):
-    tgt = tvm.target.Target({"kind": "llvm"})
+    tgt = tvm.target.Target(NATIVE)
     with tgt:
         lib = tvm.compile(mod, target=tgt)
     return NativeModel(lib, records, ex.metadata, cfg.hidden_size).teacher_forced(PROMPT, FORCED)
@@ -71,9 +103,16 @@ def _hf_weights(records: dict, cfg: LlamaConfig, quant) -> dict:
     return out
 
 
-@pytest.mark.parametrize("source", ["q4f32_1", "gguf-Q4_1"])
-def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(source, tmp_path):
-    """q4f32_1 exercises the symmetric 4-bit kernels; the GGUF mode Q4_1 matrices and the Q8_0 embedding/LM head."""
+@pytest.mark.parametrize("source,isa", [("q4f32_1", "simd128"), ("gguf-Q4_1", "simd128"), ("gguf-Q4_1", "relaxed-simd")])
+def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(source, isa, tmp_path):
+    """q4f32_1 exercises the symmetric 4-bit kernels; the GGUF mode Q4_1 matrices and the Q8_0 embedding/LM head.
+
+    The kernels round each matrix product's input to 8-bit blocks of 32 (llama.cpp's rule): the logits are checked
+    against the reference doing the same (``activations="q8"``) and the float one (tolerances in
+    ``reference.check_integer_activation_logits``).
+    For the relaxed-SIMD build the x86 stand-in for ``relaxed_dot_i8x16_i7x16_add_s`` (pmaddubsw + pmaddwd) runs
+    the same arithmetic; the wasm instruction itself runs in the browser tests.
+    """
     tiny = TinyLlama.make(seed=1)
     if source.startswith("gguf"):
         ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type=source.split("-")[1]))
@@ -85,10 +124,14 @@ def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(sourc
         quant = as_quantization(source)
     ex = export_model(cfg, quant, tvm.target.Target({"kind": "llvm"}))
     records = list(param_records(ckpt, cfg, quant))
-    cpu_mod = specialize_for_cpu(ex.mod, tvm.target.Target({"kind": "llvm"}))
+    cpu_mod = specialize_for_cpu(ex.mod, tvm.target.Target(NATIVE), isa)
     replaced = [gv.name_hint for gv in ex.mod.get_global_vars()
                 if gv.name_hint.startswith("dequant_") and not cpu_mod[gv].same_as(ex.mod[gv])]
     assert any(n.startswith("dequant_take") for n in replaced) and any(n.startswith("dequant_lm_head") for n in replaced)
     got = _logits(cpu_mod, ex, list(cpu_param_records(records)), cfg)
-    want = LlamaReference(_hf_weights(dict(records), cfg, quant), tiny.config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
-    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+    weights = _hf_weights(dict(records), cfg, quant)
+    # which products take byte blocks: 4-bit weights in the relaxed build (the GGUF's Q8_0 LM head takes 16 bits)
+    bits = 16 if isa == "simd128" else {"*": "int8x2", "lm_head": 16 if source.startswith("gguf") else "int8x2"}
+    want = LlamaReference(weights, tiny.config, activations=bits).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
+    exact = LlamaReference(weights, tiny.config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
+    check_integer_activation_logits(got, want, exact)

@@ -1,6 +1,7 @@
 // The page side of the engine: starts the worker from a Blob URL, installs model files, and turns the
 // worker's messages into the Engine interface. One engine per page, shared by every widget on it; it holds
 // several models at once within a memory budget, and every request names the model it is for.
+import { cpuBuildLabel, detectCpuBuild, type CpuBuild } from "./cpu/features";
 import { toEngineError } from "./errors";
 import { installModelFiles, recordFor } from "./model_files";
 import { modelBaseUrl } from "./kv_fit";
@@ -110,6 +111,27 @@ function checkFeatures(spec: ModelSpec, gpu: GPUInfo | null): void {
   );
 }
 
+/**
+ * A CPU spec narrowed to the library build this page's WebAssembly runs (relaxed SIMD where it validates, else
+ * SIMD128), the other build's file dropped so it is never copied in; the reason says which build and why.
+ */
+export function withCpuBuild(spec: ModelSpec, reason: string): { device: "cpu"; reason: string; spec: ModelSpec; cpu_build: CpuBuild } {
+  const build = detectCpuBuild();
+  if (build === null) {
+    throw new EngineError("bad-model", "this browser's WebAssembly has no SIMD, which the CPU path needs: use a browser " +
+      "from 2021 or later (Chrome 91, Firefox 89, Safari 16.4), or WebGPU.");
+  }
+  const relaxed = spec.lib_relaxed_simd;
+  const use = build === "relaxed-simd" && relaxed ? relaxed : spec.lib;
+  const drop = use === relaxed ? spec.lib : relaxed;
+  const files = spec.files?.filter((f) => f.name !== drop);
+  const cpu_build: CpuBuild = use === relaxed && relaxed ? "relaxed-simd" : "simd128";
+  const why = cpu_build === "relaxed-simd" ? "relaxed SIMD available"
+    : build === "relaxed-simd" ? "this model has no relaxed-SIMD build" : "no relaxed SIMD in this browser";
+  return { device: "cpu", reason: `${reason}; ${cpuBuildLabel(cpu_build)} (${why})`,
+    spec: { ...spec, lib: use, files, lib_relaxed_simd: undefined }, cpu_build };
+}
+
 export class WorkerEngine implements Engine {
   /** The model loaded last (requests that name no model go to it). */
   loaded: string | null = null;
@@ -199,7 +221,12 @@ export class WorkerEngine implements Engine {
    * and the CPU build (`spec.cpu`) when there is no adapter or it is a software fallback (SwiftShader: the
    * CPU's SIMD kernels are ~10x faster there).
    */
-  async chooseDevice(spec: ModelSpec): Promise<{ device: "webgpu" | "cpu"; reason: string; spec: ModelSpec }> {
+  async chooseDevice(spec: ModelSpec): Promise<{ device: "webgpu" | "cpu"; reason: string; spec: ModelSpec; cpu_build?: CpuBuild }> {
+    const choice = await this.chooseEngine(spec);
+    return choice.device === "cpu" ? withCpuBuild(choice.spec, choice.reason) : choice;
+  }
+
+  private async chooseEngine(spec: ModelSpec): Promise<{ device: "webgpu" | "cpu"; reason: string; spec: ModelSpec }> {
     const want = spec.device ?? "webgpu";
     if (want === "cpu") return { device: "cpu", reason: "device='cpu' was asked for", spec: spec.cpu ?? spec };
     let info: GPUInfo | null = null;
@@ -320,7 +347,7 @@ export class WorkerEngine implements Engine {
       this.gpu = r.gpu;
       const result: LoadResult = {
         model: r.model, gpu: r.gpu, load_s: (performance.now() - t0) / 1000, bytes_installed: installed,
-        device: choice.device, device_reason: choice.reason,
+        device: choice.device, device_reason: choice.reason, cpu_build: choice.cpu_build,
         schedule: choice.device === "webgpu" ? spec.schedule : undefined,
         dispatch: r.dispatch,
       };

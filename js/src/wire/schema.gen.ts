@@ -101,6 +101,7 @@ export interface ModelSpec {
   key?: string;
   /** Name of the model library (.wasm) among `files`. */
   lib?: string;
+  lib_relaxed_simd?: string;
   /** An MLC prebuilt model id (online: fetched from Hugging Face by the page). */
   prebuilt?: boolean;
   /** A model served over HTTP(S) in the Hugging Face layout... */
@@ -382,6 +383,7 @@ export interface ChatLoadResult {
   /** The GPU kernel schedule of the library that runs it (WebGPU only). */
   schedule: string | null;
   dispatch?: string;
+  cpu_build?: "relaxed-simd" | "simd128";
 }
 
 /**

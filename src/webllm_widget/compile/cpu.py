@@ -1,25 +1,32 @@
-"""The model on the page's CPU: wasm32 + SIMD128 target, SIMD-friendly weight layout and hand-scheduled kernels.
+"""The model on the page's CPU: wasm32 SIMD targets (SIMD128, relaxed SIMD), SIMD-friendly weight layout and
+hand-scheduled integer-dot kernels.
 
 The Llama module from :mod:`.model_lib` is exported for
-``{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+simd128"]}``; TVM already
-has CPU kernels for the paged KV cache and the sampling functions have CPU variants. What TVM
-leaves naive are the dequantizing matrix-vector products, which are nearly all of decode's
-work, and the dequantizing embedding lookup. This module replaces those with kernels written
-for one wasm thread and 128-bit SIMD:
+``{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+simd128"]}`` (and a second build with
+``"+relaxed-simd"``); TVM already has CPU kernels for the paged KV cache and the sampling functions have CPU
+variants. What TVM leaves naive are the dequantizing matrix-vector products, which are nearly all of decode's
+work, and the dequantizing embedding lookup. This module replaces those with kernels written in TIR for one wasm
+thread and 128-bit SIMD (the dot-product instructions through ``T.call_llvm_pure_intrin``, so TVM generates them;
+no hand-written wasm is needed):
 
 - **Layout.** 4-bit weights: each group of 32 elements is 16 bytes, byte ``i`` holding element ``i``
-  (low nibble) and element ``16 + i`` (high nibble), so an 8-byte load widened to 16-bit lanes
-  (``i16x8.load8x8_u``), one mask and one shift give 8 consecutive elements each. 8-bit weights keep
-  byte ``k`` = element ``k``. Shapes are unchanged: :func:`pack_for_cpu` repacks a ``q_weight``
-  record, :func:`cpu_param_records` a whole model.
-- **Kernels.** Integer dot products: per tile of tokens each group of 32 activations is scaled to
-  int16 (a high part and its rounding residue, ~30 bits together), and per output row and group the
-  raw weight integers meet them in ``i32x4.dot_i16x8_s`` instructions (8 products each); the scale,
-  the activation scale and the offset (``q_min``, or ``-7 s`` / ``-128 s``) are applied once per
-  group in float. Decode (one token) uses :func:`gemv_kernel`; prefill :func:`gemm_kernel`, which
-  decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens. Measured on SmolLM2-135M
-  decode (headless Chromium, one thread): ~22% more tokens per CPU-second than the float kernels
-  they replace (per-element shift/mask/convert/multiply/add on ``f32x4``).
+  (low nibble) and element ``16 + i`` (high nibble), so one mask and one shift of a 16-byte load give elements
+  0-15 and 16-31 as bytes (relaxed build), or of an 8-byte load widened to 16-bit lanes (``i16x8.load8x8_u``)
+  8 consecutive elements each (SIMD128 build). 8-bit weights keep byte ``k`` = element ``k``. Shapes are
+  unchanged: :func:`pack_for_cpu` repacks a ``q_weight`` record, :func:`cpu_param_records` a whole model. Both
+  builds read the same weights.
+- **Kernels.** llama.cpp's approach: per tile of tokens each group of 32 activations is rounded once to integers
+  with one scale (:func:`quantize_activations`), and per output row and group the raw weight integers meet them
+  in integer dot products; the weight scale times the activation scale, and the offset (``q_min``, or
+  ``-7 s`` / ``-128 s``) against the group's activation sum, are applied once per group in float. The relaxed
+  build (:data:`ISAS`) feeds 4-bit weights as the 7-bit operand of ``i32x4.relaxed_dot_i8x16_i7x16_add_s``
+  and activation bytes (16 products an instruction; a value byte and a residue byte, see :data:`XQ_MAX`); the
+  SIMD128 build, and 8-bit weights in both, use ``i32x4.dot_i16x8_s`` with 16-bit activations (8 products; as
+  fast as 8-bit ones there: :func:`activation_bits`). Both keep logits within ~0.005 of float. Decode (one token) uses :func:`gemv_kernel`, :data:`ROWS` output rows a step;
+  prefill :func:`gemm_kernel`, which decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens.
+- **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page validates a
+  tiny relaxed-SIMD module and loads the relaxed build where that works, the SIMD128 one elsewhere, and says which
+  (``js/src/engine/cpu/features.ts``).
 
 Example::
 
@@ -39,11 +46,13 @@ GROUP = 32
 LANES = 4
 
 
-def cpu_target():
-    """``tvm.target.Target`` for wasm32 with SIMD128 (host and device are the same)."""
+def cpu_target(isa: str = "simd128"):
+    """``tvm.target.Target`` for wasm32 with SIMD128, plus relaxed SIMD for ``isa="relaxed-simd"`` (host and
+    device are the same)."""
     import tvm
 
-    t = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": ["+simd128"]}
+    mattr = ["+simd128", "+relaxed-simd"] if _check_isa(isa) == "relaxed-simd" else ["+simd128"]
+    t = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm", "mattr": mattr}
     return tvm.target.Target(t, host=t)
 
 
@@ -110,27 +119,49 @@ def cpu_param_records(records: Iterable[tuple[str, np.ndarray]]) -> Iterator[tup
 # ---------------------------------------------------------------------------------------------
 # Kernels (one wasm thread, SIMD128)
 
-#: The 16-bit integer dot product (8 x int16 pairs -> 4 x int32 sums of adjacent products) by target:
+#: Instruction sets the CPU library is built for: ``simd128`` (every browser with wasm SIMD) and
+#: ``relaxed-simd`` (adds ``i32x4.relaxed_dot_i8x16_i7x16_add_s``, 16 byte products per instruction; Chrome 114+,
+#: Firefox 145+). The page picks the relaxed build when ``WebAssembly.validate`` accepts that instruction.
+ISAS = ("simd128", "relaxed-simd")
+#: The library file of each build in a CPU model folder (``model.wasm`` runs everywhere wasm SIMD does).
+LIBRARY_FILES = {"simd128": "model.wasm", "relaxed-simd": "model-relaxed-simd.wasm"}
+
+#: The 16-bit integer dot product (8 x int16 pairs -> 4 x int32 sums of adjacent products) by architecture:
 #: wasm ``i32x4.dot_i16x8_s``; x86's ``pmaddwd`` (same semantics) for the native kernel tests.
 DOT_INTRINSICS = {"wasm32": "llvm.wasm.dot", "x86_64": "llvm.x86.sse2.pmadd.wd"}
+#: wasm's 8-bit dot product with accumulate (relaxed SIMD): signed bytes times 7-bit bytes, 4 products per lane.
+RELAXED_DOT = "llvm.wasm.relaxed.dot.i8x16.i7x16.add.signed"
+#: x86's unsigned-by-signed byte product with pairwise add (the native stand-in for RELAXED_DOT in tests).
+X86_BYTE_DOT = "llvm.x86.ssse3.pmadd.ub.sw.128"
 
 
-def dot_intrinsic(target=None) -> str:
-    """The LLVM intrinsic for the int16 dot product on ``target`` (default: wasm32, the page's CPU)."""
+def _arch(target=None) -> str:
+    """``"wasm32"`` or ``"x86_64"``: whose dot instructions the kernels call (default: the page's wasm32)."""
     if target is None:
-        return DOT_INTRINSICS["wasm32"]
+        return "wasm32"
     triple = str(target.attrs.get("mtriple", "")) if hasattr(target, "attrs") else str(target)
     if "wasm32" in triple:
-        return DOT_INTRINSICS["wasm32"]
+        return "wasm32"
     import platform
 
     arch = triple.split("-")[0] if triple else platform.machine().lower()
     if arch in ("x86_64", "amd64"):
-        return DOT_INTRINSICS["x86_64"]
+        return "x86_64"
     from ..errors import CompileError
 
-    raise CompileError(f"the CPU kernels have no int16 dot product for {arch or triple!r}; "
+    raise CompileError(f"the CPU kernels have no integer dot product for {arch or triple!r}; "
                        "they target wasm32 + SIMD128 (and x86-64 for native tests)")
+
+
+def dot_intrinsic(target=None) -> str:
+    """The LLVM intrinsic for the int16 dot product on ``target`` (default: wasm32, the page's CPU)."""
+    return DOT_INTRINSICS[_arch(target)]
+
+
+def _check_isa(isa: str) -> str:
+    if isa not in ISAS:
+        raise ValueError(f"CPU instruction set {isa!r} is not one of {', '.join(ISAS)}")
+    return isa
 
 
 def _layout(fmt: str) -> tuple[int, int, int]:
@@ -140,7 +171,7 @@ def _layout(fmt: str) -> tuple[int, int, int]:
     return bits, per_word, GROUP // (LANES * per_word)
 
 
-def gemv_kernel(fmt: str, k: int, n: int, dot: str | None = None):
+def gemv_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32"):
     """Decode's ``y[b, t, :] = x[b, t, :] @ W.T`` for W ``[n, k]`` stored in ``fmt``, as a TIR PrimFunc.
 
     Parameters, in the order the model's ``call_tir`` passes them: ``x`` ``[b, t, k]`` float32, the
@@ -152,7 +183,7 @@ def gemv_kernel(fmt: str, k: int, n: int, dot: str | None = None):
     if k % GROUP:
         raise ValueError(f"input features {k} is not a multiple of {GROUP}")
     if fmt != "f32":
-        return qmatmul_kernel(fmt, k, n, tile=1, dot=dot)
+        return qmatmul_kernel(fmt, k, n, tile=1, isa=isa, arch=arch)
 
     @T.prim_func(private=True, s_tir=True)
     def gemv_f32(var_x: T.handle, w: T.Buffer((n, k), "float32"), var_y: T.handle):
@@ -177,30 +208,72 @@ def gemv_kernel(fmt: str, k: int, n: int, dot: str | None = None):
     return gemv_f32
 
 
-#: Largest magnitude of the 16-bit activations: |w| <= 255 times this, twice per lane, four dots per
-#: group stays far inside int32.
-XQ_MAX = 32767.0
-#: The activations' rounding residue (|r| <= 0.5) is kept as a second int16 scaled by this: high + low
-#: parts carry ~30 bits, so the integer products lose nothing a float32 product would keep.
-LO_SCALE = 32768.0
+#: Activations are rounded per group of 32 to signed integers with one scale before the integer dot products, as
+#: llama.cpp does: ``d = amax / top``, ``v = x * (top / amax)``, ``q = round(v)`` (ties to even), ``x ~ d * q``.
+#: Two forms: ``"int16"`` (``top`` 32767) where the instruction takes int16 lanes (``i32x4.dot_i16x8_s``: the
+#: SIMD128 build, and 8-bit weights in both builds); ``"int8x2"`` where it takes bytes (relaxed SIMD, 4-bit
+#: weights): ``top`` 127 and a second byte for the rounding residue, ``r = round((v - q) * LO_SCALE)``, so
+#: ``x ~ d * (q + r / LO_SCALE)``. A single byte (llama.cpp's q8 blocks) moves SmolLM2's logits by up to ~1.2 and
+#: turns the built-in model's greedy answer to "What is the capital of France?" from "The capital of France is
+#: Paris." into "L'Étoile, la Mar..." (llama.cpp's own answer on one thread); the residue byte keeps ~15 bits, as
+#: close to float as int16 (logits within ~0.005), for two more byte dot products per group.
+ACTIVATIONS = ("int16", "int8x2")
+XQ_MAX = {"int16": 32767.0, "int8x2": 127.0}
+LO_SCALE = 254.0
 
 
-def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, dot: str | None = None):
-    """``y = x @ W.T`` for quantized W (layout of :func:`pack_for_cpu`) with 16-bit integer dot products.
+def activation_bits(fmt: str, isa: str) -> str:
+    """The activation form (:data:`ACTIVATIONS`) a product of ``fmt`` weights uses in the ``isa`` build."""
+    return "int8x2" if _check_isa(isa) == "relaxed-simd" and _bits(fmt) == 4 else "int16"
 
-    Per tile of ``tile`` tokens, each group of 32 activations is scaled by ``32767 / amax`` and split into
-    two int16 parts, the rounded value and its rounding residue times :data:`LO_SCALE` (~30 bits together:
-    as exact as float32), keeping the group's sum for the offset term. Per output row and group the raw
-    weight integers (widened to int16 by the load, unpacked once) meet each part in four ``dot``
-    instructions of 8 pairs each; ``scale * x_scale`` is applied once per group in float, the offset
-    (``q_min``, ``-7 s`` or ``-128 s``) against the group's activation sum. Weights are decoded once per tile of tokens,
-    so prefill uses ``tile`` > 1 (a last partial tile repeats the last token: same values rewritten).
+
+def quantize_activations(x: np.ndarray, form: str = "int16") -> tuple[np.ndarray, np.ndarray]:
+    """The activations' integer blocks the kernels compute with, as ``(q int32 [..., k], d float32 [..., k // 32])``
+    with ``x ~ d * q`` (``int8x2``: ``q = hi * LO_SCALE + lo`` and ``d`` divided by LO_SCALE).
+
+    Written from the same rule as the kernels (float32 throughout), for references and tests.
+    """
+    top = np.float32(XQ_MAX[form])
+    x = np.asarray(x, dtype=np.float32)
+    g = x.reshape(*x.shape[:-1], -1, GROUP)
+    amax = np.abs(g).max(axis=-1)
+    inv = np.where(amax > 0, top / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    v = (g * inv[..., None]).astype(np.float32)
+    q = np.rint(v)
+    d = (amax / top).astype(np.float32)
+    if form == "int8x2":
+        lo = np.rint((v - q).astype(np.float32) * np.float32(LO_SCALE))
+        q = q * LO_SCALE + lo
+        d = (d / np.float32(LO_SCALE)).astype(np.float32)
+    return q.astype(np.int32).reshape(x.shape), d
+
+
+#: Output rows the decode kernel computes per step (sharing the activation loads).
+ROWS = 2
+
+
+def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128", arch: str = "wasm32"):
+    """``y = x @ W.T`` for quantized W (layout of :func:`pack_for_cpu`) with integer activations and integer dots.
+
+    Per tile of ``tile`` tokens, each group of 32 activations becomes integers and a scale
+    (:func:`quantize_activations`), keeping the group's sum for the offset term. Per output row and group the raw
+    weight integers meet them in integer dot products, and ``scale * x_scale`` is applied once per group in float;
+    the offset (``q_min``, or ``-7 s`` / ``-128 s``) goes against the group's activation sum. Weights are decoded
+    once per tile of tokens, so prefill uses ``tile`` > 1 (a last partial tile repeats the last token: same values
+    rewritten).
+
+    ``isa="simd128"``: 16-bit activations and weights widened to int16, ``i32x4.dot_i16x8_s`` (8 products each).
+    ``isa="relaxed-simd"``: 4-bit weights are 7-bit operands as they stand, so with activation bytes one
+    ``i32x4.relaxed_dot_i8x16_i7x16_add_s`` does 16 products (twice: value and residue byte, ``int8x2``); 8-bit
+    weights (0..255 stored) are not 7-bit, and take the int16 path (:func:`activation_bits`). ``arch="x86_64"``
+    builds the same arithmetic from x86 instructions for native tests.
     """
     from tvm.script import tirx as T
 
     if k % GROUP:
         raise ValueError(f"input features {k} is not a multiple of {GROUP}")
-    intrin = dot or dot_intrinsic()
+    _check_isa(isa)
+    idot_name = DOT_INTRINSICS[arch]
     bits = _bits(fmt)
     groups = k // GROUP
     words = k * bits // 32
@@ -210,16 +283,42 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, dot: str | None = No
     has_min = fmt == "q4_1"
     off = -7.0 if fmt == "q4" else -128.0
     four = bits == 4
+    act8 = activation_bits(fmt, isa) == "int8x2"  # bytes into relaxed_dot; otherwise int16 lanes into dot_i16x8_s
+    xdtype = "int8" if act8 else "int16"
+    xmax = XQ_MAX[activation_bits(fmt, isa)]
+    parts = 2 if act8 else 1  # int8x2: the rounded value and its residue times LO_SCALE
+    dscale = 1.0 / LO_SCALE if act8 else 1.0
+    # Output rows per step: decode takes ROWS rows at once (each activation load and loop step serves them all);
+    # prefill's tile of tokens already shares each decoded weight group.
+    rr = ROWS if tile == 1 and n % ROWS == 0 else 1
 
-    def dot4(wv, xq, u, part, g):
-        """Sum of the 4 dot instructions of one group: 32 weights against 32 activations (one 15-bit part)."""
-        return (T.call_llvm_pure_intrin("int32x4", intrin, wv[0, T.Ramp(0, 1, 8)], xq[u, part, T.Ramp(g * GROUP, 1, 8)])
-                + T.call_llvm_pure_intrin("int32x4", intrin, wv[1, T.Ramp(0, 1, 8)],
-                                          xq[u, part, T.Ramp(g * GROUP + 8, 1, 8)])
-                + T.call_llvm_pure_intrin("int32x4", intrin, wv[2, T.Ramp(0, 1, 8)],
-                                          xq[u, part, T.Ramp(g * GROUP + 16, 1, 8)])
-                + T.call_llvm_pure_intrin("int32x4", intrin, wv[3, T.Ramp(0, 1, 8)],
-                                          xq[u, part, T.Ramp(g * GROUP + 24, 1, 8)]))
+    def idot(a, b):
+        return T.call_llvm_pure_intrin("int32x4", idot_name, a, b)
+
+    def rdot(a, b, c):
+        """relaxed_dot_i8x16_i7x16_add_s(a signed bytes, b 7-bit bytes, c)."""
+        if arch == "wasm32":
+            return T.call_llvm_pure_intrin("int32x4", RELAXED_DOT, a, b, c)
+        pairs = T.call_llvm_pure_intrin("int16x8", X86_BYTE_DOT, b, a)
+        return idot(pairs, T.Broadcast(T.int16(1), 8)) + c
+
+    def x16(xq, u, at):
+        """8 activations as int16 lanes."""
+        return xq[u, 0, T.Ramp(at, 1, 8)]
+
+    def dot_group(wv, wb, xq, r, u, g):
+        """Integer dot of one group of row ``r``: 32 weights against 32 activations (int32x4 partial sums)."""
+        if act8:
+            zero = T.Broadcast(T.int32(0), 4)
+            hi = rdot(xq[u, 0, T.Ramp(g * GROUP + 16, 1, 16)], wb[r, 1, T.Ramp(0, 1, 16)],
+                      rdot(xq[u, 0, T.Ramp(g * GROUP, 1, 16)], wb[r, 0, T.Ramp(0, 1, 16)], zero))
+            lo = rdot(xq[u, 1, T.Ramp(g * GROUP + 16, 1, 16)], wb[r, 1, T.Ramp(0, 1, 16)],
+                      rdot(xq[u, 1, T.Ramp(g * GROUP, 1, 16)], wb[r, 0, T.Ramp(0, 1, 16)], zero))
+            return hi * T.Broadcast(T.int32(int(LO_SCALE)), 4) + lo
+        return (idot(wv[r, 0, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP))
+                + idot(wv[r, 1, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 8))
+                + idot(wv[r, 2, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 16))
+                + idot(wv[r, 3, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 24)))
 
     @T.macro
     def body(x, w, s, m, y, b, t):
@@ -229,57 +328,68 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, dot: str | None = No
                 T.reads(x[vb, 0:t, 0:k], w[0:n, 0:words], s[0:n, 0:groups])
                 T.writes(y[vb, 0:t, 0:n])
                 w8 = T.decl_buffer((n * rowbytes,), "uint8", data=w.data)
-                xq = T.sblock_alloc_buffer((tt, 2, k), "int16")  # activations: high and low 15 bits
+                xq = T.sblock_alloc_buffer((tt, parts, k), xdtype)  # activations: int16, or int8 value + residue
                 xd = T.sblock_alloc_buffer((tt, groups), "float32")  # activation scale per group
                 xsum = T.sblock_alloc_buffer((tt, groups), "float32")  # sum of the quantized activations
                 red = T.sblock_alloc_buffer((3,), "float32")
-                acc = T.sblock_alloc_buffer((tt, LANES), "float32")
-                tail = T.sblock_alloc_buffer((tt,), "float32")
-                wv = T.sblock_alloc_buffer((4, 8), "int16")
+                isum = T.sblock_alloc_buffer((1,), "int32")
+                acc = T.sblock_alloc_buffer((rr, tt, LANES), "float32")
+                tail = T.sblock_alloc_buffer((rr, tt), "float32")
+                wv = T.sblock_alloc_buffer((rr, 4, 8), "int16")
+                wb = T.sblock_alloc_buffer((rr, 2, 16), "uint8")
                 for tb in T.serial((t + tt - 1) // tt):
                     for u, g in T.grid(tt, groups):
                         red[0] = T.float32(0)
                         for i in T.serial(GROUP):
                             red[0] = T.max(red[0], T.fabs(x[vb, T.min(tb * tt + u, t - 1), g * GROUP + i]))
-                        xd[u, g] = red[0] / T.float32(XQ_MAX)
-                        red[1] = T.Select(red[0] > T.float32(0), T.float32(XQ_MAX) / red[0], T.float32(0))
-                        red[0] = T.float32(0)
+                        xd[u, g] = red[0] / T.float32(xmax) * T.float32(dscale)
+                        red[1] = T.Select(red[0] > T.float32(0), T.float32(xmax) / red[0], T.float32(0))
+                        isum[0] = 0
                         for i in T.serial(GROUP):
                             red[2] = x[vb, T.min(tb * tt + u, t - 1), g * GROUP + i] * red[1]
-                            xq[u, 0, g * GROUP + i] = T.Cast("int16", T.round(red[2]))
-                            xq[u, 1, g * GROUP + i] = T.Cast("int16", T.round(
-                                (red[2] - T.Cast("float32", xq[u, 0, g * GROUP + i])) * T.float32(LO_SCALE)))
-                            red[0] = red[0] + T.Cast("float32", xq[u, 0, g * GROUP + i]) \
-                                + T.Cast("float32", xq[u, 1, g * GROUP + i]) * T.float32(1.0 / LO_SCALE)
-                        xsum[u, g] = red[0] * xd[u, g]
-                    for row in T.serial(n):
-                        for u in T.unroll(tt):
-                            acc[u, T.Ramp(0, 1, LANES)] = T.Broadcast(T.float32(0), LANES)
-                            tail[u] = T.float32(0)
-                        for g in T.serial(groups):
-                            if four:
-                                lo = T.Cast("int16x8", w8[T.Ramp(row * rowbytes + g * gbytes, 1, 8)])
-                                hi = T.Cast("int16x8", w8[T.Ramp(row * rowbytes + g * gbytes + 8, 1, 8)])
-                                wv[0, T.Ramp(0, 1, 8)] = T.bitwise_and(lo, T.Broadcast(T.int16(15), 8))
-                                wv[1, T.Ramp(0, 1, 8)] = T.bitwise_and(hi, T.Broadcast(T.int16(15), 8))
-                                wv[2, T.Ramp(0, 1, 8)] = T.shift_right(lo, T.Broadcast(T.int16(4), 8))
-                                wv[3, T.Ramp(0, 1, 8)] = T.shift_right(hi, T.Broadcast(T.int16(4), 8))
+                            xq[u, 0, g * GROUP + i] = T.Cast(xdtype, T.round(red[2]))
+                            if act8:
+                                xq[u, parts - 1, g * GROUP + i] = T.Cast(xdtype, T.round(
+                                    (red[2] - T.Cast("float32", xq[u, 0, g * GROUP + i])) * T.float32(LO_SCALE)))
+                                isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + i]) * int(LO_SCALE) \
+                                    + T.Cast("int32", xq[u, parts - 1, g * GROUP + i])
                             else:
-                                for c in T.unroll(4):
-                                    wv[c, T.Ramp(0, 1, 8)] = T.Cast(
-                                        "int16x8", w8[T.Ramp(row * rowbytes + g * gbytes + c * 8, 1, 8)])
-                            for u in T.unroll(tt):
-                                acc[u, T.Ramp(0, 1, LANES)] = acc[u, T.Ramp(0, 1, LANES)] + (
-                                    T.Cast("float32x4", dot4(wv, xq, u, 0, g)) + T.Cast("float32x4", dot4(wv, xq, u, 1, g))
-                                    * T.Broadcast(T.float32(1.0 / LO_SCALE), LANES)
-                                ) * T.Broadcast(s[row, g] * xd[u, g], LANES)
-                                if has_min:
-                                    tail[u] = tail[u] + m[row, g] * xsum[u, g]
+                                isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + i])
+                        xsum[u, g] = T.Cast("float32", isum[0]) * xd[u, g]
+                    for rb in T.serial(n // rr):
+                        for r, u in T.grid(rr, tt):
+                            acc[r, u, T.Ramp(0, 1, LANES)] = T.Broadcast(T.float32(0), LANES)
+                            tail[r, u] = T.float32(0)
+                        for g in T.serial(groups):
+                            for r in T.unroll(rr):
+                                if act8:
+                                    v = w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes, 1, 16)]
+                                    wb[r, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(v, T.Broadcast(T.uint8(15), 16))
+                                    wb[r, 1, T.Ramp(0, 1, 16)] = T.shift_right(v, T.Broadcast(T.uint8(4), 16))
+                                elif four:
+                                    lo = T.Cast("int16x8", w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes, 1, 8)])
+                                    hi = T.Cast("int16x8", w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes + 8, 1, 8)])
+                                    wv[r, 0, T.Ramp(0, 1, 8)] = T.bitwise_and(lo, T.Broadcast(T.int16(15), 8))
+                                    wv[r, 1, T.Ramp(0, 1, 8)] = T.bitwise_and(hi, T.Broadcast(T.int16(15), 8))
+                                    wv[r, 2, T.Ramp(0, 1, 8)] = T.shift_right(lo, T.Broadcast(T.int16(4), 8))
+                                    wv[r, 3, T.Ramp(0, 1, 8)] = T.shift_right(hi, T.Broadcast(T.int16(4), 8))
                                 else:
-                                    tail[u] = tail[u] + s[row, g] * T.float32(off) * xsum[u, g]
+                                    for c in T.unroll(4):
+                                        wv[r, c, T.Ramp(0, 1, 8)] = T.Cast(
+                                            "int16x8", w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes + c * 8, 1, 8)])
+                            for u in T.unroll(tt):
+                                for r in T.unroll(rr):
+                                    acc[r, u, T.Ramp(0, 1, LANES)] = acc[r, u, T.Ramp(0, 1, LANES)] + T.Cast(
+                                        "float32x4", dot_group(wv, wb, xq, r, u, g)) * T.Broadcast(
+                                        s[rb * rr + r, g] * xd[u, g], LANES)
+                                    if has_min:
+                                        tail[r, u] = tail[r, u] + m[rb * rr + r, g] * xsum[u, g]
+                                    else:
+                                        tail[r, u] = tail[r, u] + s[rb * rr + r, g] * T.float32(off) * xsum[u, g]
                         for u in T.unroll(tt):
-                            y[vb, T.min(tb * tt + u, t - 1), row] = (acc[u, 0] + acc[u, 1] + acc[u, 2] + acc[u, 3]
-                                                                    + tail[u])
+                            for r in T.unroll(rr):
+                                y[vb, T.min(tb * tt + u, t - 1), rb * rr + r] = (
+                                    acc[r, u, 0] + acc[r, u, 1] + acc[r, u, 2] + acc[r, u, 3] + tail[r, u])
 
     if has_min:
         @T.prim_func(private=True, s_tir=True)
@@ -392,14 +502,16 @@ def _format_of(params_sinfo: list, k: int) -> str:
     return "q4" if words * 8 == k else "q8_0"
 
 
-def specialize_for_cpu(mod, target=None):
+def specialize_for_cpu(mod, target=None, isa: str = "simd128"):
     """Replace the model's dequantizing matmul/embedding PrimFuncs by the SIMD kernels above.
 
     The kernels read weights in the layout of :func:`pack_for_cpu`, so the parameters must come through
-    :func:`cpu_param_records`. Shapes and formats are read off each ``call_tir`` site. ``target`` picks the
-    integer dot instruction (:func:`dot_intrinsic`): the page's wasm32 by default, x86-64 for native tests.
+    :func:`cpu_param_records`. Shapes and formats are read off each ``call_tir`` site. ``isa`` picks the
+    kernels' instruction set (:data:`ISAS`), ``target`` the architecture whose instructions carry it: the page's
+    wasm32 by default, x86-64 for native tests.
     """
-    dot = dot_intrinsic(target)
+    arch = _arch(target)
+    _check_isa(isa)
     import tvm
     from tvm import relax
 
@@ -427,8 +539,8 @@ def specialize_for_cpu(mod, target=None):
                 k = int(dims[-1])
                 n = int(expr.ty_args[0].shape.values[-1])
                 one_token = isinstance(dims[1], tvm.tirx.IntImm) and int(dims[1]) == 1
-                found[gv] = (gemv_kernel(_format_of(params, k), k, n, dot) if one_token
-                             else gemm_kernel(_format_of(params, k), k, n, dot))
+                found[gv] = (gemv_kernel(_format_of(params, k), k, n, isa=isa, arch=arch) if one_token
+                             else gemm_kernel(_format_of(params, k), k, n, isa=isa, arch=arch))
 
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
@@ -439,20 +551,21 @@ def specialize_for_cpu(mod, target=None):
     return mod
 
 
-def library_key(config, quantization) -> str:
-    """Content key of a CPU model library: model shape, quantization, kernels, ABI and TVM version (:mod:`.keys`)."""
+def library_key(config, quantization, isa: str = "simd128") -> str:
+    """Content key of a CPU model library: model shape, quantization, instruction set, kernels, ABI and TVM version
+    (:mod:`.keys`)."""
     from .keys import cpu_library_key
 
-    return cpu_library_key(config, quantization)
+    return cpu_library_key(config, quantization, isa=_check_isa(isa))
 
 
-def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool = True,
+def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd128", use_cache: bool = True,
                       progress: bool = True) -> Path:
     """Compile and link the model library for the page's CPU; return the path of the cached ``.wasm``.
 
     ``config`` is a family's config (e.g. :class:`.arch.llama.config.LlamaConfig`, or an HF-style dict),
-    ``quantization`` a mode name or the :class:`.quant.modes.Quantization` from ``ggml_quantization``.
-    Its weights must be written through :func:`cpu_param_records`. Cached under ``cache_dir()/model-libs-cpu/``.
+    ``quantization`` a mode name or the :class:`.quant.modes.Quantization` from ``ggml_quantization``, ``isa``
+    one of :data:`ISAS` (the same weights serve both builds). Its weights must be written through :func:`cpu_param_records`. Cached under ``cache_dir()/model-libs-cpu/``.
     Raises :class:`CompileError` for ``q4f16_1`` (float16 compute has no use on the CPU) and
     when TVM or the link fails.
     """
@@ -468,12 +581,13 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool 
     if quant.compute_dtype != "float32":
         raise CompileError(f"quantization {quant.name} computes in {quant.compute_dtype}; the CPU target "
                            "runs float32: use q4f32_1, ggml (GGUF input) or q0f32.")
-    out = cache_dir() / "model-libs-cpu" / f"{library_key(cfg, quant)}.wasm"
+    out = cache_dir() / "model-libs-cpu" / f"{library_key(cfg, quant, isa)}.wasm"
     if use_cache and out.is_file():
         return out
-    exported = export_model(cfg, quant, cpu_target())
-    mod = specialize_for_cpu(exported.mod, cpu_target())
-    ex = compile_module(mod, target=cpu_target())
+    target = cpu_target(isa)
+    exported = export_model(cfg, quant, target)
+    mod = specialize_for_cpu(exported.mod, target, isa)
+    ex = compile_module(mod, target=target)
     tmp = out.with_suffix(".linking.wasm")
     link_executable(ex, tmp, target="cpu", use_cache=use_cache, progress=progress)
     atomic_write_bytes(out, tmp.read_bytes())
@@ -485,9 +599,9 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, use_cache: bool 
 TOKEN_TILE = 4
 
 
-def gemm_kernel(fmt: str, k: int, n: int, dot: str | None = None):
+def gemm_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32"):
     """Prefill's ``y = x @ W.T`` for ``t`` tokens: :func:`qmatmul_kernel` with :data:`TOKEN_TILE` tokens per
     decoded weight group (``f32`` weights: the decode kernel, token by token)."""
     if fmt == "f32":
         return gemv_kernel(fmt, k, n)
-    return qmatmul_kernel(fmt, k, n, tile=TOKEN_TILE, dot=dot)
+    return qmatmul_kernel(fmt, k, n, tile=TOKEN_TILE, isa=isa, arch=arch)

@@ -32,7 +32,9 @@ __all__ = ["ABI_VERSION", "EXTRA", "compiler_available", "require_compiler", "tv
 #: Bump when the generated code changes in a way the content hash cannot see.
 ABI_VERSION = "1"
 #: Bump when the CPU kernels (compile/cpu.py) or their weight layout change.
-CPU_KERNELS_VERSION = "3"
+CPU_KERNELS_VERSION = "7"
+#: The CPU library's builds (compile/cpu.py ISAS), each with its own key.
+CPU_ISAS = ("simd128", "relaxed-simd")
 #: What a user installs to compile.
 EXTRA = "webllm-widget[compile]"
 _HERE = Path(__file__).parent
@@ -93,12 +95,15 @@ def model_library_key(config: Any, quantization: Any, target: str, schedule: str
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def cpu_library_key(config: Any, quantization: Any, *, tvm: str | None = None) -> str:
-    """Content key of a CPU model library: model shape, quantization, kernels, ABI and TVM version."""
+def cpu_library_key(config: Any, quantization: Any, *, isa: str = "simd128", tvm: str | None = None) -> str:
+    """Content key of a CPU model library: model shape, quantization, instruction set (``simd128`` or
+    ``relaxed-simd``), kernels, ABI and TVM version."""
     from .quant.modes import as_quantization
 
+    if isa not in CPU_ISAS:
+        raise ValueError(f"CPU instruction set {isa!r} is not one of {', '.join(CPU_ISAS)}")
     blob = json.dumps({"config": config.to_dict(), "quant": as_quantization(quantization).key(),
-                       "target": "wasm32-simd128", "kernels": CPU_KERNELS_VERSION, "abi": ABI_VERSION,
+                       "target": f"wasm32-{isa}", "kernels": CPU_KERNELS_VERSION, "abi": ABI_VERSION,
                        "tvm": tvm or tvm_version()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -113,10 +118,12 @@ def cpu_cache_entry(key: str) -> Path:
     return cache_dir() / "model-libs-cpu" / f"{key}.wasm"
 
 
-def cached_library(config: Any, quantization: Any, device: str, schedule: str = "auto") -> Path | None:
-    """The cached ``.wasm`` of this model's library for ``device`` (``"webgpu"``/``"cpu"``), or None."""
+def cached_library(config: Any, quantization: Any, device: str, schedule: str = "auto",
+                   isa: str = "simd128") -> Path | None:
+    """The cached ``.wasm`` of this model's library for ``device`` (``"webgpu"``/``"cpu"``; on the CPU, of the
+    ``isa`` build), or None."""
     if device == "cpu":
-        p = cpu_cache_entry(cpu_library_key(config, quantization))
+        p = cpu_cache_entry(cpu_library_key(config, quantization, isa=isa))
         return p if p.is_file() else None
     entry = webgpu_cache_entry(model_library_key(config, quantization, device, schedule))
     return entry / "model.wasm" if (entry / "model.wasm").is_file() and (entry / "info.json").is_file() else None

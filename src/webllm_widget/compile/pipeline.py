@@ -307,6 +307,11 @@ def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], 
     cached = cached_library(cfg, quant, device, schedule)
     if cached is not None and not compiler_available():  # from the wheel's packaged libraries: no TVM here
         shutil.copyfile(cached, dest)
+        relaxed = cached_library(cfg, quant, device, isa="relaxed-simd") if device == "cpu" else None
+        if relaxed is not None:  # the CPU's relaxed-SIMD build, when the wheel carries it too
+            from .cpu import LIBRARY_FILES
+
+            shutil.copyfile(relaxed, dest.with_name(LIBRARY_FILES["relaxed-simd"]))
         return
     try:
         from .model_lib import build_model_library
@@ -314,9 +319,13 @@ def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], 
         raise CompileError(f"the model library builder is not available ({e}). Reinstall webllm-widget "
                            "with its apache-tvm dependency.") from e
     try:
-        if device == "cpu":  # wasm32 + SIMD128 kernels and layout: compile/cpu.py
-            from .cpu import build_cpu_library
+        if device == "cpu":  # wasm32 SIMD128 kernels and layout (compile/cpu.py), plus the relaxed-SIMD build beside it
+            from .cpu import ISAS, LIBRARY_FILES, build_cpu_library
 
+            for isa in ISAS:
+                if LIBRARY_FILES[isa] != dest.name:
+                    shutil.copyfile(build_cpu_library(cfg, quant, isa=isa, progress=progress),
+                                    dest.with_name(LIBRARY_FILES[isa]))
             lib = build_cpu_library(cfg, quant, progress=progress)
         else:
             lib = build_model_library(cfg, quant, DEVICES[device], schedule=schedule, progress=progress)

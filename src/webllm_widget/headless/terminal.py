@@ -98,7 +98,7 @@ async def _chat(args) -> int:
             ", from the page's cache"
         print(f"loaded {info['model']} in {info['load_s']:.1f} s{sent}", file=sys.stderr)
         if info.get("device"):  # which engine runs it (device="auto" picks the CPU on a software adapter)
-            print(f"running on {'the CPU (WebAssembly SIMD)' if info['device'] == 'cpu' else 'WebGPU'}: "
+            print(f"running on {'the CPU (WebAssembly ' + ('relaxed SIMD' if info.get('cpu_build') == 'relaxed-simd' else 'SIMD128') + ')' if info['device'] == 'cpu' else 'WebGPU'}: "
                   f"{info.get('device_reason', '')}", file=sys.stderr)
         history: list[dict] = [{"role": "system", "content": system}] if system else []
 

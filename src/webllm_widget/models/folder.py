@@ -14,6 +14,9 @@ from ..cache import sha256_file
 from ..errors import BadArtifact, BadModel
 from ..wire.schema import BlobRef, ModelSpec
 
+#: A CPU model folder's relaxed-SIMD library, beside its model.wasm (compile/cpu.py LIBRARY_FILES).
+RELAXED_SIMD_LIBRARY = "model-relaxed-simd.wasm"
+
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
@@ -46,7 +49,9 @@ def folder_model(folder: str | os.PathLike, model_id: str | None = None) -> Fold
     folder = Path(folder)
     if not (folder / "mlc-chat-config.json").exists():
         raise BadModel(f"{folder} is not a model folder: mlc-chat-config.json is missing")
-    libs = sorted(folder.glob("*.wasm"))
+    # A CPU folder also holds its relaxed-SIMD build (the page picks it where WebAssembly has relaxed SIMD).
+    relaxed = RELAXED_SIMD_LIBRARY
+    libs = sorted(p for p in folder.glob("*.wasm") if p.name != relaxed)
     if len(libs) != 1:
         raise BadModel(f"{folder} must hold exactly one model library (.wasm), found {len(libs)}")
     # A folder built by compile.pipeline lists every file's sha256 in manifest.json: no need to re-read them.
@@ -68,7 +73,8 @@ def folder_model(folder: str | os.PathLike, model_id: str | None = None) -> Fold
         files.append(BlobRef(name=p.name, sha256=sha, size=size))
         paths[sha] = p
     key = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:32]
-    spec = ModelSpec(id=model_id or folder.name, files=files, key=key, lib=libs[0].name)
+    spec = ModelSpec(id=model_id or folder.name, files=files, key=key, lib=libs[0].name,
+                     **({"lib_relaxed_simd": relaxed} if (folder / relaxed).is_file() else {}))
     return FolderModel(folder, spec, paths)
 
 

@@ -2,7 +2,7 @@
 
 At wheel build time (``hatch_build.py``) :func:`build_packaged_libraries` compiles the built-in model's
 WebGPU libraries (the default ``"auto"`` schedule, and ``"fallback"``, which the page picks on software
-adapters such as SwiftShader) and its CPU library and writes them, with ``index.json``, to
+adapters such as SwiftShader) and its two CPU libraries (SIMD128 and relaxed SIMD) and writes them, with ``index.json``, to
 ``webllm_widget/models/libs/`` inside the wheel. At run time :func:`seed_cache` copies a packaged library
 into the compiler's cache when its content key matches the one the installed compiler computes (TVM
 version, model config, quantization, compiler sources, ABI), so the model folder build finds it there
@@ -48,14 +48,15 @@ def _config_and_quant(gguf: str | os.PathLike) -> tuple[Any, Any]:
 def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
     """Content keys of the built-in model's libraries as the installed compiler computes them.
 
-    ``{"webgpu": ..., "webgpu-fallback": ..., "cpu": ...}``; the same keys name the compiler's cache entries.
+    ``{"webgpu": ..., "webgpu-fallback": ..., "cpu": ..., "cpu-relaxed-simd": ...}``; the same keys name the
+    compiler's cache entries.
     """
     from ..compile.keys import cpu_library_key, model_library_key
 
     cfg, quant = _config_and_quant(gguf)
     return {"webgpu": model_library_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
             "webgpu-fallback": model_library_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE),
-            "cpu": cpu_library_key(cfg, quant)}
+            "cpu": cpu_library_key(cfg, quant), "cpu-relaxed-simd": cpu_library_key(cfg, quant, isa="relaxed-simd")}
 
 
 def _webgpu_cache_entry(key: str) -> Path:
@@ -70,7 +71,8 @@ def _cpu_cache_entry(key: str) -> Path:
     return cpu_cache_entry(key)  # cpu.build_cpu_library's cache layout
 
 
-def seed_cache(gguf: str | os.PathLike, devices: tuple[str, ...] = ("webgpu", "webgpu-fallback", "cpu"),
+def seed_cache(gguf: str | os.PathLike,
+               devices: tuple[str, ...] = ("webgpu", "webgpu-fallback", "cpu", "cpu-relaxed-simd"),
                libs_dir: Path | None = None) -> dict[str, bool]:
     """Copy the wheel's libraries whose key matches the installed compiler's into its cache.
 
@@ -140,6 +142,9 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
     cpu_path = build_cpu_library(cfg, quant, progress=progress)
     cpu_file = f"cpu-{keys['cpu']}.wasm"
     shutil.copyfile(cpu_path, out / cpu_file)
+    relaxed_path = build_cpu_library(cfg, quant, isa="relaxed-simd", progress=progress)
+    relaxed_file = f"cpu-relaxed-simd-{keys['cpu-relaxed-simd']}.wasm"
+    shutil.copyfile(relaxed_path, out / relaxed_file)
 
     index = {
         "model": BUILTIN_NAME, "source": DEFAULT_WHEEL, "member": DEFAULT_GGUF_MEMBER,
@@ -150,6 +155,8 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
             "webgpu-fallback": {"key": keys["webgpu-fallback"], "file": fb_file, "schedule": FALLBACK_SCHEDULE,
                                 "sha256": cache.sha256_file(out / fb_file), "info": fb_info},
             "cpu": {"key": keys["cpu"], "file": cpu_file, "sha256": cache.sha256_file(out / cpu_file)},
+            "cpu-relaxed-simd": {"key": keys["cpu-relaxed-simd"], "file": relaxed_file,
+                                 "sha256": cache.sha256_file(out / relaxed_file)},
         },
     }
     (out / INDEX).write_text(json.dumps(index, indent=1))

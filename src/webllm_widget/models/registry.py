@@ -68,7 +68,7 @@ def default(gguf: str | os.PathLike | None = None, *, quantization: Any = None, 
     source = default_gguf(gguf, progress=progress)
     q = getattr(quantization, "name", quantization)
     if q in (None, "ggml") and device == "cpu":
-        packaged.seed_cache(source, ("cpu",))
+        packaged.seed_cache(source, ("cpu", "cpu-relaxed-simd"))
     elif q in (None, "ggml") and schedule in (packaged.WEBGPU_SCHEDULE, packaged.FALLBACK_SCHEDULE):
         packaged.seed_cache(source, ("webgpu" if schedule == packaged.WEBGPU_SCHEDULE else "webgpu-fallback",))
     return build_model_folder(source, quantization=quantization, device=device, out=out, progress=progress,
@@ -96,7 +96,9 @@ def resolve(model: str | os.PathLike | None = None, *, progress: bool = True, sc
                            model_lib=lib or f"{url}/resolve/main/model.wasm")
     p = Path(text).expanduser()
     if p.is_dir() and (p / "mlc-chat-config.json").exists():
-        libs = sorted(p.glob("*.wasm"))
+        from .folder import RELAXED_SIMD_LIBRARY  # a CPU folder's relaxed-SIMD build sits beside model.wasm
+
+        libs = sorted(f for f in p.glob("*.wasm") if f.name != RELAXED_SIMD_LIBRARY)
         if len(libs) != 1:
             raise BadModel(f"{p}: a model folder needs exactly one model library (.wasm), found {len(libs)}. "
                            "Rebuild it with `webllm-widget build`.")

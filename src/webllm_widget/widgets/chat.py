@@ -108,7 +108,8 @@ class Chat(anywidget.AnyWidget):
                          "'webgpu' or 'cpu'").tag(sync=True)
     backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why, "
                      "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters), "
-                     "'dispatch': how kernels reach the GPU ('batched', or 'upstream: why')}").tag(sync=True)
+                     "'dispatch': how kernels reach the GPU ('batched', or 'upstream: why'), "
+                     "'cpu_build': on the CPU, 'relaxed-simd' (8-bit dot products) or 'simd128'}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
     notice = t.Unicode(help="the page's last word about this chat's model: unloaded to make room for another "
                        "model, or loaded again for an answer; empty when none").tag(sync=True)
@@ -239,9 +240,12 @@ class Chat(anywidget.AnyWidget):
         g = msg.get("gpu") or {}
         name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
         self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or "",
-                        "schedule": msg.get("schedule"), "dispatch": msg.get("dispatch")}
+                        "schedule": msg.get("schedule"), "dispatch": msg.get("dispatch"),
+                        "cpu_build": msg.get("cpu_build")}
         if self.backend["device"] == "cpu":
-            self.gpu = f"CPU (WebAssembly SIMD) — {self.backend['reason']}"
+            build = ("WebAssembly relaxed SIMD, 8-bit dot products" if msg.get("cpu_build") == "relaxed-simd"
+                     else "WebAssembly SIMD128")
+            self.gpu = f"CPU ({build}) — {self.backend['reason']}"
         else:
             self.gpu = f"{name} (software)" if g.get("is_fallback") else name
             if msg.get("schedule") == "fallback":

@@ -255,6 +255,9 @@ class ModelSpec(Struct):
     files: NotRequired[list[BlobRef]]  # Local folder: every file with its hash.
     key: NotRequired[str]  # Hash of the folder's manifest: names the folder in the page's cache.
     lib: NotRequired[str]  # Name of the model library (.wasm) among `files`.
+    # A CPU folder's relaxed-SIMD build of the library among `files`: the page runs it where WebAssembly has relaxed
+    # SIMD (`lib` otherwise) and copies in only the one it runs.
+    lib_relaxed_simd: NotRequired[str]
     prebuilt: NotRequired[bool]  # An MLC prebuilt model id (online: fetched from Hugging Face by the page).
     url: NotRequired[str]  # A model served over HTTP(S) in the Hugging Face layout...
     lib_url: NotRequired[str]  # ... and its library's URL.
@@ -529,6 +532,8 @@ class ChatLoadResult(Message):
     # How kernels reach the GPU (WebGPU only): "batched" (the engine's dispatch, js/src/engine/dispatch.ts), or
     # "upstream: why" when tvmjs's own dispatch runs them (a runtime the engine does not know, or asked for).
     dispatch: NotRequired[str]
+    # On the CPU, which library build runs: "relaxed-simd" (8-bit dot products) or "simd128".
+    cpu_build: NotRequired[Literal["relaxed-simd", "simd128"]]
 
 
 class Ask(Message):

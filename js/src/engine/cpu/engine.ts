@@ -6,6 +6,7 @@
 // from webllm/config, the library from webllm/wasm, tokenizer and weights from webllm/model.
 import "@mlc-ai/web-tokenizers";
 import type { Tokenizer as TokenizerType } from "@mlc-ai/web-tokenizers";
+import { cpuBuildLabel } from "./features";
 import { CpuModel, CpuModelError } from "./model";
 import { renderPrompt, type ConvTemplate } from "./template";
 import { applyPenalties, makeRng, sample, type SampleSettings } from "./sampler";
@@ -43,7 +44,9 @@ type Tokenizer = TokenizerType;
 const Tokenizer = (globalThis as unknown as { tokenizers: { Tokenizer: typeof TokenizerType } }).tokenizers?.Tokenizer;
 
 /** What this engine runs on, for the widget to show. */
-export const CPU_BACKEND = "CPU (WebAssembly SIMD128, 1 thread)";
+export function cpuBackend(lib: string): string {
+  return `CPU (${cpuBuildLabel(/relaxed-simd/.test(lib) ? "relaxed-simd" : "simd128")}, 1 thread)`;
+}
 
 async function fromCache(scope: string, url: string): Promise<Response> {
   try {
@@ -143,7 +146,7 @@ export class CpuEngine {
     this.config = config;
     this.cachedTokens = [];
     this.loaded = record.model_id;
-    report(1, "done", `loaded ${record.model_id} on the ${CPU_BACKEND}`);
+    report(1, "done", `loaded ${record.model_id} on the ${cpuBackend(record.model_lib)}`);
   }
 
   /** Free the model (wasm memory, weights) and the tokenizer. */

@@ -204,3 +204,4 @@ export class CpuModel {
 }
 
 export { tvmjs };
+export { detectCpuBuild } from "./features";
