@@ -197,7 +197,7 @@ def prepare(args) -> dict:
                       "source_commit": source_commit(), "jobs": {}}
     jobs = []
     if args.smoke_model:
-        jobs.append(("smoke", model_job([16], 8, 2, Path(args.smoke_model))))
+        jobs.append(("smoke", model_job([16], 32, 3, Path(args.smoke_model))))
     jobs.append(("model", model_job([int(x) for x in args.prompts.split(",")], args.max_tokens, args.runs,
                                     Path(args.model) if args.model else None)))
     if getattr(args, "baseline_lib", None):
