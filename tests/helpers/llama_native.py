@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 from tvm.runtime import ShapeTuple
 
-from reference import LlamaReference, reference_for
+from reference import reference_for
 from tiny import TinyLlama
 from webllm_widget.compile.arch import registry
 from webllm_widget.compile.model_lib import compile_model, export_model
