@@ -6,6 +6,7 @@
 // incremental wasm sha256 while they stream: the one-shot digest is two to three times faster, and the page's
 // CPU is what limits the comm on a busy machine (figures in docs/toolchain-notes.md; bench/channel.py measures
 // the transports).
+import { fromSiblings, serveSiblings } from "./siblings";
 import { PageChannel, PageError, Envelope, isPageErrorCode, newId } from "./protocol";
 import type { BlobChunk, BlobRef, ErrorMessage, NeedBlob } from "./wire/schema.gen";
 
@@ -29,6 +30,8 @@ export interface BlobStats {
   http: number;
   cache: number;
   http_failures: number;
+  /** Bytes another output frame of this page gave (siblings.ts). */
+  siblings?: number;
   /** Where the time of the latest transfer went (ms): what limits a transport. */
   last?: { via: "comm" | "http"; receive_ms: number; verify_ms: number; store_ms: number; bytes: number;
           /** comm: time in our chunk handler (copy, cache enqueue, ack) of the whole receive. */
@@ -190,6 +193,7 @@ export class BlobLoader {
   constructor(channel: PageChannel, opts: { transport?: Transport } = {}) {
     this.channel = channel;
     this.transport = opts.transport ?? "auto";
+    serveSiblings();
     channel.on("blob", (msg, buffers) => this.onChunk(msg, buffers));
     channel.on("error", (raw) => {
       const msg = raw as Envelope & ErrorMessage;
@@ -249,6 +253,22 @@ export class BlobLoader {
       }
       console.warn(`webllm-widget: the cached copy of ${ref.name} is damaged; fetching it again`);
       await cache!.delete(blobUrl(ref.sha256));
+    }
+    // Another output frame of this page may hold it (hosts that give each output its own origin and storage)
+    const fromPeer = ref.size > 0 ? await fromSiblings(ref) : null;
+    if (fromPeer && fromPeer.length === ref.size && (await sha256Hex(fromPeer)) === ref.sha256) {
+      stats.siblings = (stats.siblings ?? 0) + fromPeer.length;
+      onProgress?.(ref, fromPeer.length, true);
+      if (cache && store) {
+        try {
+          await cache.put(blobUrl(ref.sha256), new Response(fromPeer as unknown as BodyInit, {
+            headers: { "content-type": "application/octet-stream", "content-length": String(fromPeer.length) },
+          }));
+        } catch (err) {
+          console.warn(`webllm-widget: could not store ${ref.name} in Cache Storage`, err);
+        }
+      }
+      return fromPeer;
     }
     let data: Uint8Array | undefined;
     let retry: Pick<NeedBlob, "http_error" | "retry_of"> = {};
