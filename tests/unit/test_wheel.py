@@ -21,7 +21,7 @@ def test_wheel_carries_the_engine_bundle_and_both_libraries_of_the_built_in_mode
             assert data[:4] == b"\0asm" and hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert {"webllm_widget/static/engine_worker.js", "webllm_widget/static/chat_widget.js",
             "webllm_widget/static/runner.js"} <= names
-    assert set(index["libraries"]) == {"webgpu", "webgpu-fallback", "cpu"}
+    assert set(index["libraries"]) == {"webgpu", "webgpu-fallback", "cpu", "cpu-relaxed-simd"}
     assert index["libraries"]["webgpu-fallback"]["schedule"] == "fallback"
     assert index["model"] == "SmolLM2-135M-Instruct" and index["libraries"]["webgpu"]["schedule"] == "auto"
     assert "prefill" in index["libraries"]["webgpu"]["info"]["functions"]
