@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from browser import ROOT, free_port
+from server_process import ServerProcess
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -42,7 +41,7 @@ APPS = {
 }
 
 
-class JupyterServer:
+class JupyterServer(ServerProcess):
     """A ``jupyter lab`` (``app="lab"``) or ``jupyter notebook`` (``app="notebook"``, Notebook 7) server on a
     free loopback port, serving ``root_dir``; stopped on exit."""
 
@@ -101,28 +100,6 @@ class JupyterServer:
                 time.sleep(0.5)
         self.__exit__()
         raise RuntimeError(f"jupyter {self.app} did not answer within {self.start_timeout} s:\n{self.server_log()[-3000:]}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            # Its own process group: the server and the kernels it started stop together.
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
-        if getattr(self, "_log", None):
-            self._log.close()
-        shutil.rmtree(self._home, ignore_errors=True)
-
-    def server_log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     # -- driving a notebook -------------------------------------------------------------------------
 

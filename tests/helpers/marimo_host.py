@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from browser import ROOT, free_port
+from server_process import ServerProcess
 
 
-class MarimoServer:
+class MarimoServer(ServerProcess):
     """``marimo run`` (``mode="run"``) or ``marimo edit`` of ``notebook`` on a free loopback port, no token."""
 
     def __init__(self, notebook: str | os.PathLike, *, mode: str = "run", env: dict[str, str] | None = None,
@@ -75,27 +74,6 @@ class MarimoServer:
                 time.sleep(0.3)
         self.__exit__()
         raise RuntimeError(f"marimo {self.mode} did not answer within {self.start_timeout} s:\n{self.server_log()[-3000:]}")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:  # its own process group: the server and any kernel process stop together
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(15)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
-        if getattr(self, "_log", None):
-            self._log.close()
-        shutil.rmtree(self._home, ignore_errors=True)
-
-    def server_log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def open(self, browser: Any, timeout: float = 120) -> Any:
         """Open the app in a new page of ``browser`` (its cells start running)."""

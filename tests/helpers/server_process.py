@@ -1,0 +1,43 @@
+"""A notebook server run as a child process in its own process group, with its log in a file and a temporary
+home: what the Jupyter and marimo drivers share (stopping the server and its kernels together, reading the log)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+class ServerProcess:
+    """Subclasses start ``self.proc`` (``start_new_session=True``), write ``self.log_path`` through ``self._log``
+    and keep their settings under ``self._home``."""
+
+    proc: subprocess.Popen | None = None
+    log_path: Path
+    _log: Any = None
+    _home: str | os.PathLike = ""
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # Its own process group: the server and the kernels it started stop together.
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        if self._log:
+            self._log.close()
+        if self._home:
+            shutil.rmtree(self._home, ignore_errors=True)
+
+    def server_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
