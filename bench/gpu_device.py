@@ -171,7 +171,7 @@ def previous_run(old: dict, model: str | None) -> dict | None:
     if not s or s.get("model") == model:
         return old.get("previous")
     k = ((s.get("chrome") or {}).get("kernels") or {}).get("per_prompt") or {}
-    return {"model": s.get("model"), "model_lib": s.get("model_lib"), "when": old.get("when"),
+    return {"model": s.get("model"), "model_lib": s.get("model_lib"), "when": old.get("when"), "gpu": s.get("gpu"),
             "node_decode_tok_s": {n: b.get("decode_tok_s") for n, b in (s.get("per_prompt") or {}).items()},
             "chrome_decode_tok_s": {n: b.get("decode_tok_s") for n, b in ((s.get("chrome") or {}).get("per_prompt") or {}).items()},
             "chrome_step": {n: {kk: b.get(kk) for kk in ("step_wall_ms", "gpu_busy_ms", "gpu_span_ms")} for n, b in k.items()},

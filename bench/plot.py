@@ -361,7 +361,7 @@ def summary(results: Path) -> str:
     if cpu and "cpu_path" in cpu:
         lines += cpu_summary(cpu, de)
     gpu = _load(results, "gpu")
-    if gpu and gpu.get("runs"):
+    if gpu and (gpu.get("runs") or gpu.get("chrome")):  # a browser-only run has no Node runs
         lines += gpu_summary(gpu)
     return "\n".join(lines)
 
@@ -461,7 +461,8 @@ def _gpu_lib_text(gpu: dict) -> str:
     if prev.get("model"):
         def speeds(d: dict) -> str:
             return " / ".join(_f(v, "{:.1f}") for v in (d or {}).values()) or "–"
-        text += (f". The previous build (`{prev['model']}`, {prev.get('when', '')}) decoded "
+        on = f" on the {prev['gpu']}" if prev.get("gpu") and prev.get("gpu") != (gpu.get("gpu") or {}).get("name") else ""
+        text += (f". The previous build (`{prev['model']}`, {prev.get('when', '')}{on}) decoded "
                  f"{speeds(prev.get('chrome_decode_tok_s'))} tok/s in Chromium and "
                  f"{speeds(prev.get('node_decode_tok_s'))} in Node + Dawn (prompts "
                  f"{', '.join((prev.get('node_decode_tok_s') or {}).keys())})")
