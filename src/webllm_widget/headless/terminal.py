@@ -10,6 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from .._aio import run as run_async
 from ..errors import WebLLMWidgetError
 from ..models.folder import FolderModel
 from .engine import HeadlessEngine
@@ -140,7 +141,7 @@ def cli_chat(args) -> int:
     ``fresh_profile``, ``show_browser``. Returns the process exit status.
     """
     try:
-        return asyncio.run(_chat(args))
+        return run_async(_chat(args))  # asyncio.run refuses a thread whose loop runs (Jupyter, Playwright)
     except WebLLMWidgetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
