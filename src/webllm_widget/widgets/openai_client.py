@@ -18,10 +18,15 @@ awaited, as with ``AsyncOpenAI``. Parameters that cannot be honoured raise
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .chat import Chat
+
+class _Completing(Protocol):
+    """What the client needs of its Chat (named structurally: chat.py imports this module)."""
+
+    model: str
+
+    async def complete(self, messages: list[dict], **settings: Any) -> Any: ...
 
 
 def _openai_types():
@@ -56,7 +61,7 @@ class AsyncChunkStream:
 class Completions:
     """``client.chat.completions``: :meth:`create` and :meth:`parse`, as on ``openai.AsyncOpenAI``."""
 
-    def __init__(self, chat: "Chat"):
+    def __init__(self, chat: _Completing):
         self._chat = chat
 
     async def create(self, *, messages: list[dict], **params: Any) -> Any:
@@ -88,14 +93,14 @@ def _is_model_class(x: Any) -> bool:
 
 
 class _ChatNamespace:
-    def __init__(self, chat: "Chat"):
+    def __init__(self, chat: _Completing):
         self.completions = Completions(chat)
 
 
 class AsyncOpenAIClient:
     """``chat.openai``: the parts of ``openai.AsyncOpenAI`` a chat model answers (``.chat.completions``)."""
 
-    def __init__(self, chat: "Chat"):
+    def __init__(self, chat: _Completing):
         self.chat = _ChatNamespace(chat)
         self._owner = chat
 
