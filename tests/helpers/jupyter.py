@@ -85,21 +85,8 @@ class JupyterServer(ServerProcess):
                f"--{cls}.workspaces_dir={Path(self._home) / 'workspaces'}", "--ServerApp.disable_check_xsrf=True"]
         if self.app == "lab":
             cmd += ["--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.root_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter {self.app} exited with {self.proc.returncode}:\n{self.server_log()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/api/status", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"jupyter {self.app} did not answer within {self.start_timeout} s:\n{self.server_log()[-3000:]}")
+        self._start(cmd, f"jupyter {self.app}", self.url + "/api/status", self.start_timeout, cwd=self.root_dir, env=env)
+        return self
 
     # -- driving a notebook -------------------------------------------------------------------------
 

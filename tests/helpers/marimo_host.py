@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +58,9 @@ class MarimoServer(ServerProcess):
         env.setdefault("XDG_CACHE_HOME", str(Path(os.path.expanduser("~")) / ".cache"))  # model builds stay cached
         cmd = [sys.executable, "-m", "marimo", self.mode, str(self.notebook), "--headless", "--no-token",
                "--host", "127.0.0.1", "--port", str(self.port), "--no-sandbox"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.notebook.parent, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"marimo {self.mode} exited with {self.proc.returncode}:\n{self.server_log()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        self.__exit__()
-        raise RuntimeError(f"marimo {self.mode} did not answer within {self.start_timeout} s:\n{self.server_log()[-3000:]}")
+        self._start(cmd, f"marimo {self.mode}", self.url + "/health", self.start_timeout,
+                    cwd=self.notebook.parent, env=env, stdin=subprocess.DEVNULL)
+        return self
 
     def open(self, browser: Any, timeout: float = 120) -> Any:
         """Open the app in a new page of ``browser`` (its cells start running)."""

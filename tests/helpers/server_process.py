@@ -6,6 +6,8 @@ import os
 import shutil
 import signal
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,24 @@ class ServerProcess:
     log_path: Path
     _log: Any = None
     _home: str | os.PathLike = ""
+
+    def _start(self, cmd: list[str], what: str, health_url: str, timeout: float, **popen: Any) -> None:
+        """Start ``cmd`` in its own process group, logging to ``log_path``, and wait until ``health_url`` answers
+        200; a server that exits or stays silent for ``timeout`` s is stopped and reported with its log."""
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{self.server_log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.__exit__()
+        raise RuntimeError(f"{what} did not answer within {timeout} s:\n{self.server_log()[-3000:]}")
 
     def __exit__(self, *exc: Any) -> None:
         if self.proc is not None and self.proc.poll() is None:
