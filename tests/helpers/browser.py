@@ -224,14 +224,9 @@ def free_port() -> int:
 # Frames (both ways): 4-byte big-endian header length, JSON header, then the buffers back to back;
 # header = {"type": "comm_open"|"comm_msg"|"comm_close", "comm_id", "data", "sizes": [buffer lengths]}.
 
-HOST_HTML = """<!doctype html><meta charset="utf-8"><title>webllm-widget test host</title>
-<body><div id="widgets"></div><script type="module">
-const enc = new TextEncoder(), dec = new TextDecoder();
-const ws = new WebSocket(`ws://${location.host}/comm`);
-ws.binaryType = "arraybuffer";
-const models = new Map();
-window.__host = { models, errors: [], opened: 0 };
-function pack(header, buffers) {
+# The page side of that framing, shared by the test host pages: pack(header, buffers) -> Uint8Array;
+# unpack(buf, views) -> [header, buffers] with each buffer a DataView over ``buf`` (views) or its own ArrayBuffer copy.
+FRAME_CODEC_JS = """function pack(header, buffers) {
   const views = (buffers || []).map(b => b instanceof ArrayBuffer ? new Uint8Array(b)
       : new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
   header.sizes = views.map(v => v.byteLength);
@@ -243,14 +238,23 @@ function pack(header, buffers) {
   for (const v of views) { out.set(v, o); o += v.byteLength; }
   return out;
 }
-function unpack(buf) {
+function unpack(buf, views = false) {
   const n = new DataView(buf).getUint32(0);
   const header = JSON.parse(dec.decode(new Uint8Array(buf, 4, n)));
   let o = 4 + n;
-  const buffers = header.sizes.map(s => { const d = new DataView(buf, o, s); o += s; return d; });
+  const buffers = header.sizes.map(s => { const b = views ? new DataView(buf, o, s) : buf.slice(o, o + s); o += s; return b; });
   return [header, buffers];
 }
-function makeModel(commId, state) {
+"""
+
+HOST_HTML = """<!doctype html><meta charset="utf-8"><title>webllm-widget test host</title>
+<body><div id="widgets"></div><script type="module">
+const enc = new TextEncoder(), dec = new TextDecoder();
+const ws = new WebSocket(`ws://${location.host}/comm`);
+ws.binaryType = "arraybuffer";
+const models = new Map();
+window.__host = { models, errors: [], opened: 0 };
+""" + FRAME_CODEC_JS + """function makeModel(commId, state) {
   const listeners = new Map();
   const emit = (name, ...args) => (listeners.get(name) || []).slice().forEach(f => f(...args));
   let dirty = {};
@@ -286,7 +290,7 @@ async function open(commId, data) {
   window.__host.opened += 1;
 }
 ws.onmessage = async (ev) => {
-  const [h, buffers] = unpack(ev.data);
+  const [h, buffers] = unpack(ev.data, true);
   try {
     if (h.type === "comm_open") await open(h.comm_id, h.data);
     else if (h.type === "comm_msg") {

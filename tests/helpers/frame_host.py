@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from browser import WidgetHost
+from browser import FRAME_CODEC_JS, WidgetHost
 
 # Top page: the "notebook front end". Keeps the kernel's WebSocket, one iframe per cell output, and relays.
 FRAMES_HTML = """<!doctype html><meta charset="utf-8"><title>webllm-widget frame host</title>
@@ -29,25 +29,7 @@ ws.binaryType = "arraybuffer";
 const frames = [];        // {n, win, origin, ready, queue}
 let newest = null;
 window.__host = { errors: [], frames: 0, relayed_to_kernel: 0 };
-function pack(header, buffers) {
-  const views = (buffers || []).map(b => new Uint8Array(b));
-  header.sizes = views.map(v => v.byteLength);
-  const h = enc.encode(JSON.stringify(header));
-  const out = new Uint8Array(4 + h.length + header.sizes.reduce((a, b) => a + b, 0));
-  new DataView(out.buffer).setUint32(0, h.length);
-  out.set(h, 4);
-  let o = 4 + h.length;
-  for (const v of views) { out.set(v, o); o += v.byteLength; }
-  return out;
-}
-function unpack(buf) {
-  const n = new DataView(buf).getUint32(0);
-  const header = JSON.parse(dec.decode(new Uint8Array(buf, 4, n)));
-  let o = 4 + n;
-  const buffers = header.sizes.map(s => { const b = buf.slice(o, o + s); o += s; return b; });
-  return [header, buffers];
-}
-function newCell() {
+""" + FRAME_CODEC_JS + """function newCell() {
   const n = frames.length + 1;
   const origin = `http://out-${n}.localhost:${location.port}`;
   const iframe = document.createElement("iframe");
