@@ -39,6 +39,51 @@ def _qwen2_5_hf() -> tuple[Path, dict, dict]:
     return tiny.write_hf(_sources() / "tiny-qwen2.5-seed9"), _q4_weights(tiny.weights), tiny.config
 
 
+#: Texts the tiny Qwen2.5 with tools holds as single added tokens, in the ids its vocabulary pads (so the model's shape,
+#: hence its compiled libraries, stay those of the "qwen2.5-hf" case): Qwen2.5's own tool tags (added tokens in its
+#: tokenizer too), the two fixed texts its template writes around the tools and the keys of a tool's JSON, so that a
+#: prompt with tools fits the tiny model's 256-token context.
+QWEN2_5_TOOL_TOKENS = [
+    "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function "
+    "signatures within <tools></tools> XML tags:\n<tools>",
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}"
+    "\n</tool_call>",
+    '{"type": "function", "function": {"name": ', ', "parameters": {"type": "object", "properties": {',
+    ', "required": [', '{"enum": [',
+]
+
+
+def qwen2_5_tools_hf() -> tuple[Path, dict, dict]:
+    """The "qwen2.5-hf" case's model (same weights and shape) with Qwen2.5-Instruct's own chat template, which calls
+    tools, in ``tokenizer_config.json``, and :data:`QWEN2_5_TOOL_TOKENS` added to its tokenizer. Returns (source,
+    float32 weights the q4f32_1 build holds, config)."""
+    import json
+
+    from chat_templates import QWEN2_5_TOOLS
+
+    source, weights, config = _qwen2_5_hf()
+    folder = source.with_name("tiny-qwen2.5-tools-seed9")
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = json.loads((source / "tokenizer.json").read_text())
+    n = len(doc["model"]["vocab"])
+    assert n + len(QWEN2_5_TOOL_TOKENS) <= config["vocab_size"], "the padding ids must hold the added tokens"
+    for i, t in enumerate(QWEN2_5_TOOL_TOKENS):
+        doc["added_tokens"].append({"id": n + i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                                    "normalized": False, "special": False})
+        doc["model"]["vocab"][t] = n + i
+    files = {"config.json": (source / "config.json").read_text(), "tokenizer.json": json.dumps(doc),
+             "tokenizer_config.json": json.dumps({"chat_template": QWEN2_5_TOOLS, "eos_token": "<|im_end|>"})}
+    for name, text in files.items():
+        if not (folder / name).exists() or (folder / name).read_text() != text:  # same bytes: the build is cached
+            (folder / name).write_text(text)
+    st = folder / "model.safetensors"
+    if not st.exists() or st.stat().st_size != (source / "model.safetensors").stat().st_size:
+        st.write_bytes((source / "model.safetensors").read_bytes())
+    return folder, weights, config
+
+
 def _qwen3_hf() -> tuple[Path, dict, dict]:
     tiny = TinyLlama.make(seed=5, arch="qwen3", tie=False, head_dim=32)
     return tiny.write_hf(_sources() / "tiny-qwen3-seed5"), _q4_weights(tiny.weights), tiny.config

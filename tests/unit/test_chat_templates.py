@@ -136,3 +136,78 @@ def test_qwen2_5_default_system_prompt_is_carried_when_there_is_none():
     text = jinja2.Environment().from_string(QWEN25).render(
         messages=[{"role": r, "content": c} for r, c in turns], add_generation_prompt=True)
     assert "".join(prompt_pieces(conv, turns + [("assistant", None)])) == text
+
+
+#: Tools as OpenAI requests carry them (a non-ASCII description; parameters' keys out of sorted order).
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city (°C or °F)",
+                                      "parameters": {"type": "object", "properties": {
+                                          "city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                                          "required": ["city"]}}},
+    {"type": "function", "function": {"name": "local_time", "description": "The time in a city",
+                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+]
+_CALLS = [{"id": "call_1", "type": "function", "function": {"name": "get_weather",
+                                                            "arguments": '{"unit": "c", "city": "Paris"}'}},
+          {"id": "call_2", "type": "function", "function": {"name": "local_time", "arguments": '{"city": "Paris"}'}}]
+#: (OpenAI messages, tools): a first turn with and without a system message, then a round trip of two calls and
+#: their results, an answer, a new question, and a call with text before it.
+TOOL_CONVERSATIONS = {
+    "first-turn": ([{"role": "system", "content": "You answer briefly."},
+                    {"role": "user", "content": "Weather in Paris?"}], TOOLS),
+    "default-system": ([{"role": "user", "content": "Weather in Paris?"}], TOOLS[:1]),
+    "results": ([{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": "Weather in Paris?"},
+                 {"role": "assistant", "content": None, "tool_calls": _CALLS},
+                 {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21, "sky": "clear"}'},
+                 {"role": "tool", "tool_call_id": "call_2", "content": "14:05"}], TOOLS),
+    "second-round": ([{"role": "user", "content": "Weather in Paris?"},
+                      {"role": "assistant", "content": "Let me look.", "tool_calls": _CALLS[:1]},
+                      {"role": "tool", "tool_call_id": "call_1", "content": "21 °C"},
+                      {"role": "assistant", "content": "It is 21 °C."},
+                      {"role": "user", "content": "And the time?"}], TOOLS),
+}
+
+
+@pytest.mark.parametrize("case", list(TOOL_CONVERSATIONS))
+def test_page_prompt_with_tools_equals_the_qwen2_5_template_rendered_with_tools(case, tmp_path):
+    """Qwen2.5-Instruct's own template (tools in the system turn, <tool_call> in assistant turns, <tool_response> in
+    user turns): the tool format the build reads off it, applied by the kernel to an OpenAI request, gives web-llm's
+    Conversation the pieces whose ids equal the template rendered by Jinja with ``tools=`` (calls' arguments as
+    objects, as transformers takes them), encoded by HF tokenizers."""
+    from chat_templates import QWEN2_5_TOOLS, render_like_transformers
+
+    from webllm_widget.compile.tool_calls import tool_format_from_jinja
+    from webllm_widget.widgets.openai_format import request_messages
+    from webllm_widget.widgets.tool_calls import tool_plan, tool_turns
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<tool_response>",
+                "</tool_response>"]
+    tok, ids, doc = _tokenizer(specials)
+    conv = conv_template_from_jinja(QWEN2_5_TOOLS, ids)
+    fmt = tool_format_from_jinja(QWEN2_5_TOOLS, conv)
+    assert fmt is not None and fmt["call_prefix"] == "<tool_call>\n"
+    messages, tools = TOOL_CONVERSATIONS[case]
+    plan = tool_plan({"tools": tools}, fmt, "tiny-qwen2.5")
+    turns = tool_turns(request_messages(messages), fmt, plan, "tiny-qwen2.5")
+    page = _webllm_prompt(conv, doc, turns, tmp_path)
+
+    hf_messages = [dict(m, tool_calls=[{"type": "function", "function": {
+        "name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}} for c in m["tool_calls"]])
+        if m.get("tool_calls") else m for m in messages]
+    text = render_like_transformers(QWEN2_5_TOOLS, hf_messages, tools)
+    assert "# Tools" in text and "°C or °F" in text
+    assert tok.decode(page["ids"], skip_special_tokens=False) == text
+    assert page["ids"] == tok.encode(text, add_special_tokens=False).ids
+
+
+def test_templates_without_tool_calls_have_no_tool_format():
+    """SmolLM2's ChatML, Llama 3 and the shortened Qwen2.5 template (tools listed, but no way to write a call back)
+    give no tool format, so a request with tools is refused for them."""
+    from tiny import CHATML
+
+    from webllm_widget.compile.tool_calls import tool_format_from_jinja
+
+    for template, specials in ((CHATML, FAMILIES["qwen2.5"][1]), (LLAMA3, FAMILIES["llama-3"][1]),
+                               (QWEN25, FAMILIES["qwen2.5"][1])):
+        _, ids, _ = _tokenizer(specials)
+        assert tool_format_from_jinja(template, conv_template_from_jinja(template, ids)) is None

@@ -19,7 +19,23 @@ export type ResponseFormat =
   | { type: "text" }
   | { type: "json_object"; schema?: string }
   | { type: "json_schema"; json_schema: { name?: string; schema?: unknown; strict?: boolean | null } }
-  | { type: "grammar"; grammar: string };
+  | { type: "grammar"; grammar: string }
+  | ToolCallsFormat;
+
+/** The grammar of tool calls (the kernel's widgets/tool_calls.py writes it; tool_grammar.ts compiles it). */
+export interface ToolCallsFormat {
+  type: "tool_calls";
+  /** "required": calls only; "auto": text, and any call the model opens held to the grammar. */
+  mode: "required" | "auto";
+  /** One per function: the call's text up to the arguments, the parameters' JSON schema, the text after them. */
+  tags: { begin: string; schema: unknown; end: string }[];
+  /** Between two calls. */
+  separator: string;
+  /** The text that opens every call (a prefix of each `begin`). */
+  trigger: string;
+  /** Several calls allowed (else one). */
+  parallel: boolean;
+}
 
 /** One answer among the `n` of a request. */
 export interface Choice {

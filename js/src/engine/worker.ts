@@ -10,6 +10,7 @@ import { CpuEngine, type CpuModelRecord } from "./cpu/engine";
 import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 import { LogprobRecorder } from "./logprobs";
 import { EngineError, type Choice, type ResponseFormat } from "./types";
+import { structuralTagOf } from "./tool_grammar";
 import type { LogitProcessor } from "@mlc-ai/web-llm";
 import type { DispatchStats } from "./dispatch";
 import { loaded as dispatchOfLoad, nextLoad } from "./webllm_dispatch";
@@ -162,6 +163,8 @@ interface Pipeline {
   tokenizer: { decode(ids: Int32Array): string };
   logitProcessor?: LogitProcessor;
   outputIds: number[];
+  getCurRoundGrammarInitTotalTime?(): number;
+  getCurRoundGrammarPerTokenTotalTime?(): number;
 }
 
 function pipelineOf(slot: Extract<Slot, { backend: "webgpu" }>, required: false): Pipeline | null;
@@ -175,8 +178,9 @@ function pipelineOf(slot: Extract<Slot, { backend: "webgpu" }>, required = true)
   return p;
 }
 
-/** OpenAI's response_format as web-llm 0.2.85 takes it (json_schema becomes json_object with a schema string). */
-function webllmFormat(f: ResponseFormat | undefined): Record<string, unknown> | undefined {
+/** OpenAI's response_format as web-llm 0.2.85 takes it (json_schema becomes json_object with a schema string; tool
+ * calls a structural tag, tool_grammar.ts). */
+async function webllmFormat(f: ResponseFormat | undefined): Promise<Record<string, unknown> | undefined> {
   if (!f || f.type === "text") return undefined;
   // web-llm 0.2.85 compiles json_object without a schema as the schema `undefined` and fails; OpenAI's JSON mode
   // asks for a JSON object, which is what the schema {"type": "object"} allows.
@@ -186,6 +190,7 @@ function webllmFormat(f: ResponseFormat | undefined): Record<string, unknown> | 
     return { type: "json_object", ...(schema !== undefined ? { schema: typeof schema === "string" ? schema : JSON.stringify(schema) } : {}) };
   }
   if (f.type === "grammar") return { type: "grammar", grammar: f.grammar };
+  if (f.type === "tool_calls") return { type: "structural_tag", structural_tag: await structuralTagOf(f) };
   throw new EngineError("bad-request", `response_format type ${(f as { type?: string }).type} is not one of text, json_object, json_schema, grammar`);
 }
 
@@ -208,7 +213,7 @@ async function generateOne(id: number, msg: Extract<ToWorker, { type: "generate"
     repetition_penalty: s.repetition_penalty,
     ignore_eos: s.ignore_eos,
     logit_bias: s.logit_bias && Object.keys(s.logit_bias).length ? s.logit_bias : undefined,
-    response_format: webllmFormat(s.response_format),
+    response_format: await webllmFormat(s.response_format),
   };
   let recorder: LogprobRecorder | null = null;
   let pipeline: Pipeline | null = null;
@@ -243,11 +248,19 @@ async function generateOne(id: number, msg: Extract<ToWorker, { type: "generate"
     }
     // web-llm counts decode steps as completion tokens (the token sampled after prefill is left out, the stop
     // token's step is in); the ids it emitted are the answer's tokens, as the CPU engine counts them.
-    const ids = (pipeline ?? pipelineOf(slot, false))?.outputIds;
+    const p = pipeline ?? pipelineOf(slot, false);
+    const ids = p?.outputIds;
     emitted = ids ? ids.length : 0;
     if (ids && usage) {
       usage.completion_tokens = ids.length;
       usage.total_tokens = Number(usage.prompt_tokens ?? 0) + ids.length;
+    }
+    // web-llm reports the grammar's times for json_object and grammar only: read them off the pipeline for every
+    // constrained answer (the structural tags of tool calls too)
+    const extra = usage?.extra as Record<string, number> | undefined;
+    if (request.response_format && extra && p?.getCurRoundGrammarInitTotalTime && p.getCurRoundGrammarPerTokenTotalTime) {
+      extra.grammar_init_s = p.getCurRoundGrammarInitTotalTime();
+      extra.grammar_per_token_s = p.getCurRoundGrammarPerTokenTotalTime() / Math.max(1, emitted);
     }
   } finally {
     if (pipeline) pipeline.logitProcessor = undefined;
@@ -294,6 +307,8 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
       decode_tokens_per_s: extra.decode_tokens_per_s,
       time_to_first_token_s: extra.time_to_first_token_s,
       e2e_latency_s: extra.e2e_latency_s,
+      grammar_init_s: extra.grammar_init_s,
+      grammar_per_token_s: extra.grammar_per_token_s,
     },
     dispatch_stats: slot.stats(),
   });

@@ -153,7 +153,10 @@ export interface GenerateSettings {
   top_logprobs?: number;
   /** Added to the logits of the given token ids before sampling (-100 bans a token, 100 forces it). */
   logit_bias?: Record<string, number>;
-  /** OpenAI's response_format (text, json_object, json_schema) or {type: "grammar", grammar: EBNF}; WebGPU only. */
+  /**
+   * OpenAI's response_format (text, json_object, json_schema), {type: "grammar", grammar: EBNF}, or {type:
+   * "tool_calls", ...} (the grammar of tool calls, widgets/tool_calls.py).
+   */
   response_format?: Record<string, unknown>;
 }
 
@@ -199,6 +202,10 @@ export interface Usage {
   decode_tokens_per_s?: number;
   time_to_first_token_s?: number;
   e2e_latency_s?: number;
+  /** Compiling response_format's grammar and making its matcher (0 when reused). */
+  grammar_init_s?: number;
+  /** The grammar's mask and token check per answer token (CPU time). */
+  grammar_per_token_s?: number;
 }
 
 /** One model the page's engine holds. */

@@ -28,6 +28,7 @@ from .._version import __version__
 from ..errors import BadModel, CompileError, WebLLMWidgetError
 from .arch import registry
 from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, write_chat_config
+from .tool_calls import tool_format_from_jinja
 from .tensor_cache import verify_tensor_cache, write_tensor_cache
 from .tokenizer import tokenizer_info, write_tokenizer
 from .checkpoint import Checkpoint, open_checkpoint
@@ -90,7 +91,7 @@ def source_hash(ckpt: Checkpoint, progress: bool = False) -> str:
 
 #: Modules whose code decides the folder's non-library files (the GPU library has its own content key).
 _FOLDER_SOURCES = ("checkpoint", "arch", "quant", "params.py", "tensor_cache.py", "tokenizer.py", "chat_config.py",
-                   "pipeline.py")
+                   "tool_calls.py", "pipeline.py")
 
 
 def _compiler_version(cfg: Any, quant: Any, device: str, schedule: str, library: bool) -> dict:
@@ -287,7 +288,8 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
 
     # 3. mlc-chat-config.json
     bar.set_postfix_str("config")
-    conv = conv_template_from_jinja(chat_template_of(ckpt), specials)
+    template = chat_template_of(ckpt)
+    conv = conv_template_from_jinja(template, specials)
     c = ckpt.config
     chat = chat_config(
         model_type=getattr(cfg, "model_type", c["architecture"]), quantization=quant.name,
@@ -295,6 +297,9 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
         prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
         bos_token_id=c.get("bos_token_id"), tokenizer_info=tokenizer_info(tok_doc),
         model_config={k: c[k] for k in registry.family_of(cfg).config_module.CHAT_CONFIG_KEYS if k in c})
+    tools = tool_format_from_jinja(template, conv)
+    if tools is not None:  # the template calls tools (Hermes / Qwen2.5 style): how its turns carry them
+        chat["tool_calls"] = tools
     write_chat_config(tmp, chat)
     bar.update(1)
     return doc

@@ -24,6 +24,7 @@ completes (a page holds back traitlet traffic while a cell runs, custom messages
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -44,6 +45,7 @@ from .browser_cache import BrowserCache
 from .messages import clean_messages, clean_text, conversation, to_markdown
 from ..models.picker import PICKER_PREBUILT, basic_entries, describe_spec  # noqa: F401 (PICKER_PREBUILT: re-exported)
 from .openai_format import PAGE_PARAMS, UNSUPPORTED, chat_completion, chunk, request_messages, request_settings, unsupported
+from .tool_calls import TOOL_PARAMS, ToolPlan, ToolStream, tool_plan, tool_turns
 
 if TYPE_CHECKING:  # pragma: no cover
     from .openai_client import AsyncOpenAIClient
@@ -146,6 +148,8 @@ class Chat(anywidget.AnyWidget):
                                     on_progress=self._on_answer_progress,
                                     overflow=ContextOverflow(self.context_overflow))
         self._load_reply = None
+        #: model id -> its chat template's tool-call format (None: the template calls no tools, or is not known)
+        self._tool_formats: dict[str, dict | None] = {}
         self._load_info: dict | None = None
         self._loaded: str | None = None
         self._loading_model = False
@@ -174,8 +178,13 @@ class Chat(anywidget.AnyWidget):
 
         # device="auto": both builds are offered (only the one the page picks travels); see models/devices.py.
         spec, paths = model_spec(model, self.device)
+        tool_format = None
         for f in spec_files(spec):
             self._blobs.offer(Blob.from_path(paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
+            if f["name"].rsplit("/", 1)[-1] == "mlc-chat-config.json" and tool_format is None:
+                # the template's tool-call format, when the build found one (compile/tool_calls.py)
+                tool_format = json.loads(paths[f["sha256"]].read_text()).get("tool_calls")
+        self._tool_formats[spec["id"]] = self._tool_formats[model] = tool_format
         self._describe(model, describe_spec(spec, paths))
         return spec
 
@@ -335,6 +344,9 @@ class Chat(anywidget.AnyWidget):
         for k in overrides:
             if k in UNSUPPORTED:
                 raise unsupported(k, UNSUPPORTED[k])
+            if k in TOOL_PARAMS:
+                raise unsupported(k, "tools are taken by chat.complete() and chat.openai, whose answers carry "
+                                     "tool_calls")
         unknown = set(overrides) - set(PAGE_PARAMS)
         if unknown:
             raise TypeError(f"unknown generation setting(s): {', '.join(sorted(unknown))}; known: {', '.join(PAGE_PARAMS)}")
@@ -425,8 +437,12 @@ class Chat(anywidget.AnyWidget):
         samples with ``seed + i``), ``logprobs``/``top_logprobs`` (log-softmax of the model's logits, before
         temperature, logit_bias and penalties), ``logit_bias`` ({token id: -100..100}), ``response_format``
         (``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name", "schema"}}``, a Pydantic
-        model class: each message then carries ``parsed``, or ``{"type": "grammar", "grammar": EBNF}``; WebGPU
-        only), ``stream`` (then an async iterator of ``chat.completion.chunk`` dicts is returned). ``model`` is
+        model class: each message then carries ``parsed``, or ``{"type": "grammar", "grammar": EBNF}``; xgrammar
+        masks the logits on both engines), ``tools``/``tool_choice``/``parallel_tool_calls`` for models whose chat
+        template calls tools (Hermes / Qwen2.5 style; see :mod:`webllm_widget.widgets.tool_calls`: calls come back as the message's
+        ``tool_calls`` with ``finish_reason`` ``"tool_calls"``; assistant ``tool_calls`` and ``role: "tool"`` results
+        in ``messages`` are written as the template writes them), ``stream`` (then an async iterator of
+        ``chat.completion.chunk`` dicts is returned). ``model`` is
         taken but the chat answers with its own model (the reply's ``model`` names it). A parameter that cannot be
         honoured raises :class:`~webllm_widget.errors.UnsupportedParameter` naming it.
 
@@ -441,13 +457,19 @@ class Chat(anywidget.AnyWidget):
         """
         refuse_await("chat.complete() inside a cell")
         settings, opts = request_settings(params, self._loaded)
-        msgs = request_messages(messages)
-        h = self._answers.submit(msgs[-1]["content"], msgs, self._settings(settings), record=False)
+        model = self._loaded or self.model
+        fmt = self._tool_formats.get(model)  # the loaded model's, or (still loading) the one asked for
+        plan = tool_plan(opts["tools"], fmt, model)
+        msgs = tool_turns(request_messages(messages), fmt, plan, model)
+        page = self._settings(settings)
+        if plan is not None and plan.response_format is not None:
+            page["response_format"] = plan.response_format
+        h = self._answers.submit(msgs[-1]["content"], msgs, page, record=False)
         if opts["stream"]:
-            return CompletionStream(h, self._loaded or self.model, include_usage=opts["include_usage"])
+            return CompletionStream(h, model, include_usage=opts["include_usage"], tools=plan)
         text = await (asyncio.wait_for(h.wait(), opts["timeout"]) if opts["timeout"] else h)
-        return chat_completion(h.id, (h.result or {}).get("model") or self._loaded or self.model, text, h.result,
-                               parse=opts["parse"])
+        return chat_completion(h.id, (h.result or {}).get("model") or model, text, h.result, parse=opts["parse"],
+                               tools=plan)
 
     @property
     def openai(self) -> "AsyncOpenAIClient":
@@ -602,11 +624,12 @@ class CompletionStream:
     drop-in client's ``openai.types.chat.ChatCompletionChunk``)."""
 
     def __init__(self, handle: ChatHandle, model: str, *, include_usage: bool = False,
-                 wrap: Callable[[dict], Any] = lambda d: d):
+                 wrap: Callable[[dict], Any] = lambda d: d, tools: ToolPlan | None = None):
         self.handle = handle
         self._model = model
         self._include_usage = include_usage
         self._wrap = wrap
+        self._tools = ToolStream(tools) if tools is not None and tools.mode != "none" else None
 
     def __aiter__(self):
         return self._chunks()
@@ -621,7 +644,10 @@ class CompletionStream:
                 tok = await q.get()
                 if tok is None:
                     break
-                yield self._wrap(chunk(h.id, self._model, created, content=tok))
+                if self._tools is not None:
+                    tok = self._tools.feed(tok)  # text that may open a call is held until the answer ends
+                if tok:
+                    yield self._wrap(chunk(h.id, self._model, created, content=tok))
         except (asyncio.CancelledError, GeneratorExit):
             h.stop()
             raise
@@ -630,7 +656,14 @@ class CompletionStream:
         r = h.result or {}
         model = r.get("model") or self._model
         first = (r.get("choices") or [{}])[0]
-        yield self._wrap(chunk(h.id, model, created, finish_reason=r.get("finish_reason"), logprobs=first.get("logprobs")))
+        reason = r.get("finish_reason")
+        if self._tools is not None:
+            rest, calls, reason = self._tools.finish(reason)
+            if rest:
+                yield self._wrap(chunk(h.id, model, created, content=rest))
+            if calls:
+                yield self._wrap(chunk(h.id, model, created, tool_calls=calls))
+        yield self._wrap(chunk(h.id, model, created, finish_reason=reason, logprobs=first.get("logprobs")))
         if self._include_usage:
             yield self._wrap(chunk(h.id, model, created, usage=r.get("usage"), final_usage=True))
 

@@ -14,11 +14,14 @@ from typing import Any
 
 from ..errors import BadRequest, UnsupportedParameter
 from .messages import clean_messages
+from .tool_calls import TOOL_PARAMS, ToolPlan, tool_message
 
 #: Keys of the ``usage`` object (integers; 0 when the page did not count them).
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 #: Speed numbers copied from the page's usage into ``timings`` (None when absent).
 TIMING_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "e2e_latency_s")
+#: Copied too when the answer had a grammar (response_format, tools): its compile time and its cost per token.
+GRAMMAR_TIMING_KEYS = ("grammar_init_s", "grammar_per_token_s")
 
 #: Request parameters sent to the page as they are (after the checks in :func:`request_settings`).
 PAGE_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_penalty", "presence_penalty",
@@ -27,11 +30,6 @@ PAGE_PARAMS = ("temperature", "top_p", "max_tokens", "seed", "stop", "frequency_
 ACCEPTED = ("model", "user", "stream", "stream_options", "max_completion_tokens", "timeout")
 #: Parameters of OpenAI's chat.completions.create that no engine here honours: named in the error.
 UNSUPPORTED = {
-    "tools": "tool calls are not implemented here yet (they need a model whose chat template calls tools, "
-             "Hermes/Qwen2.5 style, and the tools rendered into its prompt); describe the tools in the system "
-             "prompt and use response_format to get their arguments as JSON",
-    "tool_choice": "tool calls are not implemented here yet",
-    "parallel_tool_calls": "tool calls are not implemented here yet",
     "functions": "function calling (the older form of tools) is not supported",
     "function_call": "function calling (the older form of tools) is not supported",
     "audio": "the models here produce text only", "modalities": "the models here produce text only",
@@ -99,16 +97,13 @@ def request_settings(params: dict, loaded_model: str | None = None) -> tuple[dic
     the Pydantic class to validate with, ``timeout``). Raises :class:`UnsupportedParameter` naming a parameter no
     engine here honours, :class:`BadRequest` for a value out of range, TypeError for a name OpenAI does not have."""
     settings: dict = {}
-    opts: dict = {"stream": False, "include_usage": False, "parse": None, "timeout": None}
+    opts: dict = {"stream": False, "include_usage": False, "parse": None, "timeout": None,
+                  "tools": {k: params[k] for k in TOOL_PARAMS if params.get(k) is not None}}
     for name, value in params.items():
         if name in UNSUPPORTED:
-            if name in ("tool_choice", "parallel_tool_calls") and value in (None, "none", False):
-                continue
-            if name == "tools" and not value:
-                continue
             raise unsupported(name, UNSUPPORTED[name])
-        if name not in PAGE_PARAMS and name not in ACCEPTED:
-            raise TypeError(f"unknown parameter {name!r}; known: {', '.join(PAGE_PARAMS + ACCEPTED)}")
+        if name not in PAGE_PARAMS and name not in ACCEPTED and name not in TOOL_PARAMS:
+            raise TypeError(f"unknown parameter {name!r}; known: {', '.join(PAGE_PARAMS + ACCEPTED + TOOL_PARAMS)}")
     for name in PAGE_PARAMS:
         if params.get(name) is not None:
             settings[name] = params[name]
@@ -167,6 +162,10 @@ def request_settings(params: dict, loaded_model: str | None = None) -> tuple[dic
         if not opts["stream"]:
             raise BadRequest("stream_options is only for stream=True", detail={"parameter": "stream_options"})
         opts["include_usage"] = bool(dict(so).get("include_usage"))
+    if opts["tools"].get("tools") and opts["tools"].get("tool_choice") != "none" and "response_format" in settings:
+        raise BadRequest("response_format and tools together: a tool call has the grammar of its function's "
+                         "parameters; ask for one or the other (tool_choice='none' keeps response_format)",
+                         detail={"parameter": "response_format"})
     if opts["stream"] and settings.get("n", 1) > 1:
         raise unsupported("n", "stream=True streams one answer; ask n > 1 without streaming")
     opts["timeout"] = params.get("timeout")
@@ -187,38 +186,43 @@ def _content_text(content: Any) -> Any:
 
 
 def request_messages(messages: list[dict]) -> list[dict]:
-    """``messages`` reduced to ``role`` and ``content`` (text parts joined; ``developer`` read as ``system``) and
-    cleaned; raises ValueError unless the last one is the user's (that is the question answered)."""
+    """``messages`` reduced to ``role`` and ``content`` (text parts joined; ``developer`` read as ``system``; an
+    assistant's ``tool_calls`` kept) and cleaned; raises ValueError unless the last one is the user's or a tool's
+    result (that is what is answered)."""
     out = []
     for m in messages:
         m = dict(m)
         role = "system" if m["role"] == "developer" else m["role"]
-        if role == "tool" or m.get("tool_calls"):
-            raise unsupported("tools", UNSUPPORTED["tools"])
-        out.append({"role": role, "content": _content_text(m["content"])})
+        msg = {"role": role, "content": _content_text(m.get("content")) if m.get("content") is not None else ""}
+        if role == "assistant" and m.get("tool_calls"):
+            msg["tool_calls"] = [dict(c) for c in m["tool_calls"]]
+        out.append(msg)
     msgs = clean_messages(out)
-    if not msgs or msgs[-1]["role"] != "user":
-        raise ValueError("messages must end with a user message")
+    if not msgs or msgs[-1]["role"] not in ("user", "tool"):
+        raise ValueError("messages must end with a user message (or a tool's result)")
     return msgs
 
 
-def _choices(text: str, result: dict) -> list[dict]:
+def _choices(text: str, result: dict, tools: ToolPlan | None = None) -> list[dict]:
     page = result.get("choices") or [{"index": 0, "text": text, "finish_reason": result.get("finish_reason")}]
     out = []
     for c in page:
-        choice = {"index": int(c.get("index", 0)),
-                  "message": {"role": "assistant", "content": text if c.get("index", 0) == 0 else str(c.get("text", ""))},
-                  "finish_reason": c.get("finish_reason")}
+        content = text if c.get("index", 0) == 0 else str(c.get("text", ""))
+        message, reason = ({"role": "assistant", "content": content}, c.get("finish_reason")) if tools is None else \
+            tool_message(content, c.get("finish_reason"), tools)
+        choice = {"index": int(c.get("index", 0)), "message": message, "finish_reason": reason}
         if c.get("logprobs") is not None:
             choice["logprobs"] = {"content": list(c["logprobs"].get("content") or []), "refusal": None}
         out.append(choice)
     return out
 
 
-def chat_completion(answer_id: str, model: str, text: str, result: dict | None, *, parse: type | None = None) -> dict:
+def chat_completion(answer_id: str, model: str, text: str, result: dict | None, *, parse: type | None = None,
+                    tools: ToolPlan | None = None) -> dict:
     """The ``chat.completion`` object of one answer: ``text`` (choice 0) and the other choices, ``finish_reason``,
     ``logprobs`` and ``usage`` of the page's ``result``, under the id ``chatcmpl-<answer_id>``. With ``parse`` (a
-    Pydantic model class) each choice's message also carries ``parsed``, the validated instance."""
+    Pydantic model class) each choice's message also carries ``parsed``, the validated instance; with ``tools`` (the
+    request's :class:`~.tool_calls.ToolPlan`) the calls in an answer become its ``tool_calls``."""
     r = result or {}
     u = r.get("usage") or {}
     out = {
@@ -226,9 +230,10 @@ def chat_completion(answer_id: str, model: str, text: str, result: dict | None, 
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": _choices(text, r),
+        "choices": _choices(text, r, tools),
         "usage": {k: int(u.get(k) or 0) for k in USAGE_KEYS},
-        "timings": {k: u.get(k) for k in TIMING_KEYS},
+        "timings": {**{k: u.get(k) for k in TIMING_KEYS},
+                    **{k: u[k] for k in GRAMMAR_TIMING_KEYS if u.get(k) is not None}},
     }
     if parse is not None:
         for c in out["choices"]:
@@ -247,9 +252,10 @@ def parsed(choice: dict, cls: type) -> Any:
 
 def chunk(answer_id: str, model: str, created: int, *, content: str | None = None, role: str | None = None,
           finish_reason: str | None = None, logprobs: dict | None = None, usage: dict | None = None,
-          final_usage: bool = False) -> dict:
-    """One ``chat.completion.chunk``: a piece of the answer, its end (``finish_reason``), or (``final_usage``) the
-    usage chunk with no choices that ``stream_options={"include_usage": True}`` asks for."""
+          final_usage: bool = False, tool_calls: list[dict] | None = None) -> dict:
+    """One ``chat.completion.chunk``: a piece of the answer, calls (``tool_calls`` deltas: index, id, type, function
+    name and arguments), its end (``finish_reason``), or (``final_usage``) the usage chunk with no choices that
+    ``stream_options={"include_usage": True}`` asks for."""
     out: dict = {"id": f"chatcmpl-{answer_id}", "object": "chat.completion.chunk", "created": created, "model": model}
     if final_usage:
         u = usage or {}
@@ -261,6 +267,8 @@ def chunk(answer_id: str, model: str, created: int, *, content: str | None = Non
         delta["role"] = role
     if content is not None:
         delta["content"] = content
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
     choice: dict = {"index": 0, "delta": delta, "finish_reason": finish_reason}
     if logprobs is not None:
         choice["logprobs"] = {"content": list(logprobs.get("content") or []), "refusal": None}

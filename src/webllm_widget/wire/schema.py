@@ -297,7 +297,7 @@ class GenerateSettings(Struct):
     logprobs: NotRequired[bool]  # Return each token's log-probability, with the `top_logprobs` most likely alternatives.
     top_logprobs: NotRequired[int]
     logit_bias: NotRequired[dict[str, float]]  # Added to the logits of the given token ids before sampling (-100 bans a token, 100 forces it).
-    response_format: NotRequired[dict[str, Any]]  # OpenAI's response_format (text, json_object, json_schema) or {type: "grammar", grammar: EBNF}; WebGPU only.
+    response_format: NotRequired[dict[str, Any]]  # OpenAI's response_format (text, json_object, json_schema), {type: "grammar", grammar: EBNF}, or {type: "tool_calls", ...} (the grammar of tool calls, widgets/tool_calls.py).
 
 
 @record
@@ -347,6 +347,8 @@ class Usage(Struct):
     decode_tokens_per_s: NotRequired[float]
     time_to_first_token_s: NotRequired[float]
     e2e_latency_s: NotRequired[float]
+    grammar_init_s: NotRequired[float]  # Compiling response_format's grammar and making its matcher (0 when reused).
+    grammar_per_token_s: NotRequired[float]  # The grammar's mask and token check per answer token (CPU time).
 
 
 @record

@@ -246,7 +246,10 @@ export class CpuEngine {
       this.grammars = new CpuGrammars(() => Array.from({ length: tok.getVocabSize() }, (_, i) => tok.idToToken(i)), size,
         [...stopIds], cfg.tokenizer_info);
     }
+    const tg = performance.now();
     const matcher = fmt && fmt.type !== "text" ? await this.grammars!.matcher(fmt) : null;
+    const grammarInitS = (performance.now() - tg) / 1000;
+    let grammarS = 0; // the mask and the token check, over the answer
 
     const pre = this.prefill(prompt);
     let logits = pre.logits;
@@ -264,7 +267,11 @@ export class CpuEngine {
         break;
       }
       // The grammar's mask first (web-llm applies it on the GPU before its logit hook sees the logits).
-      if (matcher) applyBitmask(logits, await matcher.getNextTokenBitmask());
+      if (matcher) {
+        const tm = performance.now();
+        applyBitmask(logits, await matcher.getNextTokenBitmask());
+        grammarS += performance.now() - tm;
+      }
       recorder?.observe(logits); // the model's own distribution, before bias and penalties (as on WebGPU)
       for (const [t, b] of bias) if (t >= 0 && t < logits.length) logits[t] += b;
       applyPenalties(logits, counts, s);
@@ -273,8 +280,10 @@ export class CpuEngine {
         finish = "stop";
         break;
       }
-      if (matcher && !matcher.acceptToken(id)) {
-        throw new EngineError("error", `the grammar matcher refused token ${id}, which its own mask allowed`);
+      if (matcher) {
+        const tm = performance.now();
+        if (!matcher.acceptToken(id)) throw new EngineError("error", `the grammar matcher refused token ${id}, which its own mask allowed`);
+        grammarS += performance.now() - tm;
       }
       recorder?.take(id);
       out.push(id);
@@ -330,6 +339,7 @@ export class CpuEngine {
         decode_tokens_per_s: decodeSteps > 0 && decodeS > 0 ? decodeSteps / decodeS : undefined,
         time_to_first_token_s: ((tFirst || t2) - t0) / 1000,
         e2e_latency_s: (t2 - t0) / 1000,
+        ...(matcher ? { grammar_init_s: grammarInitS, grammar_per_token_s: grammarS / 1000 / Math.max(1, out.length) } : {}),
       },
     };
   }

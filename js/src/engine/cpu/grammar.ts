@@ -6,6 +6,7 @@
 import "@mlc-ai/web-xgrammar";
 import type * as XG from "@mlc-ai/web-xgrammar";
 import { EngineError, type ResponseFormat } from "../types";
+import { structuralTagOf } from "../tool_grammar";
 
 // web-xgrammar ships a UMD file in a "type": "module" package (as web-tokenizers does, cpu/engine.ts): bundlers
 // see no ESM exports, and the UMD wrapper puts the classes on globalThis.xgrammar.
@@ -63,6 +64,7 @@ export class CpuGrammars {
         const schema = schemaOf(format);
         if (schema !== null) return compiler.compileJSONSchema(schema);
         if (format.type === "grammar") return compiler.compileGrammar(format.grammar);
+        if (format.type === "tool_calls") return compiler.compileStructuralTag(await structuralTagOf(format));
         throw new EngineError("bad-request", `response_format type ${(format as { type?: string }).type} is not one of text, json_object, json_schema, grammar`);
       })();
       this.compiled.set(key, c);
