@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import CompileError
 from ..tool_format import FORMAT_KEYS, dumps, render_turns
 from .chat_config import prompt_pieces
 
@@ -91,6 +92,11 @@ def tool_format_from_jinja(template: str | None, conv: dict) -> dict | None:
     does not call tools in a way these turns can carry (checked by rendering, see the module docstring)."""
     if not template or "tools" not in template or "tool_call" not in template:
         return None
+    try:
+        import jinja2  # noqa: F401
+    except ImportError as e:
+        raise CompileError("this chat template calls tools; reading its format needs jinja2: pip install jinja2 "
+                           "(it comes with webllm-widget[compile])") from e
     try:
         fmt = _derive(template, conv)
     except Exception:  # noqa: BLE001 - a template this reading does not fit (or that raises) has no tool format
