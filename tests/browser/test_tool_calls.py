@@ -10,7 +10,8 @@ the ``openai`` package's types):
   and the answer's log-probabilities equal the numpy reference's run on that rendering (any token off changes them);
 - ``tool_choice="required"`` and a named function: xgrammar's structural tag holds even random weights to a call,
   so the answer comes back as ``tool_calls`` whose arguments parse and validate against the function's parameters
-  (``jsonschema``), with ``finish_reason`` ``"tool_calls"``, streamed as deltas too.
+  (``jsonschema``), with ``finish_reason`` ``"tool_calls"``, streamed as deltas too (on the CPU engine: the kernel
+  cuts the deltas, alike for both engines).
 """
 from __future__ import annotations
 
@@ -80,10 +81,11 @@ def test_tiny_qwen2_5_calls_tools_and_reads_their_results(widget_host, device):
         out["named"] = await client.chat.completions.create(
             model="qwen", messages=ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "clock"}},
             temperature=1.0, seed=3, max_tokens=80)
-        stream = await client.chat.completions.create(
-            model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
-            temperature=0, max_tokens=80, stream=True)
-        out["chunks"] = [c async for c in stream]
+        if device == "cpu":  # deltas are cut in the kernel, alike for both engines: once is enough
+            stream = await client.chat.completions.create(
+                model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+                temperature=0, max_tokens=80, stream=True)
+            out["chunks"] = [c async for c in stream]
         return out
 
     out = widget_host.run(go(), timeout=900)
@@ -112,6 +114,8 @@ def test_tiny_qwen2_5_calls_tools_and_reads_their_results(widget_host, device):
               f"tokens, grammar {out[key].timings}")
 
     # streamed: the same call as deltas (ids differ: each answer gets its own), then finish_reason tool_calls
+    if device != "cpu":
+        return
     chunks = out["chunks"]
     deltas = [t for ch in chunks for t in (ch.choices[0].delta.tool_calls or []) if ch.choices]
     want_call = out["required"].choices[0].message.tool_calls[0].function
