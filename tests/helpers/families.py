@@ -177,6 +177,22 @@ def _gemma3_hf() -> tuple[Path, dict, dict]:
     return path, _q4_weights(tiny.weights), open_checkpoint(path).config
 
 
+def mistral_tiny(seed: int = 10, window: int = 7) -> TinyLlama:
+    """A tiny Mistral: the Llama layout with a ``sliding_window`` of 7 on both layers, so that the tests' 23 positions
+    reach past it (two windowed layers see 13 positions back) and prefill goes in chunks of at most the window."""
+    tiny = TinyLlama.make(seed=seed, tie=False)
+    tiny.config.update(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=window)
+    return tiny
+
+
+def _mistral_hf() -> tuple[Path, dict, dict]:
+    from webllm_widget.compile.checkpoint import open_checkpoint
+
+    tiny = mistral_tiny()
+    path = tiny.write_hf(_sources() / "tiny-mistral-window7-seed10")
+    return path, _q4_weights(tiny.weights), open_checkpoint(path).config
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -193,5 +209,6 @@ CASES = {c.id: c for c in [
     Case("qwen3-hf", "q4f32_1", _qwen3_hf),  # untied head, head_dim 32 != hidden / heads, per-head q/k norm
     Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),
     Case("phi3-hf", "q4f32_1", _phi3_hf),
-    Case("gemma3-hf", "q4f32_1", _gemma3_hf),  # two RoPE bases, (1 + w) norms, post-norms, GeGLU-tanh, q/k norms  # fused q/k/v and gate/up, LongRoPE (short factors, attention factor)  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
+    Case("gemma3-hf", "q4f32_1", _gemma3_hf),
+    Case("mistral-hf", "q4f32_1", _mistral_hf),  # sliding window 7 on every layer, shorter than the 23 positions  # two RoPE bases, (1 + w) norms, post-norms, GeGLU-tanh, q/k norms  # fused q/k/v and gate/up, LongRoPE (short factors, attention factor)  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
 ]}

@@ -1,6 +1,7 @@
 """Independent numpy forward pass of a Llama-family decoder: the judge for compiled models.
 
-Written from the maths (RMSNorm, rotate-half RoPE, grouped-query causal attention, SwiGLU MLP,
+Written from the maths (RMSNorm, rotate-half RoPE, grouped-query causal attention, optionally within a sliding
+window on some or all layers (Mistral, Gemma), SwiGLU MLP,
 tied or untied LM head, optional q/k/v bias, optional RMSNorm of every query and key head before RoPE as in
 Qwen3), not from the compiler's code, so the two can disagree.
 RoPE scaling follows the configs' ``rope_scaling``: ``linear`` (frequencies divided by the factor), ``llama3``
@@ -81,6 +82,35 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos[None] + rot * sin[None]
 
 
+def layer_windows(config: Mapping, n_layers: int) -> list[int | None]:
+    """Each layer's attention window (a query sees itself and the ``window - 1`` positions before it), None for full
+    attention: ``sliding_layers`` when the config names them, else HF's ``layer_types``, else Gemma 3's
+    ``sliding_window_pattern`` (every pattern-th layer global), else every layer when ``sliding_window`` is set
+    (Mistral; not when Qwen2's ``use_sliding_window`` is false)."""
+    window = config.get("sliding_window")
+    if not window or config.get("use_sliding_window") is False:
+        return [None] * n_layers
+    if config.get("sliding_layers") is not None:
+        slide = set(config["sliding_layers"])
+    elif config.get("layer_types"):
+        slide = {i for i, kind in enumerate(config["layer_types"]) if kind == "sliding_attention"}
+    elif config.get("sliding_window_pattern"):
+        slide = {i for i in range(n_layers) if (i + 1) % int(config["sliding_window_pattern"])}
+    else:
+        slide = set(range(n_layers))
+    return [int(window) if i in slide else None for i in range(n_layers)]
+
+
+def attention_mask(start: int, T: int, S: int, window: int | None) -> np.ndarray:
+    """(T, S) True where query ``start + t`` may not see key ``s``: a later key, or one ``window`` or more back."""
+    q = (start + np.arange(T))[:, None]
+    k = np.arange(S)[None, :]
+    hidden = k > q
+    if window:
+        hidden |= q - k >= window
+    return hidden
+
+
 def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
@@ -107,6 +137,7 @@ class LlamaReference:
         self.theta = float(c["rope_theta"])
         tied = c.get("tie_word_embeddings", False) or "lm_head.weight" not in self.w
         self.lm_head = self.w["model.embed_tokens.weight"] if tied else self.w["lm_head.weight"]
+        self.windows = layer_windows(c, self.n_layers)
         self.reset()
 
     def reset(self) -> None:
@@ -163,9 +194,8 @@ class LlamaReference:
             S = K.shape[1]
             Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)  # query head j uses kv head j // group
             scores = q @ Kh.transpose(0, 2, 1) / np.sqrt(D)  # (H, T, S)
-            # query t sits at absolute position start + t and may see keys 0..start + t
-            mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]
-            scores = np.where(mask[None], -np.inf, scores)
+            # query t sits at absolute position start + t and may see keys 0..start + t (within its window)
+            scores = np.where(attention_mask(start, T, S, self.windows[i])[None], -np.inf, scores)
             scores = scores - scores.max(axis=-1, keepdims=True)
             pr = np.exp(scores)
             pr /= pr.sum(axis=-1, keepdims=True)
@@ -220,7 +250,7 @@ class Gemma3Reference(LlamaReference):
     """Gemma 3 (text) from its report: embedding times sqrt(hidden); RMSNorms multiply by (1 + w); a norm after
     attention and around the MLP; GeGLU-tanh; q/k heads normalized; scores times query_pre_attn_scalar^-1/2;
     sliding layers (all but every ``sliding_window_pattern``-th) use RoPE base ``rope_local_base_freq`` without
-    scaling, global layers ``rope_theta`` with ``rope_scaling``. Windows are not modelled: the tests stay inside."""
+    scaling, global layers ``rope_theta`` with ``rope_scaling``; sliding layers attend within ``sliding_window``."""
 
     def forward(self, tokens: Iterable[int]) -> np.ndarray:
         ids = np.asarray(list(tokens), dtype=np.int64)
@@ -252,8 +282,7 @@ class Gemma3Reference(LlamaReference):
             S = K.shape[1]
             Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)
             scores = q @ Kh.transpose(0, 2, 1) / np.sqrt(float(c["query_pre_attn_scalar"]))
-            mask = np.arange(S)[None, :] > (start + np.arange(T))[:, None]
-            scores = np.where(mask[None], -np.inf, scores)
+            scores = np.where(attention_mask(start, T, S, self.windows[i])[None], -np.inf, scores)
             pr = np.exp(scores - scores.max(axis=-1, keepdims=True))
             pr /= pr.sum(axis=-1, keepdims=True)
             att = (pr @ Vh).transpose(1, 0, 2).reshape(T, H * D)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from families import gemma3_tiny, phi3_tiny
+from families import gemma3_tiny, mistral_tiny, phi3_tiny
 from llama_native import reference_logits, run_native
 from tiny import TinyLlama
 from webllm_widget.compile.arch import registry
@@ -62,13 +62,19 @@ def test_qwen2_5_config_with_its_sliding_window_keys_reads_as_qwen2():
     assert out["attention_bias"] is True
 
 
-def test_layer_types_with_sliding_layers_cap_the_context_and_unknown_kinds_are_refused():
+def test_layer_types_name_the_windowed_layers_and_unknown_kinds_are_refused():
     from webllm_widget.compile.arch.llama import config as llama
     from webllm_widget.errors import BadModel
 
     hf = dict(TinyLlama.make(seed=0, arch="qwen3").config, sliding_window=64,
               layer_types=["sliding_attention", "full_attention"])
-    assert llama.from_hf(hf, "qwen3", set(), "tiny")["context_window_size"] == 64
+    out = llama.from_hf(hf, "qwen3", set(), "tiny")
+    assert out["context_window_size"] == 256 and out["sliding_window"] == 64 and out["sliding_layers"] == [0]
+    cfg = registry.config_from_dict(out)
+    assert cfg.attn_kinds() == ["mha_sliding", "mha"] and cfg.prefill_chunk_size <= 64
+    qwen2 = dict(TinyLlama.make(seed=0, arch="qwen2", layers=3).config, sliding_window=64, use_sliding_window=True,
+                 max_window_layers=1)
+    assert llama.from_hf(qwen2, "qwen2", set(), "tiny")["sliding_layers"] == [1, 2]
     hf["layer_types"] = ["chunked_attention", "full_attention"]
     with pytest.raises(BadModel, match="layer_types"):
         llama.from_hf(hf, "qwen3", set(), "tiny")
@@ -100,7 +106,7 @@ def test_gemma3_text_matches_the_reference(tmp_path):
     GeGLU-tanh, q/k norms, sqrt(hidden) embedding scale, query_pre_attn_scalar."""
     tiny = gemma3_tiny()
     ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
-    assert ckpt.config["context_window_size"] == 128, "the sliding window caps the context window"
+    assert ckpt.config["sliding_window"] == 128 and ckpt.config["sliding_layers"] == [0, 2]
     got, _ = run_native(tiny, checkpoint=ckpt, config=ckpt.config)
     want = reference_logits(tiny.weights, ckpt.config)
     one_base = reference_logits(tiny.weights, {**ckpt.config, "rope_local_base_freq": ckpt.config["rope_theta"]})
@@ -160,3 +166,20 @@ def test_a_phi3_gguf_with_longrope_factor_tensors_is_refused(tmp_path):
     w.close()
     with pytest.raises(BadModel, match="LongRoPE factors.*Hugging Face folder"):
         open_checkpoint(tmp_path / "long.gguf")
+
+
+def test_mistral_sliding_window_shorter_than_the_sequence_matches_the_reference(tmp_path):
+    """Every layer attends within a window of 7 (the paged KV cache's windowed layers); the prompt goes in chunks of
+    at most the window, and the window moves the logits far more than the tolerance."""
+    tiny = mistral_tiny()
+    ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
+    assert ckpt.config["sliding_window"] == 7 and ckpt.config["sliding_layers"] == [0, 1]
+    assert ckpt.config["context_window_size"] == tiny.config["max_position_embeddings"]
+    cfg = registry.config_from_dict(ckpt.config)
+    assert cfg.attn_kinds() == ["mha_sliding", "mha_sliding"] and cfg.prefill_chunk_size == 7
+    got, ex = run_native(tiny, checkpoint=ckpt, config=ckpt.config)
+    assert ex.metadata["prefill_chunk_size"] == 7
+    want = reference_logits(tiny.weights, ckpt.config)
+    full = reference_logits(tiny.weights, {**ckpt.config, "sliding_window": None})
+    assert np.abs(want - full).max() > 0.5, "the window must matter for the test to mean anything"
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)

@@ -245,8 +245,9 @@ def test_gguf_rope_freqs_that_follow_no_llama3_rule_are_refused(tiny, tmp_path):
         open_checkpoint(tmp_path / "odd.gguf")
 
 
-def test_mistral_sliding_window_caps_the_context_window(tiny, tmp_path):
+def test_mistral_sliding_window_windows_every_layer_and_keeps_the_context_window(tiny, tmp_path):
     tiny.config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 128,
                         "max_position_embeddings": 256})
     cfg = open_checkpoint(tiny.write_hf(tmp_path / "hf")).config
-    assert cfg["context_window_size"] == 128 and cfg["sliding_window"] == 128
+    assert cfg["context_window_size"] == 256 and cfg["sliding_window"] == 128
+    assert cfg["sliding_layers"] == list(range(tiny.config["num_hidden_layers"]))

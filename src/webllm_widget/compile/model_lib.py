@@ -34,6 +34,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import RopeMode, TIRPagedKVCache
 from tvm.script import tirx as T
 
 from .arch import registry
+from .attention import softcap_attention, use_cpu_windowed_prefill
 from .keys import ABI_VERSION  # noqa: F401  (the library's ABI version, part of its _metadata and key)
 from .quant.modes import Quantization, as_quantization
 from .quant.nn import expected_params, quantize_module
@@ -462,17 +463,24 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target:
     rope = registry.family_of(cfg).kv_cache_rope(cfg)
     ext = relax.prim_value(0) if rope["rope_ext_factors"] is None else relax.const(rope["rope_ext_factors"])
     with bb.function("create_tir_paged_kv_cache", params):
+        kinds = cfg.attn_kinds()
+        if "mha" not in kinds:
+            # TVM 0.27's runtime allocates the buffers q/k/v are split into only when some layer is a plain "mha"
+            # one (PagedAttentionKVCacheObj's constructor): a cache of windowed layers alone fails on its first
+            # step. One more plain layer, which the model never uses, makes it allocate them.
+            kinds = kinds + ["mha"]
         cache = TIRPagedKVCache(
-            attn_kind="mha", max_batch_size=tvars[0], max_total_seq_len=tvars[1], prefill_chunk_size=tvars[2],
-            page_size=tvars[3], support_sliding_window=tvars[4],
-            layer_partition=relax.ShapeExpr([0, cfg.num_hidden_layers]),
-            num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+            attn_kind=kinds if "mha_sliding" in kinds else "mha", max_batch_size=tvars[0], max_total_seq_len=tvars[1],
+            prefill_chunk_size=tvars[2], page_size=tvars[3], support_sliding_window=tvars[4],
+            layer_partition=relax.ShapeExpr([0, len(kinds)]),
+            num_hidden_layers=len(kinds), num_attention_heads=cfg.num_attention_heads,
             num_key_value_heads=cfg.num_key_value_heads, qk_head_dim=cfg.head_dim, v_head_dim=cfg.head_dim,
             mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
             rope_mode=RopeMode.NONE if rope.get("rope_mode") == "none" else RopeMode.NORMAL,
             rope_scale=rope["rope_scale"], rope_theta=cfg.rope_theta, rope_scaling=rope["rope_scaling"],
             rope_ext_factors=ext,
-            rotary_dim=cfg.head_dim, enable_disaggregation=False, dtype=dtype, target=target)
+            rotary_dim=cfg.head_dim, enable_disaggregation=False, dtype=dtype, target=target,
+            layer_sliding_window_size=cfg.sliding_window or 1024)
         bb.emit_func_output(cache._expr)  # pylint: disable=protected-access
 
 
@@ -512,6 +520,12 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     with bb.function("_metadata", []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(metadata)))
     mod = bb.finalize()
+    cap = getattr(cfg, "attn_logit_softcapping", None)  # Gemma 2's attention soft-capping (its config class)
+    if cap:
+        mod = softcap_attention(mod, cap)
+    if not gpu and cfg.sliding_layers:
+        mod = use_cpu_windowed_prefill(mod, cfg.num_key_value_heads, cfg.num_attention_heads, cfg.head_dim,
+                                       quant.compute_dtype, cfg.sliding_window)
     nest = _Nest(gpu)
     mod["apply_logit_bias_inplace"] = _apply_logit_bias(nest)
     mod["apply_penalty_inplace"] = _apply_penalty(nest)

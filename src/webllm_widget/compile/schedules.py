@@ -521,7 +521,7 @@ _LOG2E = 1.4426950408889634
 
 
 def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: int, dtype: str = "float32",
-                              page_size: int = 16) -> tirx.PrimFunc:
+                              page_size: int = 16, softcap: float | None = None) -> tirx.PrimFunc:
     """Paged-KV decode attention with one thread per query head and no shared memory or barriers.
 
     A drop-in for ``TIRPagedKVCache``'s ``batch_decode_paged_kv`` (same arguments; the cache is made
@@ -531,8 +531,11 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
     layer on SwiftShader at a 16-token context. Here each query head is one thread that walks the
     cached positions with an online softmax (base 2, as the original, so ``lse`` means the same),
     holding q and the output row in registers: no barrier, which SwiftShader pays for dearly,
-    and at the short contexts of a chat the work per thread is small.
+    and at the short contexts of a chat the work per thread is small. ``softcap``: scores become
+    ``cap * tanh(score / cap)`` (:func:`.attention.score_cap`), as in the kernel replaced.
     """
+    from .attention import score_cap
+
     H_qo, H_kv, D = num_qo_heads, num_kv_heads, head_dim
     group = H_qo // H_kv
 
@@ -582,6 +585,7 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
                         s[0] = T.float32(0)
                         for d in T.unroll(D):
                             s[0] = s[0] + q[d] * T.Cast("float32", pages[page, 0, kvh, pos % page_size, d])
+                        s[0] = score_cap(s[0], softcap)
                         m_new[0] = T.max(m[0], s[0])
                         den[0] = den[0] * T.exp2(m[0] - m_new[0]) + T.exp2(s[0] - m_new[0])
                         for d in T.unroll(D):
@@ -596,15 +600,18 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
 
 
 def prefill_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: int,
-                               dtype: str = "float32") -> tirx.PrimFunc:
+                               dtype: str = "float32", softcap: float | None = None) -> tirx.PrimFunc:
     """Ragged prefill attention (the chunk's queries against the chunk's own keys), barrier-free.
 
     A drop-in for ``TIRPagedKVCache``'s ``batch_prefill_ragged_kv`` (same arguments; RoPE is applied
     before attention, so ``rotary_mode`` is 0 as for :func:`decode_attention_fallback`). TVM's kernel
     tiles queries and keys through shared memory with a barrier per tile; here each (query token, head)
     is one thread (16 a workgroup) walking its keys up to the causal limit with an online softmax in
-    base 2, so ``lse`` means what the original's does (the KV cache merges it with the paged part).
+    base 2, so ``lse`` means what the original's does (the KV cache merges it with the paged part). ``softcap`` as
+    in :func:`decode_attention_fallback`.
     """
+    from .attention import score_cap
+
     H_qo, H_kv, D = num_qo_heads, num_kv_heads, head_dim
     group = H_qo // H_kv
     TX = 16
@@ -663,6 +670,7 @@ def prefill_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: i
                             s[0] = T.float32(0)
                             for d in T.unroll(D):
                                 s[0] = s[0] + q[d] * T.Cast("float32", K[kv_begin + j, kvh, d])
+                            s[0] = score_cap(s[0], softcap)
                             m_new[0] = T.max(m[0], s[0])
                             den[0] = den[0] * T.exp2(m[0] - m_new[0]) + T.exp2(s[0] - m_new[0])
                             for d in T.unroll(D):
@@ -678,12 +686,16 @@ def prefill_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: i
 
 def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: int, head_dim: int,
                            dtype: str = "float32") -> tvm.IRModule:
-    """``mod`` with the KV cache's decode and ragged prefill attention kernels replaced by the barrier-free ones above."""
+    """``mod`` with the KV cache's decode and ragged prefill attention kernels replaced by the barrier-free ones above
+    (each with the soft cap of the kernel it replaces, :func:`.attention.kernel_softcap`). The windowed layers'
+    kernels (``*_sliding_window``) stay TVM's."""
+    from .attention import SOFTCAP_ATTR, kernel_softcap
+
     makers = {"batch_decode_paged_kv": decode_attention_fallback, "batch_prefill_ragged_kv": prefill_attention_fallback}
     for gv, func in list(mod.functions.items()):
         if gv.name_hint in makers and isinstance(func, tirx.PrimFunc):
-            new = makers[gv.name_hint](num_kv_heads, num_qo_heads, head_dim, dtype)
-            for key in ("global_symbol",):
+            new = makers[gv.name_hint](num_kv_heads, num_qo_heads, head_dim, dtype, softcap=kernel_softcap(func))
+            for key in ("global_symbol", SOFTCAP_ATTR):
                 if func.attrs is not None and key in func.attrs:
                     new = new.with_attr(key, func.attrs[key])
             mod = mod.clone() if hasattr(mod, "clone") else mod

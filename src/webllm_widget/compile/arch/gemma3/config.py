@@ -3,8 +3,8 @@
 Read beside the Llama family's keys: ``query_pre_attn_scalar`` (attention scale ``1/sqrt(scalar)``),
 ``rope_local_base_freq`` (RoPE base of the sliding-window layers; the global ones use ``rope_theta`` and
 ``rope_scaling``), ``sliding_window`` with ``sliding_window_pattern`` or ``layer_types`` (which layers slide),
-``hidden_activation`` (must be ``gelu_pytorch_tanh``). The context window is capped at the sliding window: within it
-windowed and global attention are the same computation. Soft-capping (Gemma 2's) is refused when set.
+``hidden_activation`` (must be ``gelu_pytorch_tanh``). The sliding layers attend within ``sliding_window`` (the
+paged KV cache's windowed layers). Soft-capping (Gemma 2's) is refused when set.
 
 Example::
 
@@ -41,6 +41,13 @@ class Gemma3Config(llama.LlamaConfig):
         """Whether ``layer`` is a sliding-window (local) layer: all but every ``sliding_window_pattern``-th."""
         return bool((layer + 1) % self.sliding_window_pattern)
 
+    @classmethod
+    def sliding_layers_from(cls, cfg: dict[str, Any]) -> list[int]:
+        if cfg.get("layer_types"):
+            return llama.sliding_layers_of(cfg)
+        pattern = int(cfg.get("sliding_window_pattern", 6))
+        return [i for i in range(int(cfg["num_hidden_layers"])) if (i + 1) % pattern]
+
 
 def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str,
             where: str = "config.json") -> dict[str, Any]:
@@ -59,6 +66,7 @@ def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: s
             raise llama._refuse(where, "layer_types", hf["layer_types"], "is not every "
                                 f"{pattern}th layer global, the only layout implemented")
     base = {k: v for k, v in hf.items() if k not in ("hidden_activation", "hidden_act")}
+    base["layer_types"] = [("sliding_attention" if (i + 1) % pattern else "full_attention") for i in range(n)]
     config = llama.from_hf(base, model_type, tensor_names, name, where, read=_READ, family=_FAMILY)
     config.update(query_pre_attn_scalar=float(hf.get("query_pre_attn_scalar", config["head_dim"])),
                   rope_local_base_freq=float(hf.get("rope_local_base_freq", 10000.0)),

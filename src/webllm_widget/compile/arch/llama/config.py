@@ -57,6 +57,10 @@ class LlamaConfig:
     model_type: str = "llama"
     #: normalized RoPE scaling ({} for none; see :func:`rope_scaling_of`)
     rope_scaling: dict = dataclasses.field(default_factory=dict)
+    #: attention window of the layers in ``sliding_layers`` (each query sees itself and the ``sliding_window - 1``
+    #: keys before it); 0: every layer attends to the whole context
+    sliding_window: int = 0
+    sliding_layers: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.num_key_value_heads:
@@ -67,7 +71,20 @@ class LlamaConfig:
             raise BadModel(
                 f"num_attention_heads ({self.num_attention_heads}) is not a multiple of "
                 f"num_key_value_heads ({self.num_key_value_heads}); this is not a Llama-family model.")
+        self.sliding_window = int(self.sliding_window or 0)
+        self.sliding_layers = sorted(int(i) for i in self.sliding_layers) if self.sliding_window else []
+        if not self.sliding_layers:
+            self.sliding_window = 0
         self.prefill_chunk_size = max(1, min(self.prefill_chunk_size, self.context_window_size))
+        if self.sliding_layers:
+            # The paged KV cache windows the keys of earlier chunks only; within a chunk attention is plainly
+            # causal, which is the window's maths only while a chunk is no longer than the window.
+            self.prefill_chunk_size = min(self.prefill_chunk_size, self.sliding_window)
+
+    def attn_kinds(self) -> list[str]:
+        """Each layer's attention for the paged KV cache: ``"mha_sliding"`` (windowed) or ``"mha"``."""
+        slide = set(self.sliding_layers)
+        return ["mha_sliding" if i in slide else "mha" for i in range(self.num_hidden_layers)]
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], **overrides: Any) -> "LlamaConfig":
@@ -91,6 +108,10 @@ class LlamaConfig:
         if "attention_bias" not in cfg:
             kw["attention_bias"] = arch == "qwen2"
         kw["rope_scaling"] = cls.rope_scaling_from(cfg)
+        if "sliding_layers" not in cfg:  # an HF config.json's own keys
+            window = sliding_window_of(cfg)
+            kw["sliding_window"] = window or 0
+            kw["sliding_layers"] = cls.sliding_layers_from(cfg) if window else []
         kw.update(overrides)
         kw["head_dim"] = kw.get("head_dim") or 0
         kw["num_key_value_heads"] = kw.get("num_key_value_heads") or 0
@@ -100,6 +121,11 @@ class LlamaConfig:
     def rope_scaling_from(cls, cfg: dict[str, Any]) -> dict[str, Any]:
         """The normalized ``rope_scaling`` of an HF-style config dict (a family with other scalings overrides it)."""
         return rope_scaling_of(cfg.get("rope_scaling"))
+
+    @classmethod
+    def sliding_layers_from(cls, cfg: dict[str, Any]) -> list[int]:
+        """The windowed layers of an HF-style config dict (a family with its own layout overrides it)."""
+        return sliding_layers_of(cfg)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,15 +225,27 @@ def sliding_window_of(hf: dict[str, Any]) -> int | None:
     return int(window)
 
 
+def sliding_layers_of(hf: dict[str, Any]) -> list[int]:
+    """The layers that attend within ``sliding_window``: ``layer_types``' ``sliding_attention`` layers; without it
+    Qwen2's layers from ``max_window_layers`` on (when ``use_sliding_window``), else every layer (Mistral)."""
+    n = int(hf["num_hidden_layers"])
+    if hf.get("layer_types"):
+        return [i for i, kind in enumerate(hf["layer_types"]) if kind == "sliding_attention"]
+    if hf.get("use_sliding_window") and hf.get("max_window_layers") is not None:
+        return list(range(int(hf["max_window_layers"]), n))
+    return list(range(n))
+
+
 def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: str,
             where: str = "config.json", *, read: frozenset = frozenset(), family: str = "the Llama family",
             rope_scaling: Callable | None = None) -> dict[str, Any]:
     """``checkpoint.config`` from an HF ``config.json`` dict (``tensor_names``: the safetensors' tensors).
 
     Raises :class:`BadModel` for a key that changes the maths and is not implemented. A sliding window
-    (Mistral, or some layers of a ``layer_types`` config) shorter than the trained context caps the context
-    window at the window: within it, windowed and full attention are the same computation. ``read``: keys the
-    calling family reads itself; ``rope_scaling``: the family's own :func:`rope_scaling_of`.
+    (Mistral, or some layers of a ``layer_types`` config) shorter than the trained context becomes
+    ``sliding_window`` and ``sliding_layers``: the paged KV cache windows those layers' attention (TVM's
+    ``mha_sliding`` layers). ``read``: keys the calling family reads itself; ``rope_scaling``: the family's own
+    :func:`rope_scaling_of`.
     """
     _check_hf_values(hf, where, read, family, rope_scaling)
     n_head = int(hf["num_attention_heads"])
@@ -236,8 +274,8 @@ def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: s
         config["rope_scaling"] = hf["rope_scaling"]
     window = sliding_window_of(hf)
     if window is not None and window < ctx:
-        config["context_window_size"] = window
         config["sliding_window"] = window
+        config["sliding_layers"] = sliding_layers_of(hf)
     return config
 
 
