@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import os
 import shutil
 import subprocess
 import sys
@@ -143,6 +144,98 @@ def baseline_job(model: tuple[dict, dict], lib: Path) -> tuple[dict, dict]:
     return dict(job, spec=spec), {sha: lib}
 
 
+#: Real model shapes built with random weights (bench/shapes.py: a Hugging Face folder, `webllm-widget build --hf`),
+#: staged without their shards: the GPU machine writes random ones (bench/gpu/random_weights.py).
+SHAPES = {"qwen2-0.5b": "QWEN2_05B_HF", "llama3.2-1b": "LLAMA32_1B_HF"}
+#: MLC's prebuilt library of issue #16's comparison: repository, path, and the web-llm release that runs it.
+OFFICIAL = {"repo": "mlc-ai/binary-mlc-llm-libs",
+            "path": "web-llm-models/v0_2_48/Qwen2-0.5B-Instruct-q4f32_1-ctx4k_cs1k-webgpu.wasm",
+            "web_llm": "0.2.79", "beside": "qwen2-0.5b"}
+OFFICIAL_DIR = ROOT / "bench" / "official"
+
+
+def shape_job(shape: str, prompt_lengths: list[int], max_tokens: int, runs: int, quantization: str = "q4f32_1"):
+    """(job, paths) of a real model shape: `build --hf` of bench/shapes.py's random-weight folder, staged without
+    its parameter shards (generated on the GPU machine: job["generate"])."""
+    import shapes
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    folder = build_model_folder(shapes.hf_shape_folder(getattr(shapes, SHAPES[shape])), quantization=quantization)
+    job, paths = model_job(prompt_lengths, max_tokens, runs, folder)
+    shards = {f["sha256"] for f in job["spec"]["files"] if f["name"].startswith("params_shard_")}
+    job["generate"] = {"cache": "tensor-cache.json", "seed": 0}
+    job["shape"] = {"name": shape, "folder": str(folder), "hf_config": {k: v for k, v in getattr(shapes, SHAPES[shape]).items()
+                                                                        if k != "_name"}}
+    return job, {sha: p for sha, p in paths.items() if sha not in shards}
+
+
+def official_bundles(out: Path) -> list[Path]:
+    """bench/official's runner.js and worker.js bundled with MLC's web-llm release (npm ci there, pinned)."""
+    if not (OFFICIAL_DIR / "node_modules" / "@mlc-ai" / "web-llm").exists():
+        cmd = ["npm", "ci"] if (OFFICIAL_DIR / "package-lock.json").exists() else ["npm", "install"]
+        subprocess.run(cmd + ["--no-audit", "--no-fund", "--ignore-scripts"], cwd=OFFICIAL_DIR, check=True)
+    exe = ROOT / "js" / "node_modules" / ".bin" / "esbuild"
+    outs = []
+    for src, name in (("runner.js", "official_runner.js"), ("worker.js", "official_worker.js")):
+        subprocess.run([str(exe), str(OFFICIAL_DIR / src), "--bundle", "--format=esm", "--minify",
+                        f"--outfile={out / name}", "--log-level=warning"], check=True)
+        outs.append(out / name)
+    return outs
+
+
+def official_job(lib: Path, beside: tuple[dict, dict], work: Path) -> tuple[dict, dict]:
+    """MLC's prebuilt library as a job beside a shape job of the same model: the library's own ``_metadata`` gives
+    its parameters (names, shapes, dtypes, in order), context and prefill chunk sizes. When they are the beside
+    job's records in shape and order, its tensor cache (renamed) is the layout, and the GPU machine hands both the
+    same shard files (``same_as``); else a layout of their own. Same tokenizer, chat template and prompts."""
+    import hashlib
+
+    sys.path.insert(0, str(GPU))
+    import random_weights
+
+    data = lib.read_bytes()
+    meta = random_weights.wasm_metadata(data)
+    bjob, bpaths = beside
+    by_name = {f["name"]: bpaths.get(f["sha256"]) for f in bjob["spec"]["files"]}
+    mine = json.loads(Path(by_name["tensor-cache.json"]).read_text())
+    recs = [r for s in mine["records"] for r in s["records"]]
+    same = [(r["shape"], r["dtype"]) for r in recs] == [(p["shape"], p["dtype"]) for p in meta["params"]]
+    if same:
+        for r, prm in zip(recs, meta["params"]):
+            r["name"] = prm["name"]
+        cache = mine
+    else:
+        cache = random_weights.layout_from_metadata(meta["params"])
+    d = work / "official"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ndarray-cache.json").write_text(json.dumps(cache, indent=1))
+    chat = json.loads(Path(by_name["mlc-chat-config.json"]).read_text())
+    chat.update({k: meta[k] for k in ("model_type", "quantization", "context_window_size", "prefill_chunk_size",
+                                      "sliding_window_size", "attention_sink_size") if k in meta})
+    (d / "mlc-chat-config.json").write_text(json.dumps(chat, indent=1))
+    shutil.copyfile(lib, d / lib.name)
+    names = [lib.name, "ndarray-cache.json", "mlc-chat-config.json"] + list(chat.get("tokenizer_files") or [])
+    for n in chat.get("tokenizer_files") or []:
+        shutil.copyfile(by_name[n], d / n)
+    names += [p.name for p in official_bundles(d)]
+    files, paths = [], {}
+    for n in names:
+        b = (d / n).read_bytes()
+        sha = hashlib.sha256(b).hexdigest()
+        files.append({"name": n, "sha256": sha, "size": len(b)})
+        paths[sha] = d / n
+    files += [{"name": s["dataPath"], "sha256": "", "size": s["nbytes"]} for s in cache["records"]]
+    spec = {"id": lib.stem + "-official", "lib": lib.name, "files": files}
+    gen = {"cache": "ndarray-cache.json", "seed": 0, **({"same_as": OFFICIAL["beside"]} if same else {})}
+    job = dict(bjob, spec=spec, official={**{k: v for k, v in OFFICIAL.items() if k != "beside"},
+                                          "library_sha256": hashlib.sha256(data).hexdigest(),
+                                          "library_bytes": len(data), "same_layout_as_project": same,
+                                          "metadata": {k: v for k, v in meta.items() if k != "params"}},
+               generate=gen)
+    job.pop("shape", None)
+    return job, paths
+
+
 def source_commit() -> str | None:
     """The checkout's HEAD (with "+dirty" when the model compiler's sources differ from it): which code built the
     staged model library."""
@@ -196,12 +289,21 @@ def prepare(args) -> dict:
     manifest: dict = {"node_version": subprocess.run([str(node), "--version"], capture_output=True, text=True).stdout.strip(),
                       "source_commit": source_commit(), "jobs": {}}
     jobs = []
+    lengths = [int(x) for x in args.prompts.split(",")]
     if args.smoke_model:
         jobs.append(("smoke", model_job([16], 32, 3, Path(args.smoke_model))))
-    jobs.append(("model", model_job([int(x) for x in args.prompts.split(",")], args.max_tokens, args.runs,
-                                    Path(args.model) if args.model else None)))
+    if not getattr(args, "no_model", False):
+        jobs.append(("model", model_job(lengths, args.max_tokens, args.runs, Path(args.model) if args.model else None)))
     if getattr(args, "baseline_lib", None):
         jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib))))
+    shapes_wanted = list(getattr(args, "shape", None) or [])
+    if getattr(args, "official_lib", None) and OFFICIAL["beside"] not in shapes_wanted:
+        shapes_wanted.insert(0, OFFICIAL["beside"])
+    for shape in shapes_wanted:
+        jobs.append((shape, shape_job(shape, lengths, args.max_tokens, args.runs)))
+    if getattr(args, "official_lib", None):
+        beside = next(j for n, j in jobs if n == OFFICIAL["beside"])
+        jobs.append(("official", official_job(Path(args.official_lib), beside, work)))
     part_bytes = int(args.part_mib * 2**20)
     for name, (job, paths) in jobs:
         tar = work / f"{name}.tar"
@@ -234,6 +336,8 @@ def prepare(args) -> dict:
         manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
         if name == "baseline":  # its weights travel with the model job
             manifest["jobs"][name].update(shares="model", weights=manifest["jobs"]["model"]["weights"])
+        if job.get("generate"):  # shards written on the GPU machine (bench/gpu/random_weights.py)
+            manifest["jobs"][name]["generate"] = job.pop("generate")
     (work / "manifest.json").write_text(json.dumps(manifest))
     # pack the items into parts of at most part_bytes each (the manifest rides in part 1)
     part, used = 1, 0
@@ -309,7 +413,7 @@ def weight_bytes(paths: dict, spec: dict) -> dict:
     position of context (layers x 2 x KV heads x head dim x element size, from mlc-chat-config.json)."""
     by_name = {f["name"]: paths.get(f["sha256"]) for f in spec.get("files", [])}
     out: dict = {}
-    tc = by_name.get("tensor-cache.json")
+    tc = by_name.get("tensor-cache.json") or by_name.get("ndarray-cache.json")  # web-llm 0.2.85's name, 0.2.79's
     if tc:
         recs = json.loads(Path(tc).read_text())["records"]
         out["params_bytes"] = sum(r["nbytes"] for r in recs)
@@ -467,9 +571,15 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                 if b.get("decode_tok_s") else None}
             for n, b in e["per_prompt"].items()}
     if old.exists():
-        prev = previous_run(json.loads(old.read_text()), res["summary"]["model"])
+        o = json.loads(old.read_text())
+        prev = previous_run(o, res["summary"]["model"])
         if prev:
             res["previous"] = prev
+        for k in SHAPE_KEYS:  # written by collect_shapes, from its own runs: kept until it runs again
+            if k in o:
+                res[k] = o[k]
+            if k in (o.get("summary") or {}):
+                res["summary"][k] = o["summary"][k]
     path = write_result("gpu", res, out_dir)
     for n, b in (((res.get("summary") or {}).get("chrome") or {}).get("kernels") or {}).get("per_prompt", {}).items():
         print(f"chrome prompt {n} per decode step: wall {b['step_wall_ms'] or 0:.3f} ms, GPU busy "
@@ -484,6 +594,126 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                   f"({(b['fraction_of_bound'] or 0) * 100:.2f}%) on {gpu_name}")
     print(f"-> {path}")
     return path
+
+
+#: gpu.json keys written by collect_shapes (the shapes and the official comparison); collect carries them on.
+SHAPE_KEYS = ("shapes", "official")
+
+
+def _med(xs: list) -> float | None:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None = None) -> Path:
+    """gpu_raw.json (device_run.py probe: the GPU, its copy bandwidth, the manifest) and one chrome_raw.json per
+    staged job of the same call -> gpu.json's ``shapes`` (per real model shape: decode and prefill tok/s, the bound
+    from the measured copy bandwidth and ``share_of_bound``) and ``official`` (MLC's prebuilt library run by MLC's
+    web-llm beside the project's build of the same shape: per prompt ``ratio`` = project decode / official decode,
+    and the same for prefill). The rest of gpu.json (the built-in model's runs) is kept as it is."""
+    raw = json.loads(raw_path.read_text())
+    gpu_name = raw.get("torch", {}).get("name") or raw.get("nvidia_smi", {}).get("name") or "unknown"
+    measured = (raw.get("torch", {}).get("copy") or {}).get("GBps_median")
+    sheet = datasheet(gpu_name)
+    jobs = (raw.get("manifest") or {}).get("jobs") or {}
+    old_path = (out_dir or ROOT / "bench" / "results") / "gpu.json"
+    res = json.loads(old_path.read_text()) if old_path.exists() else {"benchmark": "gpu"}
+    res.setdefault("summary", {})
+    entries = {}
+    for name, path in chrome.items():
+        c = json.loads(Path(path).read_text())
+        man = jobs.get(name) or {}
+        e = chrome_entry(c, measured, sheet, man.get("weights") or {})
+        for b in e["per_prompt"].values():
+            b["share_of_bound"] = b.get("fraction_of_bound")
+        entries[name] = (c, man, e)
+    common = {"when": raw.get("when"), "gpu": gpu_name, "nvidia_smi": raw.get("nvidia_smi"), "copy_GBps": measured,
+              "datasheet_GBps": sheet}
+    shapes = {}
+    for name, (c, man, e) in entries.items():
+        if name == "official":
+            continue
+        job = man.get("job") or {}
+        shapes[name] = {**common, "model": (job.get("spec") or {}).get("id"), "hf_config": (job.get("shape") or {}).get("hf_config"),
+                        "library_sha256": next((f["sha256"] for f in (job.get("spec") or {}).get("files", [])
+                                                if f["name"] == (job.get("spec") or {}).get("lib")), None),
+                        "source_commit": (raw.get("manifest") or {}).get("source_commit"),
+                        "weights": man.get("weights"), "max_tokens": job.get("max_tokens"), "runs": job.get("runs"),
+                        "chromium": e.get("chromium"), "adapter": e.get("adapter_info"), "error": e.get("error"),
+                        "load": e.get("load"), "per_prompt": e["per_prompt"],
+                        "how": "random weights written on the GPU machine in the staged layout (bench/gpu/random_weights.py); "
+                               + e["how"]}
+        if e.get("error"):
+            shapes[name]["stderr_tail"] = e.get("stderr_tail")
+    if shapes:
+        res["shapes"] = shapes
+        res["summary"]["shapes"] = {n: {"model": v["model"], "gpu": gpu_name, "when": v["when"], "per_prompt": {
+            k: {kk: b.get(kk) for kk in ("decode_tok_s", "prefill_tok_s", "bound_tok_s", "share_of_bound")}
+            for k, b in v["per_prompt"].items()}} for n, v in shapes.items()}
+    if "official" in entries:
+        oc, oman, oe = entries["official"]
+        ojob = oman.get("job") or {}
+        info = ojob.get("official") or {}
+        beside = info.get("beside") or OFFICIAL["beside"]
+        pc, pman, pe = entries.get(beside, (None, {}, {"per_prompt": {}}))
+        per = {}
+        for n, ob in oe["per_prompt"].items():
+            pb = pe["per_prompt"].get(n) or {}
+            op = ((oc.get("result") or {}).get("prompts") or {}).get(n) or {}
+            pp = (((pc or {}).get("result") or {}).get("prompts") or {}).get(n) or {}
+            ratio = lambda a, b: a / b if a and b else None  # noqa: E731
+            per[n] = {"prompt_tokens": {"project": pp.get("prompt_tokens"), "official": op.get("prompt_tokens")},
+                      "completion_tokens": {"project": pp.get("completion_tokens"), "official": op.get("completion_tokens")},
+                      "project_decode_tok_s": pb.get("decode_tok_s"), "official_decode_tok_s": ob.get("decode_tok_s"),
+                      "ratio": ratio(pb.get("decode_tok_s"), ob.get("decode_tok_s")),
+                      "project_prefill_tok_s": pb.get("prefill_tok_s"), "official_prefill_tok_s": ob.get("prefill_tok_s"),
+                      "prefill_ratio": ratio(pb.get("prefill_tok_s"), ob.get("prefill_tok_s")),
+                      "project_dispatches_per_token": pb.get("dispatches_per_token"),
+                      "official_dispatches_per_token": ob.get("dispatches_per_token"),
+                      "official_share_of_bound": ob.get("share_of_bound"), "project_share_of_bound": pb.get("share_of_bound"),
+                      "decode_runs": {"project": (pp.get("decode_tok_s") or {}).get("runs"),
+                                      "official": (op.get("decode_tok_s") or {}).get("runs")},
+                      "same_text": (pp.get("text_head") == op.get("text_head")) if pp and op else None,
+                      "text_head": {"project": (pp.get("text_head") or "")[:80], "official": (op.get("text_head") or "")[:80]}}
+        res["official"] = {**common, "library": {k: info.get(k) for k in ("repo", "path", "library_sha256", "library_bytes",
+                                                                         "metadata")},
+                           "web_llm": info.get("web_llm"), "project": {"job": beside, "model": (pman.get("job") or {}).get("spec", {}).get("id"),
+                                                                        "load": pe.get("load")},
+                           "same_weight_bytes": info.get("same_layout_as_project"),
+                           "chromium": oe.get("chromium"), "adapter": oe.get("adapter_info"),
+                           "error": oe.get("error") or pe.get("error"), "load": oe.get("load"),
+                           "ratio_median": _med([b["ratio"] for b in per.values()]),
+                           "prefill_ratio_median": _med([b["prefill_ratio"] for b in per.values()]),
+                           "per_prompt": per,
+                           "how": ("same Chromium, same GPU, same call: MLC's prebuilt library run by npm @mlc-ai/web-llm "
+                                   f"{info.get('web_llm')} in a Worker (bench/official), the project's `build --hf` of the same "
+                                   "shape in the widget's engine; the same tokenizer, chat template and prompts; greedy, "
+                                   "ignore_eos, fixed output length, KV cache reset before each run, 1 warm-up run; decode and "
+                                   "prefill tok/s as each web-llm reports them (median over runs). Weights: random, written on "
+                                   "the GPU machine" + ("; the same shard files for both (same records, shapes and order)"
+                                                         if info.get("same_layout_as_project") else ""))}
+        if oe.get("error"):
+            res["official"]["stderr_tail"] = oe.get("stderr_tail")
+        res["summary"]["official"] = {"gpu": gpu_name, "when": raw.get("when"), "ratio_median": res["official"]["ratio_median"],
+                                      "prefill_ratio_median": res["official"]["prefill_ratio_median"],
+                                      "per_prompt": {n: {k: b[k] for k in ("project_decode_tok_s", "official_decode_tok_s", "ratio",
+                                                                            "project_prefill_tok_s", "official_prefill_tok_s",
+                                                                            "prefill_ratio")} for n, b in per.items()}}
+    old_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = old_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=str))
+    os.replace(tmp, old_path)
+    for n, v in shapes.items():
+        for k, b in v["per_prompt"].items():
+            print(f"{n} prompt {k}: decode {b.get('decode_tok_s') or 0:.1f} tok/s, prefill {b.get('prefill_tok_s') or 0:.0f} tok/s, "
+                  f"{(b.get('share_of_bound') or 0) * 100:.1f}% of the bound ({b.get('bound_tok_s')} tok/s) on {gpu_name}")
+    for k, b in ((res.get("official") or {}).get("per_prompt") or {}).items() if "official" in entries else []:
+        print(f"official prompt {k}: decode project {b['project_decode_tok_s'] or 0:.1f} / official "
+              f"{b['official_decode_tok_s'] or 0:.1f} = x{b['ratio'] or 0:.2f}; prefill x{b['prefill_ratio'] or 0:.2f}")
+    print(f"-> {old_path}")
+    return old_path
 
 
 def chrome_entry(c: dict, measured: float | None, sheet: int | None, weights: dict) -> dict:
@@ -566,6 +796,14 @@ def _dispatch(p: dict) -> dict:
     return {"dispatches_per_token": round(per_tok, 1), "us_per_dispatch": round(1e6 / dec / per_tok, 1)}
 
 
+def job_of(path: Path) -> str:
+    """chrome_raw_<job>.json -> job (the name chrome_run.py --raw-name gives each job's result)."""
+    stem = Path(path).stem
+    if not stem.startswith("chrome_raw_"):
+        raise SystemExit(f"{path}: expected a file named chrome_raw_<job>.json")
+    return stem[len("chrome_raw_"):]
+
+
 def has_gpu() -> bool:
     return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
 
@@ -589,6 +827,12 @@ def main(argv: list[str] | None = None) -> int:
                            help="stage no Node + Dawn (the browser bench alone; device_run.py probe records the GPU)")
             p.add_argument("--baseline-lib", help="another model.wasm for the same model (an earlier build): staged "
                                                   "as job 'baseline' (chrome_run.py --job baseline) beside 'model'")
+            p.add_argument("--no-model", action="store_true", help="stage no 'model' job (the built-in model)")
+            p.add_argument("--shape", action="append", choices=sorted(SHAPES),
+                           help="a real model shape with random weights (job named so; shards made on the GPU machine)")
+            p.add_argument("--official-lib", help=f"MLC's prebuilt {OFFICIAL['path'].rsplit('/', 1)[1]} (from "
+                                                  f"{OFFICIAL['repo']}): job 'official', run by web-llm "
+                                                  f"{OFFICIAL['web_llm']} beside job '{OFFICIAL['beside']}'")
         if name == "run":
             p.add_argument("--if-gpu", action="store_true", help="skip (exit 0) when this machine has no NVIDIA GPU")
     pc = sub.add_parser("prepare-chrome", help="stage Debian's Chromium + the page bundles under .gpu/c1, c2, ...")
@@ -600,6 +844,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--chrome-baseline", type=Path, default=None,
                    help="chrome_raw.json of the staged 'baseline' job (another library, same call) to put beside")
     c.add_argument("--out", type=Path, default=None)
+    cs = sub.add_parser("collect-shapes", help="gpu_raw.json (probe) + chrome_raw_<job>.json of the shape and official "
+                                               "jobs -> gpu.json 'shapes' and 'official' (the rest kept)")
+    cs.add_argument("raw", type=Path)
+    cs.add_argument("chrome", type=Path, nargs="+", help="chrome_raw_<job>.json files (job name from the file name)")
+    cs.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cmd == "prepare" and args.bundle_only:
         # a new engine bundle into the staged part 1, model parts untouched (the same model build travels again)
@@ -611,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args)
     elif args.cmd == "prepare-chrome":
         prepare_chrome(args)
+    elif args.cmd == "collect-shapes":
+        collect_shapes(args.raw, {job_of(p): p for p in args.chrome}, args.out)
     elif args.cmd == "collect":
         collect(args.raw, args.out, args.chrome, args.chrome_baseline)
     else:

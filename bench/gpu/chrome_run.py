@@ -76,6 +76,9 @@ window.__emit = (e) => {
 </script>
 <script type="module" src="/runner.js"></script>
 <script type="module" src="/bench.js"></script>"""
+#: The page of a job staged with "official" (bench/gpu_device.py prepare --official-lib): MLC's web-llm release
+#: (bench/official/runner.js, bundled) behind the same window.webllmRunner interface, timed by the same BENCH_JS.
+OFFICIAL_PAGE = PAGE.replace(b'src="/runner.js"', b'src="/official_runner.js"')
 
 BENCH_JS = r"""
 const post = async (p, o) => (await fetch(p, {method: "POST", body: JSON.stringify(o)})).json();
@@ -414,6 +417,21 @@ class Server:
 
             def do_GET(self):
                 p = self.path.split("?")[0]
+                official = srv.job.get("official")
+                if official and srv.files:
+                    # MLC's web-llm: its page, its Worker (with the dispatch counters), the model by file name
+                    by_name = {f["name"]: f["sha256"] for f in srv.job["spec"]["files"]}
+                    if p in ("/", "/index.html"):
+                        return self._send(OFFICIAL_PAGE, "text/html")
+                    if p in ("/official_runner.js", "/official_worker.js"):
+                        body = (srv.files / by_name[p[1:]]).read_bytes()
+                        extra = WORKER_COUNTERS.encode() if p == "/official_worker.js" else b""
+                        return self._send(body + extra, "text/javascript")
+                    prefix = "/official/resolve/main/"
+                    if p.startswith(prefix) and p[len(prefix):] in by_name:
+                        f = srv.files / by_name[p[len(prefix):]]
+                        ctype = "application/wasm" if p.endswith(".wasm") else "application/octet-stream"
+                        return self._send(f.read_bytes(), ctype)
                 if p in ("/", "/index.html"):
                     return self._send(PAGE, "text/html")
                 if p == "/bench.js":
@@ -560,6 +578,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=None, help="override the job's runs")
     ap.add_argument("--timeout", type=int, default=420)
     ap.add_argument("--unpack-debs", action="store_true", help="as device_run.py: the .gl set into / where missing")
+    ap.add_argument("--raw-name", default="chrome_raw.json", help="the result file's name under --out")
+    ap.add_argument("--log-dir", type=Path, default=None, help="Chromium's stderr logs (default: --out)")
     ap.add_argument("--stash-only", action="store_true")
     ap.add_argument("--probe-only", action="store_true", help="only try the flag sets (no model needed)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAG;FLAG",
@@ -586,8 +606,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     raw: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
+    logs = args.log_dir or out
+    logs.mkdir(parents=True, exist_ok=True)
+
     def write():
-        (out / "chrome_raw.json").write_text(json.dumps(raw, indent=1, default=str))
+        (out / args.raw_name).write_text(json.dumps(raw, indent=1, default=str))
 
     prefix = unpack_chrome(st)
     static = args.static or prefix / "static"
@@ -611,7 +634,7 @@ def main(argv=None) -> int:
                             "--window-size=1100,5000", "--virtual-time-budget=4000", "chrome://gpu"], env=env,
                            capture_output=True, timeout=60)
             shutil.rmtree(prof, ignore_errors=True)
-        r = attempt(exe, static, None, {"probe_only": True}, flags, env, out / f"chrome_{name}.log", 60)
+        r = attempt(exe, static, None, {"probe_only": True}, flags, env, logs / f"chrome_{name}.log", 60)
         raw["probes"][name] = {k: r.get(k) for k in ("adapter_info", "features", "adapter_limits", "error", "wall_s",
                                                       "user_agent")}
         if r.get("error"):
@@ -641,7 +664,7 @@ def main(argv=None) -> int:
             smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,utilization.gpu", "--format=csv,noheader",
                                     "-lms", "50"], stdout=open(st / "gpu_util.csv", "w"), stderr=subprocess.DEVNULL)
         raw["result"] = attempt(exe, static, files, spec, FLAG_SETS[args.flags][chosen], env,
-                                out / f"chrome_{chosen}_bench.log", args.timeout)
+                                logs / f"chrome_{chosen}_bench.log", args.timeout)
         if smi:
             smi.terminate()
             smi.wait(5)

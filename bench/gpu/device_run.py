@@ -188,7 +188,59 @@ def model_files(st: Path, name: str, job: dict) -> Path:
         for f in other.iterdir():
             if not (files / f.name).exists():
                 os.symlink(f, files / f.name)
+    if job.get("generate"):
+        generated_weights(st, name, job, files)
     return files
+
+
+def generated_weights(st: Path, name: str, job: dict, files: Path) -> dict:
+    """A job staged without its parameter shards (``generate``: {"cache", "seed"[, "same_as"]}): write them here
+    (random_weights.py: random records in the staged layout), join them to ``files`` by sha256 and put their
+    sha256 and size into the job's spec in place. ``same_as``: another job whose shards have the same layout
+    (byte for byte the same records in the same places): its shard files are used, not a second random set.
+    Idempotent: a later call (another process of the same run) reads what the first wrote."""
+    gen = job["generate"]
+    spec = job["job"]["spec"]
+    named = st / f"named-{name}"
+    done = named / "_generated.json"
+    if not done.exists():
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import random_weights
+
+        tmp = named.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in spec["files"]:  # the staged files by their names (the shards are not among them)
+            if f["sha256"] and (files / f["sha256"]).is_file():
+                shutil.copyfile(files / f["sha256"], tmp / f["name"])
+        t = time.time()
+        other = gen.get("same_as")
+        if other:
+            ojob = json.loads((st / "manifest.json").read_text())["jobs"][other]
+            model_files(st, other, ojob)
+            src = st / f"named-{other}"
+            for shard in json.loads((tmp / gen["cache"]).read_text())["records"]:
+                os.link(src / shard["dataPath"], tmp / shard["dataPath"])
+            mine = json.loads((tmp / gen["cache"]).read_text())
+            theirs = json.loads((src / ojob["generate"]["cache"]).read_text())
+            for a, b in zip(mine["records"], theirs["records"]):  # the same bytes: the same md5 per shard
+                a["md5sum"] = b.get("md5sum")
+            (tmp / gen["cache"]).write_text(json.dumps(mine, indent=1))
+            out = {p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size}
+                   for p in sorted(tmp.iterdir()) if p.is_file()}
+        else:
+            out = random_weights.fill(tmp, gen["cache"], int(gen.get("seed", 0)))
+        log(f"{name}: weights generated in {time.time() - t:.1f} s ({sum(v['size'] for v in out.values()) / 1e6:.0f} MB)")
+        (tmp / "_generated.json").write_text(json.dumps(out))
+        shutil.rmtree(named, ignore_errors=True)
+        os.replace(tmp, named)
+    out = json.loads(done.read_text())
+    for fname, v in out.items():
+        if not (files / v["sha256"]).exists():
+            os.link(named / fname, files / v["sha256"])
+    spec["files"] = [dict(f, sha256=out[f["name"]]["sha256"], size=out[f["name"]]["size"]) if f["name"] in out else f
+                     for f in spec["files"]]
+    return out
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@ that `make bench` passes over it on a machine without an NVIDIA GPU. (The GPU ru
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,168 @@ def test_collect_browser_only_puts_batched_dispatch_beside_upstream_and_the_new_
     assert res["chrome"]["per_prompt"]["32"]["bound_tok_s"]  # weights from the manifest without a Node run
     text = "\n".join(gpu_summary(res))
     assert "90.0 vs 60.0 (x1.50)" in text and "prefill x2.00, decode x1.12" in text
+
+
+# -- real model shapes with weights written on the GPU machine, and MLC's prebuilt library beside them --------------
+
+def _cache_doc(records: list[tuple[str, list[int], str]], shard_bytes: int = 64) -> dict:
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    import random_weights
+
+    return random_weights.layout_from_metadata([{"name": n, "shape": s, "dtype": d} for n, s, d in records], shard_bytes)
+
+
+def test_random_weights_fill_every_record_in_its_place_and_set_md5(tmp_path):
+    """random_weights.fill writes each shard at the size the layout says, records at their byte offsets (norms 1,
+    group scales in (0.002, 0.006), packed words random), and each shard's md5 into the JSON."""
+    import hashlib
+
+    import numpy as np
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    import random_weights
+
+    doc = _cache_doc([("a.q_weight", [4, 3], "uint32"), ("a.q_scale", [4, 1], "float32"),
+                      ("l.input_layernorm.weight", [8], "float32"), ("a.bias", [5], "float32"), ("e.w", [70], "uint8")])
+    # a shard closes before it would pass 64 bytes; a larger tensor gets one of its own
+    assert [len(s["records"]) for s in doc["records"]] == [2, 2, 1]
+    assert doc["metadata"] == {"ParamSize": 5, "ParamBytes": 48 + 16 + 32 + 20 + 70}
+    (tmp_path / "tensor-cache.json").write_text(json.dumps(doc))
+    (tmp_path / "mlc-chat-config.json").write_text("{}")
+    out = random_weights.fill(tmp_path, "tensor-cache.json", seed=3)
+    after = json.loads((tmp_path / "tensor-cache.json").read_text())
+    for shard in after["records"]:
+        data = (tmp_path / shard["dataPath"]).read_bytes()
+        assert len(data) == shard["nbytes"] and hashlib.md5(data).hexdigest() == shard["md5sum"]
+        for r in shard["records"]:
+            b = data[r["byteOffset"]:r["byteOffset"] + r["nbytes"]]
+            if "norm" in r["name"]:
+                assert np.all(np.frombuffer(b, np.float32) == 1.0)
+            elif "scale" in r["name"]:
+                v = np.frombuffer(b, np.float32)
+                assert np.all((v > 0.002) & (v < 0.006))
+            elif r["dtype"] == "uint32":
+                assert len(set(np.frombuffer(b, np.uint32).tolist())) > 1
+    assert set(out) == {"tensor-cache.json", "mlc-chat-config.json", *(f"params_shard_{i}.bin" for i in range(3))}
+    assert out["params_shard_1.bin"]["sha256"] == hashlib.sha256((tmp_path / "params_shard_1.bin").read_bytes()).hexdigest()
+    bad = _cache_doc([("x", [3], "float32")])
+    bad["records"][0]["records"][0]["nbytes"] = 16
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="the cache says 16"):
+        random_weights.fill(tmp_path, "bad.json")
+
+
+def test_wasm_metadata_reads_the_params_list_an_mlc_library_embeds():
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    import random_weights
+
+    meta = {"model_type": "qwen2", "quantization": "q4f32_1", "context_window_size": 4096, "prefill_chunk_size": 1024,
+            "params": [{"name": "model.embed_tokens.q_weight", "shape": [151936, 112], "dtype": "uint32", "preprocs": []}]}
+    blob = b"\0asm\x01\0\0\0" + b"\x07junk" + json.dumps(meta).encode() + b"\0\x03more"
+    assert random_weights.wasm_metadata(blob) == meta
+    with pytest.raises(ValueError, match="no _metadata"):
+        random_weights.wasm_metadata(b"\0asm\x01\0\0\0")
+
+
+def test_generated_weights_share_shards_between_jobs_of_one_layout_and_fix_the_specs(tmp_path):
+    """device_run.generated_weights: the project job's shards are written once; the official job (same records,
+    other names) links the same files; both specs then name the shards by their new sha256."""
+    import hashlib
+    import tarfile
+    sys.path.insert(0, str(ROOT / "bench" / "gpu"))
+    import device_run
+
+    st = tmp_path / "stage"
+    st.mkdir()
+    doc = _cache_doc([("p.qkv_proj.q_weight", [8, 2], "uint32"), ("p.norm.weight", [4], "float32")], 1 << 20)
+    odoc = json.loads(json.dumps(doc))
+    odoc["records"][0]["records"][0]["name"] = "p.c_attn.q_weight"
+    manifest = {"jobs": {}}
+    for name, d, cache in (("shape", doc, "tensor-cache.json"), ("official", odoc, "ndarray-cache.json")):
+        src = tmp_path / f"src-{name}"
+        src.mkdir()
+        (src / cache).write_text(json.dumps(d))
+        sha = hashlib.sha256((src / cache).read_bytes()).hexdigest()
+        with tarfile.open(st / f"{name}.tar.000", "w") as tf:
+            tf.add(src / cache, arcname=sha)
+        tsha = hashlib.sha256((st / f"{name}.tar.000").read_bytes()).hexdigest()
+        files = [{"name": cache, "sha256": sha, "size": (src / cache).stat().st_size},
+                 {"name": "params_shard_0.bin", "sha256": "", "size": d["records"][0]["nbytes"]}]
+        manifest["jobs"][name] = {"job": {"spec": {"id": name, "files": files}}, "parts": [f"{name}.tar.000"],
+                                  "tar_sha256": tsha, "generate": {"cache": cache, "seed": 0,
+                                                                   **({"same_as": "shape"} if name == "official" else {})}}
+    (st / "manifest.json").write_text(json.dumps(manifest))
+    official = manifest["jobs"]["official"]
+    files = device_run.model_files(st, "official", official)
+    shape = json.loads(json.dumps(manifest["jobs"]["shape"]))
+    device_run.model_files(st, "shape", shape)
+    shard = {f["name"]: f for f in official["job"]["spec"]["files"]}["params_shard_0.bin"]
+    assert shard["sha256"] == {f["name"]: f for f in shape["job"]["spec"]["files"]}["params_shard_0.bin"]["sha256"]
+    data = (files / shard["sha256"]).read_bytes()
+    assert len(data) == shard["size"] == 64 + 16 and hashlib.sha256(data).hexdigest() == shard["sha256"]
+    assert os.path.samefile(st / "named-official" / "params_shard_0.bin", st / "named-shape" / "params_shard_0.bin")
+    cache = {f["name"]: f for f in official["job"]["spec"]["files"]}["ndarray-cache.json"]
+    got = json.loads((files / cache["sha256"]).read_bytes())
+    assert got["records"][0]["records"][0]["name"] == "p.c_attn.q_weight"
+    assert got["records"][0]["md5sum"] == hashlib.md5(data).hexdigest()
+    again = json.loads(json.dumps(manifest["jobs"]["official"]))  # a later process of the same run: same answer
+    device_run.model_files(st, "official", again)
+    assert again["job"]["spec"] == official["job"]["spec"]
+
+
+def _shape_chrome(tmp_path: Path, name: str, decode: dict, prefill: dict, dispatches: int, text: str) -> Path:
+    prompts = {n: {"prompt_tokens": int(n), "completion_tokens": 64, "decode_tok_s": {"median": d, "runs": [d]},
+                   "prefill_tok_s": {"median": prefill[n]}, "wall_s": {"median": 1.0}, "cpu_s": {"median": 0.5},
+                   "dispatches": dispatches, "text_head": text} for n, d in decode.items()}
+    raw = {"when": "t", "chromium": "Chromium 156", "flag_set": "vulkan-no-compositing",
+           "result": {"adapter_info": {"vendor": "nvidia", "is_fallback": False}, "load": {"schedule": "auto"},
+                      "prompts": prompts}}
+    p = tmp_path / f"chrome_raw_{name}.json"
+    p.write_text(json.dumps(raw))
+    return p
+
+
+def test_collect_shapes_puts_project_over_official_and_the_share_of_the_bound_into_gpu_json(tmp_path):
+    """collect-shapes: per prompt ratio = project decode / official decode of the same call, prefill likewise;
+    each shape's decode beside the bound from the measured copy bandwidth (share_of_bound); the built-in model's
+    results already in gpu.json stay, and a later `collect` of the built-in model keeps these keys."""
+    params, kv, gbps = 300_000_000, 12_288, 3000.0
+    raw = json.loads(_raw(tmp_path, gbps, 1, 1, {}).read_text())
+    raw["jobs"] = {}
+    w = {"params_bytes": params, "kv_bytes_per_position": kv}
+    raw["manifest"]["jobs"] = {
+        "qwen2-0.5b": {"job": {"spec": {"id": "q", "lib": "model.wasm", "files": [{"name": "model.wasm", "sha256": "cd" * 32}]},
+                               "shape": {"hf_config": {"hidden_size": 896}}, "max_tokens": 64}, "weights": w},
+        "official": {"job": {"spec": {"id": "o"}, "official": {"web_llm": "0.2.79", "path": "x.wasm",
+                                                               "same_layout_as_project": True}}, "weights": w}}
+    (tmp_path / "raw" / "gpu_raw.json").write_text(json.dumps(raw))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gpu.json").write_text(json.dumps({"summary": {"model": "smol", "chrome": {"x": 1}}, "chrome": {"y": 2}}))
+    proj = _shape_chrome(tmp_path, "qwen2-0.5b", {"32": 300.0, "128": 280.0}, {"32": 2000.0, "128": 6000.0}, 64 * 100, "ab")
+    off = _shape_chrome(tmp_path, "official", {"32": 100.0, "128": 140.0}, {"32": 1000.0, "128": 1500.0}, 64 * 400, "ab")
+    assert gpu_device.job_of(proj) == "qwen2-0.5b"
+    res = json.loads(gpu_device.collect_shapes(tmp_path / "raw" / "gpu_raw.json", {"qwen2-0.5b": proj, "official": off},
+                                               out).read_text())
+    assert res["chrome"] == {"y": 2} and res["summary"]["chrome"] == {"x": 1}
+    o = res["official"]["per_prompt"]
+    assert o["32"]["ratio"] == pytest.approx(3.0) and o["128"]["ratio"] == pytest.approx(2.0)
+    assert o["32"]["prefill_ratio"] == pytest.approx(2.0) and o["128"]["prefill_ratio"] == pytest.approx(4.0)
+    assert o["32"]["project_dispatches_per_token"] == 100 and o["32"]["official_dispatches_per_token"] == 400
+    assert o["32"]["same_text"] is True and res["official"]["same_weight_bytes"] is True
+    assert res["official"]["ratio_median"] == pytest.approx(2.5)
+    assert res["summary"]["official"]["per_prompt"]["128"]["ratio"] == pytest.approx(2.0)
+    b = res["shapes"]["qwen2-0.5b"]["per_prompt"]["32"]
+    bound = gbps * 1e9 / (params + kv * (32 + 64 / 2))
+    assert b["bound_tok_s"] == pytest.approx(bound, rel=1e-3) and b["share_of_bound"] == pytest.approx(300.0 / bound, rel=1e-3)
+    assert res["summary"]["shapes"]["qwen2-0.5b"]["per_prompt"]["32"]["share_of_bound"] == b["share_of_bound"]
+    assert res["shapes"]["qwen2-0.5b"]["library_sha256"] == "cd" * 32
+    # the built-in model's collect afterwards keeps them
+    node = {"32": {"prompt_tokens": 32, "completion_tokens": 64, "decode_tok_s": {"median": 50.0},
+                   "prefill_tok_s": {"median": 900.0}, "cpu_s": {"median": 1.0}, "wall_s": {"median": 2.0}}}
+    again = json.loads(gpu_device.collect(_raw_dir(tmp_path / "again", gbps, params, kv, node), out).read_text())
+    assert again["official"] == res["official"] and again["summary"]["shapes"] == res["summary"]["shapes"]
+
+
+def _raw_dir(d: Path, gbps, params, kv, prompts) -> Path:
+    d.mkdir(parents=True)
+    return _raw(d, gbps, params, kv, prompts)
