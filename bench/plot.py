@@ -363,6 +363,8 @@ def summary(results: Path) -> str:
     gpu = _load(results, "gpu")
     if gpu and (gpu.get("runs") or gpu.get("chrome")):  # a browser-only run has no Node runs
         lines += gpu_summary(gpu)
+    if gpu and (gpu.get("official") or gpu.get("shapes")):
+        lines += gpu_shape_lines(gpu)
     return "\n".join(lines)
 
 
@@ -443,6 +445,49 @@ def _gpu_ab_lines(gpu: dict) -> list[str]:
                     f"(earlier: {_f(b.get('prefill_tok_s'), '{:.0f}')} / {_f(b.get('decode_tok_s'), '{:.1f}')} tok/s)"
                     for n, b in base["per_prompt"].items()) + "."]
     return out
+
+
+def gpu_shape_lines(gpu: dict) -> list[str]:
+    """gpu.json's ``official`` (MLC's prebuilt library run by MLC's web-llm beside the project's build of the same
+    shape, same call) and ``shapes`` (real model shapes with random weights beside the bandwidth bound)."""
+    lines: list[str] = []
+    o = gpu.get("official") or {}
+    if o.get("per_prompt"):
+        lib = o.get("library") or {}
+        lines += [f"**MLC's official library beside the project's build** (`bench/gpu_device.py prepare --official-lib`, "
+                  f"{o.get('gpu', 'GPU')}, {o.get('chromium', 'Chromium')}, one call, {o.get('when', '')}): MLC's prebuilt "
+                  f"`{(lib.get('path') or '').rsplit('/', 1)[-1]}` ({lib.get('repo', '')}, sha256 "
+                  f"`{(lib.get('library_sha256') or '')[:12]}`) run by npm `@mlc-ai/web-llm` {o.get('web_llm', '')}, against "
+                  f"`webllm-widget build --hf` of the same Qwen2-0.5B shape in the widget's engine; random weights "
+                  + ("(the same shard bytes for both)" if o.get("same_weight_bytes") else "")
+                  + "; same tokenizer, chat template and prompts, greedy, fixed output length; median tok/s as each "
+                  "web-llm reports them. Ratio = project / official."
+                  + (f" Error: {o['error']}" if o.get("error") else ""),
+                  "", "| prompt | decode, project | decode, official | ratio | prefill, project | prefill, official | "
+                  "prefill ratio | dispatches/token (project / official) |", "|---|---|---|---|---|---|---|---|"]
+        for n, b in o["per_prompt"].items():
+            pt = (b.get("prompt_tokens") or {}).get("project") or n
+            lines.append(f"| {pt} | {_f(b.get('project_decode_tok_s'), '{:.1f}')} | {_f(b.get('official_decode_tok_s'), '{:.1f}')} | "
+                         f"x{_f(b.get('ratio'), '{:.2f}')} | {_f(b.get('project_prefill_tok_s'), '{:,.0f}')} | "
+                         f"{_f(b.get('official_prefill_tok_s'), '{:,.0f}')} | x{_f(b.get('prefill_ratio'), '{:.2f}')} | "
+                         f"{_f(b.get('project_dispatches_per_token'), '{:.0f}')} / {_f(b.get('official_dispatches_per_token'), '{:.0f}')} |")
+        lines.append("")
+    sh = gpu.get("shapes") or {}
+    if sh:
+        first = next(iter(sh.values()))
+        lines += [f"**Real model shapes** (random weights written on the GPU machine, `q4f32_1`, the widget's engine in "
+                  f"{first.get('chromium', 'Chromium')}, {first.get('gpu', 'GPU')}, {first.get('when', '')}): the bound is "
+                  f"the bytes a decode step reads at the measured copy bandwidth ({_f(first.get('copy_GBps'), '{:.0f}')} GB/s).",
+                  "", "| shape | prompt | prefill tok/s | decode tok/s | bound tok/s | share of bound |", "|---|---|---|---|---|---|"]
+        for name, v in sh.items():
+            for n, b in (v.get("per_prompt") or {}).items():
+                share = b.get("share_of_bound")
+                lines.append(f"| {name} | {n} | {_f(b.get('prefill_tok_s'), '{:,.0f}')} | {_f(b.get('decode_tok_s'), '{:.1f}')} | "
+                             f"{_f(b.get('bound_tok_s'), '{:,.0f}')} | {'–' if share is None else f'{100 * share:.1f}%'} |")
+            if v.get("error"):
+                lines.append(f"| {name} | error: {str(v['error'])[:200]} | | | | |")
+        lines.append("")
+    return lines
 
 
 def _gpu_lib_text(gpu: dict) -> str:

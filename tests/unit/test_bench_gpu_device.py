@@ -325,6 +325,11 @@ def test_collect_shapes_puts_project_over_official_and_the_share_of_the_bound_in
     assert b["bound_tok_s"] == pytest.approx(bound, rel=1e-3) and b["share_of_bound"] == pytest.approx(300.0 / bound, rel=1e-3)
     assert res["summary"]["shapes"]["qwen2-0.5b"]["per_prompt"]["32"]["share_of_bound"] == b["share_of_bound"]
     assert res["shapes"]["qwen2-0.5b"]["library_sha256"] == "cd" * 32
+    from plot import gpu_shape_lines
+
+    text = "\n".join(gpu_shape_lines(res))
+    assert "| 32 | 300.0 | 100.0 | x3.00 | 2,000 | 1,000 | x2.00 | 100 / 400 |" in text
+    assert f"| qwen2-0.5b | 32 | 2,000 | 300.0 | {bound:,.0f} | {100 * 300.0 / bound:.1f}% |" in text
     # the built-in model's collect afterwards keeps them
     node = {"32": {"prompt_tokens": 32, "completion_tokens": 64, "decode_tok_s": {"median": 50.0},
                    "prefill_tok_s": {"median": 900.0}, "cpu_s": {"median": 1.0}, "wall_s": {"median": 2.0}}}
