@@ -24,6 +24,21 @@ kernel dispatch beside the engine's batched one (same call); ``prepare --baselin
 earlier library of the same model as job ``baseline`` (``chrome_run.py --job baseline``), put beside the new one by
 ``collect --chrome-baseline``.
 
+Real model shapes and MLC's official library (issue #16: the 1B shape's share of the bound, and the comparison a
+user would make). ``--shape`` builds bench/shapes.py's random-weight Hugging Face folder of that shape with
+``webllm-widget build --hf`` (q4f32_1) and stages it without its parameter shards; ``--official-lib`` stages MLC's
+prebuilt Qwen2-0.5B library (from github.com/mlc-ai/binary-mlc-llm-libs, e.g. ``git --git-dir=MIRROR show
+HEAD:web-llm-models/v0_2_48/Qwen2-0.5B-Instruct-q4f32_1-ctx4k_cs1k-webgpu.wasm > FILE``) as job ``official``: its
+embedded ``_metadata`` gives the parameter list, bench/official's pages run it with npm ``@mlc-ai/web-llm`` 0.2.79,
+beside job ``qwen2-0.5b`` (the project's build of the same shape; same tokenizer, template, prompts). The GPU
+machine writes the shards (bench/gpu/random_weights.py; both Qwen2 jobs get the same shard files when their
+records match, as they do), so a 1B model travels as its ~10 MB library and layout:
+
+    python bench/gpu_device.py prepare --no-node --no-model --shape llama3.2-1b --official-lib FILE
+    python3 bench/gpu/device_run.py probe --unpack-debs --out DIR     # there: the GPU and its copy bandwidth
+    python3 bench/gpu/chrome_run.py --job JOB --raw-name chrome_raw_JOB.json --out DIR   # JOB: qwen2-0.5b, official, llama3.2-1b
+    python bench/gpu_device.py collect-shapes DIR/gpu_raw.json DIR/chrome_raw_*.json   # gpu.json 'shapes', 'official'
+
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
 
 The bound: a decode step reads every weight once (the tied embedding as the LM head) and the KV cache so far;
