@@ -51,6 +51,22 @@ def test_qwen3_compiles_for_webgpu_with_the_gpu_schedules():
     assert ex is not None
 
 
+def test_llama3_rope_scaling_with_heads_of_64_compiles_for_webgpu_with_the_gpu_schedules():
+    """Llama 3.x (Llama-3.2-1B's heads of 64, llama3 RoPE scaling): TVM's common-subexpression elimination broke the
+    prefill attention kernels ("cse_vN has been used before definition"); such models build without that pass."""
+    from webllm_widget.compile.model_lib import compile_model, export_model
+
+    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    cfg = registry.config_from_dict(dict(TinyLlama.make(seed=0, hidden=256, heads=4, kv_heads=1, head_dim=64).config,
+                                         rope_scaling=scaling))
+    ex = export_model(cfg, "q4f32_1", "webgpu")
+    assert ex.tir_config == {"tirx.disable_cse_tir": True}
+    assert compile_model(ex, "webgpu", "auto") is not None
+    plain = registry.config_from_dict(TinyLlama.make(seed=0).config)
+    assert export_model(plain, "q4f32_1", "webgpu").tir_config == {}  # other models keep the pass
+
+
 def test_qwen2_5_config_with_its_sliding_window_keys_reads_as_qwen2():
     """Qwen2.5's config.json names a sliding window it does not use (use_sliding_window false)."""
     from webllm_widget.compile.arch.llama import config as llama

@@ -64,6 +64,8 @@ class ExportedModel:
     mod: tvm.IRModule
     params: list[dict[str, Any]]  # name, shape, dtype, in the order the functions take them
     metadata: dict[str, Any]
+    #: TIR build options this model needs (``tvm.transform.PassContext`` config); see :func:`_tir_config`
+    tir_config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,6 +486,15 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target:
         bb.emit_func_output(cache._expr)  # pylint: disable=protected-access
 
 
+def _tir_config(cfg: Any, gpu: bool) -> dict[str, Any]:
+    """TIR build options for a model. Llama 3's RoPE scaling, which the paged KV cache's prefill and tree
+    attention kernels compute inline, makes TVM 0.27's common-subexpression elimination emit a variable before
+    its definition ("cse_vN has been used before definition") in the GPU schedules of heads of 64: such models
+    are built without that pass (the WGSL compiler and the GPU driver still merge common subexpressions)."""
+    scaling = getattr(cfg, "rope_scaling", None) or {}
+    return {"tirx.disable_cse_tir": True} if gpu and scaling.get("rope_type") == "llama3" else {}
+
+
 def export_model(config: Any, quantization: Quantization | str = "q0f32",
                  target: Any = "webgpu", schedule: str = "auto") -> ExportedModel:
     """The Relax module holding the model and every function of web-llm's ABI.
@@ -532,7 +543,7 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     mod["apply_bitmask_inplace"] = _apply_bitmask(nest)
     for name in ("apply_logit_bias_inplace", "apply_penalty_inplace", "apply_bitmask_inplace"):
         mod[name] = mod[name].with_attr("global_symbol", name)
-    return ExportedModel(mod, params, metadata)
+    return ExportedModel(mod, params, metadata, _tir_config(cfg, gpu))
 
 
 def _for_schedule(exported: ExportedModel, tgt: tvm.target.Target, schedule: str) -> tvm.IRModule:
@@ -556,7 +567,7 @@ def compile_model(exported: ExportedModel, target: Any = "webgpu", schedule: str
 
     tgt = _target(target)
     mod = _for_schedule(exported, tgt, schedule)
-    with tgt:
+    with tgt, tvm.transform.PassContext(config=exported.tir_config):
         return tvm.compile(mod, target=tgt, relax_pipeline=schedule_pipeline(mod, tgt, schedule, report))
 
 
