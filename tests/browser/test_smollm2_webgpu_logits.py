@@ -6,7 +6,7 @@ last-position logits after the prefill and after every forced decode step are co
 ``tests/helpers/reference.py`` run on the GGUF file's weights (``open_checkpoint(gguf)`` + ``to_numpy``).
 
 What runs in the page is the folder ``models.default(schedule="fallback")`` builds (the same one
-tests/browser/test_pipeline_browser.py gives web-llm, so no extra library is linked): its ``model.wasm``
+tests/browser/test_structured_output.py gives web-llm, so no extra library is linked): its ``model.wasm``
 and its tensor-cache shards, loaded with tvmjs web-llm's way through the driver of
 tests/helpers/webgpu_model.py (``RUN_JS``). Mode ``ggml`` (the file's Q4_1/Q8_0 blocks kept as they
 are), f32 compute.
