@@ -11,7 +11,7 @@ the ``openai`` package's types):
 - ``tool_choice="required"`` and a named function: xgrammar's structural tag holds even random weights to a call,
   so the answer comes back as ``tool_calls`` whose arguments parse and validate against the function's parameters
   (``jsonschema``), with ``finish_reason`` ``"tool_calls"``, streamed as deltas too (on the CPU engine: the kernel
-  cuts the deltas, alike for both engines).
+  cuts the deltas, alike for both engines); ``"auto"`` runs under its grammar (free text, calls held to the tags).
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def test_tiny_qwen2_5_calls_tools_and_reads_their_results(widget_host, device):
         out["named"] = await client.chat.completions.create(
             model="qwen", messages=ASK, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "clock"}},
             temperature=1.0, seed=3, max_tokens=80)
+        out["auto"] = await client.chat.completions.create(
+            model="qwen", messages=ASK, tools=TOOLS, temperature=0, max_tokens=8)
         if device == "cpu":  # deltas are cut in the kernel, alike for both engines: once is enough
             stream = await client.chat.completions.create(
                 model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
@@ -112,6 +114,13 @@ def test_tiny_qwen2_5_calls_tools_and_reads_their_results(widget_host, device):
         jsonschema.validate(args, schemas[call.function.name])
         print(f"{device} {key}: {call.function.name}({call.function.arguments}), {out[key].usage.completion_tokens} "
               f"tokens, grammar {out[key].timings}")
+
+    # "auto": the model may write text; the grammar that would hold a call it opens ran all the same
+    auto = out["auto"].choices[0]
+    assert auto.finish_reason in ("stop", "length", "tool_calls"), auto
+    for call in auto.message.tool_calls or []:
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+    assert out["auto"].timings.get("grammar_per_token_s") is not None, out["auto"].timings
 
     # streamed: the same call as deltas (ids differ: each answer gets its own), then finish_reason tool_calls
     if device != "cpu":
