@@ -5,6 +5,7 @@ Tests that use them must be marked ``@pytest.mark.browser`` (and ``jupyter`` for
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 from browser import STATIC, HostServer, WidgetHost, launch_chromium, stop_playwright  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full-matrix", action="store_true", default=False,
+                     help="also run the opt-in cases marked full_matrix (e.g. every GGUF family x block type x "
+                          "device in test_family_logits; CI runs a subset)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--full-matrix") or os.environ.get("WEBLLM_WIDGET_FULL_MATRIX") == "1":
+        return
+    skip = pytest.mark.skip(reason="opt-in (full_matrix): run with --full-matrix or WEBLLM_WIDGET_FULL_MATRIX=1")
+    for item in items:
+        if "full_matrix" in item.keywords:
+            item.add_marker(skip)
 
 
 def _need_bundles() -> None:

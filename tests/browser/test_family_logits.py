@@ -2,8 +2,15 @@
 the browser: on WebGPU (SwiftShader, the software-adapter schedule the widget picks there) and on the page's CPU.
 
 Each case (``tests/helpers/families.py``) is a checkpoint written by an independent writer (safetensors here,
-PyPI ``gguf`` for GGUF files); its model folder is built through ``build_model_folder`` (what the CLI calls)
-and cached by content hash. Logits of a 20-token prompt and three forced tokens are compared with the
+PyPI ``gguf``'s writer for GGUF files: each family in llama.cpp's Q4_K_M mix and in Q8_0, built in the ``ggml``
+mode); its model folder is built through ``build_model_folder`` (what the CLI calls) and cached by content hash.
+A GGUF case also prints its error against the file's exact weights (``gguf``'s dequantizer): what re-quantizing its
+Q5_*/Q6_K matrices to 8 bits costs.
+
+Each new model library costs a TVM build (measured on the shared 2-core machine: ~16 s for WebGPU, ~45 s for the
+CPU's two builds), so CI runs the HF cases, every family's Q4_K_M GGUF on WebGPU and the Llama Q4_K_M GGUF on the
+CPU (:data:`CI_GGUF`); the other GGUF cases (Q8_0 everywhere, the CPU for four families) carry the ``full_matrix``
+marker and run with ``--full-matrix`` (or ``WEBLLM_WIDGET_FULL_MATRIX=1``).  Logits of a 20-token prompt and three forced tokens are compared with the
 reference run on exactly the weights the build holds (the 4-bit group values for ``q4f32_1``). Tolerance: 2e-3 of
 the largest |logit| (absolute). SwiftShader's ``exp``/``inverseSqrt`` are approximations whose error grows with the
 activations' scale; measured worst 6.8e-4 of it (qwen2.5 on WebGPU: 9.9e-3 on logits up to 14.7), the page CPU
@@ -17,7 +24,7 @@ import numpy as np
 import pytest
 
 from cpu_page import serve_cpu_model, teacher_forced
-from families import CASES
+from families import CASES, GGUF_CASES
 from llama_native import FORCED, PROMPT, reference_logits
 from webgpu_model import run_folder_in_browser
 from webllm_widget.compile.arch import registry
@@ -42,10 +49,23 @@ def cpu_page(host_server, chromium_no_webgpu):
     page.close()
 
 
-@pytest.mark.parametrize("device", ["webgpu", "cpu"])
-@pytest.mark.parametrize("case", list(CASES))
+#: GGUF (case, device) pairs CI runs; the rest of the matrix is opt-in (``full_matrix``)
+CI_GGUF = {(f"{fam}-gguf-q4_k_m", "webgpu") for fam in ("llama", "qwen2.5", "phi3", "gemma3")} | {
+    ("llama-gguf-q4_k_m", "cpu")}
+ALL_CASES = {**CASES, **GGUF_CASES}
+
+
+def _params():
+    for case in ALL_CASES:
+        for device in ("webgpu", "cpu"):
+            optin = case in GGUF_CASES and (case, device) not in CI_GGUF
+            yield pytest.param(case, device, id=f"{case}-{device}",
+                               marks=[pytest.mark.full_matrix] if optin else [])
+
+
+@pytest.mark.parametrize("case, device", list(_params()))
 def test_family_logits_in_the_browser_match_the_reference(request, host_server, case, device):
-    c = CASES[case]
+    c = ALL_CASES[case]
     source, weights, config = c.write()
     schedule = "fallback" if device == "webgpu" else "auto"
     folder = build_model_folder(source, quantization=c.quantization, device=device, schedule=schedule,
@@ -63,4 +83,7 @@ def test_family_logits_in_the_browser_match_the_reference(request, host_server, 
     want = reference_logits(weights, config)
     err, scale = float(np.abs(got - want).max()), float(np.abs(want).max())
     print(f"{case} {device}: max |logit error| {err:.2e} (logits up to {scale:.1f}: {err / scale:.1e} of it)")
+    if c.gguf is not None:
+        exact = float(np.abs(got - reference_logits(c.gguf.exact, config)).max())
+        print(f"{case} {device}: against the file's exact weights {exact:.2e} ({exact / scale:.1e} of the largest)")
     np.testing.assert_allclose(got, want, atol=2e-3 * scale, rtol=0)

@@ -94,14 +94,22 @@ def _qwen3_hf() -> tuple[Path, dict, dict]:
 Q4_K_M_TYPES = {"lm_head.weight": "Q6_K", "model.layers.0.self_attn.v_proj.weight": "Q6_K",
                 "model.layers.0.mlp.down_proj.weight": "Q6_K"}
 
+#: Sizes of the GGUF cases' tiny models, one for every family: rows of 256 values, so llama.cpp's K-quants apply,
+#: and the same matrix shapes everywhere, so the browser compiles each shape's kernels once for all families
+#: (SwiftShader's shader compilation is most of a case's time in the page)
+GGUF_SHAPE = dict(hidden=256, heads=4, kv_heads=2, ffn=512)
+
 
 def q4_k_m_tiny() -> TinyLlama:
-    return TinyLlama.make(seed=6, hidden=256, heads=4, kv_heads=2, ffn=512, tie=False)
+    return TinyLlama.make(seed=6, tie=False, **GGUF_SHAPE)
 
 
 def ggml_built_weights(checkpoint, exact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What the ``ggml`` mode computes with: the file's exact values, except the matrices it re-quantizes to
-    ``q8_0`` (more than 4 bits a weight), which go through the 8-bit group quantizer and back."""
+    ``q8_0`` (more than 4 bits a weight), which go through the 8-bit group quantizer and back. ``exact``: by the
+    checkpoint's tensor names (Phi-3's fused), the result by the reference's (split)."""
+    from tiny import split_fused
+
     from webllm_widget.compile.arch import registry
     from webllm_widget.compile.quant.ggml import ggml_quantization
     from webllm_widget.compile.quant.packing import dequantize, quantize_q8
@@ -113,22 +121,21 @@ def ggml_built_weights(checkpoint, exact: dict[str, np.ndarray]) -> dict[str, np
         if formats.get(path) == "q8_0" and any(checkpoint.get(n).ggml_type != "Q8_0" for n in names):
             for n in names:
                 out[n] = dequantize("q8_0", quantize_q8(exact[n]))
-    return out
+    return split_fused(out, checkpoint.config) if checkpoint.config["architecture"] == "phi3" else out
 
 
-def _llama_q4_k_m() -> tuple[Path, dict, dict]:
-    from webllm_widget.compile.checkpoint import open_checkpoint
+def hf_config(tiny: TinyLlama) -> dict:
+    """``checkpoint.config`` of the tiny model's Hugging Face folder (what the reference of an HF case runs)."""
+    from webllm_widget.compile.arch import registry
 
-    tiny = q4_k_m_tiny()
-    path = tiny.write_gguf(_sources() / "tiny-llama-q4_k_m-seed6.gguf", matrix_type="Q4_K", embed_type="Q4_K",
-                           block_types=Q4_K_M_TYPES)
-    return path, ggml_built_weights(open_checkpoint(path), tiny.gguf_weights), tiny.config
+    fam, model_type = registry.family_for_hf(tiny.config["architectures"][0], "tiny")
+    return fam.config_module.from_hf(tiny.config, model_type, set(tiny.file_tensors()), "tiny")
 
 
-def phi3_tiny(seed: int = 7, longrope: bool = True) -> TinyLlama:
+def phi3_tiny(seed: int = 7, longrope: bool = True, **shape) -> TinyLlama:
     """A tiny Phi-3.5-like model: fused q/k/v and gate/up in its files, LongRoPE with an original context of 64 (of
-    256) and random short/long factors, Phi-3's extra config keys."""
-    tiny = TinyLlama.make(seed=seed, arch="phi3", tie=False)
+    256) and random short/long factors, Phi-3's extra config keys. ``shape``: :meth:`TinyLlama.make`'s sizes."""
+    tiny = TinyLlama.make(seed=seed, arch="phi3", tie=False, **shape)
     hd = tiny.config["head_dim"]
     rng = np.random.default_rng(seed)
     tiny.config.update(original_max_position_embeddings=64, sliding_window=255, pad_token_id=0,
@@ -147,21 +154,23 @@ def _phi3_hf() -> tuple[Path, dict, dict]:
     return path, _q4_weights(tiny.weights), open_checkpoint(path).config
 
 
-def gemma3_tiny(seed: int = 8) -> TinyLlama:
+def gemma3_tiny(seed: int = 8, query_pre_attn_scalar: float = 24, layers: int = 3, head_dim: int = 32,
+                **shape) -> TinyLlama:
     """A tiny Gemma 3 text model: 3 layers (sliding, global, sliding), head_dim 32, tied head, norms stored as
     offsets from one, linear RoPE scaling on the global layer, a window longer than the tests' sequences."""
-    tiny = TinyLlama.make(seed=seed, layers=3, head_dim=32, rope_theta=1e6, rope_scaling={"rope_type": "linear",
-                                                                                           "factor": 4.0})
+    tiny = TinyLlama.make(seed=seed, layers=layers, head_dim=head_dim, rope_theta=1e6,
+                          rope_scaling={"rope_type": "linear", "factor": 4.0}, **shape)
     rng = np.random.default_rng(seed)
-    tiny.config.update(architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", query_pre_attn_scalar=24,
+    tiny.config.update(architectures=["Gemma3ForCausalLM"], model_type="gemma3_text",
+                       query_pre_attn_scalar=query_pre_attn_scalar,
                        rope_local_base_freq=10000.0, sliding_window=128, sliding_window_pattern=2,
                        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, attn_logit_softcapping=None,
                        final_logit_softcapping=None, cache_implementation="hybrid", attention_bias=False)
-    hd, hidden = 32, tiny.config["hidden_size"]
+    hd, hidden = head_dim, tiny.config["hidden_size"]
     for name in list(tiny.weights):
         if name.endswith("layernorm.weight") or name == "model.norm.weight":
             tiny.weights[name] = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
-    for L in range(3):
+    for L in range(layers):
         p = f"model.layers.{L}."
         for n, size in (("self_attn.q_norm", hd), ("self_attn.k_norm", hd), ("pre_feedforward_layernorm", hidden),
                         ("post_feedforward_layernorm", hidden)):
@@ -193,11 +202,60 @@ def _mistral_hf() -> tuple[Path, dict, dict]:
     return path, _q4_weights(tiny.weights), open_checkpoint(path).config
 
 
+#: The tiny model each family's GGUF cases are written from: the HF cases' models at :data:`GGUF_SHAPE` (two layers,
+#: head_dim 64; Gemma 3: one sliding and one global layer, attention scale head_dim ** -0.5, which is what a
+#: ``gemma3`` GGUF implies). Qwen3's head_dim != hidden / heads is the HF case's and the unit tests'.
+GGUF_TINY: dict[str, Callable[[], TinyLlama]] = {
+    "llama": lambda: TinyLlama.make(seed=6, tie=False, **GGUF_SHAPE),
+    "qwen2.5": lambda: _qwen2_5_keys(TinyLlama.make(seed=9, arch="qwen2", bias=True, tie=True, **GGUF_SHAPE)),
+    "qwen3": lambda: TinyLlama.make(seed=5, arch="qwen3", tie=False, **GGUF_SHAPE),
+    "phi3": lambda: phi3_tiny(**GGUF_SHAPE),
+    "gemma3": lambda: gemma3_tiny(query_pre_attn_scalar=64, layers=2, head_dim=64, **GGUF_SHAPE),
+}
+
+
+def _qwen2_5_keys(tiny: TinyLlama) -> TinyLlama:
+    tiny.config.update(use_sliding_window=False, sliding_window=4096, max_window_layers=21)
+    return tiny
+
+
+_WRITTEN: dict[tuple[str, str], tuple[tuple[Path, dict, dict], dict]] = {}
+
+
+@dataclass(frozen=True)
+class GGUFSource:
+    """A family's tiny model written as a GGUF of ``ftype`` by PyPI ``gguf``'s writer (:meth:`TinyLlama.write_gguf`)."""
+
+    family: str
+    ftype: str
+
+    def write(self) -> tuple[Path, dict, dict]:
+        """(GGUF path, weights the ``ggml`` build holds, reference config); also sets :attr:`exact`. Written once
+        per process (the same bytes every time)."""
+        from webllm_widget.compile.checkpoint import open_checkpoint
+
+        done = _WRITTEN.get((self.family, self.ftype))
+        if done is None or not done[0][0].is_file():
+            tiny = GGUF_TINY[self.family]()
+            path = tiny.write_gguf(_sources() / f"tiny-{self.family}-{self.ftype.lower()}.gguf", ftype=self.ftype)
+            built = ggml_built_weights(open_checkpoint(path), tiny.gguf_file_weights)
+            done = _WRITTEN[(self.family, self.ftype)] = ((path, built, hf_config(tiny)), tiny.gguf_weights)
+        object.__setattr__(self, "_exact", done[1])
+        return done[0]
+
+    @property
+    def exact(self) -> dict[str, np.ndarray]:
+        """The file's weights exactly (``gguf``'s dequantizer), after :meth:`write`."""
+        return self._exact
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
     quantization: str
     make: Callable[[], tuple[Path, dict, dict]]
+    #: for a GGUF case, its source (``exact`` holds the file's weights once written)
+    gguf: GGUFSource | None = None
 
     def write(self) -> tuple[Path, dict, dict]:
         """(source path, float32 weights the build holds exactly, config for the reference)."""
@@ -207,8 +265,12 @@ class Case:
 CASES = {c.id: c for c in [
     Case("qwen2.5-hf", "q4f32_1", _qwen2_5_hf),  # q/k/v bias, tied head, Qwen2.5's unused sliding-window keys
     Case("qwen3-hf", "q4f32_1", _qwen3_hf),  # untied head, head_dim 32 != hidden / heads, per-head q/k norm
-    Case("llama-gguf-q4_k_m", "ggml", _llama_q4_k_m),
     Case("phi3-hf", "q4f32_1", _phi3_hf),
-    Case("gemma3-hf", "q4f32_1", _gemma3_hf),
-    Case("mistral-hf", "q4f32_1", _mistral_hf),  # sliding window 7 on every layer, shorter than the 23 positions  # two RoPE bases, (1 + w) norms, post-norms, GeGLU-tanh, q/k norms  # fused q/k/v and gate/up, LongRoPE (short factors, attention factor)  # Q4_K kept exactly (as q4_1), Q6_K re-quantized to q8_0
+    Case("gemma3-hf", "q4f32_1", _gemma3_hf),  # two RoPE bases, (1 + w) norms, post-norms, GeGLU-tanh, q/k norms
+    Case("mistral-hf", "q4f32_1", _mistral_hf),  # sliding window 7 on every layer, shorter than the 23 positions
 ]}
+
+#: GGUF cases: every family in llama.cpp's Q4_K_M mix and in Q8_0, compiled in the ``ggml`` mode (Q4_K kept exactly
+#: as ``q4_1``, Q8_0 as ``q8_0``; Q5_0/Q5_1/Q5_K/Q6_K re-quantized to ``q8_0``)
+GGUF_CASES = {f"{fam}-gguf-{ft.lower()}": Case(f"{fam}-gguf-{ft.lower()}", "ggml", src.write, src)
+              for fam in GGUF_TINY for ft in ("Q4_K_M", "Q8_0") for src in [GGUFSource(fam, ft)]}

@@ -80,6 +80,7 @@ class TinyLlama:
     config: dict
     weights: dict[str, np.ndarray]
     gguf_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    gguf_file_weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def make(cls, *, seed: int = 0, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
@@ -162,17 +163,23 @@ class TinyLlama:
 
     # ------------------------------------------------------------------ GGUF
     def write_gguf(self, path: Path, *, matrix_type: str = "Q4_1", embed_type: str = "Q8_0",
-                   arch: str | None = None, block_types: dict[str, str] | None = None) -> Path:
-        """A GGUF in llama.cpp's layout; fills ``gguf_weights`` with what the file holds (as float32).
+                   arch: str | None = None, block_types: dict[str, str] | None = None,
+                   ftype: str | None = None) -> Path:
+        """A GGUF in llama.cpp's layout; fills ``gguf_weights`` with what the file holds (as float32, HF names and
+        conventions: q/k rows un-permuted, Gemma's norms as offsets from one, Phi-3's fused tensors split).
 
-        ``block_types``: a block type per HF tensor name, over ``matrix_type``/``embed_type`` (e.g. Q6_K for some
-        tensors, as llama.cpp's Q4_K_M does). K-quant blocks are written by ``kquants.py`` (PyPI ``gguf`` cannot
-        quantize them); every tensor's weights are read back with ``gguf``'s dequantizer.
+        Tensor names come from PyPI ``gguf``'s own name map (``gguf.get_tensor_name_map``), metadata as llama.cpp's
+        converter writes it for the architecture. ``ftype`` (``"Q4_K_M"`` or ``"Q8_0"``) picks every tensor's block
+        type as ``llama-quantize`` does (:func:`llama_cpp_type`); otherwise ``block_types`` (a block type per HF
+        tensor name) over ``matrix_type``/``embed_type``. K-quant blocks are written by ``kquants.py`` (PyPI
+        ``gguf`` cannot quantize them), the others by ``gguf.quants.quantize``; every tensor's weights are read
+        back with ``gguf``'s dequantizer.
         """
         import gguf
 
         c = self.config
-        arch = arch or c["model_type"]
+        family = c["model_type"]
+        arch = arch or GGUF_ARCH.get(family, family)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         wr = gguf.GGUFWriter(str(path), arch)
@@ -185,11 +192,14 @@ class TinyLlama:
         wr.add_head_count_kv(c["num_key_value_heads"])
         wr.add_rope_freq_base(c["rope_theta"])
         wr.add_layer_norm_rms_eps(c["rms_norm_eps"])
-        wr.add_vocab_size(c["vocab_size"])
-        wr.add_rope_dimension_count(c["head_dim"])
-        if c["head_dim"] != c["hidden_size"] // c["num_attention_heads"]:
+        if arch in ("llama", "qwen2", "qwen3", "phi3", "gpt2"):
+            wr.add_vocab_size(c["vocab_size"])
+            wr.add_rope_dimension_count(c["head_dim"])
+        if c["head_dim"] != c["hidden_size"] // c["num_attention_heads"] or arch == "gemma3":
             wr.add_key_length(c["head_dim"])
             wr.add_value_length(c["head_dim"])
+        if ftype:
+            wr.add_file_type({"Q4_K_M": gguf.LlamaFileType.MOSTLY_Q4_K_M, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[ftype])
         scaling = c.get("rope_scaling") or {}
         if scaling.get("rope_type") == "linear":
             wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
@@ -197,6 +207,22 @@ class TinyLlama:
         elif scaling.get("rope_type") == "llama3":
             # llama.cpp stores Llama 3.1's scaling as a divisor per frequency (tensor rope_freqs.weight)
             wr.add_tensor("rope_freqs.weight", llama3_freq_divisors(c["head_dim"], c["rope_theta"], scaling))
+        if arch == "phi3":  # Phi3MiniModel: the window (0 for none), LongRoPE's original context, factor and tensors
+            wr.add_sliding_window(int(c.get("sliding_window") or 0))
+            wr.add_rope_scaling_orig_ctx_len(int(c["original_max_position_embeddings"]))
+            if scaling.get("type") == "longrope" or scaling.get("rope_type") == "longrope":
+                s = c["max_position_embeddings"] / c["original_max_position_embeddings"]
+                wr.add_rope_scaling_attn_factors(
+                    float(np.sqrt(1 + np.log(s) / np.log(c["original_max_position_embeddings"]))) if s > 1 else 1.0)
+                wr.add_tensor("rope_factors_long.weight", np.asarray(scaling["long_factor"], dtype=np.float32))
+                wr.add_tensor("rope_factors_short.weight", np.asarray(scaling["short_factor"], dtype=np.float32))
+        if arch == "gemma3":  # Gemma3Model; llama.cpp assumes every 6th layer global: a tiny model says its own
+            wr.add_sliding_window(int(c["sliding_window"]))
+            if int(c.get("sliding_window_pattern", 6)) != 6:
+                wr.add_sliding_window_pattern([bool((i + 1) % c["sliding_window_pattern"])
+                                               for i in range(c["num_hidden_layers"])])
+            if c.get("rope_local_base_freq", 10000.0) != 10000.0:
+                wr.add_rope_freq_base_swa(float(c["rope_local_base_freq"]))
         tokens, merges = tiny_vocab()
         tokens = tokens + [f"<pad_{i}>" for i in range(c["vocab_size"] - len(tokens))]
         types = [3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS))
@@ -209,29 +235,22 @@ class TinyLlama:
         wr.add_eos_token_id(2)
         wr.add_chat_template(CHATML)
 
-        names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                 "lm_head.weight": "output.weight"}
-        per_layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-                     "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-                     "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-                     "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-                     "self_attn.v_proj.bias": "attn_v.bias",
-                     "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
-                     "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-                     "mlp.down_proj.weight": "ffn_down.weight",
-                     "self_attn.qkv_proj.weight": "attn_qkv.weight", "mlp.gate_up_proj.weight": "ffn_up.weight"}
+        arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(GGUF_ARCH.get(family, family))
+        names = gguf.get_tensor_name_map(arch_enum or gguf.MODEL_ARCH.LLAMA, c["num_hidden_layers"])
+        files = self.file_tensors()
+        gguf_names = {hf: names.get_name(hf, try_suffixes=(".weight", ".bias")) for hf in files}
+        if ftype:
+            block_types = llama_cpp_types(ftype, {gguf_names[hf]: (hf, w.shape) for hf, w in files.items()},
+                                          c["num_hidden_layers"])
         self.gguf_weights = {}
-        for hf, w in self.file_tensors().items():
-            if hf.startswith("model.layers."):
-                L, rest = hf[len("model.layers."):].split(".", 1)
-                name = f"blk.{L}.{per_layer[rest]}"
-            else:
-                name = names[hf]
+        for hf, w in files.items():
+            name = gguf_names[hf]
             stored = w
             if arch == "llama" and (".q_proj." in hf or ".k_proj." in hf):
                 n = c["num_attention_heads"] if ".q_proj." in hf else c["num_key_value_heads"]
                 # llama.cpp's converter: interleave the two halves of each head's rows
                 stored = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+            shift = 1.0 if arch == "gemma3" and hf.endswith("norm.weight") else 0.0  # Gemma's norms: 1 + w
             if w.ndim == 2 and hf in (block_types or {}):
                 qtype = gguf.GGMLQuantizationType[block_types[hf]]
             elif w.ndim == 1:
@@ -241,8 +260,9 @@ class TinyLlama:
             else:
                 qtype = gguf.GGMLQuantizationType[matrix_type]
             if qtype == gguf.GGMLQuantizationType.F32:
-                wr.add_tensor(name, np.ascontiguousarray(stored, dtype=np.float32))
-                self.gguf_weights[hf] = w.astype(np.float32)
+                held = np.ascontiguousarray(stored + np.float32(shift), dtype=np.float32)
+                wr.add_tensor(name, held)
+                self.gguf_weights[hf] = held - np.float32(shift) if shift else w.astype(np.float32)
             elif qtype == gguf.GGMLQuantizationType.F16:
                 wr.add_tensor(name, np.ascontiguousarray(stored, dtype=np.float16))
                 self.gguf_weights[hf] = w.astype(np.float16).astype(np.float32)
@@ -259,13 +279,53 @@ class TinyLlama:
                 wr.add_tensor(name, q, raw_dtype=qtype)
                 self.gguf_weights[hf] = gguf.quants.dequantize(
                     quantize(np.ascontiguousarray(w)), qtype).reshape(w.shape).astype(np.float32)
-        if c["model_type"] == "phi3":
+        self.gguf_file_weights = dict(self.gguf_weights)  # as the file names them (Phi-3: fused)
+        if family == "phi3":
             self.gguf_weights = split_fused(self.gguf_weights, c)
         wr.write_header_to_file()
         wr.write_kv_data_to_file()
         wr.write_tensors_to_file()
         wr.close()
         return path
+
+
+#: HF ``model_type`` -> llama.cpp's architecture name
+GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3_text": "gemma3"}
+
+
+def _more_bits(i: int, n: int) -> bool:
+    """llama.cpp's ``use_more_bits``: the first and last eighth of the layers, and every third one between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def llama_cpp_types(ftype: str, tensors: dict[str, tuple[str, tuple[int, ...]]], layers: int) -> dict[str, str]:
+    """The block type ``llama-quantize`` gives each 2-D tensor of a small dense model for ``ftype``, by HF name.
+
+    ``tensors``: GGUF name -> (HF name, shape). ``Q8_0``: every matrix Q8_0. ``Q4_K_M``: Q4_K, except Q6_K for the
+    LM head (``output``, or ``token_embd`` when the head is tied) and for ``attn_v`` and ``ffn_down`` of the layers
+    :func:`_more_bits` picks, Q5_K for a fused ``attn_qkv``; a row whose length is not a multiple of 256 (the
+    K-quants' block) falls back to Q5_0 (for Q4_K), Q5_1 (Q5_K) or Q8_0 (Q6_K), as llama.cpp does.
+    """
+    out = {}
+    tied = "output.weight" not in tensors
+    for name, (hf, shape) in tensors.items():
+        if len(shape) != 2:
+            continue
+        if ftype == "Q8_0":
+            out[hf] = "Q8_0"
+            continue
+        layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+        kind = "Q4_K"
+        if name == "output.weight" or (tied and name == "token_embd.weight"):
+            kind = "Q6_K"
+        elif name.endswith(("attn_v.weight", "ffn_down.weight")) and _more_bits(layer, layers):
+            kind = "Q6_K"
+        elif name.endswith("attn_qkv.weight"):
+            kind = "Q5_K"
+        if shape[1] % 256:
+            kind = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}[kind]
+        out[hf] = kind
+    return out
 
 
 def split_fused(tensors: dict[str, np.ndarray], c: dict) -> dict[str, np.ndarray]:

@@ -99,21 +99,21 @@ def test_layer_types_name_the_windowed_layers_and_unknown_kinds_are_refused():
 
 @pytest.mark.parametrize("source", ["hf", "gguf"])
 def test_phi3_fused_checkpoints_and_longrope_match_the_reference(tmp_path, source):
-    """HF: Phi-3.5's LongRoPE (short factors, attention factor); GGUF: llama.cpp's fused attn_qkv/ffn_up, plain RoPE."""
-    tiny = phi3_tiny(longrope=source == "hf")
+    """Phi-3.5's LongRoPE (short factors, attention factor): HF from config.json, GGUF from llama.cpp's
+    ``rope_factors_short/long`` tensors and ``phi3.rope.scaling.*`` keys beside its fused attn_qkv/ffn_up."""
+    tiny = phi3_tiny()
     if source == "hf":
         ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
-        assert "model.layers.0.self_attn.qkv_proj.weight" in ckpt.tensor_names()
-        assert ckpt.config["context_window_size"] == 64, "LongRoPE caps the context at the original length"
         weights = tiny.weights
     else:
         ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type="F32", embed_type="F32"))
         weights = tiny.gguf_weights
+    assert "model.layers.0.self_attn.qkv_proj.weight" in ckpt.tensor_names()
+    assert ckpt.config["context_window_size"] == 64, "LongRoPE caps the context at the original length"
     got, _ = run_native(tiny, checkpoint=ckpt, config=ckpt.config)
     want = reference_logits(weights, ckpt.config)
-    if source == "hf":
-        plain = reference_logits(weights, {**ckpt.config, "rope_scaling": None})
-        assert np.abs(want - plain).max() > 0.5, "LongRoPE must matter for the test to mean anything"
+    plain = reference_logits(weights, {**ckpt.config, "rope_scaling": None})
+    assert np.abs(want - plain).max() > 0.5, "LongRoPE must matter for the test to mean anything"
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
 
 
@@ -158,30 +158,6 @@ def test_what_phi3_and_gemma_need_and_is_not_implemented_is_refused(tmp_path):
         (folder / "config.json").write_text((folder / "config.json").read_text().replace("LlamaForCausalLM", arch))
         with pytest.raises(BadModel, match=needs):
             open_checkpoint(folder)
-
-
-def test_a_phi3_gguf_with_longrope_factor_tensors_is_refused(tmp_path):
-    import gguf
-
-    from webllm_widget.errors import BadModel
-
-    src = phi3_tiny(longrope=False).write_gguf(tmp_path / "t.gguf", matrix_type="F32", embed_type="F32")
-    reader = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(tmp_path / "long.gguf"), "phi3")
-    for key, fld in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        sub = {"sub_type": fld.types[-1]} if fld.types[0] == gguf.GGUFValueType.ARRAY else {}
-        w.add_key_value(key, fld.contents(), fld.types[0], **sub)
-    for t in reader.tensors:
-        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
-    w.add_tensor("rope_factors_long.weight", np.ones(8, np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    with pytest.raises(BadModel, match="LongRoPE factors.*Hugging Face folder"):
-        open_checkpoint(tmp_path / "long.gguf")
 
 
 def test_mistral_sliding_window_shorter_than_the_sequence_matches_the_reference(tmp_path):

@@ -85,7 +85,8 @@ FAMILIES: tuple[Family, ...] = (
         model_module=".phi3.model", model_class="Phi3ForCausalLM"),
     Family(
         name="gemma3", model_types=gemma3_config.MODEL_TYPES,
-        hf_names={"gemma3forcausallm": "gemma3_text", "gemma3_text": "gemma3_text"}, gguf_names={},
+        hf_names={"gemma3forcausallm": "gemma3_text", "gemma3_text": "gemma3_text"},
+        gguf_names={"gemma3": "gemma3_text"},
         config_module=gemma3_config, loader=gemma3_loader, config_class=gemma3_config.Gemma3Config,
         model_module=".gemma3.model", model_class="Gemma3ForCausalLM"),
 )
@@ -99,8 +100,8 @@ REFUSED = {
     "gemma": "Gemma needs a (1 + w) RMSNorm, an embedding scaled by sqrt(hidden) and a GeGLU-tanh MLP",
     "gemma2": "Gemma 2 needs attention logit soft-capping inside the attention kernel, final logit soft-capping, "
               "alternating sliding-window/global layers, pre- and post-norms, a (1 + w) RMSNorm and a GeGLU-tanh MLP",
-    "gemma3": "the multimodal Gemma 3 (Gemma3ForConditionalGeneration: a vision tower and a nested text_config) and "
-              "Gemma 3 GGUF files are not read; the text model (Gemma3ForCausalLM) from its Hugging Face folder is",
+    "gemma3": "the multimodal Gemma 3 (Gemma3ForConditionalGeneration: a vision tower and a nested text_config) is "
+              "not read; the text model (Gemma3ForCausalLM, or a gemma3 GGUF) is",
 }
 _REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma2forcausallm": "gemma2",
                   "gemma3forconditionalgeneration": "gemma3", "gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3"}

@@ -16,12 +16,14 @@ _WHAT_TO_DO_GGUF = (
 
 @dataclass
 class Tensor:
-    """One checkpoint tensor. ``raw`` is the stored bytes (q/k rows already in HF order)."""
+    """One checkpoint tensor. ``raw`` is the stored bytes (q/k rows already in HF order); ``shift`` is added to the
+    stored values to give the HF convention's (``-1`` for a Gemma norm stored by llama.cpp as ``1 + w``)."""
 
     name: str
     shape: tuple[int, ...]
     ggml_type: str
     _raw: Callable[[], np.ndarray] = field(repr=False)
+    shift: float = 0.0
 
     @property
     def raw(self) -> np.ndarray:
@@ -34,8 +36,9 @@ class Tensor:
         return int(np.prod(self.shape)) // per * size
 
     def to_numpy(self) -> np.ndarray:
-        """Dequantize/convert to a float32 array of ``shape``."""
-        return decode(self.raw, self.ggml_type, self.shape)
+        """Dequantize/convert to a float32 array of ``shape`` (with ``shift`` added)."""
+        values = decode(self.raw, self.ggml_type, self.shape)
+        return values + np.float32(self.shift) if self.shift else values
 
 
 class Checkpoint:

@@ -1,7 +1,10 @@
 """A llama.cpp GGUF file as a checkpoint: the family's GGUF name map and config keys, tensors memory-mapped.
 
 PyPI ``gguf``'s reader parses the header; which family the file holds, how its tensors are named and which
-metadata keys carry the config are the family's (``arch/<family>/loader.py`` and ``config.py``).
+metadata keys carry the config are the family's (``arch/<family>/loader.py`` and ``config.py``). A loader may
+also name tensors that hold config rather than weights (``GGUF_CONFIG_TENSORS``: Llama 3's ``rope_freqs``,
+Phi-3's LongRoPE factors), handed to its config reader, and tensors whose stored values are offset from the HF
+convention (``GGUF_SHIFTED``: llama.cpp stores Gemma's ``(1 + w)`` norm weights as ``1 + w``), shifted back here.
 """
 from __future__ import annotations
 
@@ -85,12 +88,15 @@ class GGUFCheckpoint(Checkpoint):
         emb = self._tensors.get("model.embed_tokens.weight")
         if emb is None:
             raise BadModel(f"{self.path}: no token_embd.weight tensor. {_WHAT_TO_DO_GGUF}")
-        rope_freqs = next((t for t in reader.tensors if t.name == "rope_freqs.weight"), None)
+        wanted = getattr(loader, "GGUF_CONFIG_TENSORS", ("rope_freqs.weight",))
+        config_tensors = {t.name: np.asarray(t.data, dtype=np.float32).reshape(-1) for t in reader.tensors
+                          if t.name in wanted}
         self.config = family.config_module.from_gguf(
             get, arch_raw, model_type, set(self._tensors), int(emb.shape[-1]), get("general.name") or self.path.stem,
-            keys=list(fields), where=str(self.path),
-            rope_freqs=None if rope_freqs is None else np.asarray(rope_freqs.data, dtype=np.float32).reshape(-1))
+            keys=list(fields), where=str(self.path), rope_freqs=config_tensors.get("rope_freqs.weight"),
+            config_tensors=config_tensors)
         self._permute = arch_raw in loader.GGUF_PERMUTED_QK
+        self._shifted = getattr(loader, "GGUF_SHIFTED", None)
 
     def metadata(self, key: str, default: Any = None) -> Any:
         """A GGUF metadata value (e.g. ``tokenizer.ggml.tokens``), decoded to Python values."""
@@ -120,4 +126,7 @@ class GGUFCheckpoint(Checkpoint):
             rows = rows.reshape(heads, d // 2, 2, rows.shape[-1]).swapaxes(1, 2)
             return np.ascontiguousarray(rows).reshape(-1)
 
-        return Tensor(hf_name, shape, ttype, raw)
+        shift = 0.0
+        if self._shifted is not None and self._shifted[0].match(hf_name):
+            shift = -float(self._shifted[1])
+        return Tensor(hf_name, shape, ttype, raw, shift=shift)

@@ -162,6 +162,9 @@ def ggml_blocks(t: Any, fmt: str | None = None) -> tuple[str, dict[str, np.ndarr
     exact values."""
     n, k = int(t.shape[0]), int(t.shape[1])
     kind = t.ggml_type
+    if getattr(t, "shift", 0.0):
+        raise BadModel(f"{t.name}: a matrix whose stored values are offset from the model's cannot keep its blocks; "
+                       "this is a bug in the family's GGUF name map.")
     fmt = fmt or natural_format(kind)
     exact = (fmt == "q4_1" and kind in EXACT_Q4) or (fmt == "q8_0" and kind == "Q8_0")
     if not exact:

@@ -74,7 +74,53 @@ def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: s
     return config
 
 
+#: GGUF keys (after ``gemma3.``) Gemma 3 adds; the soft-capping ones are refused when set
+_READ_GGUF = frozenset({"attention.sliding_window", "attention.sliding_window_pattern", "rope.freq_base_swa",
+                        "attn_logit_softcapping", "final_logit_softcapping"})
+#: What llama.cpp assumes for a ``gemma3`` GGUF that does not say (it hard-codes them for the architecture)
+GGUF_DEFAULT_PATTERN = 6
+GGUF_DEFAULT_LOCAL_BASE = 10000.0
+
+
+def _gguf_pattern(value: Any, layers: int, where: str) -> int:
+    """``sliding_window_pattern`` from the GGUF key: a period, or one flag per layer (true: sliding)."""
+    if isinstance(value, (list, tuple)):
+        flags = [bool(v) for v in value]
+        for period in range(1, layers + 2):
+            if flags == [bool((i + 1) % period) for i in range(len(flags))]:
+                return period
+        raise llama._refuse(where, "gemma3.attention.sliding_window_pattern", flags, "is not every n-th layer "
+                            "global, the only layout implemented")
+    return int(value)
+
+
 def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
               vocab_rows: int, name: str, **kw: Any) -> dict[str, Any]:
-    raise llama._refuse(kw.get("where", "GGUF"), "general.architecture", arch,
-                        "is read from Hugging Face folders only; pass the model's HF folder")
+    """``checkpoint.config`` from a ``gemma3`` GGUF, as llama.cpp's converter writes it and llama.cpp reads it.
+
+    The file does not carry every Gemma 3 key; for the missing ones this follows llama.cpp, which defines the
+    format: the sliding-window layers' RoPE base is 10000 (``gemma3.rope.freq_base_swa`` when present), every
+    sixth layer is global (``gemma3.attention.sliding_window_pattern`` when present), and the attention scale is
+    ``head_dim ** -0.5``, except for the 62-layer (27B) model, ``(hidden / heads) ** -0.5``. The MLP is GeGLU-tanh.
+    """
+    where = kw.get("where", "GGUF")
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        value = get(f"{arch}.{key}", None)
+        if value:
+            raise llama._refuse(where, f"{arch}.{key}", value, "asks for logit soft-capping, which is not implemented")
+    config = llama.from_gguf(get, arch, model_type, tensor_names, vocab_rows, name, family=_FAMILY,
+                             read=_READ_GGUF, **kw)
+    layers = config["num_hidden_layers"]
+    pattern = get(f"{arch}.attention.sliding_window_pattern", None)
+    scalar = (config["hidden_size"] / config["num_attention_heads"]) if layers == 62 else config["head_dim"]
+    config.update(query_pre_attn_scalar=float(scalar),
+                  rope_local_base_freq=float(get(f"{arch}.rope.freq_base_swa", GGUF_DEFAULT_LOCAL_BASE)),
+                  sliding_window_pattern=GGUF_DEFAULT_PATTERN if pattern is None else _gguf_pattern(pattern, layers,
+                                                                                                     where),
+                  rms_norm_eps=float(get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)))
+    window = get(f"{arch}.attention.sliding_window", None)
+    layers_slide = [i for i in range(layers) if (i + 1) % config["sliding_window_pattern"]]
+    if window and layers_slide and int(window) < config["max_position_embeddings"]:
+        config["sliding_window"] = int(window)
+        config["sliding_layers"] = layers_slide
+    return config

@@ -359,13 +359,15 @@ def _gguf_rope_scaling(get: Callable[[str, Any], Any], arch: str, rope_freqs: An
 
 def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
               vocab_rows: int, name: str, *, keys: list[str] = (), rope_freqs: Any = None,
-              where: str = "GGUF", read: frozenset = frozenset(), family: str = "the Llama family") -> dict[str, Any]:
+              where: str = "GGUF", read: frozenset = frozenset(), family: str = "the Llama family",
+              config_tensors: dict | None = None) -> dict[str, Any]:
     """``checkpoint.config`` from GGUF metadata (``get(key, default)``; keys are prefixed by the file's ``arch``).
 
     ``tensor_names``: the HF names the file's tensors map to; ``vocab_rows``: rows of the token embedding (the
     vocabulary size when the metadata lacks it); ``keys``: every metadata key of the file (checked);
     ``rope_freqs``: the values of ``rope_freqs.weight`` when the file has it; ``read``: keys (after ``<arch>.``)
-    the calling family reads itself.
+    the calling family reads itself; ``config_tensors``: the values of every tensor the family's loader names in
+    ``GGUF_CONFIG_TENSORS`` (read by the calling family).
     """
     a = arch
     n_head = int(get(f"{a}.attention.head_count", None))
@@ -395,7 +397,11 @@ def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor
         "eos_token_id": None if tokens_eos is None else int(tokens_eos),
         "name": name,
     }
-    _check_gguf_values(list(keys), get, a, head_dim, where, read, family)
+    _check_gguf_values(list(keys), get, a, head_dim, where, read | {"attention.sliding_window"}, family)
+    window = int(get(f"{a}.attention.sliding_window", 0) or 0)
+    if "attention.sliding_window" not in read and window and window < ctx:  # Mistral-style: every layer windowed
+        config["sliding_window"] = window
+        config["sliding_layers"] = list(range(config["num_hidden_layers"]))
     scaling = _gguf_rope_scaling(get, a, rope_freqs, head_dim, where)
     if scaling:
         config["rope_scaling"] = scaling

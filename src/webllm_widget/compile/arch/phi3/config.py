@@ -97,7 +97,43 @@ def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: s
     return config
 
 
+#: GGUF keys (after ``phi3.``) Phi-3 adds: LongRoPE's attention factor and the attention window
+_READ_GGUF = frozenset({"rope.scaling.attn_factor", "attention.sliding_window"})
+
+
 def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
-              vocab_rows: int, name: str, **kw: Any) -> dict[str, Any]:
-    """``checkpoint.config`` from a ``phi3`` GGUF without LongRoPE (its factor tensors are refused by the reader)."""
-    return llama.from_gguf(get, arch, model_type, tensor_names, vocab_rows, name, family=_FAMILY, **kw)
+              vocab_rows: int, name: str, *, config_tensors: dict | None = None, **kw: Any) -> dict[str, Any]:
+    """``checkpoint.config`` from a ``phi3`` GGUF, as llama.cpp's converter writes it.
+
+    LongRoPE: the factors are the tensors ``rope_factors_short`` / ``rope_factors_long`` (one per frequency),
+    ``phi3.context_length`` is ``max_position_embeddings``, ``phi3.rope.scaling.original_context_length`` the
+    original context and ``phi3.rope.scaling.attn_factor`` the factor on cos/sin (checked against the one
+    implemented). ``phi3.attention.sliding_window`` (0 for none) windows every layer, as the HF folder's
+    ``sliding_window`` does.
+    """
+    where = kw.get("where", "GGUF")
+    config = llama.from_gguf(get, arch, model_type, tensor_names, vocab_rows, name, family=_FAMILY,
+                             read=_READ_GGUF, **kw)
+    tensors = config_tensors or {}
+    short, long = tensors.get("rope_factors_short.weight"), tensors.get("rope_factors_long.weight")
+    if (short is None) != (long is None):
+        raise BadModel(f"{where}: the file has only one of rope_factors_short/rope_factors_long; LongRoPE needs both. "
+                       "Download the file again.")
+    if short is not None:
+        original = get(f"{arch}.rope.scaling.original_context_length", None)
+        scaling = {"rope_type": "longrope", "short_factor": [float(x) for x in short],
+                   "long_factor": [float(x) for x in long], "original_max_position_embeddings": original}
+        attn = get(f"{arch}.rope.scaling.attn_factor", None)
+        if attn is not None:
+            scaling["attention_factor"] = float(attn)
+        rs = rope_scaling_of(scaling, where, max_positions=config["max_position_embeddings"], original=original)
+        if len(rs["short_factor"]) != config["head_dim"] // 2:
+            raise BadModel(f"{where}: rope_factors_short has {len(rs['short_factor'])} values, a head of "
+                           f"{config['head_dim']} dimensions needs {config['head_dim'] // 2}. Download the file again.")
+        config["rope_scaling"] = rs
+        config["context_window_size"] = min(config["context_window_size"], rs["original_max_position_embeddings"])
+    window = int(get(f"{arch}.attention.sliding_window", 0) or 0)
+    if window and window < config["max_position_embeddings"]:
+        config["sliding_window"] = window
+        config["sliding_layers"] = list(range(config["num_hidden_layers"]))
+    return config

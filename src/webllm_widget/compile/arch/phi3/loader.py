@@ -1,7 +1,7 @@
 """Phi-3's checkpoint names: q/k/v come fused (``self_attn.qkv_proj``) and gate/up too (``mlp.gate_up_proj``, gate
 rows first), which is the model's own layout; llama.cpp names them ``attn_qkv`` and ``ffn_up`` (gate and up fused,
-no ``ffn_gate``). llama.cpp's LongRoPE factor tensors (``rope_factors_long/short``) are refused by name: a Phi-3.5
-GGUF is not read (use its Hugging Face folder)."""
+no ``ffn_gate``). llama.cpp's LongRoPE factor tensors (``rope_factors_long/short``) are config, read by
+:func:`.config.from_gguf`."""
 from __future__ import annotations
 
 import re
@@ -26,9 +26,7 @@ GGUF_NAMES = [(p, f) for p, f in llama.GGUF_NAMES if "ffn_up" not in p.pattern] 
     (re.compile(r"^blk\.(\d+)\.attn_qkv\.weight$"), "model.layers.{0}.self_attn.qkv_proj.weight"),
     (re.compile(r"^blk\.(\d+)\.ffn_up\.weight$"), "model.layers.{0}.mlp.gate_up_proj.weight"),
 ]
-GGUF_SKIP = llama.GGUF_SKIP
+GGUF_SKIP = re.compile(r"^(rope_factors_(long|short)\.weight|blk\.\d+\.attn_rot_embd)$")
 GGUF_PERMUTED_QK: tuple[str, ...] = ()
-#: tensors that stop the read, with the reason
-GGUF_REFUSE = [(re.compile(r"^rope_factors_(long|short)\.weight$"),
-                "holds LongRoPE factors, which are not read from GGUF files; build the model from its Hugging Face "
-                "folder (config.json + safetensors) instead")]
+#: tensors that carry config (LongRoPE's factors), handed to :func:`.config.from_gguf`
+GGUF_CONFIG_TENSORS = ("rope_factors_short.weight", "rope_factors_long.weight")
