@@ -144,3 +144,20 @@ def test_logit_error_of_each_compile_choice_against_the_exact_file_weights():
         print(f"{case:22s} logits up to {scale:6.1f}: ggml {ggml:.3g} ({ggml / scale:.1e}), "
               f"q4f32_1 {q4:.3g} ({q4 / scale:.1e})")
         assert ggml < q4 / 5
+
+
+def test_a_llama_gguf_with_a_sliding_window_windows_every_layer_as_mistral_does(tmp_path):
+    """A Mistral GGUF is a ``llama`` one; where it names ``llama.attention.sliding_window`` every layer is windowed,
+    as the HF folder's ``sliding_window`` makes it."""
+    from families import mistral_tiny
+    from tiny import copy_gguf_with
+
+    tiny = mistral_tiny()
+    plain = tiny.write_gguf(tmp_path / "m.gguf", matrix_type="F32", embed_type="F32", arch="llama")
+    assert "sliding_window" not in open_checkpoint(plain).config
+    path = copy_gguf_with(plain, tmp_path / "w.gguf", {},
+                          {"llama.attention.sliding_window": (7, gguf.GGUFValueType.UINT32)})
+    got, want = open_checkpoint(path).config, hf_config(tiny)
+    assert (got["sliding_window"], got["sliding_layers"]) == (want["sliding_window"], want["sliding_layers"]) == (7, [0, 1])
+    np.testing.assert_allclose(reference_logits(tiny.gguf_weights, got), reference_logits(tiny.weights, want),
+                               atol=1e-4, rtol=0)
