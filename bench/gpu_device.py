@@ -288,8 +288,8 @@ def previous_run(old: dict, model: str | None) -> dict | None:
 
 def prepare(args) -> dict:
     """Stage everything for the GPU machine under .gpu/p1, p2, ...; returns the manifest."""
-    if STAGED.exists():
-        shutil.rmtree(STAGED)
+    for d in STAGED.glob("p[0-9]*"):  # the browser's parts (prepare-chrome: c1, c2, ...) stay
+        shutil.rmtree(d)
     work = Path(tempfile.mkdtemp(prefix="wlw-gpu-prep-"))
     items: list[tuple[str, Path]] = []  # (name on the device, local file), in the order they should travel
     items.append(("manifest.json", work / "manifest.json"))
@@ -301,6 +301,10 @@ def prepare(args) -> dict:
         items.append(("dawn.node.xz", xz(npm_ci(), work / "dawn.node.xz")))
         items.append(("engine_node.cjs.xz", xz(bundle(work / "engine_node.cjs"), work / "engine_node.cjs.xz")))
     items += [(deb.name, deb) for deb in vulkan_debs(work)]
+    if getattr(args, "static", False):  # this checkout's page bundles (chrome_run.py --static STAGE)
+        from webllm_widget.headless.engine import STATIC
+
+        items += [(n, STATIC / n) for n in ("runner.js", "engine_worker.js")]
     manifest: dict = {"node_version": subprocess.run([str(node), "--version"], capture_output=True, text=True).stdout.strip(),
                       "source_commit": source_commit(), "jobs": {}}
     jobs = []
@@ -362,7 +366,10 @@ def prepare(args) -> dict:
             part, used = part + 1, 0
         d = STAGED / f"p{part}"
         d.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(p), d / name)
+        if work in p.parents:
+            shutil.move(str(p), d / name)
+        else:  # a file of the checkout (the page bundles): copied
+            shutil.copyfile(p, d / name)
         used += sz
     shutil.rmtree(work, ignore_errors=True)
     for d in sorted(STAGED.iterdir()):
@@ -843,6 +850,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--baseline-lib", help="another model.wasm for the same model (an earlier build): staged "
                                                   "as job 'baseline' (chrome_run.py --job baseline) beside 'model'")
             p.add_argument("--no-model", action="store_true", help="stage no 'model' job (the built-in model)")
+            p.add_argument("--static", action="store_true",
+                           help="stage this checkout's runner.js and engine_worker.js (chrome_run.py --static STAGE "
+                                "then runs them instead of those packed with Chromium)")
             p.add_argument("--shape", action="append", choices=sorted(SHAPES),
                            help="a real model shape with random weights (job named so; shards made on the GPU machine)")
             p.add_argument("--official-lib", help=f"MLC's prebuilt {OFFICIAL['path'].rsplit('/', 1)[1]} (from "

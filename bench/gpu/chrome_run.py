@@ -576,6 +576,8 @@ def main(argv=None) -> int:
     ap.add_argument("--job", default="model", help="which staged job to run (model, smoke)")
     ap.add_argument("--static", type=Path, default=None, help="runner.js + engine_worker.js (default: staged)")
     ap.add_argument("--runs", type=int, default=None, help="override the job's runs")
+    ap.add_argument("--max-tokens", type=int, default=None, help="override the job's output length")
+    ap.add_argument("--prompts", default=None, help="only these of the job's prompts (comma list of lengths)")
     ap.add_argument("--timeout", type=int, default=420)
     ap.add_argument("--unpack-debs", action="store_true", help="as device_run.py: the .gl set into / where missing")
     ap.add_argument("--raw-name", default="chrome_raw.json", help="the result file's name under --out")
@@ -656,6 +658,10 @@ def main(argv=None) -> int:
         spec = dict(job["job"])
         if args.runs:
             spec["runs"] = args.runs
+        if args.max_tokens:
+            spec["max_tokens"] = args.max_tokens
+        if args.prompts:
+            spec["prompts"] = {n: m for n, m in spec["prompts"].items() if n in args.prompts.split(",")}
         raw["job"] = {"name": args.job, "model": spec["spec"]["id"], "runs": spec["runs"], "warmup": spec.get("warmup"),
                       "max_tokens": spec["max_tokens"], "flags": [*COMMON, *FLAG_SETS[args.flags][chosen]]}
         device_run.log(f"bench {args.job} with flag set {chosen}")
