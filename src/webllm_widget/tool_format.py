@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ["FORMAT_KEYS", "render_turns", "call_text", "call_begin", "call_end", "parse_calls", "call_start"]
 
 #: The keys of a tool format (all strings).
-FORMAT_KEYS = ("system_default", "tools_prefix", "tools_sep", "tools_suffix", "call_prefix", "call_suffix",
+FORMAT_KEYS = ("alone_prefix", "tools_prefix", "tools_sep", "tools_suffix", "call_prefix", "call_suffix",
                "call_sep", "content_sep", "response_role", "response_prefix", "response_suffix", "response_sep")
 
 
@@ -50,13 +50,16 @@ def call_start(fmt: dict) -> str:
 def render_turns(fmt: dict, messages: list[dict], tools: list[dict] | None) -> list[dict]:
     """``messages`` (OpenAI roles; assistant ``tool_calls`` with ``function.arguments`` as JSON values; ``tool``
     results) as plain ``system``/``user``/``assistant`` turns; ``tools`` (OpenAI's list) go into the system turn, after
-    the conversation's system message or, without one, the template's default (``system_default``)."""
+    the conversation's system message and ``tools_prefix``, or, without one, after ``alone_prefix`` (what the template
+    writes then: its default system text, if it has one, and the tools' preamble)."""
     out: list[dict] = []
     msgs = list(messages)
     if tools:
-        system = msgs.pop(0)["content"] if msgs and msgs[0]["role"] == "system" else fmt["system_default"]
-        body = fmt["tools_prefix"] + fmt["tools_sep"].join(dumps(t) for t in tools) + fmt["tools_suffix"]
-        out.append({"role": "system", "content": system + body})
+        listed = fmt["tools_sep"].join(dumps(t) for t in tools) + fmt["tools_suffix"]
+        if msgs and msgs[0]["role"] == "system":
+            out.append({"role": "system", "content": msgs.pop(0)["content"] + fmt["tools_prefix"] + listed})
+        else:
+            out.append({"role": "system", "content": fmt["alone_prefix"] + listed})
     results: list[str] = []
     for m in msgs:
         if m["role"] == "tool":

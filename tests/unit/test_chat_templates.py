@@ -169,12 +169,16 @@ TOOL_CONVERSATIONS = {
 
 
 @pytest.mark.parametrize("case", list(TOOL_CONVERSATIONS))
-def test_page_prompt_with_tools_equals_the_qwen2_5_template_rendered_with_tools(case, tmp_path):
-    """Qwen2.5-Instruct's own template (tools in the system turn, <tool_call> in assistant turns, <tool_response> in
-    user turns): the tool format the build reads off it, applied by the kernel to an OpenAI request, gives web-llm's
-    Conversation the pieces whose ids equal the template rendered by Jinja with ``tools=`` (calls' arguments as
-    objects, as transformers takes them), encoded by HF tokenizers."""
-    from chat_templates import QWEN2_5_TOOLS, render_like_transformers
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3"])
+def test_page_prompt_with_tools_equals_the_template_rendered_with_tools(family, case, tmp_path):
+    """Qwen2.5-Instruct's and Qwen3's own templates (tools in the system turn, <tool_call> in assistant turns,
+    <tool_response> in user turns; Qwen3 without a default system text): the tool format the build reads off each,
+    applied by the kernel to an OpenAI request, gives web-llm's Conversation the pieces whose ids equal the template
+    rendered by Jinja with ``tools=`` (calls' arguments as objects, as transformers takes them), encoded by HF
+    tokenizers."""
+    from chat_templates import QWEN2_5_TOOLS, QWEN3_TOOLS, render_like_transformers
+
+    template = {"qwen2.5": QWEN2_5_TOOLS, "qwen3": QWEN3_TOOLS}[family]
 
     from webllm_widget.compile.tool_calls import tool_format_from_jinja
     from webllm_widget.widgets.openai_format import request_messages
@@ -183,18 +187,19 @@ def test_page_prompt_with_tools_equals_the_qwen2_5_template_rendered_with_tools(
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<tool_response>",
                 "</tool_response>"]
     tok, ids, doc = _tokenizer(specials)
-    conv = conv_template_from_jinja(QWEN2_5_TOOLS, ids)
-    fmt = tool_format_from_jinja(QWEN2_5_TOOLS, conv)
+    conv = conv_template_from_jinja(template, ids)
+    fmt = tool_format_from_jinja(template, conv)
     assert fmt is not None and fmt["call_prefix"] == "<tool_call>\n"
     messages, tools = TOOL_CONVERSATIONS[case]
     plan = tool_plan({"tools": tools}, fmt, "tiny-qwen2.5")
     turns = tool_turns(request_messages(messages), fmt, plan, "tiny-qwen2.5")
     page = _webllm_prompt(conv, doc, turns, tmp_path)
 
-    hf_messages = [dict(m, tool_calls=[{"type": "function", "function": {
+    # as transformers takes them: arguments as objects, content a string (Qwen3's template slices every content)
+    hf_messages = [dict(m, content=m["content"] or "", tool_calls=[{"type": "function", "function": {
         "name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}} for c in m["tool_calls"]])
         if m.get("tool_calls") else m for m in messages]
-    text = render_like_transformers(QWEN2_5_TOOLS, hf_messages, tools)
+    text = render_like_transformers(template, hf_messages, tools)
     assert "# Tools" in text and "°C or °F" in text
     assert tok.decode(page["ids"], skip_special_tokens=False) == text
     assert page["ids"] == tok.encode(text, add_special_tokens=False).ids

@@ -17,7 +17,8 @@ The kernel writes a request's tools, calls and results into plain turns with it
 No library reads a tool format out of a template (``transformers`` renders templates; it does not take them apart),
 hence this module. The format is written into ``mlc-chat-config.json`` as ``tool_calls``::
 
-    {"system_default": "You are Qwen, ...", "tools_prefix": "\\n\\n# Tools\\n...<tools>\\n", "tools_sep": "\\n",
+    {"alone_prefix": "You are Qwen, ...\\n\\n# Tools\\n...<tools>\\n", "tools_prefix": "\\n\\n# Tools\\n...<tools>\\n",
+     "tools_sep": "\\n",
      "tools_suffix": "\\n</tools>\\n...", "call_prefix": "<tool_call>\\n", "call_suffix": "\\n</tool_call>",
      "call_sep": "\\n", "content_sep": "\\n", "response_role": "user", "response_prefix": "<tool_response>\\n",
      "response_suffix": "\\n</tool_response>", "response_sep": "\\n"}
@@ -118,9 +119,10 @@ def _derive(template: str, conv: dict) -> dict | None:
     block = one[len(_SYS):]
     fmt["tools_prefix"], _, fmt["tools_suffix"] = block.partition(j1)
     fmt["tools_sep"] = _between(two[len(_SYS):], fmt["tools_prefix"] + j1, j2 + fmt["tools_suffix"])
-    if fmt["tools_sep"] is None or not default.endswith(block):
+    if fmt["tools_sep"] is None or not default.endswith(j1 + fmt["tools_suffix"]):
         return None
-    fmt["system_default"] = default[:len(default) - len(block)]
+    # without a system message: the template's default system text (Qwen2.5) or none (Qwen3), then the preamble
+    fmt["alone_prefix"] = default[:len(default) - len(j1 + fmt["tools_suffix"])]
 
     # an assistant turn with calls (and content), between two user turns
     def assistant(msg: dict) -> str | None:

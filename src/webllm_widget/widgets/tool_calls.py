@@ -32,9 +32,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def no_tool_format(model: str, parameter: str = "tools") -> UnsupportedParameter:
     return UnsupportedParameter(
         f"{parameter}: the chat template of {model} does not call tools (webllm-widget knows the Hermes / Qwen2.5 "
-        "style: tools listed in the system prompt, calls answered as <tool_call>{\"name\": ..., \"arguments\": ...}"
-        "</tool_call>; MLC prebuilt ids carry no template). Use a model whose template calls tools (e.g. a "
-        "Qwen2.5-Instruct checkpoint built by webllm-widget), or describe the tools in the system prompt and ask "
+        "style: each tool's JSON listed in the system prompt, calls answered as <tool_call>{\"name\": ..., "
+        "\"arguments\": ...}</tool_call>; MLC prebuilt ids carry no template). Use a model whose template calls tools "
+        "(e.g. a Qwen2.5-Instruct or Qwen3 checkpoint built by webllm-widget), or describe the tools in the system "
+        "prompt and ask "
         f"for their arguments with response_format. Leave `{parameter}` out of the request for {model}.",
         detail={"parameter": parameter, "model": model})
 
