@@ -695,9 +695,17 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
                       "project_dispatches_per_token": pb.get("dispatches_per_token"),
                       "official_dispatches_per_token": ob.get("dispatches_per_token"),
                       "official_share_of_bound": ob.get("share_of_bound"), "project_share_of_bound": pb.get("share_of_bound"),
+                      # queue submits per generated token and Chromium's CPU seconds per wall second (host cost)
+                      "submits_per_token": {k: round(q["submits"] / q["completion_tokens"], 1)
+                                            if q.get("submits") and q.get("completion_tokens") else None
+                                            for k, q in (("project", pp), ("official", op))},
+                      "host_cpu_per_wall": {"project": pb.get("host_cpu_per_wall"), "official": ob.get("host_cpu_per_wall")},
                       "decode_runs": {"project": (pp.get("decode_tok_s") or {}).get("runs"),
                                       "official": (op.get("decode_tok_s") or {}).get("runs")},
-                      "same_text": (pp.get("text_head") == op.get("text_head")) if pp and op else None,
+                      # greedy text of the last run; None when either is empty (ids past the tokenizer's pieces
+                      # decode to nothing, which says nothing about the two computing the same thing)
+                      "same_text": (pp.get("text_head") == op.get("text_head"))
+                      if pp.get("text_head") and op.get("text_head") else None,
                       "text_head": {"project": (pp.get("text_head") or "")[:80], "official": (op.get("text_head") or "")[:80]}}
         res["official"] = {**common, "library": {k: info.get(k) for k in ("repo", "path", "library_sha256", "library_bytes",
                                                                          "metadata")},

@@ -471,6 +471,12 @@ def gpu_shape_lines(gpu: dict) -> list[str]:
                          f"x{_f(b.get('ratio'), '{:.2f}')} | {_f(b.get('project_prefill_tok_s'), '{:,.0f}')} | "
                          f"{_f(b.get('official_prefill_tok_s'), '{:,.0f}')} | x{_f(b.get('prefill_ratio'), '{:.2f}')} | "
                          f"{_f(b.get('project_dispatches_per_token'), '{:.0f}')} / {_f(b.get('official_dispatches_per_token'), '{:.0f}')} |")
+        sub = [(b.get("submits_per_token") or {}, b.get("host_cpu_per_wall") or {}) for b in o["per_prompt"].values()]
+        if any(x.get("official") for x, _ in sub):
+            lines += ["", "Host side, per prompt: queue submits per token (project / official) "
+                      + ", ".join(f"{_f(x.get('project'), '{:.0f}')} / {_f(x.get('official'), '{:.0f}')}" for x, _ in sub)
+                      + "; Chromium's CPU seconds per second " + ", ".join(
+                          f"{_f(c.get('project'))} / {_f(c.get('official'))}" for _, c in sub) + "."]
         lines.append("")
     sh = gpu.get("shapes") or {}
     if sh:

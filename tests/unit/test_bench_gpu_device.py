@@ -281,7 +281,7 @@ def test_generated_weights_share_shards_between_jobs_of_one_layout_and_fix_the_s
 def _shape_chrome(tmp_path: Path, name: str, decode: dict, prefill: dict, dispatches: int, text: str) -> Path:
     prompts = {n: {"prompt_tokens": int(n), "completion_tokens": 64, "decode_tok_s": {"median": d, "runs": [d]},
                    "prefill_tok_s": {"median": prefill[n]}, "wall_s": {"median": 1.0}, "cpu_s": {"median": 0.5},
-                   "dispatches": dispatches, "text_head": text} for n, d in decode.items()}
+                   "dispatches": dispatches, "submits": dispatches // 8, "text_head": text} for n, d in decode.items()}
     raw = {"when": "t", "chromium": "Chromium 156", "flag_set": "vulkan-no-compositing",
            "result": {"adapter_info": {"vendor": "nvidia", "is_fallback": False}, "load": {"schedule": "auto"},
                       "prompts": prompts}}
@@ -318,6 +318,8 @@ def test_collect_shapes_puts_project_over_official_and_the_share_of_the_bound_in
     assert o["32"]["prefill_ratio"] == pytest.approx(2.0) and o["128"]["prefill_ratio"] == pytest.approx(4.0)
     assert o["32"]["project_dispatches_per_token"] == 100 and o["32"]["official_dispatches_per_token"] == 400
     assert o["32"]["same_text"] is True and res["official"]["same_weight_bytes"] is True
+    assert o["32"]["submits_per_token"] == {"project": 12.5, "official": 50.0}
+    assert o["32"]["host_cpu_per_wall"] == {"project": 0.5, "official": 0.5}
     assert res["official"]["ratio_median"] == pytest.approx(2.5)
     assert res["summary"]["official"]["per_prompt"]["128"]["ratio"] == pytest.approx(2.0)
     b = res["shapes"]["qwen2-0.5b"]["per_prompt"]["32"]
@@ -329,6 +331,7 @@ def test_collect_shapes_puts_project_over_official_and_the_share_of_the_bound_in
 
     text = "\n".join(gpu_shape_lines(res))
     assert "| 32 | 300.0 | 100.0 | x3.00 | 2,000 | 1,000 | x2.00 | 100 / 400 |" in text
+    assert "queue submits per token (project / official) 12 / 50, 12 / 50" in text
     assert f"| qwen2-0.5b | 32 | 2,000 | 300.0 | {bound:,.0f} | {100 * 300.0 / bound:.1f}% |" in text
     # the built-in model's collect afterwards keeps them
     node = {"32": {"prompt_tokens": 32, "completion_tokens": 64, "decode_tok_s": {"median": 50.0},
