@@ -12,6 +12,9 @@ adapter is the hardware one (not a fallback adapter) runs the model.
 
     python3 bench/gpu/chrome_run.py --out DIR [--flags nvidia|swiftshader] [--job model]
         # -> DIR/chrome_raw.json (+ DIR/chrome_<set>.log, Chromium's stderr per try)
+    python3 bench/gpu/chrome_run.py --job official --raw-name chrome_raw_official.json --log-dir LOGS --out DIR
+        # a job staged with --official-lib: MLC's web-llm release (bench/official) behind the same runner interface,
+        # timed by the same page loop; a job staged with --shape gets its random shards written first
 
 Per run: the engine's own prefill/decode tok/s (as bench/decode.py reads them), wall time, the CPU seconds of
 Chromium's processes by type (browser, renderer = the page and its Worker, gpu-process = Dawn), and the compute
