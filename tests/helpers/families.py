@@ -89,19 +89,10 @@ def _qwen3_hf() -> tuple[Path, dict, dict]:
     return tiny.write_hf(_sources() / "tiny-qwen3-seed5"), _q4_weights(tiny.weights), tiny.config
 
 
-#: llama.cpp's Q4_K_M mix shrunk to a tiny untied Llama: Q4_K everywhere but the LM head, layer 0's attn_v and
-#: ffn_down in Q6_K. K-quant rows need 256 values, hence hidden 256 and FFN 512.
-Q4_K_M_TYPES = {"lm_head.weight": "Q6_K", "model.layers.0.self_attn.v_proj.weight": "Q6_K",
-                "model.layers.0.mlp.down_proj.weight": "Q6_K"}
-
 #: Sizes of the GGUF cases' tiny models, one for every family: rows of 256 values, so llama.cpp's K-quants apply,
 #: and the same matrix shapes everywhere, so the browser compiles each shape's kernels once for all families
 #: (SwiftShader's shader compilation is most of a case's time in the page)
 GGUF_SHAPE = dict(hidden=256, heads=4, kv_heads=2, ffn=512)
-
-
-def q4_k_m_tiny() -> TinyLlama:
-    return TinyLlama.make(seed=6, tie=False, **GGUF_SHAPE)
 
 
 def ggml_built_weights(checkpoint, exact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

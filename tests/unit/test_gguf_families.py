@@ -76,6 +76,22 @@ def test_a_family_gguf_reads_exactly_and_the_ggml_build_holds_what_the_reference
         np.testing.assert_array_equal(held[name], w, err_msg=name)
 
 
+def test_q4_k_m_keeps_q4_k_matrices_and_re_quantizes_those_with_a_q6_k_part():
+    """Llama's Q4_K_M: layer 0 all Q4_K (kept as q4_1); layer 1's Q6_K attn_v stacked with Q4_K q/k, its Q6_K ffn_down
+    and the Q6_K LM head re-quantized to q8_0."""
+    path, _, _ = GGUF_CASES["llama-gguf-q4_k_m"].write()
+    ckpt = open_checkpoint(path)
+    assert ckpt.get("model.layers.1.self_attn.v_proj.weight").ggml_type == "Q6_K"
+    assert ckpt.get("model.layers.1.self_attn.q_proj.weight").ggml_type == "Q4_K"
+    formats = dict(ggml_quantization(ckpt).formats)
+    assert {p: formats[p] for p in ("model.embed_tokens", "model.layers.0.self_attn.qkv_proj",
+                                    "model.layers.0.mlp.down_proj", "model.layers.1.mlp.gate_up_proj")} == {
+        "model.embed_tokens": "q4_1", "model.layers.0.self_attn.qkv_proj": "q4_1",
+        "model.layers.0.mlp.down_proj": "q4_1", "model.layers.1.mlp.gate_up_proj": "q4_1"}
+    assert {formats[p] for p in ("model.layers.1.self_attn.qkv_proj", "model.layers.1.mlp.down_proj",
+                                 "lm_head")} == {"q8_0"}
+
+
 def test_gemma3_gguf_norms_are_shifted_back_and_llama_cpp_defaults_fill_the_missing_keys(tmp_path):
     """llama.cpp's converter stores Gemma's norms as 1 + w; a gemma3 GGUF without the pattern/local-base keys gets
     llama.cpp's own values (every 6th layer global, local base 10000, scale head_dim ** -0.5)."""

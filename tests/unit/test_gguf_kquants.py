@@ -1,23 +1,17 @@
 """GGUF block types beyond Q4_0/Q4_1/Q8_0: F16, BF16, Q5_0, Q5_1 and the K-quants Q4_K, Q5_K, Q6_K.
 
 The project's numpy decoder (``quant/ggml.py``) is checked bit for bit against PyPI ``gguf``'s own dequantizer on
-random block bytes (every bit pattern of codes, scales and high bits; finite float16 scales). A tiny Q4_K_M-style
-file (Q4_K + Q6_K blocks, written with ``gguf``'s writer and the tests' K-quant quantizer, read back with
-``gguf``'s dequantizer) compiles in the ``ggml`` mode and its logits match the reference.
-
-Measured on that tiny model (random Gaussian weights, logits up to ~3.4), against the exact file weights:
-``ggml`` (Q4_K kept exactly as ``q4_1``, Q6_K re-quantized to ``q8_0``) 0.105 max |logit error|, ``q4f32_1``
-(everything re-quantized to 4 bits) 2.03; the ``ggml`` build against the weights it holds 7.5e-6.
+random block bytes (every bit pattern of codes, scales and high bits; finite float16 scales); Q4_K repacks to
+``q4_1`` exactly and Q6_K to ``q8_0`` within half an 8-bit step. Whole Q4_K_M and Q8_0 files of every family, their
+``ggml`` builds and the logit error of each compile choice: ``test_gguf_families.py`` (reader and weights) and
+``tests/browser/test_family_logits.py`` (compiled, in the page).
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from families import Q4_K_M_TYPES, ggml_built_weights, q4_k_m_tiny
 from kquants import quantize_k
-from llama_native import reference_logits, run_native
-from webllm_widget.compile.checkpoint import open_checkpoint
 from webllm_widget.compile.quant.ggml import BLOCK_BYTES, decode, ggml_blocks, ggml_quantization
 from webllm_widget.compile.quant.packing import dequantize
 
@@ -80,21 +74,3 @@ def test_q4_k_repacks_to_q4_1_exactly_and_q6_k_to_q8_0_within_half_a_step():
             assert np.all(np.abs(got - exact).reshape(6, -1, 32) <= step / 2 * (1 + 1e-6))
     with pytest.raises(Exception, match="cannot be stored as q4_1"):
         ggml_blocks(_T("Q6_K", quantize_k(w, "Q6_K"), w.shape), "q4_1")
-
-
-def test_q4_k_m_gguf_compiles_in_the_ggml_mode_and_matches_the_reference(tmp_path):
-    tiny = q4_k_m_tiny()
-    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type="Q4_K", embed_type="Q4_K",
-                                           block_types=Q4_K_M_TYPES))
-    assert {ckpt.get(n).ggml_type for n in ckpt.tensor_names() if ckpt.get(n).shape[1:]} == {"Q4_K", "Q6_K"}
-    quant = ggml_quantization(ckpt)
-    formats = dict(quant.formats)
-    # Q4_K alone: kept exactly; a Q6_K part (alone or stacked with Q4_K q/k): re-quantized to 8 bits
-    assert formats["model.layers.1.self_attn.qkv_proj"] == "q4_1" and formats["model.embed_tokens"] == "q4_1"
-    assert formats["model.layers.0.self_attn.qkv_proj"] == "q8_0" and formats["lm_head"] == "q8_0"
-    got, _ = run_native(tiny, checkpoint=ckpt, config=ckpt.config, quant=quant)
-    want = reference_logits(ggml_built_weights(ckpt, tiny.gguf_weights), tiny.config)
-    exact = reference_logits(tiny.gguf_weights, tiny.config)
-    print(f"Q4_K_M ggml: max |logit error| {np.abs(got - want).max():.1e} vs the weights it holds, "
-          f"{np.abs(got - exact).max():.3f} vs the file's exact weights")
-    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
