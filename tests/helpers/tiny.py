@@ -195,7 +195,7 @@ class TinyLlama:
         if arch in ("llama", "qwen2", "qwen3", "phi3", "gpt2"):
             wr.add_vocab_size(c["vocab_size"])
             wr.add_rope_dimension_count(c["head_dim"])
-        if c["head_dim"] != c["hidden_size"] // c["num_attention_heads"] or arch == "gemma3":
+        if c["head_dim"] != c["hidden_size"] // c["num_attention_heads"] or arch in ("gemma2", "gemma3"):
             wr.add_key_length(c["head_dim"])
             wr.add_value_length(c["head_dim"])
         if ftype:
@@ -216,6 +216,10 @@ class TinyLlama:
                     float(np.sqrt(1 + np.log(s) / np.log(c["original_max_position_embeddings"]))) if s > 1 else 1.0)
                 wr.add_tensor("rope_factors_long.weight", np.asarray(scaling["long_factor"], dtype=np.float32))
                 wr.add_tensor("rope_factors_short.weight", np.asarray(scaling["short_factor"], dtype=np.float32))
+        if arch == "gemma2":  # Gemma2Model: both caps and the even layers' window
+            wr.add_attn_logit_softcapping(float(c["attn_logit_softcapping"] or 0.0))
+            wr.add_final_logit_softcapping(float(c["final_logit_softcapping"] or 0.0))
+            wr.add_sliding_window(int(c["sliding_window"]))
         if arch == "gemma3":  # Gemma3Model; llama.cpp assumes every 6th layer global: a tiny model says its own
             wr.add_sliding_window(int(c["sliding_window"]))
             if int(c.get("sliding_window_pattern", 6)) != 6:
@@ -250,7 +254,7 @@ class TinyLlama:
                 n = c["num_attention_heads"] if ".q_proj." in hf else c["num_key_value_heads"]
                 # llama.cpp's converter: interleave the two halves of each head's rows
                 stored = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-            shift = 1.0 if arch == "gemma3" and hf.endswith("norm.weight") else 0.0  # Gemma's norms: 1 + w
+            shift = 1.0 if arch in ("gemma2", "gemma3") and hf.endswith("norm.weight") else 0.0  # Gemma: 1 + w
             if w.ndim == 2 and hf in (block_types or {}):
                 qtype = gguf.GGMLQuantizationType[block_types[hf]]
             elif w.ndim == 1:
@@ -290,7 +294,8 @@ class TinyLlama:
 
 
 #: HF ``model_type`` -> llama.cpp's architecture name
-GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma3_text": "gemma3"}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
+             "gemma2": "gemma2", "gemma3_text": "gemma3"}
 
 
 def _more_bits(i: int, n: int) -> bool:
