@@ -468,6 +468,8 @@ class WidgetHost:
     def __init__(self, server: HostServer, browser: Chromium):
         self.server, self.browser = server, browser
         self._comms: dict[str, _BridgeComm] = {}
+        #: wire-schema problems of widgets closed before the host (kept for the check when the host closes)
+        self.retired_problems: list[str] = []
         self._socket: Any = None
         self._backlog: list[bytes] = []
         self.page: Any = None
@@ -500,7 +502,7 @@ class WidgetHost:
 
         from webllm_widget.protocol import Channel
 
-        out: list[str] = []
+        out: list[str] = list(self.retired_problems)
         for c in list(self._comms.values()):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # Widget.widgets: the registry there is

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -99,6 +100,20 @@ class RelHost:
 
     def close(self, chat: Any) -> None:
         self.host.server.call(chat.close)
+
+    def close_widgets(self) -> int:
+        """Close every widget earlier tests left open on this host (their comms close; the page forgets their
+        models), so a reload re-shows only the widgets made after; returns how many were closed."""
+        def close_all() -> int:
+            # what their channels saw stays checked against the wire schema when the host closes
+            self.host.retired_problems += [p for p in self.host.wire_problems() if p not in self.host.retired_problems]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # Widget.widgets: the registry there is
+                widgets = [w for w in map(self.host._widget_of, list(self.host._comms.values())) if w is not None]
+            for w in widgets:
+                w.close()
+            return len(widgets)
+        return self.host.server.call(close_all)
 
 
 async def fresh(chat, messages: list[dict], **kw) -> str:

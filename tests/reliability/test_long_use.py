@@ -45,6 +45,9 @@ def test_thirty_turns_and_a_long_answer_keep_the_page_heap_bounded(rel, tiny_fol
 
 
 def test_after_a_page_reload_the_chat_shows_its_conversation_and_answers_again(rel, tiny_folder):
+    # the suite's page still shows the Chats of earlier tests: closed, so the reload re-shows (and loads) only
+    # this one instead of every Chat the package made
+    rel.close_widgets()
     chat = rel.chat(tiny_folder, temperature=0, max_tokens=4)
     first = rel.run(chat.ask("before the reload"))
     rel.host.open_page()  # the browser tab reloads: nothing in page memory, Cache Storage kept
