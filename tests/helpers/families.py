@@ -177,6 +177,35 @@ def _gemma3_hf() -> tuple[Path, dict, dict]:
     return path, _q4_weights(tiny.weights), open_checkpoint(path).config
 
 
+def gemma2_tiny(seed: int = 11, window: int = 6, attn_cap: float | None = 4.0,
+                final_cap: float | None = 15.0) -> TinyLlama:
+    """A tiny Gemma 2: 3 layers (windowed, global, windowed) with a window of 6 in the tests' 23 positions, head_dim
+    32, tied head, norms stored as offsets from one, ``query_pre_attn_scalar`` apart from head_dim, and soft caps
+    small enough that random weights' scores and logits reach them (the real model's are 50 and 30)."""
+    tiny = TinyLlama.make(seed=seed, layers=3, head_dim=32)
+    rng = np.random.default_rng(seed)
+    tiny.config.update(architectures=["Gemma2ForCausalLM"], model_type="gemma2", query_pre_attn_scalar=16,
+                       sliding_window=window, hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
+                       rms_norm_eps=1e-6, attn_logit_softcapping=attn_cap, final_logit_softcapping=final_cap,
+                       cache_implementation="hybrid", attention_bias=False, pad_token_id=0)
+    hidden = tiny.config["hidden_size"]
+    for name in list(tiny.weights):
+        if name.endswith("layernorm.weight") or name == "model.norm.weight":
+            tiny.weights[name] = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
+    for L in range(3):
+        for n in ("pre_feedforward_layernorm", "post_feedforward_layernorm"):
+            tiny.weights[f"model.layers.{L}.{n}.weight"] = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
+    return tiny
+
+
+def _gemma2_hf() -> tuple[Path, dict, dict]:
+    from webllm_widget.compile.checkpoint import open_checkpoint
+
+    tiny = gemma2_tiny()
+    path = tiny.write_hf(_sources() / "tiny-gemma2-window6-seed11")
+    return path, _q4_weights(tiny.weights), open_checkpoint(path).config
+
+
 def mistral_tiny(seed: int = 10, window: int = 7) -> TinyLlama:
     """A tiny Mistral: the Llama layout with a ``sliding_window`` of 7 on both layers, so that the tests' 23 positions
     reach past it (two windowed layers see 13 positions back) and prefill goes in chunks of at most the window."""
@@ -259,6 +288,7 @@ CASES = {c.id: c for c in [
     Case("phi3-hf", "q4f32_1", _phi3_hf),
     Case("gemma3-hf", "q4f32_1", _gemma3_hf),  # two RoPE bases, (1 + w) norms, post-norms, GeGLU-tanh, q/k norms
     Case("mistral-hf", "q4f32_1", _mistral_hf),  # sliding window 7 on every layer, shorter than the 23 positions
+    Case("gemma2-hf", "q4f32_1", _gemma2_hf),  # attention and final soft caps, windows of 6 on layers 0 and 2
 ]}
 
 #: GGUF cases: every family in llama.cpp's Q4_K_M mix and in Q8_0, compiled in the ``ggml`` mode (Q4_K kept exactly

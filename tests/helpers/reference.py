@@ -294,7 +294,63 @@ class Gemma3Reference(LlamaReference):
         return x @ self.lm_head.T
 
 
+def soft_cap(x: np.ndarray, cap: float | None) -> np.ndarray:
+    """``cap * tanh(x / cap)``: x squashed smoothly into (-cap, cap); identity without a cap."""
+    return x if not cap else (cap * np.tanh(x / cap)).astype(x.dtype)
+
+
+class Gemma2Reference(LlamaReference):
+    """Gemma 2 from its report: embedding times sqrt(hidden); RMSNorms multiply by (1 + w); a norm after attention
+    and around the MLP; GeGLU-tanh; one RoPE base; scores times query_pre_attn_scalar^-1/2, then soft-capped
+    (``attn_logit_softcapping * tanh(score / attn_logit_softcapping)``) before the mask and softmax; the even layers
+    (or ``layer_types``' sliding ones) attend within ``sliding_window``; logits soft-capped with
+    ``final_logit_softcapping``. A cap of None leaves the values as they are."""
+
+    def __init__(self, weights, config, dtype=np.float32, activations=None):
+        config = dict(config)
+        if config.get("sliding_window") and config.get("sliding_layers") is None and not config.get("layer_types"):
+            config["sliding_layers"] = list(range(0, int(config["num_hidden_layers"]), 2))
+        super().__init__(weights, config, dtype, activations)
+
+    def forward(self, tokens: Iterable[int]) -> np.ndarray:
+        ids = np.asarray(list(tokens), dtype=np.int64)
+        c, eps = self.cfg, self.eps
+        T, H, KV, D = len(ids), self.n_head, self.n_kv, self.head_dim
+        start = self.pos
+        cos, sin = rope_tables(np.arange(start, start + T), D, self.theta, self.dtype, None)
+
+        def norm(x, name):
+            return rms_norm(x, 1.0 + self.w[name], eps)
+
+        x = self.w["model.embed_tokens.weight"][ids] * self.dtype.type(np.sqrt(c["hidden_size"]))
+        group = H // KV
+        for i in range(self.n_layers):
+            p = f"model.layers.{i}."
+            h = norm(x, p + "input_layernorm.weight")
+            q = self._proj(h, p + "self_attn.q_proj").reshape(T, H, D).transpose(1, 0, 2)
+            k = self._proj(h, p + "self_attn.k_proj").reshape(T, KV, D).transpose(1, 0, 2)
+            v = self._proj(h, p + "self_attn.v_proj").reshape(T, KV, D).transpose(1, 0, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            self.k_cache[i] = K = np.concatenate([self.k_cache[i], k], axis=1)
+            self.v_cache[i] = V = np.concatenate([self.v_cache[i], v], axis=1)
+            S = K.shape[1]
+            Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)
+            scores = q @ Kh.transpose(0, 2, 1) / np.sqrt(float(c["query_pre_attn_scalar"]))
+            scores = soft_cap(scores, c.get("attn_logit_softcapping"))
+            scores = np.where(attention_mask(start, T, S, self.windows[i])[None], -np.inf, scores)
+            pr = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            pr /= pr.sum(axis=-1, keepdims=True)
+            att = (pr @ Vh).transpose(1, 0, 2).reshape(T, H * D)
+            x = x + norm(self._proj(att, p + "self_attn.o_proj"), p + "post_attention_layernorm.weight")
+            h = norm(x, p + "pre_feedforward_layernorm.weight")
+            g, u = self._proj(h, p + "mlp.gate_proj"), self._proj(h, p + "mlp.up_proj")
+            x = x + norm(self._proj(gelu_tanh(g) * u, p + "mlp.down_proj"), p + "post_feedforward_layernorm.weight")
+        x = norm(x, "model.norm.weight")
+        return soft_cap(x @ self.lm_head.T, c.get("final_logit_softcapping"))
+
+
 def reference_for(weights: Mapping[str, np.ndarray], config: Mapping, dtype=np.float32) -> LlamaReference:
-    """The reference of the config's family (Gemma 3's or the Llama decoder's)."""
+    """The reference of the config's family (Gemma 2's, Gemma 3's or the Llama decoder's)."""
     kind = str(config.get("architecture") or config.get("model_type") or "llama")
-    return (Gemma3Reference if kind == "gemma3_text" else LlamaReference)(weights, config, dtype)
+    cls = {"gemma3_text": Gemma3Reference, "gemma2": Gemma2Reference}.get(kind, LlamaReference)
+    return cls(weights, config, dtype)

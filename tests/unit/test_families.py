@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from families import gemma3_tiny, mistral_tiny, phi3_tiny
+from families import gemma2_tiny, gemma3_tiny, mistral_tiny, phi3_tiny
 from llama_native import reference_logits, run_native
 from tiny import TinyLlama
 from webllm_widget.compile.arch import registry
@@ -153,7 +153,7 @@ def test_what_phi3_and_gemma_need_and_is_not_implemented_is_refused(tmp_path):
         phi3.from_hf(hf, "phi3", set(), "tiny")
     with pytest.raises(BadModel, match="partial_rotary_factor"):
         phi3.from_hf(dict(phi3_tiny().config, partial_rotary_factor=0.75), "phi3", set(), "tiny")
-    for arch, needs in [("Gemma2ForCausalLM", "soft-capping"), ("Gemma3ForConditionalGeneration", "multimodal")]:
+    for arch, needs in [("GemmaForCausalLM", "RMSNorm"), ("Gemma3ForConditionalGeneration", "multimodal")]:
         folder = TinyLlama.make(seed=0).write_hf(tmp_path / arch)
         (folder / "config.json").write_text((folder / "config.json").read_text().replace("LlamaForCausalLM", arch))
         with pytest.raises(BadModel, match=needs):
@@ -175,3 +175,37 @@ def test_mistral_sliding_window_shorter_than_the_sequence_matches_the_reference(
     full = reference_logits(tiny.weights, {**ckpt.config, "sliding_window": None})
     assert np.abs(want - full).max() > 0.5, "the window must matter for the test to mean anything"
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+def test_gemma2_soft_caps_and_windows_match_the_reference(tmp_path):
+    """Attention soft-capping inside TVM's KV-cache kernels (rewritten), final-logit soft-capping, windowed even
+    layers (window 6 in 23 positions), (1 + w) norms, post-norms, GeGLU-tanh, sqrt(hidden) embedding scale,
+    query_pre_attn_scalar. Each cap and the window move the reference's logits by far more than the tolerance."""
+    tiny = gemma2_tiny()
+    ckpt = open_checkpoint(tiny.write_hf(tmp_path / "hf"))
+    c = ckpt.config
+    assert (c["attn_logit_softcapping"], c["final_logit_softcapping"]) == (4.0, 15.0)
+    assert c["sliding_window"] == 6 and c["sliding_layers"] == [0, 2]
+    cfg = registry.config_from_dict(c)
+    assert type(cfg).__name__ == "Gemma2Config" and cfg.attn_kinds() == ["mha_sliding", "mha", "mha_sliding"]
+    got, ex = run_native(tiny, checkpoint=ckpt, config=c)
+    want = reference_logits(tiny.weights, c)
+    for key, value in (("attn_logit_softcapping", None), ("final_logit_softcapping", None),
+                       ("sliding_window", None), ("query_pre_attn_scalar", 32)):
+        other = reference_logits(tiny.weights, {**c, key: value})
+        assert np.abs(want - other).max() > 0.3, f"{key} must matter for the test to mean anything"
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
+
+
+def test_gemma2_other_activations_gguf_files_and_disagreeing_windows_are_refused(tmp_path):
+    from webllm_widget.compile.arch.gemma2 import config as gemma2
+    from webllm_widget.errors import BadModel
+
+    hf = gemma2_tiny().config
+    for key, value, match in [("hidden_activation", "gelu", "GeLU-tanh"), ("sliding_window_size", 5, "differs"),
+                              ("layer_types", ["chunked_attention"] * 3, "layer_types")]:
+        with pytest.raises(BadModel, match=match):
+            gemma2.from_hf({**hf, key: value}, "gemma2", set(), "tiny")
+    path = TinyLlama.make(seed=0).write_gguf(tmp_path / "g2.gguf", arch="gemma2")
+    with pytest.raises(BadModel, match="Gemma 2 GGUF files are not read"):
+        open_checkpoint(path)

@@ -34,7 +34,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import RopeMode, TIRPagedKVCache
 from tvm.script import tirx as T
 
 from .arch import registry
-from .attention import softcap_attention, use_cpu_windowed_prefill
+from .attention import UNBOUNDED_WINDOW, softcap_attention, use_windowed_attention
 from .keys import ABI_VERSION  # noqa: F401  (the library's ABI version, part of its _metadata and key)
 from .quant.modes import Quantization, as_quantization
 from .quant.nn import expected_params, quantize_module
@@ -482,7 +482,7 @@ def _add_kv_cache_creation(bb: relax.BlockBuilder, cfg: Any, dtype: str, target:
             rope_scale=rope["rope_scale"], rope_theta=cfg.rope_theta, rope_scaling=rope["rope_scaling"],
             rope_ext_factors=ext,
             rotary_dim=cfg.head_dim, enable_disaggregation=False, dtype=dtype, target=target,
-            layer_sliding_window_size=cfg.sliding_window or 1024)
+            layer_sliding_window_size=UNBOUNDED_WINDOW)
         bb.emit_func_output(cache._expr)  # pylint: disable=protected-access
 
 
@@ -534,9 +534,9 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     cap = getattr(cfg, "attn_logit_softcapping", None)  # Gemma 2's attention soft-capping (its config class)
     if cap:
         mod = softcap_attention(mod, cap)
-    if not gpu and cfg.sliding_layers:
-        mod = use_cpu_windowed_prefill(mod, cfg.num_key_value_heads, cfg.num_attention_heads, cfg.head_dim,
-                                       quant.compute_dtype, cfg.sliding_window)
+    if cfg.sliding_layers:
+        mod = use_windowed_attention(mod, cfg.num_key_value_heads, cfg.num_attention_heads, cfg.head_dim,
+                                     quant.compute_dtype, cfg.sliding_window)
     nest = _Nest(gpu)
     mod["apply_logit_bias_inplace"] = _apply_logit_bias(nest)
     mod["apply_penalty_inplace"] = _apply_penalty(nest)

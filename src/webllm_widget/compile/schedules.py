@@ -525,8 +525,9 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
     """Paged-KV decode attention with one thread per query head and no shared memory or barriers.
 
     A drop-in for ``TIRPagedKVCache``'s ``batch_decode_paged_kv`` (same arguments; the cache is made
-    with RoPE applied before K is stored, so ``rotary_mode`` is 0 and Q/K are read as they are; no
-    sliding window). TVM's GPU kernel puts one 240-thread workgroup on each KV head (3 workgroups for
+    with RoPE applied before K is stored, so ``rotary_mode`` is 0 and Q/K are read as they are; the windowed
+    layers have theirs, :func:`.attention.windowed_decode`). TVM's GPU kernel puts one 240-thread workgroup on
+    each KV head (3 workgroups for
     SmolLM2) and reduces across threads through shared memory with barriers on every tile: 7.4 ms per
     layer on SwiftShader at a 16-token context. Here each query head is one thread that walks the
     cached positions with an online softmax (base 2, as the original, so ``lse`` means the same),
@@ -684,12 +685,60 @@ def prefill_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: i
     return batch_prefill_ragged_kv
 
 
+def merge_state_fallback(num_heads: int, head_dim: int, dtype: str = "float32") -> tirx.PrimFunc:
+    """Merge of two attention results by their ``lse`` (base 2), in place, one thread per (token, head).
+
+    A drop-in for ``TIRPagedKVCache``'s ``tir_attention_merge_state``, which runs when a prompt's second chunk (or a
+    chat's next turn) attends to the chunk itself and to the cached pages. TVM's kernel gives each head
+    ``head_dim / 4`` threads and every one of them reads the head's ``lse`` and then writes the merged one, with no
+    barrier between: where those threads do not run in lockstep, a later one reads the merged value. On SwiftShader
+    that made every prompt prefilled in several chunks wrong for head_dim 32, 64 and 128 (not 16, whose four threads
+    fit one SIMD group). Here one thread reads both ``lse``, merges the whole row and writes once.
+    """
+    D = head_dim
+    TX = 16
+
+    @T.prim_func(s_tir=True)
+    def merge_state_inplace(v: T.handle, s: T.handle, v_other: T.handle, s_other: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        N, H = T.int32(), T.int32()
+        V = T.match_buffer(v, (N, H, D), dtype)
+        S = T.match_buffer(s, (N, H), "float32")
+        V_other = T.match_buffer(v_other, (N, H, D), dtype)
+        S_other = T.match_buffer(s_other, (N, H), "float32")
+        for bx in T.thread_binding((N * H + TX - 1) // TX, thread="blockIdx.x"):
+            for tx in T.thread_binding(TX, thread="threadIdx.x"):
+                with T.sblock("merge"):
+                    T.reads()
+                    T.writes()
+                    w = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                    idx: T.let[T.int32] = bx * TX + tx
+                    if idx < N * H:
+                        n: T.let[T.int32] = idx // H
+                        h: T.let[T.int32] = idx % H
+                        top: T.let[T.float32] = T.max(S[n, h], S_other[n, h])
+                        w[0] = T.exp2(S[n, h] - top)
+                        w[1] = T.exp2(S_other[n, h] - top)
+                        for d in T.serial(D):
+                            V[n, h, d] = T.Cast(dtype, (T.Cast("float32", V[n, h, d]) * w[0] + T.Cast(
+                                "float32", V_other[n, h, d]) * w[1]) / (w[0] + w[1]))
+                        S[n, h] = T.log2(w[0] + w[1]) + top
+
+    return merge_state_inplace
+
+
 def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: int, head_dim: int,
                            dtype: str = "float32") -> tvm.IRModule:
     """``mod`` with the KV cache's decode and ragged prefill attention kernels replaced by the barrier-free ones above
-    (each with the soft cap of the kernel it replaces, :func:`.attention.kernel_softcap`). The windowed layers'
-    kernels (``*_sliding_window``) stay TVM's."""
+    (each with the soft cap of the kernel it replaces, :func:`.attention.kernel_softcap`), and the merge of two
+    attention results by :func:`merge_state_fallback`. The windowed layers' kernels are the exporter's
+    (:func:`.attention.use_windowed_attention`)."""
     from .attention import SOFTCAP_ATTR, kernel_softcap
+
+    for gv, func in list(mod.functions.items()):
+        if gv.name_hint == "tir_attention_merge_state" and isinstance(func, tirx.PrimFunc):
+            mod = mod.clone() if hasattr(mod, "clone") else mod
+            mod[gv] = merge_state_fallback(num_qo_heads, head_dim, dtype).with_attr("global_symbol", gv.name_hint)
 
     makers = {"batch_decode_paged_kv": decode_attention_fallback, "batch_prefill_ragged_kv": prefill_attention_fallback}
     for gv, func in list(mod.functions.items()):

@@ -19,6 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from ...errors import BadModel
+from .gemma2 import config as gemma2_config
+from .gemma2 import loader as gemma2_loader
 from .gemma3 import config as gemma3_config
 from .gemma3 import loader as gemma3_loader
 from .llama import config as llama_config
@@ -84,6 +86,11 @@ FAMILIES: tuple[Family, ...] = (
         config_module=phi3_config, loader=phi3_loader, config_class=phi3_config.Phi3Config,
         model_module=".phi3.model", model_class="Phi3ForCausalLM"),
     Family(
+        name="gemma2", model_types=gemma2_config.MODEL_TYPES,
+        hf_names={"gemma2forcausallm": "gemma2", "gemma2": "gemma2"}, gguf_names={},
+        config_module=gemma2_config, loader=gemma2_loader, config_class=gemma2_config.Gemma2Config,
+        model_module=".gemma2.model", model_class="Gemma2ForCausalLM"),
+    Family(
         name="gemma3", model_types=gemma3_config.MODEL_TYPES,
         hf_names={"gemma3forcausallm": "gemma3_text", "gemma3_text": "gemma3_text"},
         gguf_names={"gemma3": "gemma3_text"},
@@ -98,13 +105,12 @@ SUPPORTED_ARCHITECTURES = tuple(dict.fromkeys(t for f in FAMILIES for t in f.hf_
 #: Families recognised but not built, with what they need that is not implemented (the error says so).
 REFUSED = {
     "gemma": "Gemma needs a (1 + w) RMSNorm, an embedding scaled by sqrt(hidden) and a GeGLU-tanh MLP",
-    "gemma2": "Gemma 2 needs attention logit soft-capping inside the attention kernel, final logit soft-capping, "
-              "alternating sliding-window/global layers, pre- and post-norms, a (1 + w) RMSNorm and a GeGLU-tanh MLP",
+    "gemma2": "Gemma 2 GGUF files are not read; its Hugging Face folder (Gemma2ForCausalLM) is",
     "gemma3": "the multimodal Gemma 3 (Gemma3ForConditionalGeneration: a vision tower and a nested text_config) is "
               "not read; the text model (Gemma3ForCausalLM, or a gemma3 GGUF) is",
 }
-_REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma2forcausallm": "gemma2",
-                  "gemma3forconditionalgeneration": "gemma3", "gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3"}
+_REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma3forconditionalgeneration": "gemma3", "gemma": "gemma",
+                  "gemma3": "gemma3", "gemma2": "gemma2"}
 
 
 def _refused(arch: str, where: Path | str) -> BadModel | None:
