@@ -100,13 +100,15 @@ def _compiler_version(cfg: Any, quant: Any, device: str, schedule: str, library:
     Only the modules that shape this folder are hashed (not every file of the package), so editing an
     unrelated module does not rebuild models.
     """
-    from .keys import model_library_key, tvm_version
+    from .keys import cpu_library_key, model_library_key, tvm_version
 
     sources = cache.sources_digest(Path(__file__).parent,
                                    _FOLDER_SOURCES + (("cpu.py", "build.py") if device == "cpu" else ()))
     doc = {"webllm-widget": __version__, "folder": FOLDER_FORMAT, "tvm": tvm_version(), "sources": sources[:16]}
     if library and device == "webgpu":
         doc["library"] = model_library_key(cfg, quant, DEVICES[device], schedule)
+    elif library:  # the CPU library's key holds the model compiler's sources
+        doc["library"] = cpu_library_key(cfg, quant)
     return doc
 
 
