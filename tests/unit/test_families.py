@@ -206,6 +206,6 @@ def test_gemma2_other_activations_gguf_files_and_disagreeing_windows_are_refused
                               ("layer_types", ["chunked_attention"] * 3, "layer_types")]:
         with pytest.raises(BadModel, match=match):
             gemma2.from_hf({**hf, key: value}, "gemma2", set(), "tiny")
-    path = TinyLlama.make(seed=0).write_gguf(tmp_path / "g2.gguf", arch="gemma2")
+    path = gemma2_tiny().write_gguf(tmp_path / "g2.gguf", matrix_type="F32", embed_type="F32")
     with pytest.raises(BadModel, match="Gemma 2 GGUF files are not read"):
         open_checkpoint(path)
