@@ -58,6 +58,14 @@ GEMMA3 = (
     "    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n"
     "    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n"
     "{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n")
+#: Gemma 2's template: no system role (a system message raises), assistant turns written as "model".
+GEMMA2 = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
 PHI3 = (
     "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
     "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
@@ -216,3 +224,29 @@ def test_templates_without_tool_calls_have_no_tool_format():
                                (QWEN25, FAMILIES["qwen2.5"][1])):
         _, ids, _ = _tokenizer(specials)
         assert tool_format_from_jinja(template, conv_template_from_jinja(template, ids)) is None
+
+
+def test_gemma2_without_a_system_role_page_prompt_ids_equal_the_jinja_template_ids(tmp_path):
+    """Gemma 2's template refuses a system message, so the conversation has none: the page's ids (web-llm's own
+    Conversation) equal jinja2's render encoded by HF tokenizers. A system message the page is given opens the first
+    user turn with a blank line (both engines fold it in; ``js/test/template.test.mjs``), which the Python mirror
+    of the pieces renders as Gemma 3's template would."""
+    specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+    tok, ids, doc = _tokenizer(specials)
+    conv = conv_template_from_jinja(GEMMA2, ids)
+    assert conv["system_role"] is False and conv["system_template"] == "" and conv["stop_str"] == ["<end_of_turn>"]
+    turns = CONVERSATION[1:]
+    messages = [{"role": r, "content": c} for r, c in turns]
+    page = _webllm_prompt(conv, doc, messages, tmp_path)
+    assert page["pieces"] == prompt_pieces(conv, turns + [("assistant", None)])
+    env = jinja2.Environment()
+    env.globals["raise_exception"] = lambda text: (_ for _ in ()).throw(jinja2.TemplateError(text))
+    text = env.from_string(GEMMA2).render(messages=messages, add_generation_prompt=True, bos_token="<bos>")
+    assert tok.decode(page["ids"], skip_special_tokens=False) == text
+    assert page["ids"] == tok.encode(text, add_special_tokens=False).ids
+    with pytest.raises(jinja2.TemplateError, match="System role not supported"):
+        env.from_string(GEMMA2).render(messages=[{"role": "system", "content": "x"}] + messages, bos_token="<bos>")
+    system = CONVERSATION[0][1]
+    gemma3 = jinja2.Environment().from_string(GEMMA3).render(
+        messages=[{"role": "system", "content": system}] + messages, add_generation_prompt=True, bos_token="")
+    assert "".join(prompt_pieces(conv, turns + [("assistant", None)], system=system)) == gemma3

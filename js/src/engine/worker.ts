@@ -11,6 +11,7 @@ import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 import { LogprobRecorder } from "./logprobs";
 import { EngineError, type Choice, type ResponseFormat } from "./types";
 import { structuralTagOf } from "./tool_grammar";
+import { foldSystemMessage } from "./cpu/template";
 import type { LogitProcessor } from "@mlc-ai/web-llm";
 import type { DispatchStats } from "./dispatch";
 import { loaded as dispatchOfLoad, nextLoad } from "./webllm_dispatch";
@@ -163,6 +164,7 @@ interface Pipeline {
   tokenizer: { decode(ids: Int32Array): string };
   logitProcessor?: LogitProcessor;
   outputIds: number[];
+  config?: { conv_template?: { system_role?: boolean } };
   getCurRoundGrammarInitTotalTime?(): number;
   getCurRoundGrammarPerTokenTotalTime?(): number;
 }
@@ -200,7 +202,7 @@ async function generateOne(id: number, msg: Extract<ToWorker, { type: "generate"
   const engine = slot.mlc;
   const s = msg.settings;
   const request = {
-    messages: msg.messages,
+    messages: foldSystemMessage(msg.messages, pipelineOf(slot, false)?.config?.conv_template),
     stream: true as const,
     stream_options: { include_usage: true },
     temperature: s.temperature,

@@ -78,6 +78,14 @@ def conv_template_from_jinja(template: str | None, tokens: dict[str, int]) -> di
                       stop="<|eot_id|>", prefix_ids=_ids(tokens, "<|begin_of_text|>"),
                       stop_ids=_ids(tokens, "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"),
                       content_sep="<|end_header_id|>\n\n")
+    if "<start_of_turn>" in text and re.search(r"raise_exception\([^)]*[Ss]ystem role", text):
+        # Gemma 2: the template refuses a system message. No system part, so a conversation without one is exactly
+        # the template's; system_role false tells the page's engines to open the first user turn with the system
+        # text and a blank line (js/src/engine/cpu/template.ts, foldSystemMessage), as Gemma 3's template does.
+        conv = _turns("gemma", system_template="", system_message="", user="<start_of_turn>user",
+                      assistant="<start_of_turn>model", sep="<end_of_turn>\n", stop="<end_of_turn>",
+                      prefix_ids=_ids(tokens, "<bos>"), stop_ids=_ids(tokens, "<end_of_turn>", "<eos>"))
+        return {**conv, "system_role": False}
     if "<start_of_turn>" in text:
         # Gemma: no system turn; Gemma 3's template puts the system text, then a blank line, at the start of the
         # first user turn, which web-llm writes as a system template followed by the first message without its role.
@@ -124,6 +132,10 @@ def render_prompt(conv: dict, messages: list[tuple[str, str]], system: str | Non
 def prompt_pieces(conv: dict, messages: list[tuple[str, str]], system: str | None = None) -> list[str]:
     """The pieces web-llm's Conversation.getPromptArray builds (its engine encodes each piece on its own and puts
     ``system_prefix_token_ids`` before them). Arguments as :func:`render_prompt`."""
+    if conv.get("system_role") is False and system:  # the engines' fold (foldSystemMessage in template.ts)
+        first = next(i for i, (role, _) in enumerate(messages) if role == "user")
+        messages = [(r, f"{system}\n\n{t}" if i == first else t) for i, (r, t) in enumerate(messages)]
+        system = ""
     sysmsg = conv["system_message"] if system is None else system
     out = [conv["system_template"].replace("{system_message}", sysmsg)] if conv["system_template"] else []
     if out == [""]:

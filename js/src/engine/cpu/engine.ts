@@ -8,7 +8,7 @@ import "@mlc-ai/web-tokenizers";
 import type { Tokenizer as TokenizerType } from "@mlc-ai/web-tokenizers";
 import { cpuBuildLabel } from "./features";
 import { CpuModel, CpuModelError } from "./model";
-import { renderPrompt, type ConvTemplate } from "./template";
+import { foldSystemMessage, renderPrompt, type ConvTemplate } from "./template";
 import { applyPenalties, makeRng, sample, type SampleSettings } from "./sampler";
 import { EngineError, type ChatMessage, type Choice, type GenerateResult, type GenerateSettings, type LoadProgress } from "../types";
 import { LogprobRecorder } from "../logprobs";
@@ -220,7 +220,7 @@ export class CpuEngine {
     this.stopRequested = false;
     const t0 = performance.now();
     const conv = cfg.conv_template;
-    const prompt = Array.from(tok.encode(renderPrompt(conv, messages)));
+    const prompt = Array.from(tok.encode(renderPrompt(conv, foldSystemMessage(messages, conv))));
     const room = model.contextWindowSize - prompt.length;
     if (room < 1) {
       throw new EngineError("context-overflow", `the prompt has ${prompt.length} tokens but the context window holds ${model.contextWindowSize}: shorten the conversation or reset`);

@@ -14,6 +14,8 @@ export interface ConvTemplate {
   stop_str?: string[];
   stop_token_ids?: number[];
   add_role_after_system_message?: boolean;
+  /** false: the model has no system role (Gemma 2's template refuses one); see foldSystemMessage */
+  system_role?: boolean;
 }
 
 const PLACEHOLDER: Record<string, string> = {
@@ -21,6 +23,25 @@ const PLACEHOLDER: Record<string, string> = {
   assistant: "{assistant_message}",
   tool: "{tool_message}",
 };
+
+/**
+ * For a template whose model has no system role (`system_role: false`, Gemma 2), a leading system message becomes
+ * the start of the first user turn, followed by a blank line, as Gemma 3's own template writes it; the template
+ * itself has no system part, so a conversation without one is exactly what the model's Jinja template renders.
+ * Both engines apply it (web-llm would leave the text out).
+ */
+export function foldSystemMessage<M extends { role: string; content: unknown }>(
+  messages: M[], conv: { system_role?: boolean } | null | undefined): M[] {
+  if (conv?.system_role !== false || messages.length === 0 || messages[0].role !== "system") return messages;
+  const [system, ...rest] = messages;
+  const text = typeof system.content === "string" ? system.content : "";
+  const first = rest.findIndex((m) => m.role === "user");
+  if (text === "") return rest;
+  if (first < 0 || typeof rest[first].content !== "string") {
+    throw new Error("this model has no system role: its system text goes into the first user message, and there is none");
+  }
+  return rest.map((m, i) => (i === first ? { ...m, content: `${text}\n\n${m.content as string}` } : m));
+}
 
 /** The prompt for `messages` followed by the assistant's open turn. A leading system message replaces the default. */
 export function renderPrompt(conv: ConvTemplate, messages: ChatMessage[]): string {
