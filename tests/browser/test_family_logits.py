@@ -11,7 +11,7 @@ Each new model library costs a TVM build (measured on the shared 2-core machine:
 CPU's two builds) and SwiftShader compiles its shaders in the page (12-95 s a case on the loaded machine), so CI runs
 the HF cases, the Q4_K_M GGUF of Llama (WebGPU and CPU), Phi-3 (fused Q5_K attn_qkv, LongRoPE from the file) and
 Gemma 3 (norms stored as 1 + w, tied Q6_K embedding) on WebGPU (:data:`CI_GGUF`); the other GGUF cases (Qwen2.5 and
-Qwen3, Q8_0 everywhere, the CPU for four families) carry the ``full_matrix`` marker and run with ``--full-matrix``
+Qwen3, Gemma 2, Q8_0 everywhere, the CPU for five families) carry the ``full_matrix`` marker and run with ``--full-matrix``
 (or ``WEBLLM_WIDGET_FULL_MATRIX=1``); ``tests/unit/test_gguf_families.py`` reads all of them without a browser.
 
 Logits of a 20-token prompt and three forced tokens are compared with the reference run on exactly the weights the build holds (the 4-bit group values for ``q4f32_1``). Tolerance: 2e-3 of

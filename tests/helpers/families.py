@@ -178,13 +178,15 @@ def _gemma3_hf() -> tuple[Path, dict, dict]:
 
 
 def gemma2_tiny(seed: int = 11, window: int = 6, attn_cap: float | None = 4.0,
-                final_cap: float | None = 15.0) -> TinyLlama:
+                final_cap: float | None = 15.0, layers: int = 3, head_dim: int = 32,
+                query_pre_attn_scalar: float = 16, **shape) -> TinyLlama:
     """A tiny Gemma 2: 3 layers (windowed, global, windowed) with a window of 6 in the tests' 23 positions, head_dim
     32, tied head, norms stored as offsets from one, ``query_pre_attn_scalar`` apart from head_dim, and soft caps
     small enough that random weights' scores and logits reach them (the real model's are 50 and 30)."""
-    tiny = TinyLlama.make(seed=seed, layers=3, head_dim=32)
+    tiny = TinyLlama.make(seed=seed, layers=layers, head_dim=head_dim, **shape)
     rng = np.random.default_rng(seed)
-    tiny.config.update(architectures=["Gemma2ForCausalLM"], model_type="gemma2", query_pre_attn_scalar=16,
+    tiny.config.update(architectures=["Gemma2ForCausalLM"], model_type="gemma2",
+                       query_pre_attn_scalar=query_pre_attn_scalar,
                        sliding_window=window, hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
                        rms_norm_eps=1e-6, attn_logit_softcapping=attn_cap, final_logit_softcapping=final_cap,
                        cache_implementation="hybrid", attention_bias=False, pad_token_id=0)
@@ -192,7 +194,7 @@ def gemma2_tiny(seed: int = 11, window: int = 6, attn_cap: float | None = 4.0,
     for name in list(tiny.weights):
         if name.endswith("layernorm.weight") or name == "model.norm.weight":
             tiny.weights[name] = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
-    for L in range(3):
+    for L in range(layers):
         for n in ("pre_feedforward_layernorm", "post_feedforward_layernorm"):
             tiny.weights[f"model.layers.{L}.{n}.weight"] = (0.1 * rng.standard_normal(hidden)).astype(np.float32)
     return tiny
@@ -224,13 +226,15 @@ def _mistral_hf() -> tuple[Path, dict, dict]:
 
 #: The tiny model each family's GGUF cases are written from: the HF cases' models at :data:`GGUF_SHAPE` (two layers,
 #: head_dim 64; Gemma 3: one sliding and one global layer, attention scale head_dim ** -0.5, which is what a
-#: ``gemma3`` GGUF implies). Qwen3's head_dim != hidden / heads is the HF case's and the unit tests'.
+#: ``gemma3`` GGUF implies; Gemma 2 likewise, with its caps and a window of 6 on layer 0). Qwen3's head_dim != hidden
+#: / heads is the HF case's and the unit tests'.
 GGUF_TINY: dict[str, Callable[[], TinyLlama]] = {
     "llama": lambda: TinyLlama.make(seed=6, tie=False, **GGUF_SHAPE),
     "qwen2.5": lambda: _qwen2_5_keys(TinyLlama.make(seed=9, arch="qwen2", bias=True, tie=True, **GGUF_SHAPE)),
     "qwen3": lambda: TinyLlama.make(seed=5, arch="qwen3", tie=False, **GGUF_SHAPE),
     "phi3": lambda: phi3_tiny(**GGUF_SHAPE),
     "gemma3": lambda: gemma3_tiny(query_pre_attn_scalar=64, layers=2, head_dim=64, **GGUF_SHAPE),
+    "gemma2": lambda: gemma2_tiny(query_pre_attn_scalar=64, layers=2, head_dim=64, **GGUF_SHAPE),
 }
 
 

@@ -197,7 +197,7 @@ def test_gemma2_soft_caps_and_windows_match_the_reference(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)
 
 
-def test_gemma2_other_activations_gguf_files_and_disagreeing_windows_are_refused(tmp_path):
+def test_gemma2_other_activations_and_disagreeing_windows_are_refused():
     from webllm_widget.compile.arch.gemma2 import config as gemma2
     from webllm_widget.errors import BadModel
 
@@ -206,6 +206,3 @@ def test_gemma2_other_activations_gguf_files_and_disagreeing_windows_are_refused
                               ("layer_types", ["chunked_attention"] * 3, "layer_types")]:
         with pytest.raises(BadModel, match=match):
             gemma2.from_hf({**hf, key: value}, "gemma2", set(), "tiny")
-    path = gemma2_tiny().write_gguf(tmp_path / "g2.gguf", matrix_type="F32", embed_type="F32")
-    with pytest.raises(BadModel, match="Gemma 2 GGUF files are not read"):
-        open_checkpoint(path)

@@ -177,3 +177,31 @@ def test_a_llama_gguf_with_a_sliding_window_windows_every_layer_as_mistral_does(
     assert (got["sliding_window"], got["sliding_layers"]) == (want["sliding_window"], want["sliding_layers"]) == (7, [0, 1])
     np.testing.assert_allclose(reference_logits(tiny.gguf_weights, got), reference_logits(tiny.weights, want),
                                atol=1e-4, rtol=0)
+
+
+def test_a_gemma2_gguf_without_its_caps_gets_llama_cpps_and_its_even_layers_are_windowed(tmp_path):
+    """llama.cpp's converter writes ``gemma2.attn_logit_softcapping``/``final_logit_softcapping`` and the window; a
+    file without the caps gets llama.cpp's own (50 and 30). Its norms are stored as 1 + w."""
+    tiny = GGUF_TINY["gemma2"]()
+    path = tiny.write_gguf(tmp_path / "g.gguf", ftype="Q8_0")
+    c = open_checkpoint(path).config
+    assert (c["attn_logit_softcapping"], c["final_logit_softcapping"]) == (4.0, 15.0)
+    assert (c["sliding_window"], c["sliding_layers"], c["query_pre_attn_scalar"]) == (6, [0], 64.0)
+    raw = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+    np.testing.assert_array_equal(raw["blk.0.post_ffw_norm.weight"],
+                                  tiny.weights["model.layers.0.post_feedforward_layernorm.weight"] + np.float32(1))
+    reader = gguf.GGUFReader(str(path))
+    w = gguf.GGUFWriter(str(tmp_path / "nocaps.gguf"), "gemma2")
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture" or key.endswith("softcapping"):
+            continue
+        sub = {"sub_type": fld.types[-1]} if fld.types[0] == gguf.GGUFValueType.ARRAY else {}
+        w.add_key_value(key, fld.contents(), fld.types[0], **sub)
+    for t in reader.tensors:
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    c = open_checkpoint(tmp_path / "nocaps.gguf").config
+    assert (c["attn_logit_softcapping"], c["final_logit_softcapping"]) == (50.0, 30.0)

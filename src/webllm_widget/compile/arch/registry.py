@@ -87,7 +87,7 @@ FAMILIES: tuple[Family, ...] = (
         model_module=".phi3.model", model_class="Phi3ForCausalLM"),
     Family(
         name="gemma2", model_types=gemma2_config.MODEL_TYPES,
-        hf_names={"gemma2forcausallm": "gemma2", "gemma2": "gemma2"}, gguf_names={},
+        hf_names={"gemma2forcausallm": "gemma2", "gemma2": "gemma2"}, gguf_names={"gemma2": "gemma2"},
         config_module=gemma2_config, loader=gemma2_loader, config_class=gemma2_config.Gemma2Config,
         model_module=".gemma2.model", model_class="Gemma2ForCausalLM"),
     Family(
@@ -105,12 +105,11 @@ SUPPORTED_ARCHITECTURES = tuple(dict.fromkeys(t for f in FAMILIES for t in f.hf_
 #: Families recognised but not built, with what they need that is not implemented (the error says so).
 REFUSED = {
     "gemma": "Gemma needs a (1 + w) RMSNorm, an embedding scaled by sqrt(hidden) and a GeGLU-tanh MLP",
-    "gemma2": "Gemma 2 GGUF files are not read; its Hugging Face folder (Gemma2ForCausalLM) is",
     "gemma3": "the multimodal Gemma 3 (Gemma3ForConditionalGeneration: a vision tower and a nested text_config) is "
               "not read; the text model (Gemma3ForCausalLM, or a gemma3 GGUF) is",
 }
 _REFUSED_NAMES = {"gemmaforcausallm": "gemma", "gemma3forconditionalgeneration": "gemma3", "gemma": "gemma",
-                  "gemma3": "gemma3", "gemma2": "gemma2"}
+                  "gemma3": "gemma3"}
 
 
 def _refused(arch: str, where: Path | str) -> BadModel | None:

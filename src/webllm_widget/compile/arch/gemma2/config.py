@@ -3,8 +3,8 @@
 Read beside the Llama family's keys: ``query_pre_attn_scalar`` (attention scale ``1/sqrt(scalar)``),
 ``attn_logit_softcapping`` (every attention score becomes ``cap * tanh(score / cap)`` before the softmax),
 ``final_logit_softcapping`` (the same on the logits), ``sliding_window`` (the even layers attend within it, or the
-layers ``layer_types`` names), ``hidden_activation`` (must be ``gelu_pytorch_tanh``). GGUF files are refused (the
-HF folder is read).
+layers ``layer_types`` names), ``hidden_activation`` (must be ``gelu_pytorch_tanh``). A ``gemma2`` GGUF is read as
+llama.cpp reads it (:func:`from_gguf`).
 
 Example::
 
@@ -78,7 +78,31 @@ def from_hf(hf: dict[str, Any], model_type: str, tensor_names: set[str], name: s
     return config
 
 
+#: GGUF keys (after ``gemma2.``) Gemma 2 adds
+_READ_GGUF = frozenset({"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"})
+#: llama.cpp's caps for a ``gemma2`` GGUF that does not name them
+GGUF_DEFAULT_CAPS = (50.0, 30.0)
+
+
 def from_gguf(get: Callable[[str, Any], Any], arch: str, model_type: str, tensor_names: set[str],
               vocab_rows: int, name: str, **kw: Any) -> dict[str, Any]:
-    raise llama._refuse(kw.get("where", "GGUF"), "general.architecture", arch,
-                        "is read from Hugging Face folders only; pass the model's HF folder")
+    """``checkpoint.config`` from a ``gemma2`` GGUF, as llama.cpp's converter writes it and llama.cpp reads it.
+
+    The caps are ``gemma2.attn_logit_softcapping`` / ``final_logit_softcapping`` (llama.cpp's 50 and 30 when absent),
+    the even layers attend within ``gemma2.attention.sliding_window``; the file has no ``query_pre_attn_scalar``:
+    llama.cpp scales by ``head_dim ** -0.5``, except for the 46-layer (27B) model, ``(hidden / heads) ** -0.5``.
+    """
+    config = llama.from_gguf(get, arch, model_type, tensor_names, vocab_rows, name, family=_FAMILY,
+                             read=_READ_GGUF, **kw)
+    layers = config["num_hidden_layers"]
+    scalar = (config["hidden_size"] / config["num_attention_heads"]) if layers == 46 else config["head_dim"]
+    attn = get(f"{arch}.attn_logit_softcapping", GGUF_DEFAULT_CAPS[0])
+    final = get(f"{arch}.final_logit_softcapping", GGUF_DEFAULT_CAPS[1])
+    config.update(query_pre_attn_scalar=float(scalar), attn_logit_softcapping=_cap(attn),
+                  final_logit_softcapping=_cap(final),
+                  rms_norm_eps=float(get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)))
+    window = get(f"{arch}.attention.sliding_window", None)
+    if window and int(window) < config["max_position_embeddings"]:
+        config["sliding_window"] = int(window)
+        config["sliding_layers"] = list(range(0, layers, 2))
+    return config
