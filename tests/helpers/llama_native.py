@@ -18,6 +18,7 @@ from tiny import TinyLlama
 from webllm_widget.compile.arch import registry
 from webllm_widget.compile.model_lib import compile_model, export_model
 from webllm_widget.compile.params import param_records
+from webllm_widget.compile.quant.modes import as_quantization
 
 
 class NativeModel:
@@ -92,11 +93,26 @@ class ArrayCheckpoint:
         return _T()
 
 
+#: Native libraries compiled in this process, by config and quantization (see :func:`compiled_native`).
+_NATIVE: dict[tuple[str, str, str], tuple] = {}
+
+
+def compiled_native(cfg, quant):
+    """``(exported, executable)`` of ``cfg`` in ``quant`` for llvm, compiled once per process: the library depends
+    on the config (its dataclass repr holds every field) and the quantization, not on the weights, which are
+    passed at run time. Tests of different seeds with the same shapes share it."""
+    key = (type(cfg).__name__, repr(cfg), as_quantization(quant).key())
+    if key not in _NATIVE:
+        ex = export_model(cfg, quant, "llvm")
+        _NATIVE[key] = (ex, compile_model(ex, "llvm"))
+    return _NATIVE[key]
+
+
 def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=None, config=None):
     cfg = registry.config_from_dict(config or tiny.config, prefill_chunk_size=chunk)
     quant = quant or mode
-    ex = export_model(cfg, quant, "llvm")
-    model = NativeModel(compile_model(ex, "llvm"), param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),
+    ex, exe = compiled_native(cfg, quant)
+    model = NativeModel(exe, param_records(checkpoint or ArrayCheckpoint(tiny.weights), cfg, quant),
                         ex.metadata, cfg.hidden_size)
     return model.teacher_forced(PROMPT, FORCED), ex
 
