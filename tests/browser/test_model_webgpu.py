@@ -51,7 +51,9 @@ def test_q0f32_logits_on_webgpu_match_numpy_reference(host_server, chromium):
 
 @pytest.mark.parametrize("schedule", ["auto", "fallback"])
 def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chromium, schedule):
-    tiny = TinyLlama.make(seed=0)
+    # head_dim 32: the prompt's later chunks are merged with the cached part by the KV cache's merge kernel, whose
+    # TVM version raced on the lse for heads wider than 16 (compile/schedules.py, merge_state_fallback)
+    tiny = TinyLlama.make(seed=0, head_dim=32)
     cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=8)
     lib = build_model_library(cfg, "q4f32_1", schedule=schedule, progress=False)
     ex = export_model(cfg, "q4f32_1")

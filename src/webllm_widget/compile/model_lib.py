@@ -548,12 +548,16 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
 
 def _for_schedule(exported: ExportedModel, tgt: tvm.target.Target, schedule: str) -> tvm.IRModule:
     mod = exported.mod
-    if schedule == "fallback" and tgt.kind.name != "llvm":
-        from .schedules import use_fallback_attention
+    if tgt.kind.name != "llvm":
+        from .schedules import use_fallback_attention, use_race_free_merge
 
         kv = exported.metadata["kv_cache"]
-        mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
-                                     as_quantization(exported.metadata["quantization"]).compute_dtype)
+        dtype = as_quantization(exported.metadata["quantization"]).compute_dtype
+        if schedule == "fallback":
+            mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
+                                         dtype)
+        else:
+            mod = use_race_free_merge(mod, kv["num_attention_heads"], kv["head_dim"], dtype)
     return mod
 
 

@@ -727,6 +727,16 @@ def merge_state_fallback(num_heads: int, head_dim: int, dtype: str = "float32") 
     return merge_state_inplace
 
 
+def use_race_free_merge(mod: tvm.IRModule, num_qo_heads: int, head_dim: int, dtype: str = "float32") -> tvm.IRModule:
+    """``mod`` with the KV cache's ``tir_attention_merge_state`` replaced by :func:`merge_state_fallback`, on every
+    GPU schedule: TVM's is right only where a head's threads run in lockstep, which nothing guarantees."""
+    for gv, func in list(mod.functions.items()):
+        if gv.name_hint == "tir_attention_merge_state" and isinstance(func, tirx.PrimFunc):
+            mod = mod.clone() if hasattr(mod, "clone") else mod
+            mod[gv] = merge_state_fallback(num_qo_heads, head_dim, dtype).with_attr("global_symbol", gv.name_hint)
+    return mod
+
+
 def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: int, head_dim: int,
                            dtype: str = "float32") -> tvm.IRModule:
     """``mod`` with the KV cache's decode and ragged prefill attention kernels replaced by the barrier-free ones above
@@ -735,10 +745,7 @@ def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: i
     (:func:`.attention.use_windowed_attention`)."""
     from .attention import SOFTCAP_ATTR, kernel_softcap
 
-    for gv, func in list(mod.functions.items()):
-        if gv.name_hint == "tir_attention_merge_state" and isinstance(func, tirx.PrimFunc):
-            mod = mod.clone() if hasattr(mod, "clone") else mod
-            mod[gv] = merge_state_fallback(num_qo_heads, head_dim, dtype).with_attr("global_symbol", gv.name_hint)
+    mod = use_race_free_merge(mod, num_qo_heads, head_dim, dtype)
 
     makers = {"batch_decode_paged_kv": decode_attention_fallback, "batch_prefill_ragged_kv": prefill_attention_fallback}
     for gv, func in list(mod.functions.items()):
