@@ -584,6 +584,7 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
         new = ((res.get("chrome") or {}).get("per_prompt")) or {}
         res["chrome_baseline"] = {"model": (c.get("job") or {}).get("model"), "when": c.get("when"),
                                   "library_sha256": baseline_sha, "error": e.get("error"),
+                                  "decode_loop": next((b.get("decode_loop") for b in e["per_prompt"].values()), None),
                                   "per_prompt": {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s")}
                                                  for n, b in e["per_prompt"].items()}}
         res["summary"]["chrome_vs_baseline_library"] = {
@@ -765,6 +766,7 @@ def chrome_entry(c: dict, measured: float | None, sheet: int | None, weights: di
         dec = (p.get("decode_tok_s") or {}).get("median")
         wall = (p.get("wall_s") or {}).get("median")
         row = {"decode_tok_s": dec, "prefill_tok_s": (p.get("prefill_tok_s") or {}).get("median"),
+               "decode_loop": p.get("decode_loop"),
                "host_cpu_per_wall": _ratio(p),
                "cpu_per_wall_by_type": {t: round(v["median"] / wall, 2) for t, v in (p.get("cpu_s_by_type") or {}).items()
                                         if wall and v.get("median") is not None},

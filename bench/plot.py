@@ -435,11 +435,22 @@ def _gpu_ab_lines(gpu: dict) -> list[str]:
                 "a uniform write and a new bind group per kernel), decode tok/s: " + "; ".join(
                     f"prompt {n}: {_f(b.get('batched_decode_tok_s'), '{:.1f}')} vs {_f(b.get('upstream_decode_tok_s'), '{:.1f}')}"
                     f" (x{_f(b.get('batched_over_upstream'), '{:.2f}')})" for n, b in d.items()) + "."]
+    sync = next((v for v in ((gpu.get("chrome") or {}).get("variants") or []) if v.get("name") == "sync-loop"), None)
+    if sync and sync.get("decode_tok_s"):
+        out += ["", "Decode loop in Chromium, same call: the engine's asynchronous read-back (step k+1 is submitted "
+                "before the id of step k is read back; stop conditions checked one step behind) against web-llm's own "
+                "loop (it waits for every id), decode tok/s: " + "; ".join(
+                    f"prompt {n}: {_f((sync.get('plain_decode_tok_s_same_call') or {}).get(n), '{:.1f}')} vs "
+                    f"{_f(d, '{:.1f}')} (x{_f(((sync.get('plain_decode_tok_s_same_call') or {}).get(n) or 0) / d if d else None, '{:.2f}')})"
+                    for n, d in sync["decode_tok_s"].items()) + "."]
     base = gpu.get("chrome_baseline") or {}
     vs = s.get("chrome_vs_baseline_library") or {}
     if base.get("per_prompt"):
-        out += ["", f"Against the earlier library of the same model (sha256 `{(base.get('library_sha256') or '')[:12]}`), "
-                "same call, Chromium: " + "; ".join(
+        what = ("the previous build (the earlier library of the same model, sha256 "
+                f"`{(base.get('library_sha256') or '')[:12]}`, with web-llm's own decode loop)"
+                if str(base.get("decode_loop") or "").startswith("sync") else
+                f"the earlier library of the same model (sha256 `{(base.get('library_sha256') or '')[:12]}`)")
+        out += ["", f"Against {what}, same call, Chromium: " + "; ".join(
                     f"prompt {n}: prefill x{_f((vs.get(n) or {}).get('prefill_new_over_baseline'), '{:.2f}')}, "
                     f"decode x{_f((vs.get(n) or {}).get('decode_new_over_baseline'), '{:.2f}')} "
                     f"(earlier: {_f(b.get('prefill_tok_s'), '{:.0f}')} / {_f(b.get('decode_tok_s'), '{:.1f}')} tok/s)"
@@ -513,10 +524,11 @@ def _gpu_lib_text(gpu: dict) -> str:
         def speeds(d: dict) -> str:
             return " / ".join(_f(v, "{:.1f}") for v in (d or {}).values()) or "–"
         on = f" on the {prev['gpu']}" if prev.get("gpu") and prev.get("gpu") != (gpu.get("gpu") or {}).get("name") else ""
-        text += (f". The previous build (`{prev['model']}`, {prev.get('when', '')}{on}) decoded "
-                 f"{speeds(prev.get('chrome_decode_tok_s'))} tok/s in Chromium and "
-                 f"{speeds(prev.get('node_decode_tok_s'))} in Node + Dawn (prompts "
-                 f"{', '.join((prev.get('node_decode_tok_s') or {}).keys())})")
+        node = {k: v for k, v in (prev.get("node_decode_tok_s") or {}).items() if v}
+        prompts = ", ".join((node or prev.get("chrome_decode_tok_s") or {}).keys())
+        text += (f". The previous build (`{prev['model']}`, {prev.get('when', '')}{on}, another call) decoded "
+                 f"{speeds(prev.get('chrome_decode_tok_s'))} tok/s in Chromium"
+                 + (f" and {speeds(node)} in Node + Dawn" if node else "") + f" (prompts {prompts})")
     return text
 
 

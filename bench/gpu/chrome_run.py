@@ -108,6 +108,7 @@ async function main() {
   if (job.probe_only) return out;
   const R = window.webllmRunner;
   if (job.dispatch) window.__webllmWidgetDispatch = job.dispatch;  // "upstream": tvmjs's own kernel dispatch
+  if (job.decode_loop) window.__webllmWidgetDecodeLoop = job.decode_loop;  // "sync": web-llm's own decode loop
   const t0 = performance.now();
   const info = await R.load(job.spec);
   if (info.error) return {...out, error: `load: [${info.error.code}] ${info.error.message}`};
@@ -136,13 +137,14 @@ async function main() {
       for (const [ty, s] of Object.entries(c1a.cpu)) cpu[ty] = s - (c0.cpu[ty] ?? 0);
       rows.push({wall_s: wall, cpu_s: Object.values(cpu).reduce((x, y) => x + y, 0), cpu_by_type: cpu,
         dispatches: c1.counts.d - c0.counts.d, submits: c1.counts.s - c0.counts.s,
-        prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens,
+        prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, decode_loop: u.decode_loop,
         prefill_tok_s: u.prefill_tokens_per_s, decode_tok_s: u.decode_tokens_per_s,
         ttft_s: u.time_to_first_token_s, finish_reason: r.finish_reason, window: [c0.t, c1a.t]});
     }
     const col = (key) => rows.map((r) => r[key]);
     const types = Object.keys(rows[0]?.cpu_by_type ?? {});
     out.prompts[n] = {prompt_tokens: rows[0]?.prompt_tokens, completion_tokens: rows[0]?.completion_tokens,
+      decode_loop: rows[0]?.decode_loop,
       prefill_tok_s: summary(col("prefill_tok_s")), decode_tok_s: summary(col("decode_tok_s")),
       ttft_s: summary(col("ttft_s")), wall_s: summary(col("wall_s")), cpu_s: summary(col("cpu_s")),
       cpu_s_by_type: Object.fromEntries(types.map((ty) => [ty, summary(rows.map((r) => r.cpu_by_type[ty]))])),
@@ -594,10 +596,19 @@ def main(argv=None) -> int:
                          "in the Worker; tvmjs's own dispatch, a pass per kernel): per decode step GPU busy vs wall, "
                          "and the top kernels -> raw['kernels']")
     ap.add_argument("--kernel-runs", type=int, default=2, help="measured runs per prompt of the --kernels pass")
+    ap.add_argument("--kernels-batched", action="store_true",
+                    help="with --kernels, the timed pass once more with the engine's batched dispatch (a few passes "
+                         "per step: GPU busy and span of the step as the product runs it) and web-llm's own decode "
+                         "loop (wall = encode + wait for the id) -> raw['kernels_batched']")
     ap.add_argument("--upstream-dispatch", action="store_true",
                     help="after the bench, the job again with tvmjs's own kernel dispatch (a compute pass, a uniform "
                          "write and a bind group per kernel) instead of the engine's batched one -> variant "
                          "'upstream-dispatch' (the --kernels pass always uses it: a pass per kernel)")
+    ap.add_argument("--decode-loop", choices=["async", "sync"], default=None,
+                    help="the decode loop of the bench run: the engine's asynchronous one (default) or web-llm's own")
+    ap.add_argument("--sync-loop", action="store_true",
+                    help="after the bench, the job again with web-llm's own decode loop (it waits for every sampled "
+                         "id) instead of the engine's asynchronous read-back -> variant 'sync-loop'")
     ap.add_argument("--gpu-util", action="store_true",
                     help="sample nvidia-smi every 50 ms beside the bench (it slowed decode ~15%% on the H200)")
     ap.add_argument("--gpu-screenshot", action="store_true",
@@ -665,6 +676,8 @@ def main(argv=None) -> int:
             spec["max_tokens"] = args.max_tokens
         if args.prompts:
             spec["prompts"] = {n: m for n, m in spec["prompts"].items() if n in args.prompts.split(",")}
+        if args.decode_loop:
+            spec["decode_loop"] = args.decode_loop
         raw["job"] = {"name": args.job, "model": spec["spec"]["id"], "runs": spec["runs"], "warmup": spec.get("warmup"),
                       "max_tokens": spec["max_tokens"], "flags": [*COMMON, *FLAG_SETS[args.flags][chosen]]}
         device_run.log(f"bench {args.job} with flag set {chosen}")
@@ -696,38 +709,45 @@ def main(argv=None) -> int:
             device_run.log(f"variant {name}: " + (r.get("error") or ", ".join(
                 f"{n} decode {p['decode_tok_s']['median']:.1f}" for n, p in (r.get("prompts") or {}).items())))
             write()
-        if args.upstream_dispatch:
-            r = attempt(exe, static, files, dict(spec, dispatch="upstream"), FLAG_SETS[args.flags][chosen], env,
-                        st / "chrome_upstream_dispatch.log", args.timeout)
-            raw["variants"]["upstream-dispatch"] = {
-                "flags": [], "page": {"dispatch": "upstream"}, "error": r.get("error"), "load": r.get("load"),
+        for name, page in (("upstream-dispatch", {"dispatch": "upstream"}), ("sync-loop", {"decode_loop": "sync"})):
+            if not (args.upstream_dispatch if name == "upstream-dispatch" else args.sync_loop):
+                continue
+            r = attempt(exe, static, files, dict(spec, **page), FLAG_SETS[args.flags][chosen], env,
+                        st / f"chrome_{name}.log", args.timeout)
+            raw["variants"][name] = {
+                "flags": [], "page": page, "error": r.get("error"), "load": r.get("load"),
                 "stderr_tail": (r.get("stderr_tail") or "")[-1500:] if r.get("error") else None,
                 "prompts": {n: {k: p.get(k) for k in ("decode_tok_s", "prefill_tok_s", "wall_s", "cpu_s", "cpu_s_by_type",
                                                       "dispatches", "submits")}
                             for n, p in (r.get("prompts") or {}).items()}}
-            device_run.log("upstream dispatch: " + (r.get("error") or ", ".join(
+            device_run.log(f"{name}: " + (r.get("error") or ", ".join(
                 f"{n} decode {p['decode_tok_s']['median']:.1f}" for n, p in (r.get("prompts") or {}).items())))
             write()
-        if args.kernels:
+        for key, mode in (("kernels", "upstream"), ("kernels_batched", "batched")):
+            if not args.kernels or (mode == "batched" and not args.kernels_batched):
+                continue
             # tvmjs's own dispatch, one compute pass per kernel: the pass timestamps then name each kernel
-            # (the engine's batched dispatch puts a step's kernels into a few passes)
-            kspec = dict(spec, kernels=True, runs=args.kernel_runs, dispatch="upstream")
+            # (the engine's batched dispatch puts a step's kernels into a few passes: its pass shows the step's
+            # GPU busy time and span as the product runs it)
+            # (the batched pass with web-llm's own loop: a step's wall then splits into encode + waiting for its id)
+            kspec = dict(spec, kernels=True, runs=args.kernel_runs, dispatch=mode,
+                         **({"decode_loop": "sync"} if mode == "batched" else {}))
             kflags = [*FLAG_SETS[args.flags][chosen], *KERNEL_FLAGS]
-            r = attempt(exe, static, files, kspec, kflags, env, st / "chrome_kernels.log", args.timeout)
+            r = attempt(exe, static, files, kspec, kflags, env, st / f"chrome_{key}.log", args.timeout)
             k = r.get("kernels") or {}
-            raw["kernels"] = dict(k, flags=KERNEL_FLAGS, runs=args.kernel_runs, error=r.get("error"),
+            raw[key] = dict(k, flags=KERNEL_FLAGS, runs=args.kernel_runs, error=r.get("error"),
                                   stderr_tail=(r.get("stderr_tail") or "")[-1500:] if r.get("error") else None,
                                   prompts={n: {kk: q.get(kk) for kk in ("decode_tok_s", "prefill_tok_s", "wall_s",
                                                                          "completion_tokens", "dispatches")}
                                            for n, q in (r.get("prompts") or {}).items()})
             for n, q in (k.get("per_prompt") or {}).items():
                 d = q.get("decode") or {}
-                device_run.log(f"kernels {n}: step wall {(d.get('wall_ms') or {}).get('mean')} ms, encode "
+                device_run.log(f"{key} {n}: step wall {(d.get('wall_ms') or {}).get('mean')} ms, encode "
                                f"{(d.get('encode_ms') or {}).get('mean')} ms, gpu busy {(d.get('gpu_busy_ms') or {}).get('mean')}"
                                f" ms, span {(d.get('gpu_span_ms') or {}).get('mean')} ms; top "
                                + ", ".join(f"{t['kernel']} {t['ms_per_step']:.3f}" for t in q.get("top_kernels", [])[:4]))
             if r.get("error"):
-                device_run.log(f"kernels: {r['error']}")
+                device_run.log(f"{key}: {r['error']}")
             write()
     write()
     return 0 if chosen and not raw["result"].get("error") else 1

@@ -100,6 +100,45 @@ def test_second_turn_prefills_only_the_new_tokens(session):
     assert second["usage"]["prompt_tokens"] <= cold["usage"]["prompt_tokens"] - first["usage"]["prompt_tokens"]
 
 
+def test_async_readback_decodes_the_tokens_of_the_synchronous_loop(session):
+    """The engine's decode loop (js/src/engine/async_decode.ts) submits step k+1 before the id of step k is read
+    back, and checks the stop conditions one step behind. Against web-llm's own loop
+    (``window.__webllmWidgetDecodeLoop = "sync"``, which waits for every id) it must give the same tokens, end
+    where that loop ends, and leave the same KV cache: each answer is followed by a second turn that reuses the
+    cache. Once to ``max_tokens`` (no step runs past a certain stop) and once to a stop string met mid-answer (the
+    step already run past it is dropped and its position popped off the cache)."""
+    assert session.load_info["decode_loop"] == "async", session.load_info
+    page = session.engine.page
+    msgs = [{"role": "user", "content": "tell me a story"}]
+
+    def two_turns(loop: str, **kw):
+        session.run(page.evaluate(f"window.__webllmWidgetDecodeLoop = '{loop}'"))
+        session.run(session.engine.reset())
+        a = session.run(session.engine.generate(msgs, temperature=0, **kw))
+        convo = msgs + [{"role": "assistant", "content": a["text"]}, {"role": "user", "content": "go on"}]
+        b = session.run(session.engine.generate(convo, temperature=0, max_tokens=6, ignore_eos=True))
+        return a, b
+
+    try:
+        runs = {loop: two_turns(loop, max_tokens=16, ignore_eos=True) for loop in ("sync", "async")}
+        text = runs["sync"][0]["text"]
+        # a stop string that first occurs in the answer's second half
+        stop = next(text[i:i + 3] for i in range(len(text) // 2, len(text) - 3)
+                    if text.find(text[i:i + 3]) == i and text[i:i + 3].strip())
+        stopped = {loop: two_turns(loop, max_tokens=16, ignore_eos=False, stop=[stop]) for loop in ("sync", "async")}
+    finally:
+        session.run(page.evaluate("window.__webllmWidgetDecodeLoop = undefined"))
+    for r in (runs, stopped):
+        (s1, s2), (a1, a2) = r["sync"], r["async"]
+        assert s1["usage"]["decode_loop"] == "sync: asked for" and a1["usage"]["decode_loop"] == "async"
+        assert a1["text"] == s1["text"] and a1["finish_reason"] == s1["finish_reason"]
+        assert a1["usage"]["completion_tokens"] == s1["usage"]["completion_tokens"]
+        assert a2["text"] == s2["text"] and a2["usage"]["prompt_tokens"] == s2["usage"]["prompt_tokens"]
+    assert runs["async"][0]["usage"]["completion_tokens"] == 16
+    assert stopped["async"][0]["finish_reason"] == "stop" and stop not in stopped["async"][0]["text"]
+    assert len(stopped["async"][0]["text"]) < len(text)
+
+
 def test_batched_dispatch_is_on_and_answers_as_tvmjs_own(session):
     """The engine's batched kernel dispatch (js/src/engine/dispatch.ts) runs every WebGPU model, and answers as
     tvmjs's own dispatch: the same model loaded again with ``window.__webllmWidgetDispatch = "upstream"`` (a

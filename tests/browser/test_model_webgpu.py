@@ -49,6 +49,24 @@ def test_q0f32_logits_on_webgpu_match_numpy_reference(host_server, chromium):
     assert out["quantization"] == "q0f32" and out["meta_params"] == len(ex.metadata["params"])
 
 
+def test_decode_attention_for_hardware_gpus_over_a_long_context(host_server, chromium):
+    """The hardware build's decode attention (schedules.decode_attention_gpu: 64 threads a query head, each taking
+    4 positions a step, partial softmax states merged through shared memory) after a 300-token prompt: every
+    thread walks two steps, the second only partly filled, and the logits of the decode steps match numpy's."""
+    tiny = TinyLlama.make(seed=0, context=512)
+    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=64)
+    lib = build_model_library(cfg, "q0f32", schedule="auto", progress=False)
+    ex = export_model(cfg, "q0f32")
+    rng = np.random.default_rng(5)
+    prompt = [int(t) for t in rng.integers(3, 200, 300)]
+    forced = [7, 11]
+    got, _ = run_in_browser(host_server, chromium, lib, param_records(ArrayCheckpoint(tiny.weights), cfg, "q0f32"),
+                            ex.metadata, cfg, prompt=prompt, forced=forced)
+    want = reference_logits(tiny.weights, tiny.config, prompt, forced)
+    print(f"q0f32 webgpu (auto), 300-token context: max |logit error| = {np.abs(got - want).max():.2e}")
+    np.testing.assert_allclose(got, want, atol=1e-2, rtol=0)
+
+
 @pytest.mark.parametrize("schedule", ["auto", "fallback"])
 def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chromium, schedule):
     # head_dim 32: the prompt's later chunks are merged with the cached part by the KV cache's merge kernel, whose

@@ -25,11 +25,14 @@ RUN_JS = """async ({lib, cases}) => {
     tvm.beginScope();
     const probs = tvm.empty([1, p.length], 'float32', dev).copyFrom(new Float32Array(p));
     const r = vm.getFunction('argsort_probs')(probs);
+    const temp = tvm.empty([1], 'float32', dev).copyFrom(new Float32Array([0.7]));
+    const sm = vm.getFunction('softmax_with_temperature')(probs.view([1, 1, p.length]), temp);
+    const smh = tvm.detachFromCurrentScope(tvm.empty([1, 1, p.length], 'float32', tvm.cpu()).copyFrom(sm));
     const sp = tvm.detachFromCurrentScope(tvm.empty([1, p.length], 'float32', tvm.cpu()).copyFrom(r.get(0)));
     const si = tvm.detachFromCurrentScope(tvm.empty([1, p.length], 'int32', tvm.cpu()).copyFrom(r.get(1)));
     tvm.endScope();
     await dev.sync();
-    out.push({p: Array.from(sp.toArray()), i: Array.from(si.toArray())});
+    out.push({p: Array.from(sp.toArray()), i: Array.from(si.toArray()), s: Array.from(smh.toArray())});
   }
   return out;
 }"""
@@ -50,9 +53,13 @@ def _cases() -> list[np.ndarray]:
     return out
 
 
-def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium):
+@pytest.mark.parametrize("hardware", [False, True], ids=["software-adapter", "hardware"])
+def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium, hardware):
+    """Both builds: the software adapter's insertion passes and the hardware GPUs' ranking passes
+    (``_add_sampling(hardware=True)``: chunks ranked in shared memory, candidates merged by rank), and the
+    hardware build's two-pass softmax against numpy's."""
     bb = relax.BlockBuilder()
-    _add_sampling(bb, gpu=True)
+    _add_sampling(bb, gpu=True, hardware=hardware)
     lib = build(bb.finalize(), target="webgpu", progress=False)
     url = host_server.add_route(f"/sampling/{lib.sha256[:16]}.wasm", lib.wasm, "application/wasm")
     cases = _cases()
@@ -66,3 +73,6 @@ def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium):
         want = top_first(p)
         np.testing.assert_array_equal(np.array(g["i"]), want)
         np.testing.assert_array_equal(np.array(g["p"], np.float32), p[want])
+        x = p.astype(np.float64) / 0.7  # softmax_with_temperature at 0.7 of the same row, taken as logits
+        e = np.exp(x - x.max())
+        np.testing.assert_allclose(np.array(g["s"]), e / e.sum(), rtol=1e-4, atol=1e-9)

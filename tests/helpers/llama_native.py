@@ -117,5 +117,6 @@ def run_native(tiny: TinyLlama, mode="q0f32", chunk=8, checkpoint=None, quant=No
     return model.teacher_forced(PROMPT, FORCED), ex
 
 
-def reference_logits(weights, config) -> np.ndarray:
-    return reference_for(weights, config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
+def reference_logits(weights, config, prompt=None, forced=None) -> np.ndarray:
+    prompt, forced = prompt or PROMPT, forced or FORCED
+    return reference_for(weights, config).forward(prompt + forced)[len(prompt) - 1:]

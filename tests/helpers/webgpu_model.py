@@ -79,8 +79,10 @@ RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
 }"""
 
 
-def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConfig, page=None):
-    """Teacher-forced logits of ``lib`` with ``records`` on the page's WebGPU (a fresh page unless ``page``)."""
+def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConfig, page=None, prompt=None,
+                   forced=None):
+    """Teacher-forced logits of ``lib`` with ``records`` on the page's WebGPU (a fresh page unless ``page``); the
+    ids are ``PROMPT`` and ``FORCED`` unless given."""
     blob, params, off = bytearray(), [], 0
     by_name = dict(records)
     for p in metadata["params"]:
@@ -89,7 +91,7 @@ def run_in_browser(host_server, chromium, lib, records, metadata, cfg: LlamaConf
         params.append({"name": p["name"], "shape": p["shape"], "dtype": p["dtype"], "offset": off, "nbytes": a.nbytes})
         blob += a.tobytes()
         off += a.nbytes
-    return _run(host_server, chromium, lib.wasm, lib.sha256, bytes(blob), params, cfg, page)
+    return _run(host_server, chromium, lib.wasm, lib.sha256, bytes(blob), params, cfg, page, prompt, forced)
 
 
 def run_folder_in_browser(host_server, page, folder, cfg) -> tuple[np.ndarray, dict]:
@@ -112,7 +114,8 @@ def run_folder_in_browser(host_server, page, folder, cfg) -> tuple[np.ndarray, d
                 page)
 
 
-def _run(host_server, chromium, wasm: bytes, tag: str, blob: bytes, params: list, cfg, page):
+def _run(host_server, chromium, wasm: bytes, tag: str, blob: bytes, params: list, cfg, page, prompt=None,
+         forced=None):
     lib_url = host_server.add_route(f"/c-model/{tag[:16]}.wasm", wasm, "application/wasm")
     blob_url = host_server.add_route(f"/c-model/{tag[:16]}.bin", blob)
     own = page is None
@@ -121,8 +124,8 @@ def _run(host_server, chromium, wasm: bytes, tag: str, blob: bytes, params: list
     try:
         if own:
             page.goto(host_server.origin + "/blank.html")
-        out = page.evaluate(RUN_JS, {"lib": lib_url, "blob": blob_url, "params": params, "prompt": PROMPT,
-                                     "forced": FORCED, "hidden": cfg.hidden_size, "chunk": cfg.prefill_chunk_size,
+        out = page.evaluate(RUN_JS, {"lib": lib_url, "blob": blob_url, "params": params, "prompt": prompt or PROMPT,
+                                     "forced": forced or FORCED, "hidden": cfg.hidden_size, "chunk": cfg.prefill_chunk_size,
                                      "ctx": cfg.context_window_size})
     finally:
         if own:

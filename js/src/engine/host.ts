@@ -340,7 +340,7 @@ export class WorkerEngine implements Engine {
       await this.makeRoom(key, requested.id, bytes, emit, t0);
       // a page may ask for tvmjs's own kernel dispatch (the GPU bench compares both): window.__webllmWidgetDispatch
       const dispatch = (globalThis as { __webllmWidgetDispatch?: "batched" | "upstream" }).__webllmWidgetDispatch;
-      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string }>(
+      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string; decode_loop?: string }>(
         { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device, dispatch } as Omit<ToWorker, "id">,
         { onProgress: emit },
       );
@@ -350,6 +350,7 @@ export class WorkerEngine implements Engine {
         device: choice.device, device_reason: choice.reason, cpu_build: choice.cpu_build,
         schedule: choice.device === "webgpu" ? spec.schedule : undefined,
         dispatch: r.dispatch,
+        ...(r.decode_loop ? { decode_loop: r.decode_loop } : {}),
       };
       if (spec.prebuilt && spec.hub) {
         await recordModel({ id: spec.id, url: modelBaseUrl(spec.hub.model), kind: "prebuilt", lib_url: spec.hub.model_lib ?? undefined });
@@ -442,7 +443,9 @@ export class WorkerEngine implements Engine {
       signal?.addEventListener("abort", onAbort);
       this.running = id;
       try {
-        const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings } as Omit<ToWorker, "id">, { onDelta }, id);
+        // a page may ask for web-llm's own decode loop (tests and the GPU bench compare both): window.__webllmWidgetDecodeLoop
+        const loop = (globalThis as { __webllmWidgetDecodeLoop?: "async" | "sync" }).__webllmWidgetDecodeLoop;
+        const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings, decode_loop: loop } as Omit<ToWorker, "id">, { onDelta }, id);
         const out: GenerateResult = { text: r.text, finish_reason: r.finish_reason, usage: r.usage, model: slot.result.model };
         if (r.choices) out.choices = r.choices;
         if (r.dispatch_stats) out.dispatch_stats = r.dispatch_stats;

@@ -8,7 +8,9 @@ export type ToWorker =
       /** "upstream": keep tvmjs's own kernel dispatch for this model (comparisons); default batched (dispatch.ts). */
       dispatch?: "batched" | "upstream" }
   | { type: "unload"; id: number; key: string }
-  | { type: "generate"; id: number; key: string; messages: ChatMessage[]; settings: GenerateSettings }
+  | { type: "generate"; id: number; key: string; messages: ChatMessage[]; settings: GenerateSettings;
+      /** "sync": web-llm's own decode loop for this answer (comparisons); default the asynchronous one (async_decode.ts). */
+      decode_loop?: "async" | "sync" }
   | { type: "stop"; id: number }
   | { type: "reset"; id: number; key?: string }
   | { type: "gpu"; id: number };
@@ -16,7 +18,8 @@ export type ToWorker =
 export type FromWorker =
   | { type: "hello" }
   | { type: "progress"; id: number; progress: LoadProgress }
-  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number; dispatch?: string }
+  | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number; dispatch?: string;
+      decode_loop?: string }
   | { type: "delta"; id: number; text: string }
   | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage; choices?: Choice[]; dispatch_stats?: DispatchStats | null }
   | { type: "reset-done"; id: number }

@@ -206,6 +206,7 @@ export interface Usage {
   grammar_init_s?: number;
   /** The grammar's mask and token check per answer token (CPU time). */
   grammar_per_token_s?: number;
+  decode_loop?: string;
 }
 
 /** One model the page's engine holds. */
@@ -390,6 +391,7 @@ export interface ChatLoadResult {
   /** The GPU kernel schedule of the library that runs it (WebGPU only). */
   schedule: string | null;
   dispatch?: string;
+  decode_loop?: string;
   cpu_build?: "relaxed-simd" | "simd128";
 }
 

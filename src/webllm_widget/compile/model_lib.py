@@ -356,6 +356,205 @@ def _top_first_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc, tirx.PrimFun
     return top_first_candidates, top_first_merge, top_first_rest
 
 
+#: Tokens per workgroup of the hardware argsort's first pass (ranked in shared memory), its threads, and the
+#: threads per workgroup of its merge.
+_RANK_CHUNK, _RANK_WG, _MERGE_WG = 512, 256, 256
+
+
+def _top_first_rank_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """The first two passes of the "top-first" argsort for hardware GPUs, by ranks instead of insertion lists.
+
+    :func:`_top_first_gpu_kernels`' passes give each of 64 threads a 768-token slice to walk one token at a time
+    (and the merge one thread for all 2,048 candidates): 173 + 261 us of a decode step on an H200, every load
+    waiting on the last. Here a workgroup takes ``_RANK_CHUNK`` tokens into shared memory and each thread counts,
+    for its tokens, how many of the chunk come before them in (probability descending, id ascending) order: that
+    count is the token's place, and the ``TOP_SORTED`` first places are the chunk's candidates, in order. The merge
+    does the same over every chunk's candidates, a thread each, reading them through shared memory a workgroup's
+    worth at a time (straight from the buffer, each thread's 3,072 dependent loads took 505 us on an H100). The
+    order is a strict total one (ties go by id), so
+    places never collide and the output equals the insertion passes' (``top_first_rest`` then writes the rest).
+    Chunks with fewer tokens than ``TOP_SORTED`` leave their unused places at probability -1, which the merge skips.
+    """
+    K, CH, WG, MWG = TOP_SORTED, _RANK_CHUNK, _RANK_WG, _MERGE_WG
+    per = CH // WG
+
+    @T.prim_func(s_tir=True)
+    def top_first_chunk_rank(var_probs: T.handle, var_cp: T.handle, var_ci: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v, nc = T.int32(), T.int32(), T.int32()
+        probs = T.match_buffer(var_probs, (b, v), "float32")
+        cand_p = T.match_buffer(var_cp, (b, nc, K), "float32")
+        cand_i = T.match_buffer(var_ci, (b, nc, K), "int32")
+        for bx in T.thread_binding(b * nc, "blockIdx.x"):
+            for th in T.thread_binding(WG, "threadIdx.x"):
+                with T.sblock("chunk_rank"):
+                    T.reads(probs[0:b, 0:v])
+                    T.writes(cand_p[0:b, 0:nc, 0:K], cand_i[0:b, 0:nc, 0:K])
+                    sp = T.sblock_alloc_buffer((CH,), "float32", scope="shared")
+                    mine = T.sblock_alloc_buffer((per,), "float32", scope="local")
+                    rank = T.sblock_alloc_buffer((per,), "int32", scope="local")
+                    cur = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    row: T.let[T.int32] = bx // nc
+                    part: T.let[T.int32] = bx % nc
+                    start: T.let[T.int32] = part * CH
+                    n: T.let[T.int32] = T.min(CH, v - start)
+                    for e in T.unroll(per):
+                        sp[e * WG + th] = T.if_then_else(e * WG + th < n, probs[row, T.min(start + e * WG + th, v - 1)],
+                                                         T.float32(-1))
+                    if th < K and th >= n:  # places no token of a short chunk takes (places are < n)
+                        cand_p[row, part, th] = T.float32(-1)
+                        cand_i[row, part, th] = -1
+                    T.tvm_storage_sync("shared")
+                    for e in T.unroll(per):
+                        mine[e] = sp[e * WG + th]
+                        rank[e] = 0
+                    for o in T.serial(CH):
+                        cur[0] = sp[o]
+                        for e in T.unroll(per):
+                            rank[e] = rank[e] + T.if_then_else(
+                                cur[0] > mine[e] or (cur[0] == mine[e] and o < e * WG + th), 1, 0)
+                    for e in T.unroll(per):
+                        rk: T.let[T.int32] = rank[e]
+                        if e * WG + th < n and rk < K:
+                            cand_p[row, part, rk] = mine[e]
+                            cand_i[row, part, rk] = start + e * WG + th
+
+    @T.prim_func(s_tir=True)
+    def top_first_merge_rank(var_cp: T.handle, var_ci: T.handle, var_top_p: T.handle, var_top_i: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, nq = T.int32(), T.int32()
+        cand_p = T.match_buffer(var_cp, (b, nq), "float32")
+        cand_i = T.match_buffer(var_ci, (b, nq), "int32")
+        top_p = T.match_buffer(var_top_p, (b, K), "float32")
+        top_i = T.match_buffer(var_top_i, (b, K), "int32")
+        for bx in T.thread_binding(b * T.ceildiv(nq, MWG), "blockIdx.x"):
+            for th in T.thread_binding(MWG, "threadIdx.x"):
+                with T.sblock("merge_rank"):
+                    T.reads(cand_p[0:b, 0:nq], cand_i[0:b, 0:nq])
+                    T.writes(top_p[0:b, 0:K], top_i[0:b, 0:K])
+                    tp = T.sblock_alloc_buffer((MWG,), "float32", scope="shared")
+                    ti = T.sblock_alloc_buffer((MWG,), "int32", scope="shared")
+                    r = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    cur = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    cid = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    row: T.let[T.int32] = bx // T.ceildiv(nq, MWG)
+                    q: T.let[T.int32] = (bx % T.ceildiv(nq, MWG)) * MWG + th
+                    p: T.let[T.float32] = T.if_then_else(q < nq, cand_p[row, T.min(q, nq - 1)], T.float32(-1))
+                    i: T.let[T.int32] = T.if_then_else(q < nq, cand_i[row, T.min(q, nq - 1)], -1)
+                    r[0] = 0
+                    # every candidate of the row passes through shared memory, a workgroup's worth at a time
+                    for tile in T.serial(T.ceildiv(nq, MWG)):
+                        tp[th] = T.if_then_else(tile * MWG + th < nq,
+                                                cand_p[row, T.min(tile * MWG + th, nq - 1)], T.float32(-1))
+                        ti[th] = T.if_then_else(tile * MWG + th < nq,
+                                                cand_i[row, T.min(tile * MWG + th, nq - 1)], -1)
+                        T.tvm_storage_sync("shared")
+                        for o in T.serial(MWG):
+                            cur[0] = tp[o]
+                            cid[0] = ti[o]
+                            r[0] = r[0] + T.if_then_else(cur[0] > p or (cur[0] == p and cid[0] < i), 1, 0)
+                        T.tvm_storage_sync("shared")
+                    rk: T.let[T.int32] = r[0]
+                    if p >= T.float32(0) and rk < K:
+                        top_p[row, rk] = p
+                        top_i[row, rk] = i
+
+    return top_first_chunk_rank, top_first_merge_rank
+
+
+#: Slices of the vocabulary the hardware softmax reduces in its first pass (a workgroup each), and its threads.
+_SM_PARTS, _SM_WG = 64, 256
+
+
+def _softmax_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """``softmax(logits / temperature)`` over the vocabulary for hardware GPUs, in two passes.
+
+    Relax's softmax, scheduled by dlight's GeneralReduction, reduces each row in one workgroup: 561 us per decode
+    step for SmolLM2's 49,152 logits on an H200 (bench/gpu_device.py kernels), a tenth of the step's GPU time.
+    Here ``_SM_PARTS`` workgroups each reduce a slice to its maximum and its sum of ``exp(x - max)`` (tree
+    reductions in shared memory), and the second pass, a thread per logit, combines the slices' pairs and writes
+    ``exp(x - max) / sum``: the same function up to the order of the sums.
+    """
+    P, WG = _SM_PARTS, _SM_WG
+    steps = WG.bit_length() - 1
+
+    @T.prim_func(s_tir=True)
+    def softmax_parts(var_logits: T.handle, var_t: T.handle, var_m: T.handle, var_s: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v = T.int32(), T.int32()
+        logits = T.match_buffer(var_logits, (b, 1, v), "float32")
+        temperature = T.match_buffer(var_t, (b,), "float32")
+        part_m = T.match_buffer(var_m, (b, P), "float32")
+        part_s = T.match_buffer(var_s, (b, P), "float32")
+        for bx in T.thread_binding(b * P, "blockIdx.x"):
+            for th in T.thread_binding(WG, "threadIdx.x"):
+                with T.sblock("parts"):
+                    T.reads(logits[0:b, 0, 0:v], temperature[0:b])
+                    T.writes(part_m[0:b, 0:P], part_s[0:b, 0:P])
+                    red = T.sblock_alloc_buffer((WG,), "float32", scope="shared")
+                    acc = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    mx = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    row: T.let[T.int32] = bx // P
+                    part: T.let[T.int32] = bx % P
+                    chunk: T.let[T.int32] = (v + P - 1) // P
+                    start: T.let[T.int32] = T.min(v, part * chunk)
+                    stop: T.let[T.int32] = T.min(v, start + chunk)
+                    acc[0] = T.float32(-3.0e38)
+                    for j in T.serial((stop - start + WG - 1) // WG):
+                        if start + j * WG + th < stop:
+                            acc[0] = T.max(acc[0], logits[row, 0, start + j * WG + th] / temperature[row])
+                    red[th] = acc[0]
+                    T.tvm_storage_sync("shared")
+                    for k in T.unroll(steps):
+                        if th < (WG >> (k + 1)):
+                            red[th] = T.max(red[th], red[th + (WG >> (k + 1))])
+                        T.tvm_storage_sync("shared")
+                    mx[0] = red[0]
+                    T.tvm_storage_sync("shared")
+                    acc[0] = T.float32(0)
+                    for j in T.serial((stop - start + WG - 1) // WG):
+                        if start + j * WG + th < stop:
+                            acc[0] = acc[0] + T.exp(logits[row, 0, start + j * WG + th] / temperature[row] - mx[0])
+                    red[th] = acc[0]
+                    T.tvm_storage_sync("shared")
+                    for k in T.unroll(steps):
+                        if th < (WG >> (k + 1)):
+                            red[th] = red[th] + red[th + (WG >> (k + 1))]
+                        T.tvm_storage_sync("shared")
+                    if th == 0:
+                        part_m[row, part] = mx[0]
+                        part_s[row, part] = red[0]
+
+    @T.prim_func(s_tir=True)
+    def softmax_normalize(var_logits: T.handle, var_t: T.handle, var_m: T.handle, var_s: T.handle, var_out: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v = T.int32(), T.int32()
+        logits = T.match_buffer(var_logits, (b, 1, v), "float32")
+        temperature = T.match_buffer(var_t, (b,), "float32")
+        part_m = T.match_buffer(var_m, (b, P), "float32")
+        part_s = T.match_buffer(var_s, (b, P), "float32")
+        out = T.match_buffer(var_out, (b, 1, v), "float32")
+        for bx in T.thread_binding(T.ceildiv(b * v, WG), "blockIdx.x"):
+            for th in T.thread_binding(WG, "threadIdx.x"):
+                with T.sblock("normalize"):
+                    T.reads(logits[0:b, 0, 0:v], temperature[0:b], part_m[0:b, 0:P], part_s[0:b, 0:P])
+                    T.writes(out[0:b, 0, 0:v])
+                    mx = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    tot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    g: T.let[T.int32] = bx * WG + th
+                    if g < b * v:
+                        row: T.let[T.int32] = g // v
+                        mx[0] = T.float32(-3.0e38)
+                        for q in T.serial(P):
+                            mx[0] = T.max(mx[0], part_m[row, q])
+                        tot[0] = T.float32(0)
+                        for q in T.serial(P):
+                            tot[0] = tot[0] + part_s[row, q] * T.exp(part_m[row, q] - mx[0])
+                        out[row, 0, g % v] = T.exp(logits[row, 0, g % v] / temperature[row] - mx[0]) / tot[0]
+
+    return softmax_parts, softmax_normalize
+
+
 def _sample_top_p(nest: _Nest) -> tirx.PrimFunc:
     """Nucleus sampling from ``argsort_probs``' output, one thread per sample.
 
@@ -408,35 +607,57 @@ def _sample_top_p(nest: _Nest) -> tirx.PrimFunc:
     return sample_top_p_kernel
 
 
-def _add_sampling(bb: relax.BlockBuilder, gpu: bool) -> None:
-    """softmax_with_temperature, argsort_probs and sample_with_top_p as Relax functions."""
+def _add_sampling(bb: relax.BlockBuilder, gpu: bool, hardware: bool = False) -> None:
+    """softmax_with_temperature, argsort_probs and sample_with_top_p as Relax functions. ``hardware`` (the
+    schedules for hardware GPUs) takes the softmax and the argsort's first passes written for many threads
+    (:func:`_softmax_gpu_kernels`, :func:`_top_first_rank_kernels`); a software adapter keeps the passes that
+    suit a few CPU cores (same results)."""
     b, v = tirx.Var("batch_size", "int64"), tirx.Var("vocab_size", "int64")
     n = tirx.Var("num_samples", "int64")
+    hardware = gpu and hardware
 
     logits = relax.Var("logits", relax.TensorType([b, 1, v], "float32"))
     temperature = relax.Var("temperature", relax.TensorType([b], "float32"))
+    if hardware:
+        parts_func, norm_func = _softmax_gpu_kernels()
+        parts_kernel = bb.add_func(parts_func, "softmax_parts")
+        norm_kernel = bb.add_func(norm_func, "softmax_normalize")
     with bb.function("softmax_with_temperature", [logits, temperature]):
         with bb.dataflow():
-            t = bb.emit(relax.op.reshape(temperature, [b, 1, 1]))
-            probs = bb.emit_output(relax.op.nn.softmax(relax.op.divide(logits, t), axis=-1))
+            if hardware:
+                parts = bb.emit(relax.call_tir(parts_kernel, [logits, temperature], [
+                    relax.TensorType([b, _SM_PARTS], "float32"), relax.TensorType([b, _SM_PARTS], "float32")]))
+                probs = bb.emit_output(relax.call_tir(norm_kernel, [logits, temperature, relax.TupleGetItem(parts, 0),
+                                                                    relax.TupleGetItem(parts, 1)],
+                                                      relax.TensorType([b, 1, v], "float32")))
+            else:
+                t = bb.emit(relax.op.reshape(temperature, [b, 1, 1]))
+                probs = bb.emit_output(relax.op.nn.softmax(relax.op.divide(logits, t), axis=-1))
         bb.emit_func_output(probs)
 
     probs2 = relax.Var("probs", relax.TensorType([b, v], "float32"))
     out_types = [relax.TensorType([b, v], "float32"), relax.TensorType([b, v], "int32")]
     if gpu:
         cand_func, merge_func, rest_func = _top_first_gpu_kernels()
-        cand_kernel = bb.add_func(cand_func, "top_first_candidates")
-        merge_kernel = bb.add_func(merge_func, "top_first_merge")
+        if hardware:
+            cand_func, merge_func = _top_first_rank_kernels()
+        cand_kernel = bb.add_func(cand_func, "top_first_chunk_rank" if hardware else "top_first_candidates")
+        merge_kernel = bb.add_func(merge_func, "top_first_merge_rank" if hardware else "top_first_merge")
         rest_kernel = bb.add_func(rest_func, "top_first_rest")
     else:
         sort_kernel = bb.add_func(_top_first_kernel(_Nest(gpu)), "top_first_sort")
+    parts_n = (v + _RANK_CHUNK - 1) // _RANK_CHUNK if hardware else _SORT_PARTS
     with bb.function("argsort_probs", [probs2]):
         with bb.dataflow():
             if gpu:
                 cand = bb.emit(relax.call_tir(cand_kernel, [probs2], [
-                    relax.TensorType([b, _SORT_PARTS, TOP_SORTED], "float32"),
-                    relax.TensorType([b, _SORT_PARTS, TOP_SORTED], "int32")]))
-                top = bb.emit(relax.call_tir(merge_kernel, [relax.TupleGetItem(cand, 0), relax.TupleGetItem(cand, 1)], [
+                    relax.TensorType([b, parts_n, TOP_SORTED], "float32"),
+                    relax.TensorType([b, parts_n, TOP_SORTED], "int32")]))
+                cand_p_, cand_i_ = relax.TupleGetItem(cand, 0), relax.TupleGetItem(cand, 1)
+                if hardware:  # the rank merge reads the candidates as one list per row
+                    cand_p_ = bb.emit(relax.op.reshape(cand_p_, [b, parts_n * TOP_SORTED]))
+                    cand_i_ = bb.emit(relax.op.reshape(cand_i_, [b, parts_n * TOP_SORTED]))
+                top = bb.emit(relax.call_tir(merge_kernel, [cand_p_, cand_i_], [
                     relax.TensorType([b, TOP_SORTED], "float32"), relax.TensorType([b, TOP_SORTED], "int32")]))
                 out = bb.emit(relax.call_tir(rest_kernel, [probs2, relax.TupleGetItem(top, 0),
                                                            relax.TupleGetItem(top, 1)], out_types))
@@ -527,7 +748,7 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     }
     bb = relax.BlockBuilder(mod)
     _add_kv_cache_creation(bb, cfg, quant.compute_dtype, tgt)
-    _add_sampling(bb, gpu)
+    _add_sampling(bb, gpu, hardware=schedule != "fallback")
     with bb.function("_metadata", []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(metadata)))
     mod = bb.finalize()
@@ -548,16 +769,13 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
 
 def _for_schedule(exported: ExportedModel, tgt: tvm.target.Target, schedule: str) -> tvm.IRModule:
     mod = exported.mod
-    if tgt.kind.name != "llvm":
-        from .schedules import use_fallback_attention, use_race_free_merge
+    if tgt.kind.name != "llvm":  # the KV cache's decode attention: ours on every GPU schedule (schedules.py)
+        from .schedules import use_fallback_attention
 
         kv = exported.metadata["kv_cache"]
-        dtype = as_quantization(exported.metadata["quantization"]).compute_dtype
-        if schedule == "fallback":
-            mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
-                                         dtype)
-        else:
-            mod = use_race_free_merge(mod, kv["num_attention_heads"], kv["head_dim"], dtype)
+        mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
+                                     as_quantization(exported.metadata["quantization"]).compute_dtype,
+                                     gpu=schedule != "fallback")
     return mod
 
 

@@ -600,6 +600,142 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
     return batch_decode_paged_kv
 
 
+def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dtype: str = "float32",
+                         page_size: int = 16, softcap: float | None = None) -> tirx.PrimFunc:
+    """Paged-KV decode attention for hardware GPUs: one workgroup per query head, its threads splitting the
+    cached positions.
+
+    A drop-in for ``TIRPagedKVCache``'s ``batch_decode_paged_kv`` (same arguments and results, RoPE applied
+    before K is stored, as :func:`decode_attention_fallback`). TVM's kernel runs one workgroup per KV head
+    (3 for SmolLM2) that walks the context a few positions per step with barriers between steps: 28 us a
+    layer at a 32-token context and 73 us at 512 on an H100 (bench/results/gpu.json), most of a decode
+    step's GPU time at long contexts. Here each of ``T`` threads keeps its own online softmax (base 2) over
+    positions ``tx, tx + T, ...``, four at a time (one position a step left each thread waiting on its loads:
+    25 us a layer at 32 positions, 61 us at 512 on an H100), with q and its output row in registers; the
+    threads' partial states are
+    then merged through shared memory in two rounds (half the threads fold in the other half, then every
+    thread combines the halves' rows for its own output dimensions). Three barriers in all, whatever the
+    context length; shared memory stays at 8 KB plus two floats a thread. ``softcap`` as
+    :func:`decode_attention_fallback`'s.
+    """
+    from .attention import score_cap
+
+    H_qo, H_kv, D = num_qo_heads, num_kv_heads, head_dim
+    group = H_qo // H_kv
+    S = max(1, min(32, 2048 // D))  # rows of the shared merge buffer (8 KB)
+    TX = 2 * S
+    U = 4  # positions a thread takes at once
+
+    @T.prim_func(s_tir=True)
+    def batch_decode_paged_kv(q_handle: T.handle, pages_handle: T.handle, indptr_handle: T.handle,
+                              values_handle: T.handle, length_handle: T.handle, k_rope_handle: T.handle,
+                              q_rope_handle: T.handle, out_handle: T.handle, lse_handle: T.handle,
+                              rotary_mode: T.int32, rope_scale: T.float32, rope_theta: T.float32,
+                              sm_scale: T.float32):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        B, nnz_pages, max_num_pages = T.int32(), T.int32(), T.int32()
+        pages_off = T.int64()
+        indptr_off, values_off, k_rope_off, q_rope_off, length_off = T.int32(), T.int32(), T.int32(), T.int32(), T.int32()
+        Q = T.match_buffer(q_handle, (B, H_qo, D), dtype)
+        pages = T.match_buffer(pages_handle, (max_num_pages, 2, H_kv, page_size, D), dtype, elem_offset=pages_off)
+        indptr = T.match_buffer(indptr_handle, (B + 1,), "int32", elem_offset=indptr_off)
+        values = T.match_buffer(values_handle, (nnz_pages,), "int32", elem_offset=values_off)
+        last_len = T.match_buffer(length_handle, (B,), "int32", elem_offset=length_off)
+        k_rope = T.match_buffer(k_rope_handle, (B,), "int32", elem_offset=k_rope_off)  # noqa: F841 - ABI only
+        q_rope = T.match_buffer(q_rope_handle, (B,), "int32", elem_offset=q_rope_off)  # noqa: F841 - ABI only
+        output = T.match_buffer(out_handle, (B, H_qo, D), dtype)
+        lse = T.match_buffer(lse_handle, (B, H_qo), "float32")
+        for bx in T.thread_binding(B * H_qo, thread="blockIdx.x"):
+            for tx in T.thread_binding(TX, thread="threadIdx.x"):
+                with T.sblock("attn"):
+                    T.reads()
+                    T.writes()
+                    o_sh = T.sblock_alloc_buffer((S, D), "float32", scope="shared")
+                    md_sh = T.sblock_alloc_buffer((TX, 2), "float32", scope="shared")
+                    q = T.sblock_alloc_buffer((D,), "float32", scope="local")
+                    o = T.sblock_alloc_buffer((D,), "float32", scope="local")
+                    s = T.sblock_alloc_buffer((U,), "float32", scope="local")
+                    at = T.sblock_alloc_buffer((U,), "int32", scope="local")
+                    pg = T.sblock_alloc_buffer((U,), "int32", scope="local")
+                    scale = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    m = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    m_new = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    den = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    big = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    tot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    acc = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    b: T.let[T.int32] = bx // H_qo
+                    h: T.let[T.int32] = bx % H_qo
+                    kvh: T.let[T.int32] = h // group
+                    begin: T.let[T.int32] = indptr[b]
+                    end: T.let[T.int32] = indptr[b + 1]
+                    n: T.let[T.int32] = T.if_then_else(begin != end, (end - begin - 1) * page_size + last_len[b], 0)
+                    for d in T.unroll(D):
+                        q[d] = T.Cast("float32", Q[b, h, d]) * sm_scale * T.float32(_LOG2E)
+                        o[d] = T.float32(0)
+                    m[0] = T.float32(-5e4)
+                    den[0] = T.float32(0)
+                    # U positions a step (tx, tx + TX, ...): their loads are independent, so they overlap
+                    for i in T.serial((n + TX * U - 1) // (TX * U)):
+                        for u in T.unroll(U):
+                            # past the end: read the last position (in bounds), weigh it 0
+                            at[u] = T.min((i * U + u) * TX + tx, n - 1)
+                            pg[u] = values[begin + at[u] // page_size]
+                            s[u] = T.float32(0)
+                            for d in T.unroll(D):
+                                s[u] = s[u] + q[d] * T.Cast("float32", pages[pg[u], 0, kvh, at[u] % page_size, d])
+                            s[u] = T.if_then_else((i * U + u) * TX + tx < n, score_cap(s[u], softcap), T.float32(-6e4))
+                        m_new[0] = T.max(T.max(m[0], s[0]), T.max(s[1], T.max(s[2], s[3])))
+                        scale[0] = T.exp2(m[0] - m_new[0])
+                        for u in T.unroll(U):
+                            s[u] = T.exp2(s[u] - m_new[0])
+                        den[0] = den[0] * scale[0] + s[0] + s[1] + s[2] + s[3]
+                        for d in T.unroll(D):
+                            o[d] = o[d] * scale[0] + (
+                                s[0] * T.Cast("float32", pages[pg[0], 1, kvh, at[0] % page_size, d])
+                                + s[1] * T.Cast("float32", pages[pg[1], 1, kvh, at[1] % page_size, d])
+                                + s[2] * T.Cast("float32", pages[pg[2], 1, kvh, at[2] % page_size, d])
+                                + s[3] * T.Cast("float32", pages[pg[3], 1, kvh, at[3] % page_size, d]))
+                        m[0] = m_new[0]
+                    # round 1: threads S.. hand their state to thread tx - S, which folds it into its own
+                    md_sh[tx, 0] = m[0]
+                    md_sh[tx, 1] = den[0]
+                    if tx >= S:
+                        for d in T.unroll(D):
+                            o_sh[tx - S, d] = o[d]
+                    T.tvm_storage_sync("shared")
+                    if tx < S:
+                        m_new[0] = T.max(m[0], md_sh[tx + S, 0])
+                        den[0] = den[0] * T.exp2(m[0] - m_new[0]) + md_sh[tx + S, 1] * T.exp2(md_sh[tx + S, 0] - m_new[0])
+                        for d in T.unroll(D):
+                            o[d] = o[d] * T.exp2(m[0] - m_new[0]) + o_sh[tx, d] * T.exp2(md_sh[tx + S, 0] - m_new[0])
+                        m[0] = m_new[0]
+                    T.tvm_storage_sync("shared")
+                    # round 2: the S folded states, each thread combining them for its own output dimensions
+                    if tx < S:
+                        md_sh[tx, 0] = m[0]
+                        md_sh[tx, 1] = den[0]
+                        for d in T.unroll(D):
+                            o_sh[tx, d] = o[d]
+                    T.tvm_storage_sync("shared")
+                    big[0] = T.float32(-5e4)
+                    for j in T.serial(S):
+                        big[0] = T.max(big[0], md_sh[j, 0])
+                    tot[0] = T.float32(0)
+                    for j in T.serial(S):
+                        tot[0] = tot[0] + md_sh[j, 1] * T.exp2(md_sh[j, 0] - big[0])
+                    for dd in T.serial((D + TX - 1) // TX):
+                        if dd * TX + tx < D:
+                            acc[0] = T.float32(0)
+                            for j in T.serial(S):
+                                acc[0] = acc[0] + o_sh[j, dd * TX + tx] * T.exp2(md_sh[j, 0] - big[0])
+                            output[b, h, dd * TX + tx] = T.Cast(dtype, acc[0] / T.max(tot[0], T.float32(1e-30)))
+                    if tx == 0:
+                        lse[b, h] = big[0] + T.log2(T.max(tot[0], T.float32(1e-30)))
+
+    return batch_decode_paged_kv
+
+
 def prefill_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: int,
                                dtype: str = "float32", softcap: float | None = None) -> tirx.PrimFunc:
     """Ragged prefill attention (the chunk's queries against the chunk's own keys), barrier-free.
@@ -738,16 +874,18 @@ def use_race_free_merge(mod: tvm.IRModule, num_qo_heads: int, head_dim: int, dty
 
 
 def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: int, head_dim: int,
-                           dtype: str = "float32") -> tvm.IRModule:
+                           dtype: str = "float32", gpu: bool = False) -> tvm.IRModule:
     """``mod`` with the KV cache's decode and ragged prefill attention kernels replaced by the barrier-free ones above
     (each with the soft cap of the kernel it replaces, :func:`.attention.kernel_softcap`), and the merge of two
-    attention results by :func:`merge_state_fallback`. The windowed layers' kernels are the exporter's
+    attention results by :func:`merge_state_fallback`; with ``gpu`` (hardware adapters) only the decode kernel, by
+    :func:`decode_attention_gpu`. The windowed layers' kernels are the exporter's
     (:func:`.attention.use_windowed_attention`)."""
     from .attention import SOFTCAP_ATTR, kernel_softcap
 
     mod = use_race_free_merge(mod, num_qo_heads, head_dim, dtype)
 
-    makers = {"batch_decode_paged_kv": decode_attention_fallback, "batch_prefill_ragged_kv": prefill_attention_fallback}
+    makers = ({"batch_decode_paged_kv": decode_attention_gpu} if gpu else
+              {"batch_decode_paged_kv": decode_attention_fallback, "batch_prefill_ragged_kv": prefill_attention_fallback})
     for gv, func in list(mod.functions.items()):
         if gv.name_hint in makers and isinstance(func, tirx.PrimFunc):
             new = makers[gv.name_hint](num_kv_heads, num_qo_heads, head_dim, dtype, softcap=kernel_softcap(func))

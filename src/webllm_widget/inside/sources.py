@@ -70,18 +70,15 @@ def _make(info: dict) -> dict:
 
     from ..compile.model_lib import export_model, webgpu_target
     from ..compile.quant.modes import Quantization
-    from ..compile.schedules import _rules, scheduling_passes, use_fallback_attention, use_race_free_merge
+    from ..compile.schedules import _rules, scheduling_passes, use_fallback_attention
 
     target = webgpu_target()
     schedule = info["schedule"]
     exported = export_model(info["config"], Quantization.from_key(info["quantization"]), target, schedule)
     mod = exported.mod
-    kv = exported.metadata["kv_cache"]
-    dtype = Quantization.from_key(info["quantization"]).compute_dtype
-    if schedule == "fallback":
-        mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"], dtype)
-    else:
-        mod = use_race_free_merge(mod, kv["num_attention_heads"], kv["head_dim"], dtype)
+    kv = exported.metadata["kv_cache"]  # the decode attention the library runs (compile/model_lib._for_schedule)
+    mod = use_fallback_attention(mod, kv["num_key_value_heads"], kv["num_attention_heads"], kv["head_dim"],
+                                 Quantization.from_key(info["quantization"]).compute_dtype, gpu=schedule != "fallback")
     with target:
         mod = tvm.transform.Sequential(scheduling_passes(target, _rules(schedule)))(mod)
     out = {}

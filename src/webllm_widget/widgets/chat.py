@@ -250,6 +250,7 @@ class Chat(anywidget.AnyWidget):
         name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
         self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or "",
                         "schedule": msg.get("schedule"), "dispatch": msg.get("dispatch"),
+                        "decode_loop": msg.get("decode_loop"),
                         "cpu_build": msg.get("cpu_build")}
         if self.backend["device"] == "cpu":
             build = ("WebAssembly relaxed SIMD, 8-bit dot products" if msg.get("cpu_build") == "relaxed-simd"

@@ -349,6 +349,9 @@ class Usage(Struct):
     e2e_latency_s: NotRequired[float]
     grammar_init_s: NotRequired[float]  # Compiling response_format's grammar and making its matcher (0 when reused).
     grammar_per_token_s: NotRequired[float]  # The grammar's mask and token check per answer token (CPU time).
+    # WebGPU: the decode loop that made the answer: "async" (sampled ids read back one step behind,
+    # js/src/engine/async_decode.ts) or "sync: why" (web-llm's own, which waits for each id).
+    decode_loop: NotRequired[str]
 
 
 @record
@@ -534,6 +537,9 @@ class ChatLoadResult(Message):
     # How kernels reach the GPU (WebGPU only): "batched" (the engine's dispatch, js/src/engine/dispatch.ts), or
     # "upstream: why" when tvmjs's own dispatch runs them (a runtime the engine does not know, or asked for).
     dispatch: NotRequired[str]
+    # WebGPU: the decode loop answers take: "async" (sampled ids read back one step behind,
+    # js/src/engine/async_decode.ts), or "sync: why" (web-llm's own) when the engine cannot install it.
+    decode_loop: NotRequired[str]
     # On the CPU, which library build runs: "relaxed-simd" (8-bit dot products) or "simd128".
     cpu_build: NotRequired[Literal["relaxed-simd", "simd128"]]
 
