@@ -607,16 +607,18 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
 
     A drop-in for ``TIRPagedKVCache``'s ``batch_decode_paged_kv`` (same arguments and results, RoPE applied
     before K is stored, as :func:`decode_attention_fallback`). TVM's kernel runs one workgroup per KV head
-    (3 for SmolLM2) that walks the context a few positions per step with barriers between steps: 28 us a
-    layer at a 32-token context and 73 us at 512 on an H100 (bench/results/gpu.json), most of a decode
-    step's GPU time at long contexts. Here each of ``T`` threads keeps its own online softmax (base 2) over
-    positions ``tx, tx + T, ...``, four at a time (one position a step left each thread waiting on its loads:
-    25 us a layer at 32 positions, 61 us at 512 on an H100), with q and its output row in registers; the
-    threads' partial states are
-    then merged through shared memory in two rounds (half the threads fold in the other half, then every
-    thread combines the halves' rows for its own output dimensions). Three barriers in all, whatever the
-    context length; shared memory stays at 8 KB plus two floats a thread. ``softcap`` as
-    :func:`decode_attention_fallback`'s.
+    (3 for SmolLM2) that walks the context a few positions per step with barriers between steps. Here each of
+    ``T`` threads keeps its own online softmax (base 2) over positions ``tx, tx + T, ...``, four at a time, with
+    q and its output row in registers; the threads' partial states are then merged through shared memory in two
+    rounds (half the threads fold in the other half, then every thread combines the halves' rows for its own
+    output dimensions). Three barriers in all, whatever the context length; shared memory stays at 8 KB plus two
+    floats a thread. ``softcap`` as :func:`decode_attention_fallback`'s.
+
+    Measured (a compute pass per kernel timed by timestamp queries, ~9 us of each pass being the pass itself;
+    bench/gpu_device.py): 27 us a layer at 32 positions and 63 us at 512 on an H100, against 28 and 73 us for
+    TVM's kernel on an H200 in an earlier run; taking one position a step instead of four measured 25 and 61 us.
+    So it is no faster at chat lengths: a decode step's few query heads leave most of the GPU idle either way, and
+    splitting the context across workgroups (with a merge pass) is what would change that.
     """
     from .attention import score_cap
 
