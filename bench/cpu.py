@@ -4,8 +4,8 @@
     python bench/cpu.py --runs 5 --decode 64 --prompts 64 --quantization q4f32_1 --shapes none
     python bench/cpu.py --baselines none         # the browser CPU path only
 
-Both library builds of each model are measured: relaxed SIMD (``cpu_path``; what Chromium's page picks) and
-SIMD128 (``cpu_path_simd128``; browsers without relaxed SIMD). ``ratios_vs_llama_cpp`` divides their medians by
+Both library builds of each model are measured: SIMD128 (``cpu_path``; what the page picks, in Chromium too: see
+``PREFERRED_CPU_BUILD`` in ``js/src/engine/cpu/features.ts``) and relaxed SIMD (``cpu_path_relaxed_simd``). ``ratios_vs_llama_cpp`` divides their medians by
 llama.cpp's from the same run. The second model (``models``) is ``bench/shapes.py``'s random-weight GGUF of
 Qwen2.5-0.5B's shapes (numpy is left out there: it would take minutes per run).
 
@@ -68,6 +68,12 @@ for (let i = 0; i < arg.decode; i++) {
 }
 return { steps, out };
 """
+
+
+#: Result keys of the page's CPU path, by library build: ``cpu_path`` is the build the page runs.
+CPU_PATHS = (("cpu_path", "simd128"), ("cpu_path_relaxed_simd", "relaxed-simd"))
+#: Every key a CPU-path section may have (``cpu_path_simd128``: results from before the page preferred SIMD128).
+CPU_PATH_KEYS = ("cpu_path", "cpu_path_relaxed_simd", "cpu_path_simd128")
 
 
 def summary(xs: list[float]) -> dict:
@@ -236,7 +242,7 @@ def ratios(r: dict) -> dict:
     """Page CPU path (each build) over llama.cpp, per prompt: decode and prefill medians of the same run."""
     ll = (r.get("llama_cpp") or {}).get("prompts") or {}
     out: dict = {}
-    for key in ("cpu_path", "cpu_path_simd128"):
+    for key in CPU_PATH_KEYS:
         for n, p in ((r.get(key) or {}).get("prompts") or {}).items():
             if n in ll:
                 out.setdefault(key, {})[n] = {
@@ -255,7 +261,7 @@ def measure_model(pg: Page, folder: Path, args, prompts: list[list[int]], wanted
     gguf = Path(manifest["source_path"]) if str(manifest.get("source_path", "")).endswith(".gguf") else None
     res: dict = {"model": manifest.get("model_id"), "quantization": manifest.get("quantization"),
                  "gguf": str(gguf) if gguf else None, "page_build": pg.build}
-    for key, isa in (("cpu_path", "relaxed-simd"), ("cpu_path_simd128", "simd128")):
+    for key, isa in CPU_PATHS:
         if not (folder / LIBRARY_FILES[isa]).is_file():
             res[key] = {"skipped": f"the folder has no {isa} build ({LIBRARY_FILES[isa]})"}
             continue
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     for title, r in [(result.get("model"), result)] + [(n, m) for n, m in result["models"].items()]:
         print(f"-- {title}")
-        for name in ("cpu_path", "cpu_path_simd128", "llama_cpp", "numpy"):
+        for name in (*CPU_PATH_KEYS, "llama_cpp", "numpy"):
             e = r.get(name) or {}
             if "skipped" in e:
                 print(f"{name:16s} skipped: {e['skipped']}")

@@ -156,7 +156,7 @@ def _cpu_series(cpu: dict, de: dict | None) -> list[tuple[str, dict]]:
     """(label, {prompt_len: entry}) for the CPU comparison: the page's CPU path (each library build), the WebGPU
     path (decode.json, its default mode), llama.cpp and numpy (cpu.json, same run as the CPU path)."""
     rows = []
-    for key in ("cpu_path", "cpu_path_simd128"):
+    for key in ("cpu_path", "cpu_path_relaxed_simd", "cpu_path_simd128"):
         if "prompts" in cpu.get(key, {}):
             rows.append((_cpu_label(cpu[key]), cpu[key]["prompts"]))
     for name, r in ((de or {}).get("browser") or {}).items():
@@ -209,7 +209,7 @@ def _ratio_lines(title: str, r: dict) -> list[str]:
     """Page CPU path / llama.cpp, decode and prefill medians of the same run, per build and prompt."""
     rat = r.get("ratios_vs_llama_cpp") or {}
     out = []
-    for key in ("cpu_path", "cpu_path_simd128"):
+    for key in ("cpu_path", "cpu_path_relaxed_simd", "cpu_path_simd128"):
         label = "relaxed SIMD" if (r.get(key) or {}).get("build") == "relaxed-simd" else "SIMD128"
         for n, v in sorted((rat.get(key) or {}).items(), key=lambda kv: int(kv[0])):
             out.append(f"| {title} | {label} | {n} | {v['decode']:.2f}× | {v['prefill']:.2f}× |")

@@ -62,7 +62,8 @@ def test_chat_without_webgpu_answers_paris_on_the_cpu(widget_host_no_webgpu, smo
         return chat, await chat.ask("What is the capital of France?")
 
     chat, answer = widget_host_no_webgpu.run(go(), timeout=1800)
-    assert chat.backend["device"] == "cpu" and chat.backend["cpu_build"] == "relaxed-simd", chat.backend
+    # Chromium has relaxed SIMD, but the page runs the build measured faster (js/src/engine/cpu/features.ts)
+    assert chat.backend["device"] == "cpu" and chat.backend["cpu_build"] == "simd128", chat.backend
     assert "Paris" in answer, answer
     # the greedy answer is the float numpy reference's, token for token (8-bit activations change no choice here)
     from tokenizers import Tokenizer

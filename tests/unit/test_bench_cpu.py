@@ -63,11 +63,11 @@ def test_plot_puts_the_cpu_path_beside_webgpu_llama_cpp_and_numpy(tmp_path):
         "ratios_vs_llama_cpp": {"cpu_path": {"32": {"decode": 0.403, "prefill": 0.367}}},
         "models": {"qwen0.5b-shape": {
             "model": "Qwen2.5-0.5B-shape-ggml-cpu", "quantization": "ggml",
-            "cpu_path": {"build": "relaxed-simd", "prompts": {"32": {**row(32, 20.0, 12.0), "other_busy_cores": summ(0.3)}}},
-            "cpu_path_simd128": {"build": "simd128", "prompts": {"32": row(32, 15.0, 9.0)}},
+            "cpu_path": {"build": "simd128", "prompts": {"32": {**row(32, 20.0, 12.0), "other_busy_cores": summ(0.3)}}},
+            "cpu_path_relaxed_simd": {"build": "relaxed-simd", "prompts": {"32": row(32, 15.0, 9.0)}},
             "llama_cpp": {"prompts": {"32": row(32, 40.0, 16.0)}},
             "ratios_vs_llama_cpp": {"cpu_path": {"32": {"decode": 0.75, "prefill": 0.5}},
-                                    "cpu_path_simd128": {"32": {"decode": 0.5625, "prefill": 0.375}}}}}}))
+                                    "cpu_path_relaxed_simd": {"32": {"decode": 0.5625, "prefill": 0.375}}}}}}))
     (res / "decode.json").write_text(json.dumps({
         "machine": machine, "when": "t", "settings": {"runs": 3, "max_tokens": 4},
         "browser": {"ggml": {"adapter": {"vendor": "v", "architecture": "a"},
@@ -83,10 +83,10 @@ def test_plot_puts_the_cpu_path_beside_webgpu_llama_cpp_and_numpy(tmp_path):
     assert "| llama.cpp (1 thread) | 32 | 150.00" in text and "| 0.20 |" in text
     assert "numpy: skipped — numpy reference failed: boom" in text
     # the shaped model's table (both page builds beside llama.cpp) and the ratios of the same run
-    assert "**qwen0.5b-shape**" in text and "| page CPU (wasm relaxed SIMD, 1 thread) | 32 | 20.00" in text
-    assert "| page CPU (wasm SIMD128, 1 thread) | 32 | 15.00" in text
-    assert "| qwen0.5b-shape | relaxed SIMD | 32 | 0.75× | 0.50× |" in text
-    assert "| qwen0.5b-shape | SIMD128 | 32 | 0.56× | 0.38× |" in text and "| SIMD128 | 32 | 0.40× | 0.37× |" in text
+    assert "**qwen0.5b-shape**" in text and "| page CPU (wasm SIMD128, 1 thread) | 32 | 20.00" in text
+    assert "| page CPU (wasm relaxed SIMD, 1 thread) | 32 | 15.00" in text
+    assert "| qwen0.5b-shape | SIMD128 | 32 | 0.75× | 0.50× |" in text
+    assert "| qwen0.5b-shape | relaxed SIMD | 32 | 0.56× | 0.38× |" in text and "| SIMD128 | 32 | 0.40× | 0.37× |" in text
     assert "31.0 tok/s wall clock while other work kept 0.10 cores busy (meets the ≥ 20 tok/s target" in text
     # decode.py's llama-cpp-python row points at the CPU table instead of reporting a skip
     assert "see the CPU table below" in text and "llama-cpp-python is not installed" in text

@@ -42,9 +42,10 @@ def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nib
 @pytest.mark.parametrize("fmt", ["q4", "q4_1", "q8_0"])
 def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_weights(fmt, isa):
     """One quantized product alone: x rounded to 8-bit blocks (``quantize_activations``) times the decoded weights,
-    for a 5-token input through the prefill tile (4 tokens, one partial tile) and token by token."""
+    for a 5-token input through prefill tiles of 4 and 8 tokens (partial tiles) and token by token; 42 output rows
+    leave a partial block of the decode kernel's four rows."""
     rng = np.random.default_rng(3)
-    k, n, t = 96, 40, 5
+    k, n, t = 96, 42, 5
     bits = 8 if fmt == "q8_0" else 4
     q = rng.integers(0, 1 << bits, (n, k), dtype=np.uint8)
     s = rng.uniform(0.01, 0.1, (n, k // 32)).astype(np.float32)
@@ -58,7 +59,7 @@ def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_wei
     xq, xd = quantize_activations(x, activation_bits(fmt, isa))
     want = (xq.astype(np.float64) * np.repeat(xd, 32, axis=-1)) @ w.T.astype(np.float64)
     args = [words, s, m] if fmt == "q4_1" else [words, s]
-    for tile in (1, 4):
+    for tile in (1, 4, 8):
         tgt = tvm.target.Target(NATIVE)
         f = tvm.compile(qmatmul_kernel(fmt, k, n, tile=tile, isa=isa, arch="x86_64").with_attr("global_symbol", "f"),
                         target=tgt)
@@ -124,7 +125,7 @@ def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(sourc
         quant = as_quantization(source)
     ex = export_model(cfg, quant, tvm.target.Target({"kind": "llvm"}))
     records = list(param_records(ckpt, cfg, quant))
-    cpu_mod = specialize_for_cpu(ex.mod, tvm.target.Target(NATIVE), isa)
+    cpu_mod = specialize_for_cpu(ex.mod, tvm.target.Target(NATIVE), isa, kv_cache=ex.metadata["kv_cache"])
     replaced = [gv.name_hint for gv in ex.mod.get_global_vars()
                 if gv.name_hint.startswith("dequant_") and not cpu_mod[gv].same_as(ex.mod[gv])]
     assert any(n.startswith("dequant_take") for n in replaced) and any(n.startswith("dequant_lm_head") for n in replaced)
@@ -135,3 +136,42 @@ def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(sourc
     want = LlamaReference(weights, tiny.config, activations=bits).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
     exact = LlamaReference(weights, tiny.config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
     check_integer_activation_logits(got, want, exact)
+
+
+def _run_attention(func, args, scalars):
+    m = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                    target=tvm.target.Target({"kind": "llvm"}))
+    ts = [tvm.runtime.tensor(a) for a in args]
+    m["main"](*ts, *scalars)
+    return [t.numpy() for t in ts[-2:]]
+
+
+def test_cpu_attention_kernels_equal_tvms_on_pages_and_ragged_chunks():
+    """The page CPU's attention (compile/cpu_attention.py) against TVM's own CPU kernels, which the KV cache would
+    call otherwise: decode over two sequences' pages (a partial last page, pages out of order) and ragged prefill of
+    two sequences, causal and not; outputs and log-sum-exp."""
+    from tvm.relax.frontend.nn.llm.kv_cache import _attention_decode_cpu, _attention_prefill_ragged_cpu
+
+    from webllm_widget.compile.cpu_attention import decode_kernel, prefill_ragged_kernel
+
+    rng = np.random.default_rng(5)
+    h_kv, h_q, d, ps = 2, 6, 16, 4
+    pages = rng.standard_normal((10, 2, h_kv, ps, d)).astype(np.float32)
+    z2 = np.zeros(2, np.int32)
+    dec = [rng.standard_normal((2, h_q, d)).astype(np.float32), pages, np.array([0, 3, 5], np.int32),
+           np.array([7, 2, 5, 0, 9], np.int32), np.array([2, 4], np.int32), z2, z2,
+           np.zeros((2, h_q, d), np.float32), np.zeros((2, h_q), np.float32)]
+    scalars = (0, 1.0, 10000.0, 0.125)
+    want = _run_attention(_attention_decode_cpu(h_kv, h_q, d, "float32", False, {}, ps), dec, scalars)
+    got = _run_attention(decode_kernel(h_kv, h_q, d, ps), dec, scalars)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    rag = [rng.standard_normal((8, h_q, d)).astype(np.float32), np.array([0, 3, 8], np.int32),
+           rng.standard_normal((10, h_kv, d)).astype(np.float32), rng.standard_normal((10, h_kv, d)).astype(np.float32),
+           np.array([0, 3, 10], np.int32), np.zeros(8, np.int32), z2,
+           np.zeros((8, h_q, d), np.float32), np.zeros((8, h_q), np.float32)]
+    for causal in (1, 0):
+        want = _run_attention(_attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {}), rag, (causal, *scalars))
+        got = _run_attention(prefill_ragged_kernel(h_kv, h_q, d), rag, (causal, *scalars))
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)

@@ -1,7 +1,7 @@
 // The page side of the engine: starts the worker from a Blob URL, installs model files, and turns the
 // worker's messages into the Engine interface. One engine per page, shared by every widget on it; it holds
 // several models at once within a memory budget, and every request names the model it is for.
-import { cpuBuildLabel, detectCpuBuild, type CpuBuild } from "./cpu/features";
+import { cpuBuildLabel, detectCpuBuild, PREFERRED_CPU_BUILD, type CpuBuild } from "./cpu/features";
 import { toEngineError } from "./errors";
 import { installModelFiles, recordFor } from "./model_files";
 import { modelBaseUrl } from "./kv_fit";
@@ -112,8 +112,9 @@ function checkFeatures(spec: ModelSpec, gpu: GPUInfo | null): void {
 }
 
 /**
- * A CPU spec narrowed to the library build this page's WebAssembly runs (relaxed SIMD where it validates, else
- * SIMD128), the other build's file dropped so it is never copied in; the reason says which build and why.
+ * A CPU spec narrowed to the library build this page runs (PREFERRED_CPU_BUILD where the page's WebAssembly
+ * validates it and the model has it, else SIMD128), the other build's file dropped so it is never copied in; the
+ * reason says which build and why.
  */
 export function withCpuBuild(spec: ModelSpec, reason: string): { device: "cpu"; reason: string; spec: ModelSpec; cpu_build: CpuBuild } {
   const build = detectCpuBuild();
@@ -122,12 +123,15 @@ export function withCpuBuild(spec: ModelSpec, reason: string): { device: "cpu"; 
       "from 2021 or later (Chrome 91, Firefox 89, Safari 16.4), or WebGPU.");
   }
   const relaxed = spec.lib_relaxed_simd;
-  const use = build === "relaxed-simd" && relaxed ? relaxed : spec.lib;
+  const wantRelaxed = PREFERRED_CPU_BUILD === "relaxed-simd";
+  const use = wantRelaxed && build === "relaxed-simd" && relaxed ? relaxed : spec.lib;
   const drop = use === relaxed ? spec.lib : relaxed;
   const files = spec.files?.filter((f) => f.name !== drop);
   const cpu_build: CpuBuild = use === relaxed && relaxed ? "relaxed-simd" : "simd128";
   const why = cpu_build === "relaxed-simd" ? "relaxed SIMD available"
-    : build === "relaxed-simd" ? "this model has no relaxed-SIMD build" : "no relaxed SIMD in this browser";
+    : build !== "relaxed-simd" ? "no relaxed SIMD in this browser"
+      : !wantRelaxed ? "relaxed SIMD available, but the SIMD128 build measured faster"
+        : "this model has no relaxed-SIMD build";
   return { device: "cpu", reason: `${reason}; ${cpuBuildLabel(cpu_build)} (${why})`,
     spec: { ...spec, lib: use, files, lib_relaxed_simd: undefined }, cpu_build };
 }

@@ -248,8 +248,21 @@ def quantize_activations(x: np.ndarray, form: str = "int16") -> tuple[np.ndarray
     return q.astype(np.int32).reshape(x.shape), d
 
 
-#: Output rows the decode kernel computes per step (sharing the activation loads).
-ROWS = 2
+#: Output rows the decode kernel computes per step: their per-group integer sums are reduced into one vector
+#: (:func:`_reduce4`), so the scales and offsets of four rows are applied in one vector step.
+ROWS = 4
+#: Output rows the prefill kernel computes per step (each activation load serves them all).
+PREFILL_ROWS = 1
+#: Lanes of the float vectors the products accumulate in: four rows in decode, four tokens in prefill.
+VEC = 4
+
+
+def _reduce4(T, a, b, c, d):
+    """The horizontal sums of four int32x4 vectors as one int32x4 (lane ``i`` = sum of the ``i``-th argument):
+    two interleave-and-add steps (``i32x4`` unpack shuffles, which V8 lowers to single x86 instructions)."""
+    ab = T.Shuffle([a, b], [0, 4, 1, 5]) + T.Shuffle([a, b], [2, 6, 3, 7])
+    cd = T.Shuffle([c, d], [0, 4, 1, 5]) + T.Shuffle([c, d], [2, 6, 3, 7])
+    return T.Shuffle([ab, cd], [0, 1, 4, 5]) + T.Shuffle([ab, cd], [2, 3, 6, 7])
 
 
 def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128", arch: str = "wasm32"):
@@ -257,10 +270,12 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
 
     Per tile of ``tile`` tokens, each group of 32 activations becomes integers and a scale
     (:func:`quantize_activations`), keeping the group's sum for the offset term. Per output row and group the raw
-    weight integers meet them in integer dot products, and ``scale * x_scale`` is applied once per group in float;
-    the offset (``q_min``, or ``-7 s`` / ``-128 s``) goes against the group's activation sum. Weights are decoded
-    once per tile of tokens, so prefill uses ``tile`` > 1 (a last partial tile repeats the last token: same values
-    rewritten).
+    weight integers meet them in integer dot products (an int32x4 of partial sums); four such sums are reduced
+    into one vector (:func:`_reduce4`), converted to float and scaled by ``scale * x_scale`` in one step, and the
+    offset (``q_min``, or ``-7 s`` / ``-128 s``) against the group's activation sum is added the same way. The
+    four lanes are :data:`ROWS` output rows in decode (``tile`` 1; a last partial block of rows repeats the last
+    row) and four tokens of the tile in prefill (``tile`` a multiple of 4: each weight group is decoded once for the
+    whole tile; a last partial tile repeats the last token, the same values rewritten).
 
     ``isa="simd128"``: 16-bit activations and weights widened to int16, ``i32x4.dot_i16x8_s`` (8 products each).
     ``isa="relaxed-simd"``: 4-bit weights are 7-bit operands as they stand, so with activation bytes one
@@ -272,6 +287,8 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
 
     if k % GROUP:
         raise ValueError(f"input features {k} is not a multiple of {GROUP}")
+    if tile != 1 and tile % VEC:
+        raise ValueError(f"a prefill tile of {tile} tokens is not a multiple of {VEC}")
     _check_isa(isa)
     idot_name = DOT_INTRINSICS[arch]
     bits = _bits(fmt)
@@ -288,9 +305,13 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     xmax = XQ_MAX[activation_bits(fmt, isa)]
     parts = 2 if act8 else 1  # int8x2: the rounded value and its residue times LO_SCALE
     dscale = 1.0 / LO_SCALE if act8 else 1.0
-    # Output rows per step: decode takes ROWS rows at once (each activation load and loop step serves them all);
-    # prefill's tile of tokens already shares each decoded weight group.
-    rr = ROWS if tile == 1 and n % ROWS == 0 else 1
+    rows_in_lanes = tile == 1
+    rr = ROWS if rows_in_lanes else PREFILL_ROWS  # output rows per step
+    nv = 1 if rows_in_lanes else tt // VEC  # accumulator vectors per row
+    blocks = (n + rr - 1) // rr
+
+    def row(rb, r):
+        return T.min(rb * rr + r, n - 1) if n % rr else rb * rr + r
 
     def idot(a, b):
         return T.call_llvm_pure_intrin("int32x4", idot_name, a, b)
@@ -320,6 +341,23 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                 + idot(wv[r, 2, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 16))
                 + idot(wv[r, 3, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 24)))
 
+    def lanes4(wv, wb, xq, g, v, r=0):
+        """One group's integer sums of the four (row, token) pairs of accumulator vector ``v`` (of row ``r`` in
+        prefill), as one int32x4."""
+        if rows_in_lanes:
+            return _reduce4(T, dot_group(wv, wb, xq, 0, 0, g), dot_group(wv, wb, xq, 1, 0, g),
+                            dot_group(wv, wb, xq, 2, 0, g), dot_group(wv, wb, xq, 3, 0, g))
+        return _reduce4(T, dot_group(wv, wb, xq, r, v * VEC, g), dot_group(wv, wb, xq, r, v * VEC + 1, g),
+                        dot_group(wv, wb, xq, r, v * VEC + 2, g), dot_group(wv, wb, xq, r, v * VEC + 3, g))
+
+    def f32(e):
+        return T.Cast("float32x4", e)
+
+    def bc(e):
+        return T.Broadcast(e, VEC)
+
+    V4 = T.Ramp(0, 1, VEC)
+
     @T.macro
     def body(x, w, s, m, y, b, t):
         for bi in T.serial(b):
@@ -329,12 +367,17 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                 T.writes(y[vb, 0:t, 0:n])
                 w8 = T.decl_buffer((n * rowbytes,), "uint8", data=w.data)
                 xq = T.sblock_alloc_buffer((tt, parts, k), xdtype)  # activations: int16, or int8 value + residue
-                xd = T.sblock_alloc_buffer((tt, groups), "float32")  # activation scale per group
-                xsum = T.sblock_alloc_buffer((tt, groups), "float32")  # sum of the quantized activations
+                xd = T.sblock_alloc_buffer((groups, tt), "float32")  # activation scale per group (tokens adjacent)
+                xo = T.sblock_alloc_buffer((groups, tt), "float32")  # group sum of x as rounded, scaled (q4_1)
+                # symmetric formats: the group sum of the integers times the weights' offset, added to the integer
+                # dot before it becomes float (8-bit weights are stored 0..255: the offset term nearly cancels the
+                # dot, and a float sum of the two would lose the difference's low bits)
+                xi = T.sblock_alloc_buffer((groups, tt), "int32")
                 red = T.sblock_alloc_buffer((3,), "float32")
                 isum = T.sblock_alloc_buffer((1,), "int32")
-                acc = T.sblock_alloc_buffer((rr, tt, LANES), "float32")
-                tail = T.sblock_alloc_buffer((rr, tt), "float32")
+                acc = T.sblock_alloc_buffer((rr * nv if not rows_in_lanes else 1, VEC), "float32")
+                ls = T.sblock_alloc_buffer((VEC,), "float32")  # decode: the four rows' scales of a group
+                lm = T.sblock_alloc_buffer((VEC,), "float32")  # ... and their q_min
                 wv = T.sblock_alloc_buffer((rr, 4, 8), "int16")
                 wb = T.sblock_alloc_buffer((rr, 2, 16), "uint8")
                 for tb in T.serial((t + tt - 1) // tt):
@@ -342,7 +385,7 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                         red[0] = T.float32(0)
                         for i in T.serial(GROUP):
                             red[0] = T.max(red[0], T.fabs(x[vb, T.min(tb * tt + u, t - 1), g * GROUP + i]))
-                        xd[u, g] = red[0] / T.float32(xmax) * T.float32(dscale)
+                        xd[g, u] = red[0] / T.float32(xmax) * T.float32(dscale)
                         red[1] = T.Select(red[0] > T.float32(0), T.float32(xmax) / red[0], T.float32(0))
                         isum[0] = 0
                         for i in T.serial(GROUP):
@@ -355,20 +398,20 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                                     + T.Cast("int32", xq[u, parts - 1, g * GROUP + i])
                             else:
                                 isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + i])
-                        xsum[u, g] = T.Cast("float32", isum[0]) * xd[u, g]
-                    for rb in T.serial(n // rr):
-                        for r, u in T.grid(rr, tt):
-                            acc[r, u, T.Ramp(0, 1, LANES)] = T.Broadcast(T.float32(0), LANES)
-                            tail[r, u] = T.float32(0)
+                        xo[g, u] = T.Cast("float32", isum[0]) * xd[g, u]
+                        xi[g, u] = isum[0] * int(off)
+                    for rb in T.serial(blocks):
+                        for v in T.unroll(rr * nv if not rows_in_lanes else 1):
+                            acc[v, V4] = T.Broadcast(T.float32(0), VEC)
                         for g in T.serial(groups):
                             for r in T.unroll(rr):
                                 if act8:
-                                    v = w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes, 1, 16)]
-                                    wb[r, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(v, T.Broadcast(T.uint8(15), 16))
-                                    wb[r, 1, T.Ramp(0, 1, 16)] = T.shift_right(v, T.Broadcast(T.uint8(4), 16))
+                                    wbytes = w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes, 1, 16)]
+                                    wb[r, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(wbytes, T.Broadcast(T.uint8(15), 16))
+                                    wb[r, 1, T.Ramp(0, 1, 16)] = T.shift_right(wbytes, T.Broadcast(T.uint8(4), 16))
                                 elif four:
-                                    lo = T.Cast("int16x8", w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes, 1, 8)])
-                                    hi = T.Cast("int16x8", w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes + 8, 1, 8)])
+                                    lo = T.Cast("int16x8", w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes, 1, 8)])
+                                    hi = T.Cast("int16x8", w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes + 8, 1, 8)])
                                     wv[r, 0, T.Ramp(0, 1, 8)] = T.bitwise_and(lo, T.Broadcast(T.int16(15), 8))
                                     wv[r, 1, T.Ramp(0, 1, 8)] = T.bitwise_and(hi, T.Broadcast(T.int16(15), 8))
                                     wv[r, 2, T.Ramp(0, 1, 8)] = T.shift_right(lo, T.Broadcast(T.int16(4), 8))
@@ -376,20 +419,36 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                                 else:
                                     for c in T.unroll(4):
                                         wv[r, c, T.Ramp(0, 1, 8)] = T.Cast(
-                                            "int16x8", w8[T.Ramp((rb * rr + r) * rowbytes + g * gbytes + c * 8, 1, 8)])
-                            for u in T.unroll(tt):
-                                for r in T.unroll(rr):
-                                    acc[r, u, T.Ramp(0, 1, LANES)] = acc[r, u, T.Ramp(0, 1, LANES)] + T.Cast(
-                                        "float32x4", dot_group(wv, wb, xq, r, u, g)) * T.Broadcast(
-                                        s[rb * rr + r, g] * xd[u, g], LANES)
+                                            "int16x8", w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes + c * 8, 1, 8)])
+                            if rows_in_lanes:
+                                for r in T.unroll(VEC):
+                                    ls[r] = s[row(rb, r), g]
                                     if has_min:
-                                        tail[r, u] = tail[r, u] + m[rb * rr + r, g] * xsum[u, g]
-                                    else:
-                                        tail[r, u] = tail[r, u] + s[rb * rr + r, g] * T.float32(off) * xsum[u, g]
-                        for u in T.unroll(tt):
-                            for r in T.unroll(rr):
-                                y[vb, T.min(tb * tt + u, t - 1), rb * rr + r] = (
-                                    acc[r, u, 0] + acc[r, u, 1] + acc[r, u, 2] + acc[r, u, 3] + tail[r, u])
+                                        lm[r] = m[row(rb, r), g]
+                                if has_min:
+                                    acc[0, V4] = acc[0, V4] + f32(lanes4(wv, wb, xq, g, 0)) * ls[V4] * bc(xd[g, 0]) \
+                                        + lm[V4] * bc(xo[g, 0])
+                                else:
+                                    acc[0, V4] = acc[0, V4] + ls[V4] * f32(
+                                        lanes4(wv, wb, xq, g, 0) + T.Broadcast(xi[g, 0], VEC)) * bc(xd[g, 0])
+                            else:
+                                for v in T.unroll(nv):
+                                    for r in T.unroll(rr):
+                                        if has_min:
+                                            acc[r * nv + v, V4] = acc[r * nv + v, V4] + f32(lanes4(
+                                                wv, wb, xq, g, v, r)) * xd[g, T.Ramp(v * VEC, 1, VEC)] \
+                                                * bc(s[row(rb, r), g]) \
+                                                + bc(m[row(rb, r), g]) * xo[g, T.Ramp(v * VEC, 1, VEC)]
+                                        else:
+                                            acc[r * nv + v, V4] = acc[r * nv + v, V4] + bc(s[row(rb, r), g]) * f32(
+                                                lanes4(wv, wb, xq, g, v, r) + xi[g, T.Ramp(v * VEC, 1, VEC)]) \
+                                                * xd[g, T.Ramp(v * VEC, 1, VEC)]
+                        if rows_in_lanes:
+                            for r in T.unroll(VEC):
+                                y[vb, T.min(tb, t - 1), row(rb, r)] = acc[0, r]
+                        else:
+                            for r, v, j in T.grid(rr, nv, VEC):
+                                y[vb, T.min(tb * tt + v * VEC + j, t - 1), row(rb, r)] = acc[r * nv + v, j]
 
     if has_min:
         @T.prim_func(private=True, s_tir=True)
@@ -502,8 +561,9 @@ def _format_of(params_sinfo: list, k: int) -> str:
     return "q4" if words * 8 == k else "q8_0"
 
 
-def specialize_for_cpu(mod, target=None, isa: str = "simd128"):
-    """Replace the model's dequantizing matmul/embedding PrimFuncs by the SIMD kernels above.
+def specialize_for_cpu(mod, target=None, isa: str = "simd128", kv_cache: dict | None = None):
+    """Replace the model's dequantizing matmul/embedding PrimFuncs by the SIMD kernels above, and, given the model's
+    ``kv_cache`` dimensions (``_metadata["kv_cache"]``), the KV cache's CPU attention by :mod:`.cpu_attention`'s.
 
     The kernels read weights in the layout of :func:`pack_for_cpu`, so the parameters must come through
     :func:`cpu_param_records`. Shapes and formats are read off each ``call_tir`` site. ``isa`` picks the
@@ -548,7 +608,11 @@ def specialize_for_cpu(mod, target=None, isa: str = "simd128"):
     mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for gv, kernel in found.items():
         mod[gv] = kernel
-    return mod
+    if kv_cache is None:
+        return mod
+    from .cpu_attention import replace_attention
+
+    return replace_attention(mod, kv_cache)
 
 
 def library_key(config, quantization, isa: str = "simd128") -> str:
@@ -586,7 +650,7 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd
         return out
     target = cpu_target(isa)
     exported = export_model(cfg, quant, target)
-    mod = specialize_for_cpu(exported.mod, target, isa)
+    mod = specialize_for_cpu(exported.mod, target, isa, kv_cache=exported.metadata["kv_cache"])
     ex = compile_module(mod, target=target)
     tmp = out.with_suffix(".linking.wasm")
     link_executable(ex, tmp, target="cpu", use_cache=use_cache, progress=progress)
@@ -596,7 +660,7 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd
 
 
 #: Tokens per tile in the prefill kernel: each weight word is decoded once for this many tokens.
-TOKEN_TILE = 4
+TOKEN_TILE = 8
 
 
 def gemm_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32"):
