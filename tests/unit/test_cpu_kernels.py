@@ -175,3 +175,31 @@ def test_cpu_attention_kernels_equal_tvms_on_pages_and_ragged_chunks():
         got = _run_attention(prefill_ragged_kernel(h_kv, h_q, d), rag, (causal, *scalars))
         for w, g in zip(want, got):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_attention_replacements_keep_the_soft_cap():
+    """A soft-capped kernel (Gemma 2, compile/attention.py) is replaced by one applying the same cap: equal to TVM's
+    kernel rewritten by softcap_attention, and different from the uncapped one."""
+    from tvm.relax.frontend.nn.llm.kv_cache import _attention_prefill_ragged_cpu
+
+    from webllm_widget.compile.attention import softcap_attention
+    from webllm_widget.compile.cpu_attention import REPLACED, replace_attention
+
+    rng = np.random.default_rng(6)
+    h_kv, h_q, d = 1, 2, 8
+    capped = softcap_attention(tvm.IRModule({REPLACED[1]: _attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {})
+                                             .with_attr("global_symbol", REPLACED[1])}), 0.5)
+    ours = replace_attention(capped.clone() if hasattr(capped, "clone") else tvm.IRModule(dict(capped.functions)),
+                             {"num_key_value_heads": h_kv, "num_attention_heads": h_q, "head_dim": d})
+    rag = [3 * rng.standard_normal((4, h_q, d)).astype(np.float32), np.array([0, 4], np.int32),
+           3 * rng.standard_normal((4, h_kv, d)).astype(np.float32), rng.standard_normal((4, h_kv, d)).astype(np.float32),
+           np.array([0, 4], np.int32), np.zeros(4, np.int32), np.zeros(1, np.int32),
+           np.zeros((4, h_q, d), np.float32), np.zeros((4, h_q), np.float32)]
+    scalars = (1, 0, 1.0, 10000.0, 1.0)
+    want = _run_attention(capped[REPLACED[1]], rag, scalars)
+    got = _run_attention(ours[REPLACED[1]], rag, scalars)
+    assert not ours[REPLACED[1]].same_as(capped[REPLACED[1]])
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    plain = _run_attention(_attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {}), rag, scalars)
+    assert np.abs(plain[0] - got[0]).max() > 1e-2

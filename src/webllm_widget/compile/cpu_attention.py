@@ -11,7 +11,7 @@ the head dimension), then one ``exp2`` per score and the weighted sum of value r
 once for the group). Scores are kept in log2 units (times ``sm_scale * log2(e)``) and ``lse`` is written as TVM's
 kernels write it (``max + log2(sum)``), so the cache's merge of partial attention states is unchanged.
 
-Only the cache's rotary modes ``NONE`` and ``NORMAL`` are served (RoPE applied before the kernels, ``rotary_mode``
+Scores soft-capped by :mod:`.attention` (Gemma 2) keep their cap in the replacements. Only the cache's rotary modes ``NONE`` and ``NORMAL`` are served (RoPE applied before the kernels, ``rotary_mode``
 0); :func:`replace_attention` leaves a module whose cache applies RoPE inline, or a sliding window, to TVM's kernels.
 """
 from __future__ import annotations
@@ -36,9 +36,13 @@ def _dot(T, a, ai, b, bi, d):
     return T.Shuffle([acc], [0])
 
 
-def decode_kernel(h_kv: int, h_q: int, d: int, page_size: int = 16, dtype: str = "float32"):
-    """One query token per sequence against its paged keys and values (TVM's ``batch_decode_paged_kv`` ABI)."""
+def decode_kernel(h_kv: int, h_q: int, d: int, page_size: int = 16, dtype: str = "float32",
+                  softcap: float | None = None):
+    """One query token per sequence against its paged keys and values (TVM's ``batch_decode_paged_kv`` ABI);
+    ``softcap``: scores become ``cap * tanh(score / cap)`` (:func:`.attention.score_cap`), as in the kernel replaced."""
     from tvm.script import tirx as T
+
+    from .attention import score_cap
 
     if d % LANES or dtype != "float32":
         raise ValueError(f"the CPU attention kernel needs float32 heads of a multiple of {LANES} (got {dtype}, {d})")
@@ -96,9 +100,9 @@ def decode_kernel(h_kv: int, h_q: int, d: int, page_size: int = 16, dtype: str =
                         sm[g] = T.float32(0)
                     for j in T.serial(n):
                         for g in T.unroll(G):
-                            P[g * n + j] = _dot(T, qs, g * d, kf, (((page_table_values[begin + j // page_size] * 2)
-                                                                     * h_kv + hk) * page_size + j % page_size) * d,
-                                                d) * T.float32(LOG2E) * sm_scale
+                            P[g * n + j] = score_cap(_dot(T, qs, g * d, kf, (
+                                ((page_table_values[begin + j // page_size] * 2) * h_kv + hk) * page_size
+                                + j % page_size) * d, d) * T.float32(LOG2E) * sm_scale, softcap)
                             mx[g] = T.max(mx[g], P[g * n + j])
                     for g, j in T.grid(G, n):
                         P[g * n + j] = T.exp2(P[g * n + j] - mx[g])
@@ -118,10 +122,12 @@ def decode_kernel(h_kv: int, h_q: int, d: int, page_size: int = 16, dtype: str =
     return batch_decode_paged_kv
 
 
-def prefill_ragged_kernel(h_kv: int, h_q: int, d: int, dtype: str = "float32"):
+def prefill_ragged_kernel(h_kv: int, h_q: int, d: int, dtype: str = "float32", softcap: float | None = None):
     """The chunk's queries against the chunk's own keys and values, causal or not (TVM's ``batch_prefill_ragged_kv``
-    ABI; ``d`` is both the key and the value head size)."""
+    ABI; ``d`` is both the key and the value head size); ``softcap`` as in :func:`decode_kernel`."""
     from tvm.script import tirx as T
+
+    from .attention import score_cap
 
     if d % LANES or dtype != "float32":
         raise ValueError(f"the CPU attention kernel needs float32 heads of a multiple of {LANES} (got {dtype}, {d})")
@@ -181,8 +187,8 @@ def prefill_ragged_kernel(h_kv: int, h_q: int, d: int, dtype: str = "float32"):
                     n: T.let[T.int32] = T.if_then_else(causal > 0, T.min(nk - nq + i + 1, nk), nk)
                     for j in T.serial(n):
                         for g in T.unroll(G):
-                            P[g * n + j] = _dot(T, qs, g * d, kf, ((k0 + j) * h_kv + hk) * d, d) \
-                                * T.float32(LOG2E) * sm_scale
+                            P[g * n + j] = score_cap(_dot(T, qs, g * d, kf, ((k0 + j) * h_kv + hk) * d, d)
+                                                     * T.float32(LOG2E) * sm_scale, softcap)
                             mx[g] = T.max(mx[g], P[g * n + j])
                     for g, j in T.grid(G, n):
                         P[g * n + j] = T.exp2(P[g * n + j] - mx[g])
@@ -207,18 +213,22 @@ def replace_attention(mod, kv_cache: dict, page_size: int = 16):
     ``num_attention_heads``, ``head_dim``); ``page_size`` the one TVM's CPU kernels are made for.
 
     The caches :mod:`.model_lib` makes apply RoPE before attention (``RopeMode.NORMAL``) or not at all (``NONE``):
-    ``rotary_mode`` is 0 in every call, and these kernels do not rotate."""
+    ``rotary_mode`` is 0 in every call, and these kernels do not rotate. A kernel that soft-caps its scores
+    (:func:`.attention.softcap_attention`, Gemma 2) is replaced by one with the same cap."""
     from tvm import tirx
 
+    from .attention import SOFTCAP_ATTR, kernel_softcap
+
     h_kv, h_q, d = (int(kv_cache[k]) for k in ("num_key_value_heads", "num_attention_heads", "head_dim"))
-    makers = {REPLACED[0]: lambda: decode_kernel(h_kv, h_q, d, page_size),
-              REPLACED[1]: lambda: prefill_ragged_kernel(h_kv, h_q, d)}
+    makers = {REPLACED[0]: lambda cap: decode_kernel(h_kv, h_q, d, page_size, softcap=cap),
+              REPLACED[1]: lambda cap: prefill_ragged_kernel(h_kv, h_q, d, softcap=cap)}
     out = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and gv.name_hint in makers:
-            new = makers[gv.name_hint]()
-            if func.attrs is not None and "global_symbol" in func.attrs:
-                new = new.with_attr("global_symbol", func.attrs["global_symbol"])
+            new = makers[gv.name_hint](kernel_softcap(func))
+            for key in ("global_symbol", SOFTCAP_ATTR):
+                if func.attrs is not None and key in func.attrs:
+                    new = new.with_attr(key, func.attrs[key])
             out[gv] = new
     for gv, f in out.items():
         mod[gv] = f

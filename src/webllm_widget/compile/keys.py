@@ -98,15 +98,16 @@ def model_library_key(config: Any, quantization: Any, target: str, schedule: str
 
 def cpu_library_key(config: Any, quantization: Any, *, isa: str = "simd128", tvm: str | None = None) -> str:
     """Content key of a CPU model library: model shape, quantization, instruction set (``simd128`` or
-    ``relaxed-simd``), kernels, ABI, TVM version and the model compiler's sources (the model and its attention
-    kernels are compiled for the CPU too)."""
+    ``relaxed-simd``), kernels, ABI, TVM version, the model compiler's sources (the model and its attention
+    kernels are compiled for the CPU too) and the CPU kernels' own (``cpu.py``, ``cpu_attention.py``)."""
     from .quant.modes import as_quantization
 
     if isa not in CPU_ISAS:
         raise ValueError(f"CPU instruction set {isa!r} is not one of {', '.join(CPU_ISAS)}")
     blob = json.dumps({"config": config.to_dict(), "quant": as_quantization(quantization).key(),
                        "target": f"wasm32-{isa}", "kernels": CPU_KERNELS_VERSION, "abi": ABI_VERSION,
-                       "tvm": tvm or tvm_version(), "sources": _model_lib_sources()}, sort_keys=True)
+                       "tvm": tvm or tvm_version(), "sources": _model_lib_sources(),
+                       "cpu_sources": sources_digest(_HERE, ("cpu.py", "cpu_attention.py"))}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
