@@ -24,9 +24,9 @@ no hand-written wasm is needed):
   SIMD128 build, and 8-bit weights in both, use ``i32x4.dot_i16x8_s`` with 16-bit activations (8 products; as
   fast as 8-bit ones there: :func:`activation_bits`). Both keep logits within ~0.005 of float. Decode (one token) uses :func:`gemv_kernel`, :data:`ROWS` output rows a step;
   prefill :func:`gemm_kernel`, which decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens.
-- **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page validates a
-  tiny relaxed-SIMD module and loads the relaxed build where that works, the SIMD128 one elsewhere, and says which
-  (``js/src/engine/cpu/features.ts``).
+- **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page runs the one
+  ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 by
+  ``bench/cpu.py``), the SIMD128 one elsewhere, and says which (``js/src/engine/cpu/features.ts``).
 
 Example::
 
@@ -121,7 +121,7 @@ def cpu_param_records(records: Iterable[tuple[str, np.ndarray]]) -> Iterator[tup
 
 #: Instruction sets the CPU library is built for: ``simd128`` (every browser with wasm SIMD) and
 #: ``relaxed-simd`` (adds ``i32x4.relaxed_dot_i8x16_i7x16_add_s``, 16 byte products per instruction; Chrome 114+,
-#: Firefox 145+). The page picks the relaxed build when ``WebAssembly.validate`` accepts that instruction.
+#: Firefox 145+). The page runs the build ``PREFERRED_CPU_BUILD`` (js/src/engine/cpu/features.ts) names.
 ISAS = ("simd128", "relaxed-simd")
 #: The library file of each build in a CPU model folder (``model.wasm`` runs everywhere wasm SIMD does).
 LIBRARY_FILES = {"simd128": "model.wasm", "relaxed-simd": "model-relaxed-simd.wasm"}

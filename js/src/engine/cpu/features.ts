@@ -1,6 +1,7 @@
-// Which build of a CPU model library this page's WebAssembly runs: the relaxed-SIMD build (8-bit dot products,
-// i32x4.relaxed_dot_i8x16_i7x16_add_s) where the engine accepts that instruction, else the SIMD128 build.
-// Detected by validating two tiny modules, each one function using the instruction in question.
+// Which builds of a CPU model library this page's WebAssembly can run: the relaxed-SIMD build (8-bit dot products,
+// i32x4.relaxed_dot_i8x16_i7x16_add_s) where the engine accepts that instruction, the SIMD128 build everywhere with
+// SIMD; detected by validating two tiny modules, each one function using the instruction in question. Which of them
+// the page runs is PREFERRED_CPU_BUILD's choice (measured).
 
 export type CpuBuild = "relaxed-simd" | "simd128";
 
