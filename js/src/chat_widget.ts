@@ -185,7 +185,7 @@ function initialize({ model }: { model: AnyModel }) {
       state.refreshFacts(); // its files are cached now
       channel.reply(msg, "result", { model: r.model, gpu: r.gpu, load_s: r.load_s, bytes_installed: r.bytes_installed,
         device: r.device ?? "webgpu", device_reason: r.device_reason ?? "", schedule: r.schedule ?? null,
-        ...(r.dispatch ? { dispatch: r.dispatch } : {}), ...(r.cpu_build ? { cpu_build: r.cpu_build } : {}) });
+        ...(r.dispatch ? { dispatch: r.dispatch } : {}), ...(r.shaders ? { shaders: r.shaders } : {}), ...(r.cpu_build ? { cpu_build: r.cpu_build } : {}) });
     } catch (err) {
       state.status = "error";
       state.progress = null;

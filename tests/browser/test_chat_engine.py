@@ -139,6 +139,35 @@ def test_async_readback_decodes_the_tokens_of_the_synchronous_loop(session):
     assert len(stopped["async"][0]["text"]) < len(text)
 
 
+def test_kernels_a_chat_never_runs_compile_on_first_use_and_answers_match(session):
+    """A load compiles only the kernels a chat runs (js/src/engine/shaders.ts): the KV cache's tree-attention,
+    MLA, debug-read and compaction kernels, and its windowed ones (the tiny Llama has no sliding window), are left
+    for first use. A kernel left out still works: the model loaded again with its decode and first-turn prefill
+    attention kernels left out too (``window.__webllmWidgetDeferShaders``) compiles them when the answer first
+    launches them, and answers with the same greedy text."""
+    sh = session.load_info["shaders"]
+    assert sh["mode"] == "deferred", sh
+    assert sh["at_load"] + len(sh["deferred"]) == sh["library"] and sh["at_load"] < sh["library"], sh
+    for family in ("tree_attn", "mla", "debug_get_kv", "compact_kv_copy", "sliding_window"):
+        assert any(family in k for k in sh["deferred"]), (family, sh["deferred"])
+    assert not any(k.startswith(("batch_decode_paged_kv_kernel", "batch_prefill_paged_kv_kernel")) for k in sh["deferred"])
+    msgs, n = [{"role": "user", "content": "hello there"}], 12
+    session.run(session.engine.reset())
+    a = session.run(session.engine.generate(msgs, temperature=0, max_tokens=n, ignore_eos=True))
+    assert a["shaders"]["compiled_later"] == [], a["shaders"]  # a chat launches none of them
+    forced = ["batch_decode_paged_kv_kernel", "batch_prefill_ragged_kv_kernel"]
+    session.run(session.engine.page.evaluate(f"window.__webllmWidgetDeferShaders = {forced!r}"))
+    try:
+        late = session.run(session.engine.load(dict(session.model.spec, id=session.model.spec["id"] + "-late")))
+    finally:
+        session.run(session.engine.page.evaluate("delete window.__webllmWidgetDeferShaders"))
+    assert set(forced) <= set(late["shaders"]["deferred"]) and late["shaders"]["at_load"] == sh["at_load"] - 2
+    b = session.run(session.engine.generate(msgs, temperature=0, max_tokens=n, ignore_eos=True))
+    assert sorted(b["shaders"]["compiled_later"]) == sorted(forced), b["shaders"]
+    assert a["text"] == b["text"] and a["text"]
+    assert a["usage"]["completion_tokens"] == b["usage"]["completion_tokens"] >= n - 1
+
+
 def test_batched_dispatch_is_on_and_answers_as_tvmjs_own(session):
     """The engine's batched kernel dispatch (js/src/engine/dispatch.ts) runs every WebGPU model, and answers as
     tvmjs's own dispatch: the same model loaded again with ``window.__webllmWidgetDispatch = "upstream"`` (a

@@ -19,6 +19,7 @@ import {
   type ModelSpec,
 } from "./types";
 import type { FromWorker, ToWorker } from "./wire";
+import type { ShaderStats } from "./shaders";
 
 /** A model the page holds (or held, and may load again when a request names it). */
 interface Slot {
@@ -344,8 +345,11 @@ export class WorkerEngine implements Engine {
       await this.makeRoom(key, requested.id, bytes, emit, t0);
       // a page may ask for tvmjs's own kernel dispatch (the GPU bench compares both): window.__webllmWidgetDispatch
       const dispatch = (globalThis as { __webllmWidgetDispatch?: "batched" | "upstream" }).__webllmWidgetDispatch;
-      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string; decode_loop?: string }>(
-        { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device, dispatch } as Omit<ToWorker, "id">,
+      // and more kernels to compile on first use (tests of that path): window.__webllmWidgetDeferShaders
+      const deferShaders = (globalThis as { __webllmWidgetDeferShaders?: string[] }).__webllmWidgetDeferShaders;
+      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string; decode_loop?: string; shaders?: ShaderStats }>(
+        { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device, dispatch,
+          defer_shaders: deferShaders } as Omit<ToWorker, "id">,
         { onProgress: emit },
       );
       this.gpu = r.gpu;
@@ -355,6 +359,7 @@ export class WorkerEngine implements Engine {
         schedule: choice.device === "webgpu" ? spec.schedule : undefined,
         dispatch: r.dispatch,
         ...(r.decode_loop ? { decode_loop: r.decode_loop } : {}),
+        ...(r.shaders ? { shaders: r.shaders } : {}),
       };
       if (spec.prebuilt && spec.hub) {
         await recordModel({ id: spec.id, url: modelBaseUrl(spec.hub.model), kind: "prebuilt", lib_url: spec.hub.model_lib ?? undefined });
@@ -453,6 +458,7 @@ export class WorkerEngine implements Engine {
         const out: GenerateResult = { text: r.text, finish_reason: r.finish_reason, usage: r.usage, model: slot.result.model };
         if (r.choices) out.choices = r.choices;
         if (r.dispatch_stats) out.dispatch_stats = r.dispatch_stats;
+        if (r.shaders) out.shaders = r.shaders;
         if (swapped) out.reloaded = { load_s: swapped.load_s };
         return out;
       } finally {

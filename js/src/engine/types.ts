@@ -2,7 +2,7 @@
 // Nothing here knows about anywidget or the page it runs in. The records that also travel between kernel and
 // page (model spec, settings, progress, usage, ...) are generated from the Python wire schema.
 import type {
-  BlobRef, ChatLoadResult, ChatMessage, GenerateSettings as WireSettings, GPUInfo, LoadProgress, ModelSpec,
+  BlobRef, ChatLoadResult, ShaderStats, ChatMessage, GenerateSettings as WireSettings, GPUInfo, LoadProgress, ModelSpec,
   PageErrorCode, Usage,
 } from "../wire/schema.gen";
 import type { TokenLogprob } from "./logprobs";
@@ -59,6 +59,8 @@ export interface GenerateResult {
   reloaded?: { load_s: number };
   /** Batched dispatch's counters for this model so far (engine/dispatch.ts; WebGPU only, absent without it). */
   dispatch_stats?: { launches: number; passes: number; bind_groups_created: number; bind_groups_reused: number; uniform_uploads: number };
+  /** The model's kernels compiled at load and, since, on first use (engine/shaders.ts; WebGPU only). */
+  shaders?: ShaderStats;
 }
 
 /** What a load reports: the wire's load result (ChatLoadResult), where the engine may leave the device and the

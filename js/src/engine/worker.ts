@@ -14,6 +14,7 @@ import { structuralTagOf } from "./tool_grammar";
 import { foldSystemMessage } from "./cpu/template";
 import type { LogitProcessor } from "@mlc-ai/web-llm";
 import type { DispatchStats } from "./dispatch";
+import { hasSlidingWindow, type ShaderStats } from "./shaders";
 import { loaded as dispatchOfLoad, nextLoad } from "./webllm_dispatch";
 import { decodeLoop, installAsyncDecode, setDecodeLoop } from "./async_decode";
 
@@ -28,7 +29,7 @@ const scope = globalThis as unknown as {
 // (one MLCEngine per WebGPU model, each with its own device and KV cache; one CpuEngine per CPU model). A
 // request names the model it is for; nothing answers with "whatever was loaded last".
 type Slot =
-  | { backend: "webgpu"; modelId: string; mlc: MLCEngine; dispatch: string; stats: () => DispatchStats | null; decodeLoop: string }
+  | { backend: "webgpu"; modelId: string; mlc: MLCEngine; dispatch: string; stats: () => DispatchStats | null; decodeLoop: string; shaders: () => ShaderStats }
   | { backend: "cpu"; modelId: string; cpu: CpuEngine };
 const slots = new Map<string, Slot>();
 let gpu: GPUInfo | null = null;
@@ -77,9 +78,9 @@ async function loadOnCpu(id: number, key: string, modelId: string, record: Model
  * prebuilt, on the config web-llm is about to read (its cache, else the server; the record's overrides on top).
  * A config that passes is left in web-llm's config cache, so the server is asked for it once; a refused one is not.
  */
-async function checkKvCache(modelId: string, appConfig: AppConfig): Promise<void> {
+async function checkKvCache(modelId: string, appConfig: AppConfig): Promise<Record<string, any> | null> {
   const rec = appConfig.model_list.find((m) => m.model_id === modelId);
-  if (!rec) return; // web-llm names the missing id
+  if (!rec) return null; // web-llm names the missing id
   const url = configUrlFor(rec.model);
   let cfg: Record<string, any>;
   let fresh: Response | null = null;
@@ -88,21 +89,23 @@ async function checkKvCache(modelId: string, appConfig: AppConfig): Promise<void
     let r = await cache.match(url);
     if (!r) {
       r = await fetch(url);
-      if (!r.ok) return; // web-llm fetches it again and reports the failure
+      if (!r.ok) return null; // web-llm fetches it again and reports the failure
       fresh = r.clone();
     }
     cfg = await r.json();
   } catch {
-    return; // unreachable or unreadable: web-llm reports it
+    return null; // unreachable or unreadable: web-llm reports it
   }
+  const merged = { ...cfg, ...((rec as { overrides?: object }).overrides ?? {}) };
   try {
-    checkKvCacheFits(modelId, { ...cfg, ...((rec as { overrides?: object }).overrides ?? {}) }, gpu);
+    checkKvCacheFits(modelId, merged, gpu);
   } catch (err) {
     // Not kept: a corrected copy on the server is read next time.
     await (await caches.open("webllm/config")).delete(url).catch(() => undefined);
     throw err;
   }
   if (fresh) await (await caches.open("webllm/config")).put(url, fresh).catch(() => undefined);
+  return merged;
 }
 
 /** Frees the model held under `key` (its GPU buffers or wasm memory), if any. */
@@ -120,16 +123,17 @@ async function unload(key: string): Promise<void> {
   }
 }
 
-async function load(id: number, key: string, modelId: string, record: ModelRecord | null, dispatch?: "batched" | "upstream") {
+async function load(id: number, key: string, modelId: string, record: ModelRecord | null, dispatch?: "batched" | "upstream",
+  deferShaders?: string[]) {
   const t0 = performance.now();
   gpu = gpu ?? (await probeGPU());
   const appConfig = appConfigFor(record, modelId);
-  await checkKvCache(modelId, appConfig); // refused here, the models loaded before stay loaded
+  const cfg = await checkKvCache(modelId, appConfig); // refused here, the models loaded before stay loaded
   await unload(key);
   const onProgress = (r: InitProgressReport) => post({ type: "progress", id, progress: progressOf(r) });
   // One MLCEngine per model: each holds its own pipeline, KV cache and conversation.
   const mlc = new MLCEngine({ appConfig, initProgressCallback: onProgress });
-  nextLoad(dispatch);
+  nextLoad(dispatch, { windowed: hasSlidingWindow(cfg), extra: deferShaders });
   try {
     await mlc.reload(modelId);
   } catch (err) {
@@ -145,11 +149,11 @@ async function load(id: number, key: string, modelId: string, record: ModelRecor
   const d = dispatchOfLoad();
   // web-llm's decode loop with the sampled ids read back asynchronously (async_decode.ts), or "sync: why"
   const loop = installAsyncDecode(rawPipelineOf(mlc, modelId));
-  slots.set(key, { backend: "webgpu", modelId, mlc, dispatch: d.dispatch, stats: d.stats, decodeLoop: loop });
+  slots.set(key, { backend: "webgpu", modelId, mlc, dispatch: d.dispatch, stats: d.stats, decodeLoop: loop, shaders: d.shaders });
   // A prebuilt record says how much GPU memory it needs (local folders: the host counts their files).
   const vram = Number(appConfig.model_list.find((m) => m.model_id === modelId)?.vram_required_MB ?? 0);
   post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu",
-    bytes: vram > 0 ? vram * 2 ** 20 : undefined, dispatch: d.dispatch, decode_loop: loop });
+    bytes: vram > 0 ? vram * 2 ** 20 : undefined, dispatch: d.dispatch, decode_loop: loop, shaders: d.shaders() });
 }
 
 function slotFor(key: string): Slot {
@@ -324,6 +328,7 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
       decode_loop: decodeLoop(raw) ?? slot.decodeLoop,
     },
     dispatch_stats: slot.stats(),
+    shaders: slot.shaders(),
   });
 }
 
@@ -333,7 +338,7 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
     switch (msg.type) {
       case "load":
         if (msg.device === "cpu") await loadOnCpu(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null);
-        else await load(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null, msg.dispatch);
+        else await load(msg.id, msg.key, msg.model_id, msg.record as ModelRecord | null, msg.dispatch, msg.defer_shaders);
         break;
       case "unload":
         await unload(msg.key);

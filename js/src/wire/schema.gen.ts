@@ -193,6 +193,23 @@ export interface GPUInfo {
   max_storage_buffer_binding_size?: number;
 }
 
+/**
+ * Which WebGPU kernels of the model library a load compiled, and which it left for first use
+ * (js/src/engine/shaders.ts: KV-cache kernels a chat never launches, windowed ones without a sliding window).
+ */
+export interface ShaderStats {
+  /** Kernels in the model library. */
+  library: number;
+  /** Kernels compiled while the model loaded. */
+  at_load: number;
+  /** Kernels left for first use: name -> why. */
+  deferred: Record<string, string>;
+  /** Of those, the ones compiled since, on first use. */
+  compiled_later: string[];
+  /** "deferred", or "all at load: why" when the engine could not leave any out. */
+  mode: string;
+}
+
 /** Token counts and speeds of one answer. */
 export interface Usage {
   prompt_tokens: number;
@@ -392,6 +409,8 @@ export interface ChatLoadResult {
   schedule: string | null;
   dispatch?: string;
   decode_loop?: string;
+  /** Kernels compiled at load and left for first use (WebGPU only). */
+  shaders?: ShaderStats;
   cpu_build?: "relaxed-simd" | "simd128";
 }
 

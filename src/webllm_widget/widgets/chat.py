@@ -111,6 +111,8 @@ class Chat(anywidget.AnyWidget):
     backend = t.Dict(help="what runs the model: {'device': 'webgpu' | 'cpu', 'reason': why, "
                      "'schedule': the WebGPU library's kernel schedule ('fallback' on software adapters), "
                      "'dispatch': how kernels reach the GPU ('batched', or 'upstream: why'), "
+                     "'shaders': the model's kernels compiled at load and left for first use ({'library', "
+                     "'at_load', 'deferred': {name: why}, 'compiled_later', 'mode'}; WebGPU only), "
                      "'cpu_build': on the CPU, 'relaxed-simd' (8-bit dot products) or 'simd128'}").tag(sync=True)
     error = t.Dict(help="last error: {'code', 'message'}; empty when none").tag(sync=True)
     notice = t.Unicode(help="the page's last word about this chat's model: unloaded to make room for another "
@@ -251,7 +253,7 @@ class Chat(anywidget.AnyWidget):
         self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or "",
                         "schedule": msg.get("schedule"), "dispatch": msg.get("dispatch"),
                         "decode_loop": msg.get("decode_loop"),
-                        "cpu_build": msg.get("cpu_build")}
+                        "shaders": msg.get("shaders"), "cpu_build": msg.get("cpu_build")}
         if self.backend["device"] == "cpu":
             build = ("WebAssembly relaxed SIMD, 8-bit dot products" if msg.get("cpu_build") == "relaxed-simd"
                      else "WebAssembly SIMD128")

@@ -337,6 +337,18 @@ class GPUInfo(Struct):
 
 
 @record
+class ShaderStats(Struct):
+    """Which WebGPU kernels of the model library a load compiled, and which it left for first use
+    (js/src/engine/shaders.ts: KV-cache kernels a chat never launches, windowed ones without a sliding window)."""
+
+    library: int  # Kernels in the model library.
+    at_load: int  # Kernels compiled while the model loaded.
+    deferred: dict[str, str]  # Kernels left for first use: name -> why.
+    compiled_later: list[str]  # Of those, the ones compiled since, on first use.
+    mode: str  # "deferred", or "all at load: why" when the engine could not leave any out.
+
+
+@record
 class Usage(Struct):
     """Token counts and speeds of one answer."""
 
@@ -540,6 +552,7 @@ class ChatLoadResult(Message):
     # WebGPU: the decode loop answers take: "async" (sampled ids read back one step behind,
     # js/src/engine/async_decode.ts), or "sync: why" (web-llm's own) when the engine cannot install it.
     decode_loop: NotRequired[str]
+    shaders: NotRequired[ShaderStats]  # Kernels compiled at load and left for first use (WebGPU only).
     # On the CPU, which library build runs: "relaxed-simd" (8-bit dot products) or "simd128".
     cpu_build: NotRequired[Literal["relaxed-simd", "simd128"]]
 
