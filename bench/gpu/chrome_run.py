@@ -729,9 +729,10 @@ def main(argv=None) -> int:
             # tvmjs's own dispatch, one compute pass per kernel: the pass timestamps then name each kernel
             # (the engine's batched dispatch puts a step's kernels into a few passes: its pass shows the step's
             # GPU busy time and span as the product runs it)
-            # (the batched pass with web-llm's own loop: a step's wall then splits into encode + waiting for its id)
-            kspec = dict(spec, kernels=True, runs=args.kernel_runs, dispatch=mode,
-                         **({"decode_loop": "sync"} if mode == "batched" else {}))
+            # both with web-llm's own decode loop: a step then ends when its id is read back, so the Worker's steps
+            # are the engine's steps (the asynchronous loop submits the next step before it reads the id, which
+            # folds steps together) and a step's wall splits into encode + waiting for its id
+            kspec = dict(spec, kernels=True, runs=args.kernel_runs, dispatch=mode, decode_loop="sync")
             kflags = [*FLAG_SETS[args.flags][chosen], *KERNEL_FLAGS]
             r = attempt(exe, static, files, kspec, kflags, env, st / f"chrome_{key}.log", args.timeout)
             k = r.get("kernels") or {}
