@@ -163,7 +163,8 @@ def _existing(folder: Path, key: str) -> bool:
 
 def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, device: str = "webgpu",
                        out: str | os.PathLike | None = None, progress: bool = True,
-                       library: bool = True, schedule: str = "auto", name: str | None = None) -> Path:
+                       library: bool = True, schedule: str = "auto", name: str | None = None,
+                       relaxed_simd: bool = True) -> Path:
     """Build (or find) the web-llm model folder for ``source``; return its path.
 
     source: a ``.gguf`` file or a Hugging Face folder (``config.json`` + ``*.safetensors`` + ``tokenizer.json``).
@@ -175,6 +176,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     schedule: GPU kernel schedules (``"auto"``/``"gpu"``: real GPUs; ``"fallback"``: software adapters).
     name: the model's name, first part of the folder name and model id; default the source's own name
         (GGUF ``general.name``, else the file or folder name).
+    relaxed_simd: a CPU folder also carries the relaxed-SIMD build (``model-relaxed-simd.wasm``) beside the
+        SIMD128 ``model.wasm``; ``False`` leaves it out (one TVM build less, for callers that run ``model.wasm``).
 
     Raises BadModel for unusable input, CompileError when the library build fails. Nothing is left
     at the destination unless the whole folder was written.
@@ -194,6 +197,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         device_key = device
     key_doc = {"source": src_hash, "quantization": quant.key(), "device": device_key, "schedule": schedule,
                "library": library, "compiler": _compiler_version(cfg, quant, device, schedule, library)}
+    if device == "cpu" and not relaxed_simd:
+        key_doc["relaxed_simd"] = False
     key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:16]
     name = _slug(f"{name or ckpt.config.get('name') or Path(ckpt.path).stem}-{quant.name}-{device}")
     dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
@@ -233,7 +238,8 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
         if library:
             bar.set_postfix_str("library")
             _build_library(cfg, quant, device, tmp / LIBRARY_NAME,
-                           [r["name"] for s in doc["records"] for r in s["records"]], progress, schedule)
+                           [r["name"] for s in doc["records"] for r in s["records"]], progress, schedule,
+                           relaxed_simd)
             bar.update(1)
 
         # 5. manifest (sha256 of every file: the widget moves files content-addressed)
@@ -308,14 +314,14 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
 
 
 def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], progress: bool,
-                   schedule: str) -> None:
+                   schedule: str, relaxed_simd: bool = True) -> None:
     from .keys import cached_library, compiler_available
 
     cached = cached_library(cfg, quant, device, schedule)
     if cached is not None and not compiler_available():  # from the wheel's packaged libraries: no TVM here
         shutil.copyfile(cached, dest)
         relaxed = cached_library(cfg, quant, device, isa="relaxed-simd") if device == "cpu" else None
-        if relaxed is not None:  # the CPU's relaxed-SIMD build, when the wheel carries it too
+        if relaxed is not None and relaxed_simd:  # the CPU's relaxed-SIMD build, when the wheel carries it too
             from .cpu import LIBRARY_FILES
 
             shutil.copyfile(relaxed, dest.with_name(LIBRARY_FILES["relaxed-simd"]))
@@ -330,7 +336,7 @@ def _build_library(cfg, quant, device: str, dest: Path, param_names: list[str], 
             from .cpu import ISAS, LIBRARY_FILES, build_cpu_library
 
             for isa in ISAS:
-                if LIBRARY_FILES[isa] != dest.name:
+                if LIBRARY_FILES[isa] != dest.name and (relaxed_simd or isa != "relaxed-simd"):
                     shutil.copyfile(build_cpu_library(cfg, quant, isa=isa, progress=progress),
                                     dest.with_name(LIBRARY_FILES[isa]))
             lib = build_cpu_library(cfg, quant, progress=progress)
