@@ -52,16 +52,21 @@ def cpu_page(host_server, chromium_no_webgpu):
     page.close()
 
 
-#: GGUF (case, device) pairs CI runs; the rest of the matrix is opt-in (``full_matrix``)
-CI_GGUF = {(f"{fam}-gguf-q4_k_m", "webgpu") for fam in ("llama", "phi3", "gemma3")} | {
-    ("llama-gguf-q4_k_m", "cpu")}
+#: GGUF (case, device) pairs CI runs; the rest of the matrix is opt-in (``full_matrix``). The other families'
+#: GGUF readers are checked without a browser (tests/unit/test_gguf_families.py: the built folder holds exactly
+#: the weights the reference runs), their maths by the HF cases below.
+CI_GGUF = {("llama-gguf-q4_k_m", "webgpu"), ("llama-gguf-q4_k_m", "cpu")}
+#: HF families whose page-CPU case is opt-in: their model graph is the one the WebGPU case checks, compiled for
+#: wasm, and the CPU kernels they use (quantized products, plain causal attention) are checked by the Llama,
+#: Mistral (windowed attention) and Gemma 2 (soft-capped attention) CPU cases CI runs.
+OPTIN_CPU = {"qwen2.5-hf", "qwen3-hf", "phi3-hf", "gemma3-hf"}
 ALL_CASES = {**CASES, **GGUF_CASES}
 
 
 def _params():
     for case in ALL_CASES:
         for device in ("webgpu", "cpu"):
-            optin = case in GGUF_CASES and (case, device) not in CI_GGUF
+            optin = (case in GGUF_CASES and (case, device) not in CI_GGUF) or (device == "cpu" and case in OPTIN_CPU)
             yield pytest.param(case, device, id=f"{case}-{device}",
                                marks=[pytest.mark.full_matrix] if optin else [])
 
