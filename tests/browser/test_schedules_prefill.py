@@ -56,7 +56,7 @@ def _check(host_server, chromium, cfg, quant, records, want):
     assert out["sampled"] == int(np.argmax(want[0]))
 
 
-@pytest.mark.full_matrix  # opt-in: the q4f32_1 and ggml products below use the same token tiles and guards
+@pytest.mark.full_matrix  # opt-in: the ggml case below (chunks of 7, 7, 6) uses the same token tiles and guards
 def test_float_prefill_with_partial_token_tiles_matches_reference(host_server, chromium):
     tiny = TinyLlama.make(seed=1)
     cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=CHUNK)
@@ -64,6 +64,7 @@ def test_float_prefill_with_partial_token_tiles_matches_reference(host_server, c
            reference_logits(tiny.weights, tiny.config))
 
 
+@pytest.mark.full_matrix  # opt-in: test_smollm2_webgpu_logits prefills 37 tokens (a partial tile) through these q4 products
 def test_q4_prefill_with_partial_token_tiles_matches_dequantized_reference(host_server, chromium):
     tiny = TinyLlama.make(seed=1)
     cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=CHUNK)
