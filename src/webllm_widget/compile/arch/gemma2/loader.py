@@ -23,11 +23,12 @@ def param_sources(cfg: Gemma2Config) -> list[Source]:
     return out
 
 
-_LAYER = r"^blk\.(\d+)\."
+#: a GGUF layer tensor name's prefix, the layer index captured
+LAYER_RE = r"^blk\.(\d+)\."
 GGUF_NAMES = [(p, f) for p, f in llama.GGUF_NAMES if "ffn_norm" not in p.pattern] + [
-    (re.compile(_LAYER + r"post_attention_norm\.weight$"), "model.layers.{0}.post_attention_layernorm.weight"),
-    (re.compile(_LAYER + r"ffn_norm\.weight$"), "model.layers.{0}.pre_feedforward_layernorm.weight"),
-    (re.compile(_LAYER + r"post_ffw_norm\.weight$"), "model.layers.{0}.post_feedforward_layernorm.weight"),
+    (re.compile(LAYER_RE + r"post_attention_norm\.weight$"), "model.layers.{0}.post_attention_layernorm.weight"),
+    (re.compile(LAYER_RE + r"ffn_norm\.weight$"), "model.layers.{0}.pre_feedforward_layernorm.weight"),
+    (re.compile(LAYER_RE + r"post_ffw_norm\.weight$"), "model.layers.{0}.post_feedforward_layernorm.weight"),
 ]
 GGUF_SKIP = re.compile(r"^blk\.\d+\.attn_rot_embd$")
 GGUF_PERMUTED_QK: tuple[str, ...] = ()

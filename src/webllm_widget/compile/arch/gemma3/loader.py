@@ -1,14 +1,11 @@
-"""Gemma 3's checkpoint names: the Llama family's, plus q/k head norms and the norms after attention and around the
-MLP (``post_attention_layernorm`` here normalizes the attention output; ``pre_feedforward_layernorm`` feeds the
-MLP).
-
-llama.cpp names those ``attn_q_norm``/``attn_k_norm``, ``post_attention_norm``, ``ffn_norm`` (before the MLP) and
-``post_ffw_norm``; its converter adds one to every norm weight (its RMSNorm multiplies by the stored value, Gemma's
-by ``1 + w``), which :data:`GGUF_SHIFTED` takes back off."""
+"""Gemma 3's checkpoint names: Gemma 2's (the Llama family's plus the norms after attention and around the MLP,
+GGUF norm weights stored as ``1 + w``) plus the q/k head norms, which llama.cpp names ``attn_q_norm``/``attn_k_norm``
+and also stores shifted (:data:`GGUF_SHIFTED`)."""
 from __future__ import annotations
 
 import re
 
+from ..gemma2 import loader as gemma2
 from ..llama import loader as llama
 from .config import Gemma3Config
 
@@ -24,17 +21,13 @@ def param_sources(cfg: Gemma3Config) -> list[Source]:
     return out
 
 
-_LAYER = r"^blk\.(\d+)\."
-GGUF_NAMES = [(p, f) for p, f in llama.GGUF_NAMES if "ffn_norm" not in p.pattern] + [
-    (re.compile(_LAYER + r"post_attention_norm\.weight$"), "model.layers.{0}.post_attention_layernorm.weight"),
-    (re.compile(_LAYER + r"ffn_norm\.weight$"), "model.layers.{0}.pre_feedforward_layernorm.weight"),
-    (re.compile(_LAYER + r"post_ffw_norm\.weight$"), "model.layers.{0}.post_feedforward_layernorm.weight"),
-    (re.compile(_LAYER + r"attn_q_norm\.weight$"), "model.layers.{0}.self_attn.q_norm.weight"),
-    (re.compile(_LAYER + r"attn_k_norm\.weight$"), "model.layers.{0}.self_attn.k_norm.weight"),
+GGUF_NAMES = gemma2.GGUF_NAMES + [
+    (re.compile(gemma2.LAYER_RE + r"attn_q_norm\.weight$"), "model.layers.{0}.self_attn.q_norm.weight"),
+    (re.compile(gemma2.LAYER_RE + r"attn_k_norm\.weight$"), "model.layers.{0}.self_attn.k_norm.weight"),
 ]
-GGUF_SKIP = re.compile(r"^blk\.\d+\.attn_rot_embd$")
-GGUF_PERMUTED_QK: tuple[str, ...] = ()
-GGUF_CONFIG_TENSORS: tuple[str, ...] = ()
+GGUF_SKIP = gemma2.GGUF_SKIP
+GGUF_PERMUTED_QK = gemma2.GGUF_PERMUTED_QK
+GGUF_CONFIG_TENSORS = gemma2.GGUF_CONFIG_TENSORS
 #: (HF names, offset): GGUF stores these norm weights as ``1 + w``
 GGUF_SHIFTED = (re.compile(r"^model\.(norm|layers\.\d+\.(input_layernorm|post_attention_layernorm|"
                            r"pre_feedforward_layernorm|post_feedforward_layernorm|self_attn\.[qk]_norm))\.weight$"),
