@@ -248,6 +248,23 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
+def soft_cap(x: np.ndarray, cap: float | None) -> np.ndarray:
+    """``cap * tanh(x / cap)``: x squashed smoothly into (-cap, cap); identity without a cap."""
+    return x if not cap else (cap * np.tanh(x / cap)).astype(x.dtype)
+
+
+def gemma_attention(q, K, V, group: int, query_pre_attn_scalar: float, masked, cap: float | None = None):
+    """Gemma's attention of q (H, T, D) over the cache K, V (KV, S, D): scores times query_pre_attn_scalar^-1/2,
+    soft-capped by ``cap`` (Gemma 2), ``masked`` (T, S) positions removed, softmax; -> (T, H * D)."""
+    H, T, D = q.shape
+    Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)
+    scores = soft_cap(q @ Kh.transpose(0, 2, 1) / np.sqrt(query_pre_attn_scalar), cap)
+    scores = np.where(masked[None], -np.inf, scores)
+    pr = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    pr /= pr.sum(axis=-1, keepdims=True)
+    return (pr @ Vh).transpose(1, 0, 2).reshape(T, H * D)
+
+
 class Gemma3Reference(LlamaReference):
     """Gemma 3 (text) from its report: embedding times sqrt(hidden); RMSNorms multiply by (1 + w); a norm after
     attention and around the MLP; GeGLU-tanh; q/k heads normalized; scores times query_pre_attn_scalar^-1/2;
@@ -281,13 +298,8 @@ class Gemma3Reference(LlamaReference):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             self.k_cache[i] = K = np.concatenate([self.k_cache[i], k], axis=1)
             self.v_cache[i] = V = np.concatenate([self.v_cache[i], v], axis=1)
-            S = K.shape[1]
-            Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)
-            scores = q @ Kh.transpose(0, 2, 1) / np.sqrt(float(c["query_pre_attn_scalar"]))
-            scores = np.where(attention_mask(start, T, S, self.windows[i])[None], -np.inf, scores)
-            pr = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            pr /= pr.sum(axis=-1, keepdims=True)
-            att = (pr @ Vh).transpose(1, 0, 2).reshape(T, H * D)
+            att = gemma_attention(q, K, V, group, float(c["query_pre_attn_scalar"]),
+                                  attention_mask(start, T, S=K.shape[1], window=self.windows[i]))
             x = x + norm(self._proj(att, p + "self_attn.o_proj"), p + "post_attention_layernorm.weight")
             h = norm(x, p + "pre_feedforward_layernorm.weight")
             g, u = self._proj(h, p + "mlp.gate_proj"), self._proj(h, p + "mlp.up_proj")
@@ -296,9 +308,6 @@ class Gemma3Reference(LlamaReference):
         return x @ self.lm_head.T
 
 
-def soft_cap(x: np.ndarray, cap: float | None) -> np.ndarray:
-    """``cap * tanh(x / cap)``: x squashed smoothly into (-cap, cap); identity without a cap."""
-    return x if not cap else (cap * np.tanh(x / cap)).astype(x.dtype)
 
 
 class Gemma2Reference(LlamaReference):
@@ -335,14 +344,9 @@ class Gemma2Reference(LlamaReference):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             self.k_cache[i] = K = np.concatenate([self.k_cache[i], k], axis=1)
             self.v_cache[i] = V = np.concatenate([self.v_cache[i], v], axis=1)
-            S = K.shape[1]
-            Kh, Vh = np.repeat(K, group, axis=0), np.repeat(V, group, axis=0)
-            scores = q @ Kh.transpose(0, 2, 1) / np.sqrt(float(c["query_pre_attn_scalar"]))
-            scores = soft_cap(scores, c.get("attn_logit_softcapping"))
-            scores = np.where(attention_mask(start, T, S, self.windows[i])[None], -np.inf, scores)
-            pr = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            pr /= pr.sum(axis=-1, keepdims=True)
-            att = (pr @ Vh).transpose(1, 0, 2).reshape(T, H * D)
+            att = gemma_attention(q, K, V, group, float(c["query_pre_attn_scalar"]),
+                                  attention_mask(start, T, S=K.shape[1], window=self.windows[i]),
+                                  cap=c.get("attn_logit_softcapping"))
             x = x + norm(self._proj(att, p + "self_attn.o_proj"), p + "post_attention_layernorm.weight")
             h = norm(x, p + "pre_feedforward_layernorm.weight")
             g, u = self._proj(h, p + "mlp.gate_proj"), self._proj(h, p + "mlp.up_proj")
