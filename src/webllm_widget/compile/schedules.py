@@ -602,8 +602,8 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
 
 def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dtype: str = "float32",
                          page_size: int = 16, softcap: float | None = None) -> tirx.PrimFunc:
-    """Paged-KV decode attention for hardware GPUs: one workgroup per query head, its threads splitting the
-    cached positions.
+    """Paged-KV decode attention for hardware GPUs: one workgroup per query head and slice of the context, its
+    threads splitting the slice's positions; long contexts split across workgroups and merged (flash-decoding).
 
     A drop-in for ``TIRPagedKVCache``'s ``batch_decode_paged_kv`` (same arguments and results, RoPE applied
     before K is stored, as :func:`decode_attention_fallback`). TVM's kernel runs one workgroup per KV head
@@ -611,14 +611,21 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     ``T`` threads keeps its own online softmax (base 2) over positions ``tx, tx + T, ...``, four at a time, with
     q and its output row in registers; the threads' partial states are then merged through shared memory in two
     rounds (half the threads fold in the other half, then every thread combines the halves' rows for its own
-    output dimensions). Three barriers in all, whatever the context length; shared memory stays at 8 KB plus two
-    floats a thread. ``softcap`` as :func:`decode_attention_fallback`'s.
+    output dimensions). Three barriers in all; shared memory stays at 8 KB plus two floats a thread.
+    ``softcap`` as :func:`decode_attention_fallback`'s.
 
-    Measured (a compute pass per kernel timed by timestamp queries, ~9 us of each pass being the pass itself;
-    bench/gpu_device.py): 27 us a layer at 32 positions and 63 us at 512 on an H100, against 28 and 73 us for
-    TVM's kernel on an H200 in an earlier run; taking one position a step instead of four measured 25 and 61 us.
-    So it is no faster at chat lengths: a decode step's few query heads leave most of the GPU idle either way, and
-    splitting the context across workgroups (with a merge pass) is what would change that.
+    Split-KV: while the batch's pages (``nnz_pages``, known to the host) fit one slice of ``T * 4`` positions (a
+    single step for every thread) the kernel runs as described, one workgroup per query head, and writes the
+    result. Past that, the host launches ``ceil(nnz_pages / slice pages)`` workgroups per query head, each over
+    its slice of the positions, writing a normalised partial output and its ``lse`` to a workspace; a second
+    kernel (one workgroup per query head, a thread per output dimension, no barriers) merges the slices by their
+    ``lse``. So every workgroup does the work of a short context, whatever the context length, and the GPU gets
+    ``slices`` times the workgroups; short contexts keep one dispatch.
+
+    Measured before the split (a compute pass per kernel timed by timestamp queries, ~9 us of each pass being
+    the pass itself; bench/gpu_device.py): 27 us a layer at 32 positions and 63 us at 512 on an H100 (each
+    thread then walking two steps), while SmolLM2's decode ran as fast at 129-256 positions (one step a
+    thread) as at 32, which is the slice chosen here.
     """
     from .attention import score_cap
 
@@ -627,6 +634,8 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     S = max(1, min(32, 2048 // D))  # rows of the shared merge buffer (8 KB)
     TX = 2 * S
     U = 4  # positions a thread takes at once
+    SPAN = TX * U  # positions of one slice: one step for every thread
+    PPS = max(1, SPAN // page_size)  # pages of one slice
 
     @T.prim_func(s_tir=True)
     def batch_decode_paged_kv(q_handle: T.handle, pages_handle: T.handle, indptr_handle: T.handle,
@@ -647,7 +656,12 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
         q_rope = T.match_buffer(q_rope_handle, (B,), "int32", elem_offset=q_rope_off)  # noqa: F841 - ABI only
         output = T.match_buffer(out_handle, (B, H_qo, D), dtype)
         lse = T.match_buffer(lse_handle, (B, H_qo), "float32")
-        for bx in T.thread_binding(B * H_qo, thread="blockIdx.x"):
+        # slices per query head: every sequence of the batch has at most nnz_pages pages
+        splits: T.let[T.int32] = (nnz_pages + PPS - 1) // PPS
+        # per (query head, slice): the slice's normalised output (D) and its lse (base 2)
+        part = T.alloc_buffer((splits, B * H_qo, D + 1), "float32")
+        for c in T.thread_binding(splits, thread="blockIdx.y"):
+          for bx in T.thread_binding(B * H_qo, thread="blockIdx.x"):
             for tx in T.thread_binding(TX, thread="threadIdx.x"):
                 with T.sblock("attn"):
                     T.reads()
@@ -672,21 +686,25 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
                     begin: T.let[T.int32] = indptr[b]
                     end: T.let[T.int32] = indptr[b + 1]
                     n: T.let[T.int32] = T.if_then_else(begin != end, (end - begin - 1) * page_size + last_len[b], 0)
+                    # this workgroup's positions: all of them, or its slice when the context is split
+                    lo: T.let[T.int32] = T.if_then_else(splits == 1, 0, T.min(c * SPAN, n))
+                    hi: T.let[T.int32] = T.if_then_else(splits == 1, n, T.min(c * SPAN + SPAN, n))
                     for d in T.unroll(D):
                         q[d] = T.Cast("float32", Q[b, h, d]) * sm_scale * T.float32(_LOG2E)
                         o[d] = T.float32(0)
                     m[0] = T.float32(-5e4)
                     den[0] = T.float32(0)
                     # U positions a step (tx, tx + TX, ...): their loads are independent, so they overlap
-                    for i in T.serial((n + TX * U - 1) // (TX * U)):
+                    for i in T.serial((hi - lo + TX * U - 1) // (TX * U)):
                         for u in T.unroll(U):
                             # past the end: read the last position (in bounds), weigh it 0
-                            at[u] = T.min((i * U + u) * TX + tx, n - 1)
+                            at[u] = T.max(T.min(lo + (i * U + u) * TX + tx, n - 1), 0)
                             pg[u] = values[begin + at[u] // page_size]
                             s[u] = T.float32(0)
                             for d in T.unroll(D):
                                 s[u] = s[u] + q[d] * T.Cast("float32", pages[pg[u], 0, kvh, at[u] % page_size, d])
-                            s[u] = T.if_then_else((i * U + u) * TX + tx < n, score_cap(s[u], softcap), T.float32(-6e4))
+                            s[u] = T.if_then_else(lo + (i * U + u) * TX + tx < hi, score_cap(s[u], softcap),
+                                                  T.float32(-6e4))
                         m_new[0] = T.max(T.max(m[0], s[0]), T.max(s[1], T.max(s[2], s[3])))
                         scale[0] = T.exp2(m[0] - m_new[0])
                         for u in T.unroll(U):
@@ -731,9 +749,41 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
                             acc[0] = T.float32(0)
                             for j in T.serial(S):
                                 acc[0] = acc[0] + o_sh[j, dd * TX + tx] * T.exp2(md_sh[j, 0] - big[0])
-                            output[b, h, dd * TX + tx] = T.Cast(dtype, acc[0] / T.max(tot[0], T.float32(1e-30)))
+                            if splits == 1:
+                                output[b, h, dd * TX + tx] = T.Cast(dtype, acc[0] / T.max(tot[0], T.float32(1e-30)))
+                            else:
+                                part[c, bx, dd * TX + tx] = acc[0] / T.max(tot[0], T.float32(1e-30))
                     if tx == 0:
-                        lse[b, h] = big[0] + T.log2(T.max(tot[0], T.float32(1e-30)))
+                        if splits == 1:
+                            lse[b, h] = big[0] + T.log2(T.max(tot[0], T.float32(1e-30)))
+                        else:
+                            part[c, bx, D] = big[0] + T.log2(T.max(tot[0], T.float32(1e-30)))
+        if splits > 1:
+            # merge the slices of each query head by their lse: a thread per output dimension, no barriers
+            for bx in T.thread_binding(B * H_qo, thread="blockIdx.x"):
+                for tx in T.thread_binding(TX, thread="threadIdx.x"):
+                    with T.sblock("merge"):
+                        T.reads()
+                        T.writes()
+                        big = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        tot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        acc = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        w = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                        big[0] = T.float32(-1e30)
+                        for j in T.serial(splits):
+                            big[0] = T.max(big[0], part[j, bx, D])
+                        tot[0] = T.float32(0)
+                        for j in T.serial(splits):
+                            tot[0] = tot[0] + T.exp2(part[j, bx, D] - big[0])
+                        for dd in T.serial((D + TX - 1) // TX):
+                            if dd * TX + tx < D:
+                                acc[0] = T.float32(0)
+                                for j in T.serial(splits):
+                                    w[0] = T.exp2(part[j, bx, D] - big[0])
+                                    acc[0] = acc[0] + w[0] * part[j, bx, dd * TX + tx]
+                                output[bx // H_qo, bx % H_qo, dd * TX + tx] = T.Cast(dtype, acc[0] / tot[0])
+                        if tx == 0:
+                            lse[bx // H_qo, bx % H_qo] = big[0] + T.log2(tot[0])
 
     return batch_decode_paged_kv
 
