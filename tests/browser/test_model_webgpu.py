@@ -85,6 +85,14 @@ def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chrom
           f"vs float32 weights {np.abs(got - reference_logits(tiny.weights, tiny.config)).max():.2f}")
     np.testing.assert_allclose(got, want, atol=1e-2, rtol=0)
     assert out["sampled"] == int(np.argmax(want[0]))
+    # kernel launches of a decode step (the engine's dispatch counts them): embedding, final norm and LM head, and per
+    # layer two norms, the q/k/v, output, gate/up and down products and the KV cache's three (rotary split, append,
+    # attention; a context this short is not split), and on the software adapters' schedule the SwiGLU on its own
+    per_layer = 9 if schedule == "auto" else 10
+    layers = tiny.config["num_hidden_layers"]
+    print(f"q4f32_1 {schedule}: kernel launches a decode step {out['decode_launches']} "
+          f"({(out['decode_launches'][0] - 3) / layers:g} a layer + 3)")
+    assert out["decode_launches"] == [per_layer * layers + 3] * len(out["decode_launches"])
 
 
 @pytest.mark.parametrize("schedule", ["auto", "fallback"])

@@ -74,8 +74,14 @@ RUN_JS = """async ({lib, blob, params, prompt, forced, hidden, chunk, ctx}) => {
   tvm.endScope();
   await dev.sync();
   const sampled = tokHost.toArray()[0];
-  for (const t of forced) rows.push((await step([t])).row);
-  return {rows, sampled, meta_params: meta.params.length, quantization: meta.quantization, dispatch: {...dispatchStats}};
+  const decodeLaunches = [];  // kernel launches of each decode step (embed + decode), as the engine's dispatch counts them
+  for (const t of forced) {
+    const before = dispatchStats.launches;
+    rows.push((await step([t])).row);
+    decodeLaunches.push(dispatchStats.launches - before);
+  }
+  return {rows, sampled, meta_params: meta.params.length, quantization: meta.quantization, dispatch: {...dispatchStats},
+          decode_launches: decodeLaunches};
 }"""
 
 

@@ -728,7 +728,10 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     quant = as_quantization(quantization)
     tgt = _target(target)
     gpu = tgt.kind.name != "llvm"
-    model = quantize_module(family.model(cfg), quant, factored=gpu and schedule == "fallback")
+    # hardware GPUs: decode's SwiGLU inside the down projection (one dispatch a layer fewer); the software
+    # adapters' schedule keeps its factored products
+    model = quantize_module(family.model(cfg), quant, factored=gpu and schedule == "fallback",
+                            fuse_glu=gpu and schedule != "fallback")
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = expected_params(named_params)
     metadata = {

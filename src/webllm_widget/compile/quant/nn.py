@@ -101,23 +101,34 @@ def _matvec_factored(x: Tensor, fmt: str, params: list[Tensor], n: int, k: int, 
 
 
 def _matvec(x: Tensor, fmt: str, params: list[Tensor], n: int, k: int, out_dtype: str, name: str,
-            factored: bool = False) -> Tensor:
-    """``x @ W.T`` with W dequantized inside the reduction (no dequantized copy is ever stored)."""
-    if factored and fmt in FACTORABLE and k % GROUP == 0:
+            factored: bool = False, glu: bool = False) -> Tensor:
+    """``x @ W.T`` with W dequantized inside the reduction (no dequantized copy is ever stored).
+
+    ``glu``: ``x`` is a gate/up product ``[.., 2k]`` and the input of the product is ``silu(gate) * up``, computed
+    where each input is read (the SwiGLU that otherwise runs as a kernel of its own between the two products)."""
+    if factored and fmt in FACTORABLE and k % GROUP == 0 and not glu:
         return _matvec_factored(x, fmt, params, n, k, out_dtype, name)
     acc = out_dtype
 
     def compute(xt: te.Tensor, *ps: te.Tensor):
         r = te.reduce_axis((0, k), name="k")
-        lead = list(xt.shape[:-1])
+        lead = list(xt.shape[:-2] if glu else xt.shape[:-1])
+
+        def read(idx):
+            if not glu:
+                return xt[(*idx[:-1], r)].astype(acc)
+            g = xt[(*idx[:-1], 0, r)].astype(acc)
+            return g * tirx.sigmoid(g) * ps[0][(*idx[:-1], 1, r)].astype(acc)
 
         def body(*idx):
             row = idx[-1]
-            return te.sum(xt[(*idx[:-1], r)].astype(acc) * _dequant(fmt, list(ps), row, r, acc), axis=r)
+            return te.sum(read(idx) * _dequant(fmt, list(ps[1:] if glu else ps), row, r, acc), axis=r)
 
         return te.compute((*lead, n), body, name=name)
 
-    return op.tensor_expr_op(compute, name, [x, *params])
+    # glu: the product is passed twice, gate read from the first and up from the second, so that each read is of
+    # one element (TVM's GEMV schedule takes a vector read of several elements for a broken access)
+    return op.tensor_expr_op(compute, name, [x, x, *params] if glu else [x, *params])
 
 
 class QuantizedLinear(nn.Module):
@@ -132,9 +143,21 @@ class QuantizedLinear(nn.Module):
             setattr(self, pname, p)
         self.bias = nn.Parameter((out_features,), self.out_dtype) if bias else None
 
+    #: Whether :meth:`forward_glu` may take the SwiGLU into the product (:func:`quantize_module`'s ``fuse_glu``).
+    fuse_glu = False
+
     def forward(self, x: Tensor) -> Tensor:
         y = _matvec(x, self.fmt, [getattr(self, p) for p in self._names], self.out_features,
                     self.in_features, self.out_dtype, f"dequant_matmul_{self.fmt}", self.factored)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def forward_glu(self, gate_up: Tensor) -> Tensor:
+        """``(silu(gate) * up) W^T (+ b)`` from the stacked ``gate_up`` product ``[.., 2 in_features]``, in one kernel."""
+        gate_up = op.reshape(gate_up, (*gate_up.shape[:-1], 2, self.in_features))  # [.., gate | up, k]: a view
+        y = _matvec(gate_up, self.fmt, [getattr(self, p) for p in self._names], self.out_features,
+                    self.in_features, self.out_dtype, f"dequant_glu_matmul_{self.fmt}", glu=True)
         if self.bias is not None:
             y = y + self.bias
         return y
@@ -164,12 +187,15 @@ class QuantizedEmbedding(nn.Module):
                        self.hidden_size, "float32", f"dequant_lm_head_{self.fmt}", self.factored)
 
 
-def quantize_module(model: nn.Module, quant: Quantization | str, *, factored: bool = False) -> nn.Module:
+def quantize_module(model: nn.Module, quant: Quantization | str, *, factored: bool = False,
+                    fuse_glu: bool = False) -> nn.Module:
     """Replace the model's matrices by packed versions for ``quant`` (in place; returns the model).
 
     Norms and biases stay in the compute dtype. ``q4f16_1`` converts the model to float16 first.
     ``factored`` computes the matrix-vector products with the group scale/offset outside the inner
-    sum (see :func:`_matvec_factored`; the software-adapter schedules are written for it).
+    sum (see :func:`_matvec_factored`; the software-adapter schedules are written for it). ``fuse_glu``
+    lets an MLP's down projection read ``silu(gate) * up`` straight from the gate/up product
+    (:meth:`QuantizedLinear.forward_glu`; one kernel a layer fewer where the MLP asks for it).
     """
     quant = as_quantization(quant)
     if quant.compute_dtype != "float32":
@@ -185,8 +211,10 @@ def quantize_module(model: nn.Module, quant: Quantization | str, *, factored: bo
             elif isinstance(child, nn.Linear):
                 fmt = quant.format_of(path, int(child.in_features))
                 if fmt != "f32" or quant.name != "q0f32":
-                    setattr(node, attr, QuantizedLinear(int(child.in_features), int(child.out_features), fmt,
-                                                        dtype, child.bias is not None, child.out_dtype, factored))
+                    q = QuantizedLinear(int(child.in_features), int(child.out_features), fmt,
+                                        dtype, child.bias is not None, child.out_dtype, factored)
+                    q.fuse_glu = fuse_glu
+                    setattr(node, attr, q)
             elif isinstance(child, Embedding):
                 fmt = quant.format_of(path, child.hidden_size)
                 if fmt != "f32" or quant.name != "q0f32":

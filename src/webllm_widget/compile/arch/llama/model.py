@@ -33,6 +33,9 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         gate_up = self.gate_up_proj(x)
+        if getattr(self.down_proj, "fuse_glu", False) and isinstance(x.shape[-2], int) and x.shape[-2] == 1:
+            # one token (decode): the down projection computes silu(gate) * up as it reads its input
+            return self.down_proj.forward_glu(gate_up)
         gate, up = op.split(gate_up, 2, axis=-1)
         return self.down_proj(op.silu(gate) * up)
 
