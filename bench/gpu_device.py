@@ -41,6 +41,11 @@ records match, as they do), so a 1B model travels as its ~10 MB library and layo
 
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
 
+One transfer for a whole Node + Dawn run: ``prepare --generate-weights --xz-jobs`` stages the built-in model (and
+``--baseline-lib``, ``--shape``) without parameter shards, written on the GPU machine as random ones of the same
+layout, and compresses each job's files, so node, dawn.node, the engine and several libraries fit one part
+(``--part-mib 62``); ``device_run.py run`` then stashes and runs in the same call.
+
 The bound: a decode step reads every weight once (the tied embedding as the LM head) and the KV cache so far;
 bytes per token / measured copy bandwidth (torch, device-to-device, bytes read + written) gives the most tokens
 per second the memory allows. Results: decode and prefill tok/s (median, min, max over --runs after a warm-up run).
@@ -157,6 +162,15 @@ def baseline_job(model: tuple[dict, dict], lib: Path) -> tuple[dict, dict]:
     spec["files"] = [dict(f, sha256=sha, size=len(data)) if f["name"] == name else f for f in spec["files"]]
     spec["id"] = spec["id"] + "-baseline"
     return dict(job, spec=spec), {sha: lib}
+
+
+def without_shards(job: dict, paths: dict) -> tuple[dict, dict]:
+    """A model job staged without its parameter shards: the GPU machine writes random ones in the same layout
+    (job["generate"], bench/gpu/random_weights.py), so a model of ~100 MB travels as its library, tokenizer and
+    layout. Decode speed depends on the bytes read, not their values (the module doc of random_weights.py)."""
+    shards = {f["sha256"] for f in job["spec"]["files"] if f["name"].startswith("params_shard_")}
+    job = dict(job, generate={"cache": "tensor-cache.json", "seed": 0})
+    return job, {sha: p for sha, p in paths.items() if sha not in shards}
 
 
 #: Real model shapes built with random weights (bench/shapes.py: a Hugging Face folder, `webllm-widget build --hf`),
@@ -313,8 +327,12 @@ def prepare(args) -> dict:
         jobs.append(("smoke", model_job([16], 32, 3, Path(args.smoke_model))))
     if not getattr(args, "no_model", False):
         jobs.append(("model", model_job(lengths, args.max_tokens, args.runs, Path(args.model) if args.model else None)))
+        if getattr(args, "generate_weights", False):
+            jobs[-1] = ("model", without_shards(*jobs[-1][1]))
     if getattr(args, "baseline_lib", None):
         jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib))))
+        if getattr(args, "generate_weights", False):  # the model job's random shards, not the real ones
+            jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
     shapes_wanted = list(getattr(args, "shape", None) or [])
     if getattr(args, "official_lib", None) and OFFICIAL["beside"] not in shapes_wanted:
         shapes_wanted.insert(0, OFFICIAL["beside"])
@@ -335,6 +353,10 @@ def prepare(args) -> dict:
         with open(tar, "rb") as f:
             for b in iter(lambda: f.read(1 << 22), b""):
                 h.update(b)
+        if getattr(args, "xz_jobs", False):  # libraries and tokenizers shrink ~3x: more jobs in one transfer
+            xz(tar, tar.with_suffix(".tar.xz"))
+            tar.unlink()
+            tar = tar.with_suffix(".tar.xz")
         # the first pieces fill what the toolchain left of part 1
         used = sum(p.stat().st_size for n, p in items if n != "manifest.json")
         pieces, off, size, i = [], 0, tar.stat().st_size, 0
@@ -352,8 +374,10 @@ def prepare(args) -> dict:
         tar.unlink()
         manifest["jobs"][name] = {"job": job, "parts": pieces, "tar_sha256": h.hexdigest(),
                                   "model_bytes": sum(Path(p).stat().st_size for p in paths.values())}
+        if tar.suffix == ".xz":
+            manifest["jobs"][name]["tar_xz"] = True
         manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
-        if name == "baseline":  # its weights travel with the model job
+        if name == "baseline":  # its weights travel with (or are generated for) the model job
             manifest["jobs"][name].update(shares="model", weights=manifest["jobs"]["model"]["weights"])
         if job.get("generate"):  # shards written on the GPU machine (bench/gpu/random_weights.py)
             manifest["jobs"][name]["generate"] = job.pop("generate")
@@ -860,6 +884,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--baseline-lib", help="another model.wasm for the same model (an earlier build): staged "
                                                   "as job 'baseline' (chrome_run.py --job baseline) beside 'model'")
             p.add_argument("--no-model", action="store_true", help="stage no 'model' job (the built-in model)")
+            p.add_argument("--xz-jobs", action="store_true",
+                           help="compress each job's files (xz) before they are cut into parts")
+            p.add_argument("--generate-weights", action="store_true",
+                           help="stage the model job (and --baseline-lib) without parameter shards: random ones of "
+                                "the same layout are written on the GPU machine (one transfer for the whole run)")
             p.add_argument("--static", action="store_true",
                            help="stage this checkout's runner.js and engine_worker.js (chrome_run.py --static STAGE "
                                 "then runs them instead of those packed with Chromium)")

@@ -171,10 +171,13 @@ def model_files(st: Path, name: str, job: dict) -> Path:
     if job.get("parts") and not files.exists():
         # the model folder's files travel as one tar cut into pieces; sha256 is checked again by the engine
         cat = st / f"{name}.tar"
-        with open(cat, "wb") as fo:
+        with open(cat.with_suffix(".tar.xz") if job.get("tar_xz") else cat, "wb") as fo:
             for p in job["parts"]:
                 with open(st / p, "rb") as fi:
                     shutil.copyfileobj(fi, fo, 1 << 22)
+        if job.get("tar_xz"):  # prepare --xz-jobs
+            unxz(cat.with_suffix(".tar.xz"), cat)
+            cat.with_suffix(".tar.xz").unlink()
         h = hashlib.sha256(cat.read_bytes()).hexdigest()
         if h != job["tar_sha256"]:
             raise ValueError(f"{name}.tar sha256 {h} != {job['tar_sha256']}")

@@ -254,11 +254,15 @@ def test_generated_weights_share_shards_between_jobs_of_one_layout_and_fix_the_s
         with tarfile.open(st / f"{name}.tar.000", "w") as tf:
             tf.add(src / cache, arcname=sha)
         tsha = hashlib.sha256((st / f"{name}.tar.000").read_bytes()).hexdigest()
+        if name == "shape":  # prepare --xz-jobs: the pieces are of the compressed tar, the sha256 of the tar
+            gpu_device.xz(st / f"{name}.tar.000", st / "piece")
+            os.replace(st / "piece", st / f"{name}.tar.000")
         files = [{"name": cache, "sha256": sha, "size": (src / cache).stat().st_size},
                  {"name": "params_shard_0.bin", "sha256": "", "size": d["records"][0]["nbytes"]}]
         manifest["jobs"][name] = {"job": {"spec": {"id": name, "files": files}}, "parts": [f"{name}.tar.000"],
                                   "tar_sha256": tsha, "generate": {"cache": cache, "seed": 0,
-                                                                   **({"same_as": "shape"} if name == "official" else {})}}
+                                                                   **({"same_as": "shape"} if name == "official" else {})},
+                                  **({"tar_xz": True} if name == "shape" else {})}
     (st / "manifest.json").write_text(json.dumps(manifest))
     official = manifest["jobs"]["official"]
     files = device_run.model_files(st, "official", official)
@@ -276,6 +280,16 @@ def test_generated_weights_share_shards_between_jobs_of_one_layout_and_fix_the_s
     again = json.loads(json.dumps(manifest["jobs"]["official"]))  # a later process of the same run: same answer
     device_run.model_files(st, "official", again)
     assert again["job"]["spec"] == official["job"]["spec"]
+
+
+def test_a_model_job_staged_without_shards_keeps_its_layout_and_asks_for_random_ones():
+    """prepare --generate-weights: the built-in model's job travels without its parameter shards (random ones of the
+    same layout are written on the GPU machine, as for the shapes); its tensor cache and library still travel."""
+    files = [{"name": "model.wasm", "sha256": "a"}, {"name": "tensor-cache.json", "sha256": "b"},
+             {"name": "params_shard_0.bin", "sha256": "c"}, {"name": "params_shard_1.bin", "sha256": "d"}]
+    job, paths = gpu_device.without_shards({"spec": {"files": files}}, {k: Path(k) for k in "abcd"})
+    assert sorted(paths) == ["a", "b"] and job["generate"] == {"cache": "tensor-cache.json", "seed": 0}
+    assert job["spec"]["files"] == files  # the engine's spec still lists the shards (their sha256 set on the GPU)
 
 
 def _shape_chrome(tmp_path: Path, name: str, decode: dict, prefill: dict, dispatches: int, text: str) -> Path:
