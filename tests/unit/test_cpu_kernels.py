@@ -12,7 +12,9 @@ import tvm
 from llama_native import FORCED, PROMPT, ArrayCheckpoint, NativeModel
 from reference import LlamaReference, check_integer_activation_logits
 from tiny import TinyLlama
-from webllm_widget.compile.cpu import ISAS, cpu_param_records, activation_bits, qmatmul_kernel, quantize_activations, pack_for_cpu, specialize_for_cpu, unpack_from_cpu
+from webllm_widget.compile.cpu import (ISAS, activation_bits, cpu_param_records, pack_for_cpu, pack_scales_for_cpu,
+                                      qmatmul_kernel, quantize_activations, specialize_for_cpu, unpack_from_cpu,
+                                      unpack_scales_from_cpu)
 from webllm_widget.compile.arch.llama.config import LlamaConfig
 from webllm_widget.compile.arch.llama.loader import param_sources
 from webllm_widget.compile.model_lib import export_model
@@ -38,14 +40,38 @@ def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nib
     np.testing.assert_array_equal(unpack_from_cpu(w, 4), _pack_nibbles(q))
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_cpu_layout_stores_each_block_of_four_rows_group_by_group(bits):
+    """Rows in blocks of 4 (N a multiple of 4): the block's group 0 of its 4 rows, then their group 1, ...; the scales
+    of a block's 4 rows side by side per group."""
+    rng = np.random.default_rng(2)
+    n, k = 8, 64
+    q = rng.integers(0, 1 << bits, (n, k), dtype=np.uint8)
+    w = pack_for_cpu(_pack_bytes(q) if bits == 8 else _pack_nibbles(q), bits)
+    gbytes = 32 * bits // 8
+    b = w.astype("<u4").view(np.uint8).reshape(-1)
+    rowwise = pack_for_cpu((_pack_bytes(q) if bits == 8 else _pack_nibbles(q))[:3], bits)  # 3 rows: not interleaved
+    rb = rowwise.astype("<u4").view(np.uint8).reshape(3, -1)
+    for r in range(3):
+        for g in range(k // 32):
+            at = ((r // 4 * (k // 32) + g) * 4 + r % 4) * gbytes
+            np.testing.assert_array_equal(b[at:at + gbytes], rb[r, g * gbytes:(g + 1) * gbytes])
+    np.testing.assert_array_equal(unpack_from_cpu(w, bits), _pack_bytes(q) if bits == 8 else _pack_nibbles(q))
+    s = rng.standard_normal((n, k // 32)).astype(np.float32)
+    ps = pack_scales_for_cpu(s)
+    np.testing.assert_array_equal(ps.reshape(2, k // 32, 4)[1, 1], s[4:8, 1])
+    np.testing.assert_array_equal(unpack_scales_from_cpu(ps), s)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("fmt", ["q4", "q4_1", "q8_0"])
-def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_weights(fmt, isa):
+@pytest.mark.parametrize("n", [42, 44])
+def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_weights(fmt, isa, n):
     """One quantized product alone: x rounded to 8-bit blocks (``quantize_activations``) times the decoded weights,
     for a 5-token input through prefill tiles of 4 and 8 tokens (partial tiles) and token by token; 42 output rows
-    leave a partial block of the decode kernel's four rows."""
+    leave a partial block of the kernels' four rows (stored row after row), 44 are 11 interleaved blocks."""
     rng = np.random.default_rng(3)
-    k, n, t = 96, 42, 5
+    k, t = 96, 5
     bits = 8 if fmt == "q8_0" else 4
     q = rng.integers(0, 1 << bits, (n, k), dtype=np.uint8)
     s = rng.uniform(0.01, 0.1, (n, k // 32)).astype(np.float32)
@@ -58,7 +84,7 @@ def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_wei
     x = rng.standard_normal((1, t, k)).astype(np.float32)
     xq, xd = quantize_activations(x, activation_bits(fmt, isa))
     want = (xq.astype(np.float64) * np.repeat(xd, 32, axis=-1)) @ w.T.astype(np.float64)
-    args = [words, s, m] if fmt == "q4_1" else [words, s]
+    args = [words, pack_scales_for_cpu(s), pack_scales_for_cpu(m)][:3 if fmt == "q4_1" else 2]
     for tile in (1, 4, 8):
         tgt = tvm.target.Target(NATIVE)
         f = tvm.compile(qmatmul_kernel(fmt, k, n, tile=tile, isa=isa, arch="x86_64").with_attr("global_symbol", "f"),

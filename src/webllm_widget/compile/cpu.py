@@ -63,43 +63,92 @@ def _bits(fmt: str) -> int:
     return 8 if fmt == "q8_0" else 4
 
 
+#: Rows whose groups are stored side by side (:func:`pack_for_cpu`): the kernels compute this many output rows at
+#: once, one per lane of a 4-lane vector.
+BLOCK_ROWS = 4
+
+
+def interleaved(n: int) -> bool:
+    """Whether a matrix of ``n`` rows is stored in blocks of :data:`BLOCK_ROWS` interleaved rows (``n`` a multiple of
+    it; otherwise its rows stay one after another)."""
+    return n % BLOCK_ROWS == 0
+
+
+def _interleave(a: np.ndarray, groups: int) -> np.ndarray:
+    """``[n, groups * e]`` -> the same shape with each block of 4 rows stored group by group: row ``4 b + r``'s group
+    ``g`` at ``[b, g, r]`` of a ``[n / 4, groups, 4, e]`` array."""
+    n, w = a.shape
+    if not interleaved(n):
+        return np.ascontiguousarray(a)
+    e = w // groups
+    return np.ascontiguousarray(a.reshape(n // BLOCK_ROWS, BLOCK_ROWS, groups, e).swapaxes(1, 2)).reshape(n, w)
+
+
+def _deinterleave(a: np.ndarray, groups: int) -> np.ndarray:
+    n, w = a.shape
+    if not interleaved(n):
+        return np.ascontiguousarray(a)
+    e = w // groups
+    return np.ascontiguousarray(a.reshape(n // BLOCK_ROWS, groups, BLOCK_ROWS, e).swapaxes(1, 2)).reshape(n, w)
+
+
 def pack_for_cpu(q_weight: np.ndarray, bits: int) -> np.ndarray:
     """Repack ``q_weight`` (uint32 ``[N, W]``, element ``k`` in word ``k // e`` at bit ``bits * (k % e)``,
     ``e = 32 // bits``) into the layout the integer-dot kernels read.
 
-    4-bit: each group of 32 elements is 16 bytes, byte ``i`` holding element ``i`` in its low nibble and
-    element ``16 + i`` in its high nibble, so one 8-byte load widened to 16-bit lanes, one mask and one
-    shift give 8 consecutive elements each. 8-bit: unchanged (byte ``k`` is element ``k`` already).
+    Within a group: 4-bit, each group of 32 elements is 16 bytes, byte ``i`` holding element ``i`` in its low nibble
+    and element ``16 + i`` in its high nibble, so one 8-byte load widened to 16-bit lanes, one mask and one shift
+    give 8 consecutive elements each; 8-bit, unchanged (byte ``k`` is element ``k``). Rows: where ``N`` is a multiple
+    of :data:`BLOCK_ROWS` (:func:`interleaved`), each block of 4 rows is stored group by group (the 4 rows' group 0,
+    then their group 1, ...), so the kernels, which compute 4 rows at once, read one stream of bytes in order.
     Shapes are unchanged (uint32 ``[N, W]``; bytes in little-endian order, as wasm reads them).
     """
     q = np.ascontiguousarray(np.asarray(q_weight, dtype=np.uint32))
-    if bits == 8:
-        return q
     n, w = q.shape
+    groups = w * 32 // bits // GROUP
+    if bits == 8:
+        return _interleave(q, groups)
     vals = ((q[..., None] >> (np.arange(8, dtype=np.uint32) * 4)) & np.uint32(15)).reshape(n, -1, 2, 16)
     packed = (vals[:, :, 0, :] | (vals[:, :, 1, :] << np.uint32(4))).astype("<u1")  # [N, groups, 16]
-    return np.ascontiguousarray(packed.reshape(n, -1)).view("<u4").reshape(n, w).astype(np.uint32)
+    words = np.ascontiguousarray(packed.reshape(n, -1)).view("<u4").reshape(n, w).astype(np.uint32)
+    return _interleave(words, groups)
 
 
 def unpack_from_cpu(q_weight: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_for_cpu`."""
     q = np.ascontiguousarray(np.asarray(q_weight, dtype=np.uint32))
+    n, w = q.shape
+    q = _deinterleave(q, w * 32 // bits // GROUP)
     if bits == 8:
         return q
-    n, w = q.shape
     b = q.astype("<u4").view(np.uint8).reshape(n, -1, 16)
     vals = np.stack([b & 15, b >> 4], axis=2).reshape(n, -1, 8).astype(np.uint32)  # element order
     return np.bitwise_or.reduce(vals << (np.arange(8, dtype=np.uint32) * 4), axis=-1).astype(np.uint32)
 
 
+def pack_scales_for_cpu(a: np.ndarray) -> np.ndarray:
+    """A ``q_scale`` / ``q_min`` array ``[N, groups]`` in the row order of :func:`pack_for_cpu`: for each block of
+    4 rows, group by group, the 4 rows' values side by side (one 4-lane load)."""
+    a = np.asarray(a)
+    return _interleave(a, a.shape[-1])
+
+
+def unpack_scales_from_cpu(a: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_scales_for_cpu`."""
+    a = np.asarray(a)
+    return _deinterleave(a, a.shape[-1])
+
+
 def cpu_param_records(records: Iterable[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
-    """The model's parameter records with every ``q_weight`` repacked by :func:`pack_for_cpu`.
+    """The model's parameter records with every ``q_weight`` repacked by :func:`pack_for_cpu` and its ``q_scale``
+    (and ``q_min``) by :func:`pack_scales_for_cpu`.
 
     ``records`` come from :func:`.params.param_records` (a ``q_weight`` is always followed by
-    its ``q_scale``). The width of the pair tells the format: a row of ``K`` elements has ``K / 32``
-    scales and ``K / 8`` words at 4 bits or ``K / 4`` words at 8 bits.
+    its ``q_scale``, then a ``q_min`` where the format has one). The width of the pair tells the format: a row of
+    ``K`` elements has ``K / 32`` scales and ``K / 8`` words at 4 bits or ``K / 4`` words at 8 bits.
     """
     pending: tuple[str, np.ndarray] | None = None
+    prefix = None
     for name, arr in records:
         if pending is not None:
             pname, words = pending
@@ -108,9 +157,16 @@ def cpu_param_records(records: Iterable[tuple[str, np.ndarray]]) -> Iterator[tup
                 raise ValueError(f"{pname} is not followed by its q_scale (got {name})")
             bits = 4 if words.shape[-1] * 8 == arr.shape[-1] * GROUP else 8
             yield pname, pack_for_cpu(words, bits)
+            yield name, pack_scales_for_cpu(arr)
+            prefix = pname[: -len("q_weight")]
+            continue
         if name.endswith(".q_weight"):
             pending = (name, arr)
             continue
+        if prefix is not None and name == prefix + "q_min":
+            yield name, pack_scales_for_cpu(arr)
+            continue
+        prefix = None
         yield name, arr
     if pending is not None:
         raise ValueError(f"{pending[0]} is not followed by its q_scale")
@@ -248,12 +304,11 @@ def quantize_activations(x: np.ndarray, form: str = "int16") -> tuple[np.ndarray
     return q.astype(np.int32).reshape(x.shape), d
 
 
-#: Output rows the decode kernel computes per step: their per-group integer sums are reduced into one vector
-#: (:func:`_reduce4`), so the scales and offsets of four rows are applied in one vector step.
-ROWS = 4
-#: Output rows the prefill kernel computes per step (each activation load serves them all).
-PREFILL_ROWS = 1
-#: Lanes of the float vectors the products accumulate in: four rows in decode, four tokens in prefill.
+#: Output rows every product kernel computes per step, one per lane: their per-group integer sums are reduced
+#: into one vector (:func:`_reduce4`), so the scales and offsets of four rows are applied in one vector step, and the
+#: weights of these rows are stored group by group (:func:`pack_for_cpu`).
+ROWS = BLOCK_ROWS
+#: Lanes of the float vectors the products accumulate in (four rows).
 VEC = 4
 
 
@@ -305,13 +360,18 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     xmax = XQ_MAX[activation_bits(fmt, isa)]
     parts = 2 if act8 else 1  # int8x2: the rounded value and its residue times LO_SCALE
     dscale = 1.0 / LO_SCALE if act8 else 1.0
-    rows_in_lanes = tile == 1
-    rr = ROWS if rows_in_lanes else PREFILL_ROWS  # output rows per step
-    nv = 1 if rows_in_lanes else tt // VEC  # accumulator vectors per row
+    rr = ROWS  # output rows per step, one per lane
     blocks = (n + rr - 1) // rr
+    inter = interleaved(n)  # the 4 rows of a block stored group by group, their scales side by side
 
     def row(rb, r):
         return T.min(rb * rr + r, n - 1) if n % rr else rb * rr + r
+
+    def wat(rb, r, g):
+        """Byte offset of row ``r`` of block ``rb``, group ``g``, in the weights."""
+        if inter:
+            return (rb * groups + g) * (rr * gbytes) + r * gbytes
+        return row(rb, r) * rowbytes + g * gbytes
 
     def idot(a, b):
         return T.call_llvm_pure_intrin("int32x4", idot_name, a, b)
@@ -341,14 +401,10 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                 + idot(wv[r, 2, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 16))
                 + idot(wv[r, 3, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 24)))
 
-    def lanes4(wv, wb, xq, g, v, r=0):
-        """One group's integer sums of the four (row, token) pairs of accumulator vector ``v`` (of row ``r`` in
-        prefill), as one int32x4."""
-        if rows_in_lanes:
-            return _reduce4(T, dot_group(wv, wb, xq, 0, 0, g), dot_group(wv, wb, xq, 1, 0, g),
-                            dot_group(wv, wb, xq, 2, 0, g), dot_group(wv, wb, xq, 3, 0, g))
-        return _reduce4(T, dot_group(wv, wb, xq, r, v * VEC, g), dot_group(wv, wb, xq, r, v * VEC + 1, g),
-                        dot_group(wv, wb, xq, r, v * VEC + 2, g), dot_group(wv, wb, xq, r, v * VEC + 3, g))
+    def lanes4(wv, wb, xq, g, u):
+        """One group's integer sums of the block's four rows against token ``u`` of the tile, as one int32x4."""
+        return _reduce4(T, dot_group(wv, wb, xq, 0, u, g), dot_group(wv, wb, xq, 1, u, g),
+                        dot_group(wv, wb, xq, 2, u, g), dot_group(wv, wb, xq, 3, u, g))
 
     def f32(e):
         return T.Cast("float32x4", e)
@@ -359,13 +415,14 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     V4 = T.Ramp(0, 1, VEC)
 
     @T.macro
-    def body(x, w, s, m, y, b, t):
+    def body(x, w, s, mf, y, b, t):
         for bi in T.serial(b):
             with T.sblock("qmatmul"):
                 vb = T.axis.remap("S", [bi])
                 T.reads(x[vb, 0:t, 0:k], w[0:n, 0:words], s[0:n, 0:groups])
                 T.writes(y[vb, 0:t, 0:n])
                 w8 = T.decl_buffer((n * rowbytes,), "uint8", data=w.data)
+                sf = T.decl_buffer((n * groups,), "float32", data=s.data)
                 xq = T.sblock_alloc_buffer((tt, parts, k), xdtype)  # activations: int16, or int8 value + residue
                 xd = T.sblock_alloc_buffer((groups, tt), "float32")  # activation scale per group (tokens adjacent)
                 xo = T.sblock_alloc_buffer((groups, tt), "float32")  # group sum of x as rounded, scaled (q4_1)
@@ -375,8 +432,8 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                 xi = T.sblock_alloc_buffer((groups, tt), "int32")
                 red = T.sblock_alloc_buffer((3,), "float32")
                 isum = T.sblock_alloc_buffer((1,), "int32")
-                acc = T.sblock_alloc_buffer((rr * nv if not rows_in_lanes else 1, VEC), "float32")
-                ls = T.sblock_alloc_buffer((VEC,), "float32")  # decode: the four rows' scales of a group
+                acc = T.sblock_alloc_buffer((tt, VEC), "float32")  # per token of the tile: the block's four rows
+                ls = T.sblock_alloc_buffer((VEC,), "float32")  # the four rows' scales of a group
                 lm = T.sblock_alloc_buffer((VEC,), "float32")  # ... and their q_min
                 wv = T.sblock_alloc_buffer((rr, 4, 8), "int16")
                 wb = T.sblock_alloc_buffer((rr, 2, 16), "uint8")
@@ -401,17 +458,17 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                         xo[g, u] = T.Cast("float32", isum[0]) * xd[g, u]
                         xi[g, u] = isum[0] * int(off)
                     for rb in T.serial(blocks):
-                        for v in T.unroll(rr * nv if not rows_in_lanes else 1):
-                            acc[v, V4] = T.Broadcast(T.float32(0), VEC)
+                        for u in T.unroll(tt):
+                            acc[u, V4] = T.Broadcast(T.float32(0), VEC)
                         for g in T.serial(groups):
                             for r in T.unroll(rr):
                                 if act8:
-                                    wbytes = w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes, 1, 16)]
+                                    wbytes = w8[T.Ramp(wat(rb, r, g), 1, 16)]
                                     wb[r, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(wbytes, T.Broadcast(T.uint8(15), 16))
                                     wb[r, 1, T.Ramp(0, 1, 16)] = T.shift_right(wbytes, T.Broadcast(T.uint8(4), 16))
                                 elif four:
-                                    lo = T.Cast("int16x8", w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes, 1, 8)])
-                                    hi = T.Cast("int16x8", w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes + 8, 1, 8)])
+                                    lo = T.Cast("int16x8", w8[T.Ramp(wat(rb, r, g), 1, 8)])
+                                    hi = T.Cast("int16x8", w8[T.Ramp(wat(rb, r, g) + 8, 1, 8)])
                                     wv[r, 0, T.Ramp(0, 1, 8)] = T.bitwise_and(lo, T.Broadcast(T.int16(15), 8))
                                     wv[r, 1, T.Ramp(0, 1, 8)] = T.bitwise_and(hi, T.Broadcast(T.int16(15), 8))
                                     wv[r, 2, T.Ramp(0, 1, 8)] = T.shift_right(lo, T.Broadcast(T.int16(4), 8))
@@ -419,36 +476,29 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                                 else:
                                     for c in T.unroll(4):
                                         wv[r, c, T.Ramp(0, 1, 8)] = T.Cast(
-                                            "int16x8", w8[T.Ramp(row(rb, r) * rowbytes + g * gbytes + c * 8, 1, 8)])
-                            if rows_in_lanes:
-                                for r in T.unroll(VEC):
-                                    ls[r] = s[row(rb, r), g]
-                                    if has_min:
-                                        lm[r] = m[row(rb, r), g]
+                                            "int16x8", w8[T.Ramp(wat(rb, r, g) + c * 8, 1, 8)])
+                            if inter:
+                                ls[V4] = sf[T.Ramp((rb * groups + g) * VEC, 1, VEC)]
                                 if has_min:
-                                    acc[0, V4] = acc[0, V4] + f32(lanes4(wv, wb, xq, g, 0)) * ls[V4] * bc(xd[g, 0]) \
-                                        + lm[V4] * bc(xo[g, 0])
-                                else:
-                                    acc[0, V4] = acc[0, V4] + ls[V4] * f32(
-                                        lanes4(wv, wb, xq, g, 0) + T.Broadcast(xi[g, 0], VEC)) * bc(xd[g, 0])
+                                    lm[V4] = mf[T.Ramp((rb * groups + g) * VEC, 1, VEC)]
                             else:
-                                for v in T.unroll(nv):
-                                    for r in T.unroll(rr):
-                                        if has_min:
-                                            acc[r * nv + v, V4] = acc[r * nv + v, V4] + f32(lanes4(
-                                                wv, wb, xq, g, v, r)) * xd[g, T.Ramp(v * VEC, 1, VEC)] \
-                                                * bc(s[row(rb, r), g]) \
-                                                + bc(m[row(rb, r), g]) * xo[g, T.Ramp(v * VEC, 1, VEC)]
-                                        else:
-                                            acc[r * nv + v, V4] = acc[r * nv + v, V4] + bc(s[row(rb, r), g]) * f32(
-                                                lanes4(wv, wb, xq, g, v, r) + xi[g, T.Ramp(v * VEC, 1, VEC)]) \
-                                                * xd[g, T.Ramp(v * VEC, 1, VEC)]
-                        if rows_in_lanes:
-                            for r in T.unroll(VEC):
-                                y[vb, T.min(tb, t - 1), row(rb, r)] = acc[0, r]
-                        else:
-                            for r, v, j in T.grid(rr, nv, VEC):
-                                y[vb, T.min(tb * tt + v * VEC + j, t - 1), row(rb, r)] = acc[r * nv + v, j]
+                                for r in T.unroll(VEC):
+                                    ls[r] = sf[row(rb, r) * groups + g]
+                                    if has_min:
+                                        lm[r] = mf[row(rb, r) * groups + g]
+                            for u in T.unroll(tt):
+                                if has_min:
+                                    acc[u, V4] = acc[u, V4] + f32(lanes4(wv, wb, xq, g, u)) * ls[V4] \
+                                        * bc(xd[g, u]) + lm[V4] * bc(xo[g, u])
+                                else:
+                                    acc[u, V4] = acc[u, V4] + ls[V4] * f32(
+                                        lanes4(wv, wb, xq, g, u) + T.Broadcast(xi[g, u], VEC)) * bc(xd[g, u])
+                        for u in T.unroll(tt):
+                            if inter:
+                                y[vb, T.min(tb * tt + u, t - 1), T.Ramp(rb * rr, 1, VEC)] = acc[u, V4]
+                            else:
+                                for r in T.unroll(VEC):
+                                    y[vb, T.min(tb * tt + u, t - 1), row(rb, r)] = acc[u, r]
 
     if has_min:
         @T.prim_func(private=True, s_tir=True)
@@ -458,7 +508,8 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
             b, t = T.int64(), T.int64()
             x = T.match_buffer(var_x, (b, t, k), "float32")
             y = T.match_buffer(var_y, (b, t, n), "float32")
-            body(x, w, s, m, y, b, t)
+            mf = T.decl_buffer((n * groups,), "float32", data=m.data)
+            body(x, w, s, mf, y, b, t)
 
         return qmatmul_q4_1
 
@@ -498,10 +549,17 @@ def take_kernel(fmt: str, vocab: int, hidden: int):
     mask = (1 << bits) - 1
     off = -7.0 if fmt == "q4" else -128.0
 
-    # Where element c sits in the layout of pack_for_cpu: 8-bit, byte c; 4-bit, byte 16 g + c % 16 of its
-    # group g, low nibble for the group's first 16 elements, high nibble for the next 16.
-    def word(c):
-        return c // 4 if bits == 8 else c // GROUP * 4 + c % 16 // 4
+    gwords = words // groups
+    inter = interleaved(vocab)
+
+    # Where element c of row r sits in the layout of pack_for_cpu: 8-bit, byte c % 32 of its group g; 4-bit, byte
+    # c % 16 of its group, low nibble for the group's first 16 elements, high nibble for the next 16. Groups: g of
+    # row r at group slot (r // 4 * groups + g) * 4 + r % 4 where the rows are interleaved, r * groups + g otherwise.
+    def slot(r, g):
+        return (r // BLOCK_ROWS * groups + g) * BLOCK_ROWS + r % BLOCK_ROWS if inter else r * groups + g
+
+    def word(r, c):
+        return slot(r, c // GROUP) * gwords + (c % GROUP // 4 if bits == 8 else c % 16 // 4)
 
     def shift(c):
         return T.Cast("uint32", c % 4 * 8 if bits == 8 else c % 4 * 8 + c % GROUP // 16 * 4)
@@ -515,12 +573,15 @@ def take_kernel(fmt: str, vocab: int, hidden: int):
             t = T.int64()
             ids = T.match_buffer(var_ids, (t,), "int32")
             out = T.match_buffer(var_out, (t, hidden), "float32")
+            wf = T.decl_buffer((vocab * words,), "uint32", data=w.data)
+            sf = T.decl_buffer((vocab * groups,), "float32", data=s.data)
+            mf = T.decl_buffer((vocab * groups,), "float32", data=m.data)
             for i, c in T.grid(t, hidden):
                 with T.sblock("take"):
                     vi, vc = T.axis.remap("SS", [i, c])
                     out[vi, vc] = T.Cast("float32", T.bitwise_and(T.shift_right(
-                        w[ids[vi], word(vc)], shift(vc)), T.uint32(mask))) * s[ids[vi], vc // GROUP] \
-                        + m[ids[vi], vc // GROUP]
+                        wf[word(ids[vi], vc)], shift(vc)), T.uint32(mask))) * sf[slot(ids[vi], vc // GROUP)] \
+                        + mf[slot(ids[vi], vc // GROUP)]
 
         return take_q4_1
 
@@ -531,12 +592,14 @@ def take_kernel(fmt: str, vocab: int, hidden: int):
         t = T.int64()
         ids = T.match_buffer(var_ids, (t,), "int32")
         out = T.match_buffer(var_out, (t, hidden), "float32")
+        wf = T.decl_buffer((vocab * words,), "uint32", data=w.data)
+        sf = T.decl_buffer((vocab * groups,), "float32", data=s.data)
         for i, c in T.grid(t, hidden):
             with T.sblock("take"):
                 vi, vc = T.axis.remap("SS", [i, c])
                 out[vi, vc] = (T.Cast("float32", T.bitwise_and(T.shift_right(
-                    w[ids[vi], word(vc)], shift(vc)), T.uint32(mask))) + T.float32(off)) \
-                    * s[ids[vi], vc // GROUP]
+                    wf[word(ids[vi], vc)], shift(vc)), T.uint32(mask))) + T.float32(off)) \
+                    * sf[slot(ids[vi], vc // GROUP)]
 
     return take_q_sym
 
