@@ -22,8 +22,10 @@ no hand-written wasm is needed):
   build (:data:`ISAS`) feeds 4-bit weights as the 7-bit operand of ``i32x4.relaxed_dot_i8x16_i7x16_add_s``
   and activation bytes (16 products an instruction; a value byte and a residue byte, see :data:`XQ_MAX`); the
   SIMD128 build, and 8-bit weights in both, use ``i32x4.dot_i16x8_s`` with 16-bit activations (8 products; as
-  fast as 8-bit ones there: :func:`activation_bits`). Both keep logits within ~0.005 of float. Decode (one token) uses :func:`gemv_kernel`, :data:`ROWS` output rows a step;
-  prefill :func:`gemm_kernel`, which decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens.
+  fast as 8-bit ones there: :func:`activation_bits`). Both keep logits within ~0.005 of float. Every product
+  computes :data:`ROWS` output rows a step, one per lane, from weights stored 4 rows group by group (one stream of
+  bytes and one of scales); decode (one token) uses :func:`gemv_kernel`, prefill :func:`gemm_kernel`, which
+  decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens.
 - **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page runs the one
   ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 by
   ``bench/cpu.py``), the SIMD128 one elsewhere, and says which (``js/src/engine/cpu/features.ts``).
@@ -328,9 +330,10 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     weight integers meet them in integer dot products (an int32x4 of partial sums); four such sums are reduced
     into one vector (:func:`_reduce4`), converted to float and scaled by ``scale * x_scale`` in one step, and the
     offset (``q_min``, or ``-7 s`` / ``-128 s``) against the group's activation sum is added the same way. The
-    four lanes are :data:`ROWS` output rows in decode (``tile`` 1; a last partial block of rows repeats the last
-    row) and four tokens of the tile in prefill (``tile`` a multiple of 4: each weight group is decoded once for the
-    whole tile; a last partial tile repeats the last token, the same values rewritten).
+    four lanes are :data:`ROWS` output rows (a last partial block of rows, where ``n`` is not a multiple of 4,
+    repeats the last row); their scales and offsets are one 4-lane load where the rows are interleaved
+    (:func:`pack_for_cpu`). Each weight group is decoded once for the whole tile of ``tile`` tokens (one
+    accumulator vector per token; a last partial tile repeats the last token, the same values rewritten).
 
     ``isa="simd128"``: 16-bit activations and weights widened to int16, ``i32x4.dot_i16x8_s`` (8 products each).
     ``isa="relaxed-simd"``: 4-bit weights are 7-bit operands as they stand, so with activation bytes one
