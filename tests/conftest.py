@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 from browser import STATIC, HostServer, WidgetHost, launch_chromium, stop_playwright  # noqa: E402
+import prebuild  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -29,6 +30,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "full_matrix" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session):
+    """Start the background builds of the model folders and libraries the selected tests need (tests/helpers/
+    prebuild.py): later tests then find them built, or wait for the build in flight, instead of building cold."""
+    session.config._webllm_prebuild = prebuild.start(session.config, session.items)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    pb = getattr(config, "_webllm_prebuild", None)
+    if pb is not None:
+        pb.stop()
+        for line in pb.summary():
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config):
+    pb = getattr(config, "_webllm_prebuild", None)
+    if pb is not None:
+        pb.stop()
 
 
 def _need_bundles() -> None:

@@ -5,8 +5,11 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 
 def cache_dir() -> Path:
@@ -48,6 +51,67 @@ def sources_digest(root: Path, names: tuple[str, ...]) -> str:
         for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + (f.read_bytes() if f.exists() else b""))
     return h.hexdigest()
+
+
+#: (entry name, seconds) of every wait for another process's build in this process, for callers that report them
+LOCK_WAITS: list[tuple[str, float]] = []
+
+
+@contextlib.contextmanager
+def build_lock(name: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the exclusive lock ``cache_dir()/locks/<name>.lock`` for a build of the cache entry ``name``.
+
+    Two processes building the same entry (two notebooks, or a test run and its background prebuild) would
+    otherwise both do the work, and the second's rename would replace a folder the first is reading. A caller
+    checks the cache again once it holds the lock: the other process may have finished the entry meanwhile.
+    ``on_wait`` is called with a sentence when the lock is held elsewhere, before waiting for it. The lock is an
+    OS file lock (``fcntl.flock``; ``msvcrt.locking`` on Windows): a process that dies releases it.
+    """
+    path = cache_dir() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if sys.platform == "win32":  # pragma: no cover
+            import msvcrt
+
+            def take(block: bool) -> bool:
+                while True:  # LK_LOCK gives up after ~10 s: wait by polling instead
+                    try:
+                        f.seek(0)
+                        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+                        return True
+                    except OSError:
+                        if not block:
+                            return False
+                        time.sleep(0.2)
+
+            def release() -> None:
+                f.seek(0)
+                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            def take(block: bool) -> bool:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+                    return True
+                except BlockingIOError:
+                    return False
+
+            def release() -> None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+        if not take(block=False):
+            t0 = time.perf_counter()
+            if on_wait is not None:
+                on_wait(f"another process is building {name}; waiting for it")
+            take(block=True)
+            LOCK_WAITS.append((name, time.perf_counter() - t0))
+            if on_wait is not None:
+                on_wait(f"waited {LOCK_WAITS[-1][1]:.1f} s for {name}")
+        try:
+            yield
+        finally:
+            release()
 
 
 @contextlib.contextmanager

@@ -11,15 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpu_page import serve_cpu_model, teacher_forced
+from cpu_page import serve_cpu_model, teacher_forced, tiny_ggml_cpu_library
 from reference import LlamaReference, check_integer_activation_logits
-from tiny import TinyLlama
-from webllm_widget.compile.cpu import ISAS, build_cpu_library, cpu_param_records
-from webllm_widget.compile.arch.llama.config import LlamaConfig
+from webllm_widget.compile.cpu import ISAS, cpu_param_records
 from webllm_widget.compile.params import param_records
-from webllm_widget.compile.quant.ggml import ggml_quantization
 from webllm_widget.compile.tensor_cache import write_tensor_cache
-from webllm_widget.compile.checkpoint import open_checkpoint
 
 PROMPT = list(range(3, 25))  # 22 tokens: chunks of 8, 8, 6 (the last ends in a partial 4-token tile)
 FORCED = [5, 77, 100]
@@ -27,12 +23,8 @@ FORCED = [5, 77, 100]
 
 @pytest.fixture(scope="module", params=ISAS)
 def tiny_cpu_model(request, tmp_path_factory):
-    tiny = TinyLlama.make(seed=1)
     d = tmp_path_factory.mktemp("tiny-cpu")
-    ckpt = open_checkpoint(tiny.write_gguf(d / "t.gguf"))
-    cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
-    quant = ggml_quantization(ckpt, cfg)
-    wasm = build_cpu_library(cfg, quant, isa=request.param, progress=False)  # cached after the first build (~1 min)
+    tiny, ckpt, cfg, quant, wasm = tiny_ggml_cpu_library(d, request.param)  # cached after the first build (~1 min)
     folder = d / "folder"
     folder.mkdir()
     write_tensor_cache(folder, cpu_param_records(param_records(ckpt, cfg, quant)))

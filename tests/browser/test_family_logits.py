@@ -27,11 +27,10 @@ import numpy as np
 import pytest
 
 from cpu_page import serve_cpu_model, teacher_forced
-from families import CASES, GGUF_CASES
+from families import ALL_CASES, GGUF_CASES, build
 from llama_native import FORCED, PROMPT, reference_logits
 from webgpu_model import run_folder_in_browser
 from webllm_widget.compile.arch import registry
-from webllm_widget.compile.pipeline import build_model_folder
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -60,7 +59,6 @@ CI_GGUF = {("llama-gguf-q4_k_m", "webgpu"), ("llama-gguf-q4_k_m", "cpu")}
 #: wasm, and the CPU kernels they use (quantized products, plain causal attention) are checked by the Llama,
 #: Mistral (windowed attention) and Gemma 2 (soft-capped attention) CPU cases CI runs.
 OPTIN_CPU = {"qwen2.5-hf", "qwen3-hf", "phi3-hf", "gemma3-hf"}
-ALL_CASES = {**CASES, **GGUF_CASES}
 
 
 def _params():
@@ -74,12 +72,7 @@ def _params():
 @pytest.mark.parametrize("case, device", list(_params()))
 def test_family_logits_in_the_browser_match_the_reference(request, host_server, case, device):
     c = ALL_CASES[case]
-    source, weights, config = c.write()
-    schedule = "fallback" if device == "webgpu" else "auto"
-    # the CPU case runs model.wasm (SIMD128) only: the relaxed-SIMD build beside it is left out (tests/browser/
-    # test_cpu_*.py check both builds)
-    folder = build_model_folder(source, quantization=c.quantization, device=device, schedule=schedule,
-                                progress=False, relaxed_simd=False)
+    folder, weights, config = build(case, device)
     chat = json.loads((folder / "mlc-chat-config.json").read_text())
     cfg = registry.config_from_dict(config, prefill_chunk_size=chat["prefill_chunk_size"],
                                     context_window_size=chat["context_window_size"])

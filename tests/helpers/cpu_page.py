@@ -45,3 +45,21 @@ def teacher_forced(page: Any, base: str, prompt: list[int], forced: list[int], t
     out = run_js(page, TEACHER_FORCED_JS, {"base": base, "prompt": prompt, "forced": forced, "tag": tag})
     out["logits"] = np.array(out.pop("rows"), dtype=np.float32)
     return out
+
+
+def tiny_ggml_cpu_library(folder: Path, isa: str):
+    """The tiny random Llama (seed 1) as a GGUF (Q4_1 matrices, Q8_0 embedding) under ``folder``, and its page-CPU
+    library for ``isa`` in the lossless ``ggml`` mode, prefill chunks of 8 (cached by content: the background
+    prebuild, tests/helpers/prebuild.py, builds the same one). Returns (tiny, checkpoint, config, quantization,
+    library path)."""
+    from tiny import TinyLlama
+    from webllm_widget.compile.arch.llama.config import LlamaConfig
+    from webllm_widget.compile.checkpoint import open_checkpoint
+    from webllm_widget.compile.cpu import build_cpu_library
+    from webllm_widget.compile.quant.ggml import ggml_quantization
+
+    tiny = TinyLlama.make(seed=1)
+    ckpt = open_checkpoint(tiny.write_gguf(Path(folder) / "t.gguf"))
+    cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
+    quant = ggml_quantization(ckpt, cfg)
+    return tiny, ckpt, cfg, quant, build_cpu_library(cfg, quant, isa=isa, progress=False)

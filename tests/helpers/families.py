@@ -62,6 +62,7 @@ def qwen2_5_tools_hf() -> tuple[Path, dict, dict]:
     import json
 
     from chat_templates import QWEN2_5_TOOLS
+    from webllm_widget.cache import atomic_write_bytes
 
     source, weights, config = _qwen2_5_hf()
     folder = source.with_name("tiny-qwen2.5-tools-seed9")
@@ -75,12 +76,13 @@ def qwen2_5_tools_hf() -> tuple[Path, dict, dict]:
         doc["model"]["vocab"][t] = n + i
     files = {"config.json": (source / "config.json").read_text(), "tokenizer.json": json.dumps(doc),
              "tokenizer_config.json": json.dumps({"chat_template": QWEN2_5_TOOLS, "eos_token": "<|im_end|>"})}
+    # same bytes: the build is cached; a file written appears whole (another process may be reading it)
     for name, text in files.items():
-        if not (folder / name).exists() or (folder / name).read_text() != text:  # same bytes: the build is cached
-            (folder / name).write_text(text)
+        if not (folder / name).exists() or (folder / name).read_text() != text:
+            atomic_write_bytes(folder / name, text.encode())
     st = folder / "model.safetensors"
     if not st.exists() or st.stat().st_size != (source / "model.safetensors").stat().st_size:
-        st.write_bytes((source / "model.safetensors").read_bytes())
+        atomic_write_bytes(st, (source / "model.safetensors").read_bytes())
     return folder, weights, config
 
 
@@ -299,3 +301,19 @@ CASES = {c.id: c for c in [
 #: as ``q4_1``, Q8_0 as ``q8_0``; Q5_0/Q5_1/Q5_K/Q6_K re-quantized to ``q8_0``)
 GGUF_CASES = {f"{fam}-gguf-{ft.lower()}": Case(f"{fam}-gguf-{ft.lower()}", "ggml", src.write, src)
               for fam in GGUF_TINY for ft in ("Q4_K_M", "Q8_0") for src in [GGUFSource(fam, ft)]}
+ALL_CASES = {**CASES, **GGUF_CASES}
+
+
+def build(case: str, device: str):
+    """``case``'s model folder for ``device`` as the family logit test runs it: WebGPU with the software adapter's
+    schedule, the page CPU with its SIMD128 library only (the relaxed-SIMD build beside it is left out: the
+    tests/browser/test_cpu_*.py check both builds). Returns (folder, float32 weights the build holds, config).
+    Cached by content hash; also what the background prebuild calls (tests/helpers/prebuild.py)."""
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    c = ALL_CASES[case]
+    source, weights, config = c.write()
+    folder = build_model_folder(source, quantization=c.quantization, device=device,
+                                schedule="fallback" if device == "webgpu" else "auto", progress=False,
+                                relaxed_simd=False)
+    return folder, weights, config

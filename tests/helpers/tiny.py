@@ -12,11 +12,14 @@ The tokenizer is a small byte-level BPE: 3 ChatML special tokens, the 256 byte s
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from webllm_widget.cache import atomic_write_bytes
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -137,8 +140,10 @@ class TinyLlama:
         """config.json + model.safetensors (F32, F16 or BF16) + tokenizer.json."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config, indent=1))
-        (folder / "tokenizer.json").write_text(json.dumps(tiny_tokenizer_json()))
+        # each file appears whole (written aside, then renamed): another process (the background prebuild,
+        # tests/helpers/prebuild.py) may be reading the same bytes of an earlier write
+        atomic_write_bytes(folder / "config.json", json.dumps(self.config, indent=1).encode())
+        atomic_write_bytes(folder / "tokenizer.json", json.dumps(tiny_tokenizer_json()).encode())
         write_safetensors(folder / "model.safetensors", self.file_tensors(), dtype)
         return folder
 
@@ -182,7 +187,9 @@ class TinyLlama:
         arch = arch or GGUF_ARCH.get(family, family)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        wr = gguf.GGUFWriter(str(path), arch)
+        # written aside and renamed at the end, so a reader of an earlier write never sees a partial file
+        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+        wr = gguf.GGUFWriter(str(part), arch)
         wr.add_name("tiny-test-llama")
         wr.add_block_count(c["num_hidden_layers"])
         wr.add_context_length(c["max_position_embeddings"])
@@ -290,6 +297,7 @@ class TinyLlama:
         wr.write_kv_data_to_file()
         wr.write_tensors_to_file()
         wr.close()
+        os.replace(part, path)
         return path
 
 
@@ -385,11 +393,7 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], dtype: str = "
         off += len(b)
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    atomic_write_bytes(Path(path), b"".join([struct.pack("<Q", len(h)), h, *blobs]))  # appears whole
 
 
 def copy_gguf_with(src: Path, dst: Path, overrides: dict, extra: dict | None = None) -> Path:

@@ -210,3 +210,46 @@ def test_written_weights_are_exactly_the_params_the_model_library_declares(cache
     doc = json.loads((folder / "tensor-cache.json").read_text())
     written = [{"name": r["name"], "shape": r["shape"], "dtype": r["dtype"]} for s in doc["records"] for r in s["records"]]
     assert written == [{"name": p["name"], "shape": list(p["shape"]), "dtype": p["dtype"]} for p in declared]
+
+
+_SLOW_BUILD = """
+import sys, time
+from pathlib import Path
+from webllm_widget.compile import pipeline
+
+convert = pipeline._convert
+def slow_convert(*a, **kw):
+    Path(sys.argv[2]).write_text("building")  # the folder's lock is held from here on
+    time.sleep(3)
+    return convert(*a, **kw)
+pipeline._convert = slow_convert
+print(pipeline.build_model_folder(sys.argv[1], library=False, progress=False))
+"""
+
+
+def test_a_second_process_waits_for_the_build_in_flight_and_reads_its_folder(cache, tiny_gguf, tmp_path):
+    """Two processes building the same folder (a test run and its background prebuild, two notebooks): the second
+    waits for the first's lock and finds its folder, instead of building again and replacing it under the reader."""
+    import subprocess
+    import sys
+    import time
+
+    from webllm_widget import cache as cache_mod
+
+    started = tmp_path / "started"
+    other = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(tiny_gguf[1]), str(started)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    t0 = time.monotonic()
+    while not started.exists():
+        assert other.poll() is None, other.communicate()
+        assert time.monotonic() - t0 < 120, "the other process did not start its build"
+        time.sleep(0.05)
+    waits = len(cache_mod.LOCK_WAITS)
+    folder = build_model_folder(tiny_gguf[1], library=False, progress=False)
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    assert Path(out.strip()) == folder  # the same folder: built once, by the other process
+    (name, seconds), = cache_mod.LOCK_WAITS[waits:]
+    assert name == f"model-{folder.name}" and seconds > 1.0
+    assert json.loads((folder / "manifest.json").read_text())["build_seconds"] >= 3.0  # the other's build
+    assert _leftovers(cache) == [folder.name]

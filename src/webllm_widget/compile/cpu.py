@@ -39,6 +39,7 @@ Example::
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -699,11 +700,9 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd
     Raises :class:`CompileError` for ``q4f16_1`` (float16 compute has no use on the CPU) and
     when TVM or the link fails.
     """
-    from ..cache import atomic_write_bytes, cache_dir
+    from ..cache import build_lock, cache_dir
     from ..errors import CompileError
-    from .build import compile_module, link_executable
     from .arch import registry
-    from .model_lib import export_model
     from .quant.modes import as_quantization
 
     cfg = registry.config_from_dict(config)
@@ -714,6 +713,20 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd
     out = cache_dir() / "model-libs-cpu" / f"{library_key(cfg, quant, isa)}.wasm"
     if use_cache and out.is_file():
         return out
+    # one build per library at a time across processes (they would share the temp file below); whoever waited
+    # reads the other's result
+    with build_lock(f"model-lib-cpu-{out.stem}", on_wait=lambda text: print(f"webllm-widget: {text}",
+                                                                            file=sys.stderr, flush=True)):
+        if use_cache and out.is_file():
+            return out
+        return _build_cpu_library(cfg, quant, isa, out, use_cache, progress)
+
+
+def _build_cpu_library(cfg: Any, quant: Any, isa: str, out: Path, use_cache: bool, progress: bool) -> Path:
+    from ..cache import atomic_write_bytes
+    from .build import compile_module, link_executable
+    from .model_lib import export_model
+
     target = cpu_target(isa)
     exported = export_model(cfg, quant, target)
     mod = specialize_for_cpu(exported.mod, target, isa, kv_cache=exported.metadata["kv_cache"])

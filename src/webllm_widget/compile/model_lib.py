@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -827,19 +828,38 @@ def build_model_library(config: Any, quantization: Quantization | str = "q4f32_1
     Returns a :class:`webllm_widget.compile.build.Library` (``.wasm`` bytes, ``.sha256``,
     ``.save(path)``; ``.functions``; ``.wgsl`` of each kernel when freshly compiled).
     """
-    from ..cache import atomic_write_bytes, cache_dir, sha256_bytes
-    from .build import Library, link_executable, vm_functions, wgsl_sources
+    from ..cache import build_lock, cache_dir, sha256_bytes
+    from .build import Library
 
     cfg = registry.config_from_dict(config)
     quant = as_quantization(quantization)
     key = content_key(cfg, quant, target, schedule)
     folder = cache_dir() / "model-libs" / key
     wasm_path, info_path = folder / "model.wasm", folder / "info.json"
-    if wasm_path.is_file() and info_path.is_file():
+    def cached() -> "Library | None":
+        if not (wasm_path.is_file() and info_path.is_file()):
+            return None
         info = json.loads(info_path.read_text())
         data = wasm_path.read_bytes()
         return Library(wasm=data, sha256=sha256_bytes(data), functions=info["functions"], wgsl={},
                        target=target, name=info["name"])
+
+    if (lib := cached()) is not None:
+        return lib
+    # one build per library at a time across processes; whoever waited reads the other's result
+    with build_lock(f"model-lib-{key}", on_wait=lambda text: print(f"webllm-widget: {text}", file=sys.stderr,
+                                                                   flush=True)):
+        if (lib := cached()) is not None:
+            return lib
+        return _build_model_library(cfg, quant, target, schedule, key, folder, progress)
+
+
+def _build_model_library(cfg: Any, quant: Quantization, target: str, schedule: str, key: str, folder: Path,
+                         progress: bool) -> "Library":
+    from ..cache import atomic_write_bytes, sha256_bytes
+    from .build import Library, link_executable, vm_functions, wgsl_sources
+
+    wasm_path, info_path = folder / "model.wasm", folder / "info.json"
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ LIBRARY_NAME = "model.wasm"
 DEVICES = {"webgpu": "webgpu", "cpu": "cpu"}
 #: Bump when this module changes what it writes (part of every folder's content hash).
 FOLDER_FORMAT = "1"
+
+
+def _say(text: str) -> None:
+    print(f"webllm-widget: {text}", file=sys.stderr, flush=True)
 
 
 def _tqdm(progress: bool, **kw):
@@ -204,53 +209,57 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     dest = Path(out) if out is not None else cache.cache_dir() / "models" / f"{name}-{key}"
     if _existing(dest, key):
         return dest
-    if library:
-        from .keys import cached_library, require_compiler
-
-        if cached_library(cfg, quant, device, schedule) is None:  # before converting any weights
-            require_compiler(f"building the model library of {Path(ckpt.path).name} ({quant.name}, {device})")
-    if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).exists():
-        raise BadModel(f"{dest} exists and is not a model folder built by webllm-widget; pick another --out "
-                       "or remove it.")
-
-    # Another schedule of the same WebGPU model has the same weights, tokenizer and config (only the library's
-    # kernels differ): link them from the default ("auto") build when it is there instead of converting again.
-    twin = None
-    if device == "webgpu" and library and schedule != "auto":
-        twin_doc = {**key_doc, "schedule": "auto",
-                    "compiler": _compiler_version(cfg, quant, device, "auto", library)}
-        twin_key = hashlib.sha256(json.dumps(twin_doc, sort_keys=True).encode()).hexdigest()[:16]
-        candidate = cache.cache_dir() / "models" / f"{name}-{twin_key}"
-        twin = candidate if _existing(candidate, twin_key) else None
-
-    steps = ["weights", "tokenizer", "config"] + (["library"] if library else []) + ["manifest"]
-    with cache.atomic_dir(dest) as tmp, _tqdm(progress, total=len(steps), desc=f"build {name}",
-                                              unit="step") as bar:
-        if twin is not None:
-            bar.set_postfix_str(f"weights, tokenizer, config shared with {twin.name}")
-            _link_shared(twin, tmp)
-            doc = json.loads((tmp / "tensor-cache.json").read_text())
-            bar.update(3)
-        else:
-            doc = _convert(ckpt, cfg, quant, device, tmp, progress, bar)
-
-        # 4. the model library
+    # one build per folder at a time across processes; whoever waited finds the other's result
+    with cache.build_lock(f"model-{dest.name}", on_wait=_say):
+        if _existing(dest, key):
+            return dest
         if library:
-            bar.set_postfix_str("library")
-            _build_library(cfg, quant, device, tmp / LIBRARY_NAME,
-                           [r["name"] for s in doc["records"] for r in s["records"]], progress, schedule,
-                           relaxed_simd)
-            bar.update(1)
+            from .keys import cached_library, require_compiler
 
-        # 5. manifest (sha256 of every file: the widget moves files content-addressed)
-        bar.set_postfix_str("manifest")
-        _write_manifest(tmp, {"key": key, "build": key_doc, "schedule": schedule, "source_path": str(ckpt.path),
-                              "model_id": name, "quantization": quant.name, "device": device,
-                              "library": LIBRARY_NAME if library else None,
-                              "build_seconds": round(time.perf_counter() - t_start, 1)},
-                        known=_manifest_files(twin) if twin is not None else None)
-        bar.update(1)
-    return dest
+            if cached_library(cfg, quant, device, schedule) is None:  # before converting any weights
+                require_compiler(f"building the model library of {Path(ckpt.path).name} ({quant.name}, {device})")
+        if dest.exists() and any(dest.iterdir()) and not (dest / MANIFEST).exists():
+            raise BadModel(f"{dest} exists and is not a model folder built by webllm-widget; pick another --out "
+                           "or remove it.")
+
+        # Another schedule of the same WebGPU model has the same weights, tokenizer and config (only the library's
+        # kernels differ): link them from the default ("auto") build when it is there instead of converting again.
+        twin = None
+        if device == "webgpu" and library and schedule != "auto":
+            twin_doc = {**key_doc, "schedule": "auto",
+                        "compiler": _compiler_version(cfg, quant, device, "auto", library)}
+            twin_key = hashlib.sha256(json.dumps(twin_doc, sort_keys=True).encode()).hexdigest()[:16]
+            candidate = cache.cache_dir() / "models" / f"{name}-{twin_key}"
+            twin = candidate if _existing(candidate, twin_key) else None
+
+        steps = ["weights", "tokenizer", "config"] + (["library"] if library else []) + ["manifest"]
+        with cache.atomic_dir(dest) as tmp, _tqdm(progress, total=len(steps), desc=f"build {name}",
+                                                  unit="step") as bar:
+            if twin is not None:
+                bar.set_postfix_str(f"weights, tokenizer, config shared with {twin.name}")
+                _link_shared(twin, tmp)
+                doc = json.loads((tmp / "tensor-cache.json").read_text())
+                bar.update(3)
+            else:
+                doc = _convert(ckpt, cfg, quant, device, tmp, progress, bar)
+
+            # 4. the model library
+            if library:
+                bar.set_postfix_str("library")
+                _build_library(cfg, quant, device, tmp / LIBRARY_NAME,
+                               [r["name"] for s in doc["records"] for r in s["records"]], progress, schedule,
+                               relaxed_simd)
+                bar.update(1)
+
+            # 5. manifest (sha256 of every file: the widget moves files content-addressed)
+            bar.set_postfix_str("manifest")
+            _write_manifest(tmp, {"key": key, "build": key_doc, "schedule": schedule, "source_path": str(ckpt.path),
+                                  "model_id": name, "quantization": quant.name, "device": device,
+                                  "library": LIBRARY_NAME if library else None,
+                                  "build_seconds": round(time.perf_counter() - t_start, 1)},
+                            known=_manifest_files(twin) if twin is not None else None)
+            bar.update(1)
+        return dest
 
 
 def _manifest_files(folder: Path) -> dict:
