@@ -12,7 +12,6 @@ import asyncio
 
 import pytest
 
-from tiny import TinyLlama
 from webllm_widget import Chat
 
 pytestmark = pytest.mark.browser
@@ -20,10 +19,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def tiny_cpu_folder(tmp_path_factory):
-    from webllm_widget.compile.pipeline import build_model_folder
+    from cpu_page import tiny_cpu_folder as build
 
-    gguf = TinyLlama.make(seed=1).write_gguf(tmp_path_factory.mktemp("tiny-cpu-engine") / "tiny.gguf")
-    return build_model_folder(gguf, device="cpu", progress=False)  # library cached: one link per machine
+    return build(tmp_path_factory.mktemp("tiny-cpu-engine"))
 
 
 def _gpu_label(host) -> str:

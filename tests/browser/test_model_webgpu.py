@@ -23,21 +23,16 @@ import numpy as np
 import pytest
 
 from llama_native import ArrayCheckpoint, reference_logits
-from tiny import TinyLlama
-from webgpu_model import run_in_browser
-from webllm_widget.compile.arch.llama.config import LlamaConfig
-from webllm_widget.compile.model_lib import build_model_library, export_model
+from webgpu_model import run_in_browser, tiny_library
+from webllm_widget.compile.model_lib import export_model
 from webllm_widget.compile.params import param_records
-from webllm_widget.compile.quant.ggml import ggml_quantization
 from webllm_widget.compile.quant.packing import dequantize, quantize_q4
 
 pytestmark = pytest.mark.browser
 
 
 def test_q0f32_logits_on_webgpu_match_numpy_reference(host_server, chromium):
-    tiny = TinyLlama.make(seed=0)
-    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=8)
-    lib = build_model_library(cfg, "q0f32", progress=False)
+    tiny, _, cfg, _, lib = tiny_library("q0f32")
     ex = export_model(cfg, "q0f32")
     got, out = run_in_browser(host_server, chromium, lib, param_records(ArrayCheckpoint(tiny.weights), cfg, "q0f32"),
                               ex.metadata, cfg)
@@ -55,9 +50,7 @@ def test_decode_attention_for_hardware_gpus_over_a_long_context(host_server, chr
     is past one slice of 256 positions, so each decode step splits it across two workgroups per query head (the
     second slice only partly filled) and merges them by their lse in a second kernel; the logits of the decode
     steps match numpy's (a merge that ignores the lse gave errors of ~15)."""
-    tiny = TinyLlama.make(seed=0, context=512)
-    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=64)
-    lib = build_model_library(cfg, "q0f32", schedule="auto", progress=False)
+    tiny, _, cfg, _, lib = tiny_library("q0f32-long", schedule="auto")  # context 512, prefill chunks of 64
     ex = export_model(cfg, "q0f32")
     rng = np.random.default_rng(5)
     prompt = [int(t) for t in rng.integers(3, 200, 300)]
@@ -73,9 +66,7 @@ def test_decode_attention_for_hardware_gpus_over_a_long_context(host_server, chr
 def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chromium, schedule):
     # head_dim 32: the prompt's later chunks are merged with the cached part by the KV cache's merge kernel, whose
     # TVM version raced on the lse for heads wider than 16 (compile/schedules.py, merge_state_fallback)
-    tiny = TinyLlama.make(seed=0, head_dim=32)
-    cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=8)
-    lib = build_model_library(cfg, "q4f32_1", schedule=schedule, progress=False)
+    tiny, _, cfg, _, lib = tiny_library("q4f32_1", schedule)  # head_dim 32, prefill chunks of 8
     ex = export_model(cfg, "q4f32_1")
     got, out = run_in_browser(host_server, chromium, lib, param_records(ArrayCheckpoint(tiny.weights), cfg, "q4f32_1"),
                               ex.metadata, cfg)
@@ -97,14 +88,8 @@ def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chrom
 
 @pytest.mark.parametrize("schedule", ["auto", "fallback"])
 def test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly(host_server, chromium, tmp_path, schedule):
-    from webllm_widget.compile.checkpoint import open_checkpoint
-
-    tiny = TinyLlama.make(seed=0)
-    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "tiny.gguf", matrix_type="Q4_1", embed_type="Q8_0"))
-    cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
-    quant = ggml_quantization(ckpt, cfg)
+    tiny, ckpt, cfg, quant, lib = tiny_library("ggml", schedule, tmp_path)  # Q4_1 matrices, Q8_0 embedding
     assert dict(quant.formats)["model.embed_tokens"] == "q8_0"
-    lib = build_model_library(cfg, quant, schedule=schedule, progress=False)
     ex = export_model(cfg, quant)
     got, out = run_in_browser(host_server, chromium, lib, param_records(ckpt, cfg, quant), ex.metadata, cfg)
     want = reference_logits(tiny.gguf_weights, tiny.config)

@@ -63,3 +63,13 @@ def tiny_ggml_cpu_library(folder: Path, isa: str):
     cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
     quant = ggml_quantization(ckpt, cfg)
     return tiny, ckpt, cfg, quant, build_cpu_library(cfg, quant, isa=isa, progress=False)
+
+
+def tiny_cpu_folder(folder: Path) -> Path:
+    """The tiny random Llama (seed 1) as a GGUF under ``folder``, built as a page-CPU model folder (both CPU builds;
+    cached by content: the background prebuild, tests/helpers/prebuild.py, builds the same)."""
+    from tiny import TinyLlama
+    from webllm_widget.compile.pipeline import build_model_folder
+
+    gguf = TinyLlama.make(seed=1).write_gguf(Path(folder) / "tiny.gguf")
+    return build_model_folder(gguf, device="cpu", progress=False)  # library cached: one link per machine

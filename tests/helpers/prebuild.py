@@ -49,6 +49,41 @@ def _tiny_cpu_library(isa: str) -> Callable[[], Any]:
     return build
 
 
+def _tiny_library(case: str, schedule: str) -> Callable[[], Any]:
+    def build():
+        from webgpu_model import tiny_library
+
+        with tempfile.TemporaryDirectory(prefix="wlw-prebuild-") as d:
+            return tiny_library(case, schedule, d)[-1]
+    return build
+
+
+def _tiny_cpu_folder() -> Any:
+    from cpu_page import tiny_cpu_folder
+
+    with tempfile.TemporaryDirectory(prefix="wlw-prebuild-") as d:
+        return tiny_cpu_folder(Path(d))
+
+
+def _tiny_folder(name: str) -> Callable[[], Any]:
+    def build():
+        from tiny import tiny_folder
+
+        return tiny_folder(name)
+    return build
+
+
+def _tiny_seed0_fallback() -> Any:
+    """What a WebGPU Chat of the tiny Llama's HF folder (seed 0) resolves for a software adapter."""
+    from tiny import TinyLlama
+
+    from webllm_widget import models
+    from webllm_widget.cache import cache_dir
+
+    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
+    return models.resolve(str(hf), progress=False, schedule="fallback").folder
+
+
 def _smollm2(device: str, schedule: str = "auto") -> Callable[[], Any]:
     def build():
         from webllm_widget import models
@@ -66,6 +101,15 @@ def recipe(name: str) -> Callable[[], Any]:
         return _family(case, device)
     if kind == "tiny-cpu-library":
         return _tiny_cpu_library(rest)
+    if kind == "tiny-library":
+        case, schedule = rest.split(":")
+        return _tiny_library(case, schedule)
+    if kind == "tiny-cpu-folder":
+        return _tiny_cpu_folder
+    if kind == "tiny-folder":
+        return _tiny_folder(rest)
+    if kind == "tiny-seed0-fallback":
+        return _tiny_seed0_fallback
     if kind == "smollm2-cpu":
         return _smollm2("cpu")
     if kind == "smollm2-webgpu":
@@ -73,16 +117,25 @@ def recipe(name: str) -> Callable[[], Any]:
     raise KeyError(name)
 
 
+#: test_model_webgpu's tests and the tiny library each builds (tests/helpers/webgpu_model.py tiny_library)
+TINY_WEBGPU_CASES = {
+    "test_q0f32_logits_on_webgpu_match_numpy_reference": "tiny-library:q0f32:auto",
+    "test_decode_attention_for_hardware_gpus_over_a_long_context": "tiny-library:q0f32-long:auto",
+    "test_q4f32_1_logits_on_webgpu_match_dequantized_reference": "tiny-library:q4f32_1:{schedule}",
+    "test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly": "tiny-library:ggml:{schedule}",
+}
 SMOLLM2_WEBGPU = ["smollm2-webgpu:auto", "smollm2-webgpu:fallback"]
-#: Test modules that use the built-in model, and its builds they reach: a WebGPU Chat of it resolves the default
-#: ("auto") folder and the software adapter's ("fallback") one; ``device="auto"`` the default and the CPU folder;
-#: the wheel (test_light_install's ``project_wheel``) carries all four libraries.
-BUILTIN = {
-    "test_cpu_smollm2.py": ["smollm2-cpu"],
+#: Test modules and the builds they reach. The built-in model: a WebGPU Chat of it resolves the default ("auto")
+#: folder and the software adapter's ("fallback") one, ``device="auto"`` the default and the CPU folder; the wheel
+#: (test_light_install's ``project_wheel``) carries all four libraries.
+MODULES = {
+    "test_cpu_engine.py": ["tiny-cpu-folder"],
+    "test_webgpu_library_pick.py": ["tiny-seed0-fallback"],
+    "test_chat_jupyter.py": ["tiny-folder:seed0-ctx1024", "smollm2-webgpu:auto", "smollm2-cpu"],
+    "test_cpu_smollm2.py": ["smollm2-cpu", "smollm2-webgpu:auto"],
     "test_light_install.py": ["smollm2-cpu", *SMOLLM2_WEBGPU],
     "test_smollm2_webgpu_logits.py": ["smollm2-webgpu:fallback"],
     "test_structured_output.py": [*SMOLLM2_WEBGPU, "smollm2-cpu"],
-    "test_chat_jupyter.py": ["smollm2-webgpu:auto", "smollm2-cpu"],
     "test_inside_the_llm_jupyter.py": SMOLLM2_WEBGPU,
     "test_kernel_restart.py": ["smollm2-webgpu:auto", "smollm2-cpu"],
     "test_privacy.py": ["smollm2-webgpu:auto", "smollm2-cpu"],
@@ -91,13 +144,15 @@ BUILTIN = {
 
 def needs(item: Any) -> list[str]:
     """The recipes a collected test item will call (by its module and parameters); [] for most tests."""
-    path = Path(str(item.fspath)).name
+    path, name = Path(str(item.fspath)).name, item.name
     params = getattr(getattr(item, "callspec", None), "params", {})
     if path == "test_family_logits.py" and "case" in params:
         return [f"family:{params['case']}:{params['device']}"]
     if path == "test_cpu_library.py" and "tiny_cpu_model" in params:
         return [f"tiny-cpu-library:{params['tiny_cpu_model']}"]
-    return list(BUILTIN.get(path, []))
+    if path == "test_model_webgpu.py" and (lib := TINY_WEBGPU_CASES.get(name.split("[")[0])):
+        return [lib.format(schedule=params.get("schedule", "auto"))]
+    return list(MODULES.get(path, []))
 
 
 def plan(items: list[Any]) -> list[str]:

@@ -137,3 +137,36 @@ def _run(host_server, chromium, wasm: bytes, tag: str, blob: bytes, params: list
         if own:
             page.close()
     return np.array(out["rows"], dtype=np.float32), out
+
+
+#: test_model_webgpu's cases of the tiny Llama (seed 0): quantization and the model's shape
+TINY_LIBRARIES = {
+    "q0f32": ("q0f32", {}, 8),
+    "q0f32-long": ("q0f32", {"context": 512}, 64),  # a 300-token context for the hardware decode attention
+    "q4f32_1": ("q4f32_1", {"head_dim": 32}, 8),  # head_dim 32: later prompt chunks go through the merge kernel
+    "ggml": ("ggml", {}, 8),  # from a GGUF with Q4_1 matrices and a Q8_0 embedding
+}
+
+
+def tiny_library(case: str, schedule: str = "auto", folder=None):
+    """The tiny Llama (seed 0) of ``case`` (:data:`TINY_LIBRARIES`) and its WebGPU library for ``schedule``, cached
+    by content (the background prebuild, tests/helpers/prebuild.py, builds the same). The ``ggml`` case writes its
+    GGUF under ``folder``. Returns (tiny, checkpoint or None, config, quantization, library)."""
+    from pathlib import Path
+
+    from tiny import TinyLlama
+    from webllm_widget.compile.model_lib import build_model_library
+
+    quant, shape, chunk = TINY_LIBRARIES[case]
+    tiny = TinyLlama.make(seed=0, **shape)
+    ckpt = None
+    if quant == "ggml":
+        from webllm_widget.compile.checkpoint import open_checkpoint
+        from webllm_widget.compile.quant.ggml import ggml_quantization
+
+        ckpt = open_checkpoint(tiny.write_gguf(Path(folder) / "tiny.gguf", matrix_type="Q4_1", embed_type="Q8_0"))
+        cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=chunk)
+        quant = ggml_quantization(ckpt, cfg)
+    else:
+        cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=chunk)
+    return tiny, ckpt, cfg, quant, build_model_library(cfg, quant, schedule=schedule, progress=False)

@@ -246,13 +246,9 @@ def check_mechanics(f: dict) -> None:
 def tiny_chat_folder() -> Path:
     """The tiny Llama with a 1,024-token context: the notebook's three turns, the typed one and their template
     tokens outgrow the default tiny model's 256 (the typed message then fails with context-overflow)."""
-    from tiny import TinyLlama
+    from tiny import tiny_folder
 
-    from webllm_widget.cache import cache_dir
-    from webllm_widget.compile.pipeline import build_model_folder
-
-    hf = TinyLlama.make(seed=0, context=1024).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0-ctx1024")
-    return build_model_folder(hf, quantization="q4f32_1", progress=False)
+    return tiny_folder("seed0-ctx1024")
 
 
 def test_chat_notebook_runs_in_notebook7_with_the_tiny_model(chromium, tmp_path, tiny_chat_folder):
