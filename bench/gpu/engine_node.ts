@@ -12,6 +12,10 @@ import { createRequire } from "node:module";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+// The engine's CPU path reads web-xgrammar and web-tokenizers off globalThis, where their UMD wrappers put them in a
+// page; bundled as CommonJS for Node the wrappers export instead, so they are put there by hand (main below).
+import * as xgrammarUmd from "../../js/node_modules/@mlc-ai/web-xgrammar/lib/index.js";
+import * as tokenizersUmd from "../../js/node_modules/@mlc-ai/web-tokenizers/lib/index.js";
 
 type Job = {
   dawn: string;
@@ -77,7 +81,10 @@ class InThreadWorker {
   constructor() {
     const g = globalThis as unknown as Record<string, unknown>;
     g.postMessage = (msg: unknown) => setImmediate(() => this.onmessage?.({ data: msg }));
-    import("../../js/src/engine/worker").catch((e) => this.onerror?.({ message: String(e?.stack ?? e) }));
+    import("../../js/src/engine/worker").catch((e) => {
+      console.error(`engine worker failed to start: ${e?.stack ?? e}`); // onerror is set only after this returns
+      this.onerror?.({ message: String(e?.stack ?? e) });
+    });
   }
   postMessage(msg: unknown) {
     const g = globalThis as unknown as { onmessage?: (ev: { data: unknown }) => void };
@@ -95,6 +102,9 @@ function summary(xs: number[]) {
 
 async function main() {
   const [jobPath, outPath] = process.argv.slice(2);
+  // Dawn's callbacks (adapter, mapAsync, work done) hold no Node handle: without one pending, Node ends the process
+  // (exit code 0, nothing written) while the engine waits on the GPU
+  setInterval(() => {}, 1000);
   const job: Job = JSON.parse(readFileSync(jobPath, "utf8"));
   const req = createRequire(__filename);
   const dawn = req(job.dawn) as { create(flags: string[]): GPU; globals: Record<string, unknown> };
@@ -111,6 +121,8 @@ async function main() {
   g.createRequire = createRequire;
   if (!g.location) g.location = { href: pathToFileURL(__filename).href, origin: "https://webllm-widget.invalid" };
   g.Worker = InThreadWorker;
+  g.xgrammar ??= xgrammarUmd;
+  g.tokenizers ??= tokenizersUmd;
   // Count what the engine asks of the GPU per run: compute dispatches and queue submits (host cost scales with them).
   const counts = { dispatches: 0, submits: 0 };
   const pass = (dawn.globals.GPUComputePassEncoder as { prototype: Record<string, (...a: unknown[]) => unknown> }).prototype;
