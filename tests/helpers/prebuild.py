@@ -84,6 +84,12 @@ def _tiny_seed0_fallback() -> Any:
     return models.resolve(str(hf), progress=False, schedule="fallback").folder
 
 
+def _project_wheel() -> Any:
+    from wheels import project_wheel
+
+    return project_wheel()
+
+
 def _smollm2(device: str, schedule: str = "auto") -> Callable[[], Any]:
     def build():
         from webllm_widget import models
@@ -93,8 +99,10 @@ def _smollm2(device: str, schedule: str = "auto") -> Callable[[], Any]:
 
 
 def recipe(name: str) -> Callable[[], Any]:
-    """The build called ``name``: ``family:<case>:<device>``, ``tiny-cpu-library:<isa>``, ``smollm2-cpu``,
-    ``smollm2-webgpu:<schedule>`` (the built-in model's folders, as ``models.default`` builds them)."""
+    """The build called ``name``: ``family:<case>:<device>``, ``tiny-cpu-library:<isa>``, ``tiny-cpu-folder``,
+    ``tiny-library:<case>:<schedule>``, ``tiny-folder:<name>``, ``tiny-seed0-fallback``, ``smollm2-cpu``,
+    ``smollm2-webgpu:<schedule>`` (the built-in model's folders, as ``models.default`` builds them),
+    ``project-wheel`` (``pip wheel .``, the built-in model's libraries inside)."""
     kind, _, rest = name.partition(":")
     if kind == "family":
         case, device = rest.split(":")
@@ -110,6 +118,8 @@ def recipe(name: str) -> Callable[[], Any]:
         return _tiny_folder(rest)
     if kind == "tiny-seed0-fallback":
         return _tiny_seed0_fallback
+    if kind == "project-wheel":
+        return _project_wheel
     if kind == "smollm2-cpu":
         return _smollm2("cpu")
     if kind == "smollm2-webgpu":
@@ -133,7 +143,8 @@ MODULES = {
     "test_webgpu_library_pick.py": ["tiny-seed0-fallback"],
     "test_chat_jupyter.py": ["tiny-folder:seed0-ctx1024", "smollm2-webgpu:auto", "smollm2-cpu"],
     "test_cpu_smollm2.py": ["smollm2-cpu", "smollm2-webgpu:auto"],
-    "test_light_install.py": ["smollm2-cpu", *SMOLLM2_WEBGPU],
+    "test_light_install.py": ["smollm2-cpu", *SMOLLM2_WEBGPU, "project-wheel"],
+    "test_wheel.py": ["project-wheel"],
     "test_smollm2_webgpu_logits.py": ["smollm2-webgpu:fallback"],
     "test_structured_output.py": [*SMOLLM2_WEBGPU, "smollm2-cpu"],
     "test_inside_the_llm_jupyter.py": SMOLLM2_WEBGPU,

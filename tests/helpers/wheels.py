@@ -39,6 +39,13 @@ def project_wheel() -> Path:
     found = sorted(out.glob("webllm_widget-*.whl"))
     if found:
         return found[0]
+    # one build at a time (the background prebuild, tests/helpers/prebuild.py, builds it too): whoever waited finds it
+    with cache.build_lock(f"test-wheel-{out.name}"):
+        found = sorted(out.glob("webllm_widget-*.whl"))
+        return found[0] if found else _build_wheel(out)
+
+
+def _build_wheel(out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, WEBLLM_WIDGET_WHEEL_LIBS="require")
