@@ -44,7 +44,9 @@ def test_batch_answers_each_prompt_alone_with_progress_and_the_widgets_stop_ends
     for r, f in zip(records, fresh):
         assert r["answer"] == f["choices"][0]["message"]["content"]
         assert r["finish_reason"] == f["choices"][0]["finish_reason"] and r["error"] is None
-        assert r["usage"] == f["usage"] and r["usage"]["completion_tokens"] >= 1
+        # the same counts; how many prompt tokens were already in the KV cache depends on what ran before
+        counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+        assert [r["usage"][k] for k in counts] == [f["usage"][k] for k in counts] and r["usage"]["completion_tokens"] >= 1
         assert r["timings"]["decode_tokens_per_s"] > 0
     assert chat.messages == [] and chat.batch_progress == {}
     seen = page.evaluate("() => window.__batchSeen")

@@ -1,7 +1,8 @@
 """OpenAI options of ``Chat.complete`` on both engines, with the tiny random Llama (seed 0) in a real page.
 
 ``logprobs`` are checked against the numpy reference (tests/helpers/reference.py) run on the same 4-bit weights
-(dequantized) for the same tokens: the model's log-softmax, before temperature and logit_bias. ``logit_bias``
+(dequantized) for the same tokens: the model's log-softmax, before temperature and logit_bias; the answers after the
+first find their prompt in the KV cache (``prompt_tokens_details.cached_tokens``) and still match it. ``logit_bias``
 -100 on the greedy first token makes the reference's second choice come first; ``n=3`` with a seed repeats and
 its first choice is the ``n=1`` answer of that seed; streamed chunks concatenate to the answer asked without
 streaming; JSON mode's mask holds on both engines (xgrammar: inside web-llm on WebGPU, npm web-xgrammar on the CPU).
@@ -110,6 +111,14 @@ def _check_options(out: dict, folder, device: str) -> None:
     joined = "".join(t["token"] for t in content)
     # the tiny model's byte tokens may not form UTF-8 (each then decodes to U+FFFD): compare whole answers only
     assert joined == _text(lp) or "\ufffd" in joined, (joined, _text(lp))
+
+    # prompt caching: the first answer found nothing in the KV cache; the next ones, asked with the same messages,
+    # find the whole prompt there but its last token (which runs again for the logits), and their log-probabilities
+    # below still match the reference's
+    assert lp["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}, lp["usage"]
+    for later in (out["greedy"], out["biased"]):
+        assert later["usage"]["prompt_tokens"] == len(prompt), later["usage"]
+        assert later["usage"]["prompt_tokens_details"] == {"cached_tokens": len(prompt) - 1}, later["usage"]
 
     # logit_bias -100 on the greedy first token: the reference's runner-up comes first instead
     first = out["greedy"]["choices"][0]["logprobs"]["content"][0]["token_id"]

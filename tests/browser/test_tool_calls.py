@@ -11,7 +11,9 @@ the ``openai`` package's types):
 - ``tool_choice="required"`` and a named function: xgrammar's structural tag holds even random weights to a call,
   so the answer comes back as ``tool_calls`` whose arguments parse and validate against the function's parameters
   (``jsonschema``), with ``finish_reason`` ``"tool_calls"``, streamed as deltas too (on the CPU engine: the kernel
-  cuts the deltas, alike for both engines); ``"auto"`` runs under its grammar (free text, calls held to the tags).
+  cuts the deltas, alike for both engines); ``"auto"`` runs under its grammar (free text, calls held to the tags);
+- (CPU engine: the grammars are the same text on both engines) ``parse()`` with a strict tool gives the call's
+  ``parsed_arguments``, and tools with a ``response_format`` hold the answer to one call or JSON valid for the format.
 """
 from __future__ import annotations
 
@@ -43,6 +45,13 @@ ROUND_TRIP = ASK + [
     {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
 #: |logprob - reference| allowed: as test_openai_options (4-bit kernels against the dequantized reference)
 TOL = 2.5e-2
+#: the format of a text answer when tools and response_format come together
+OK_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+#: a strict function tool, which openai's parse() reads the arguments of (a Pydantic tool's schema, with its titles,
+#: would not leave room for the call in the tiny model's 256 tokens: tests/unit/test_tool_call_format.py has one)
+WEATHER_STRICT = {"type": "function", "function": dict(WEATHER["function"], strict=True)}
 
 
 def _folder(device: str):
@@ -88,6 +97,12 @@ def test_tiny_qwen2_5_calls_tools_and_reads_their_results(widget_host, device):
                 model="qwen", messages=ASK, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
                 temperature=0, max_tokens=80, stream=True)
             out["chunks"] = [c async for c in stream]
+            out["parsed"] = await client.chat.completions.parse(
+                model="qwen", messages=ASK, tools=[WEATHER_STRICT], tool_choice="required", parallel_tool_calls=False,
+                temperature=0, max_tokens=80)
+            out["tools_and_format"] = await client.chat.completions.create(
+                model="qwen", messages=ASK, tools=TOOLS, temperature=0, max_tokens=80,
+                response_format={"type": "json_schema", "json_schema": {"name": "ok", "schema": OK_SCHEMA}})
         return out
 
     out = widget_host.run(go(), timeout=900)
@@ -122,9 +137,28 @@ def test_tiny_qwen2_5_calls_tools_and_reads_their_results(widget_host, device):
         jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
     assert out["auto"].timings.get("grammar_per_token_s") is not None, out["auto"].timings
 
-    # streamed: the same call as deltas (ids differ: each answer gets its own), then finish_reason tool_calls
     if device != "cpu":
         return
+    # parse(): the call's arguments read for a strict tool, as openai's parse() gives them
+    p = out["parsed"].choices[0]
+    assert p.finish_reason == "tool_calls", p
+    fn = p.message.tool_calls[0].function
+    assert fn.parsed_arguments == json.loads(fn.arguments), fn
+    jsonschema.validate(fn.parsed_arguments, WEATHER["function"]["parameters"])
+    # tools with response_format: one call, or JSON valid for the format (the grammar admits nothing else)
+    tf = out["tools_and_format"].choices[0]
+    print(f"cpu tools + response_format: {tf.finish_reason} {tf.message.content!r} {tf.message.tool_calls}; "
+          f"the two answers took {out['parsed'].timings['e2e_latency_s']:.2f} + "
+          f"{out['tools_and_format'].timings['e2e_latency_s']:.2f} s")
+    assert tf.finish_reason in ("tool_calls", "stop"), tf
+    if tf.finish_reason == "tool_calls":
+        assert len(tf.message.tool_calls) == 1, tf.message
+        call = tf.message.tool_calls[0]
+        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+    else:
+        jsonschema.validate(json.loads(tf.message.content), OK_SCHEMA)
+
+    # streamed: the same call as deltas (ids differ: each answer gets its own), then finish_reason tool_calls
     chunks = out["chunks"]
     deltas = [t for ch in chunks for t in (ch.choices[0].delta.tool_calls or []) if ch.choices]
     want_call = out["required"].choices[0].message.tool_calls[0].function

@@ -61,11 +61,21 @@ def test_bad_tool_requests_name_their_parameter(params, parameter):
     assert ei.value.detail["parameter"] == parameter
 
 
-def test_tools_with_response_format_are_refused():
-    with pytest.raises(BadRequest, match="response_format and tools"):
-        request_settings({"tools": [WEATHER], "response_format": {"type": "json_object"}})
+def test_tools_with_response_format_hold_a_text_answer_to_the_format():
+    settings, opts = request_settings({"tools": [WEATHER], "response_format": {"type": "json_object"}})
+    content = settings["response_format"]
+    auto = tool_plan(opts["tools"], FMT, "m", content).response_format
+    # "auto": one call or JSON (the grammar's "or" takes single calls), so not parallel
+    assert auto["mode"] == "auto" and auto["content"] == {"type": "json_object"} and auto["parallel"] is False
+    with pytest.raises(UnsupportedParameter, match="parallel_tool_calls=True with response_format") as ei:
+        tool_plan({"tools": [WEATHER], "parallel_tool_calls": True}, FMT, "m", content)
+    assert ei.value.detail["parameter"] == "parallel_tool_calls"
+    # "required": the answer is calls, which have their own grammar
+    required = tool_plan({"tools": [WEATHER], "tool_choice": "required"}, FMT, "m", content).response_format
+    assert "content" not in required and required["parallel"] is True
     settings, opts = request_settings({"tools": [WEATHER], "tool_choice": "none", "response_format": {"type": "json_object"}})
     assert settings["response_format"] == {"type": "json_object"} and opts["tools"]["tool_choice"] == "none"
+    assert tool_plan(opts["tools"], FMT, "m", settings["response_format"]).response_format is None
 
 
 def test_a_model_whose_template_calls_no_tools_is_refused_naming_the_parameter_and_the_model():
@@ -134,3 +144,72 @@ def test_streamed_deltas_add_up_to_the_answer_given_whole(answer):
     assert content == (w.message.content or "") and typed[-1].choices[0].finish_reason == w.finish_reason
     assert [(d.index, d.function.name, d.function.arguments) for d in deltas] == [
         (i, t.function.name, t.function.arguments) for i, t in enumerate(w.message.tool_calls or [])]
+
+
+class _Answers:
+    """A Chat's ``complete`` with the page's answers given: the request goes through the kernel's checks and plan, and
+    the answer text through the same reading as a page's (what the page would have generated is not in question
+    here; tests/browser/test_tool_calls.py runs the model)."""
+
+    model = "m"
+
+    def __init__(self, *texts: str):
+        self.texts = list(texts)
+        self.requests: list[dict] = []
+
+    async def complete(self, messages, **params):
+        settings, opts = request_settings(params)
+        plan = tool_plan(opts["tools"], FMT, "m", settings.get("response_format"))
+        self.requests.append({"settings": settings, "plan": plan})
+        return chat_completion("a", "m", self.texts.pop(0), {"finish_reason": "stop"}, parse=opts["parse"], tools=plan)
+
+
+def test_parse_fills_parsed_and_parsed_arguments_as_the_openai_package_does():
+    import openai
+    from openai import LengthFinishReasonError
+    from pydantic import BaseModel
+
+    from webllm_widget.widgets.openai_client import AsyncOpenAIClient
+
+    class Weather(BaseModel):
+        city: str
+        unit: str
+
+    class Answer(BaseModel):
+        sunny: bool
+
+    strict_dict = {"type": "function", "function": {"name": "local_time", "strict": True, "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"], "additionalProperties": False}}}
+    tools = [openai.pydantic_function_tool(Weather, name="get_weather"), strict_dict]
+    call2 = '<tool_call>\n{"name": "local_time", "arguments": {"zone": "CET"}}\n</tool_call>'
+    chat = _Answers(CALL + "\n" + call2, '{"sunny": true}')
+    client = AsyncOpenAIClient(chat)
+    assert client.beta.chat.completions is client.chat.completions  # the older openai versions' place for parse()
+    called = asyncio.run(client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "?"}],
+                                                       tools=tools, tool_choice="required"))
+    calls = called.choices[0].message.tool_calls
+    assert calls[0].function.parsed_arguments == Weather(city="Paris", unit="c")
+    assert calls[1].function.parsed_arguments == {"zone": "CET"}  # a strict tool given as a dict: the JSON
+    assert called.choices[0].message.parsed is None and called.choices[0].finish_reason == "tool_calls"
+    # the strict schema openai makes of a Pydantic class is the grammar the page gets
+    assert chat.requests[0]["plan"].response_format["tags"][0]["schema"] == tools[0]["function"]["parameters"]
+
+    # tools and response_format together: a text answer is parsed as the class
+    answered = asyncio.run(client.chat.completions.parse(
+        model="m", messages=[{"role": "user", "content": "?"}], tools=tools, response_format=Answer))
+    assert answered.choices[0].message.parsed == Answer(sunny=True) and answered.choices[0].message.tool_calls is None
+    sent = chat.requests[1]["plan"].response_format
+    assert sent["mode"] == "auto" and sent["content"]["json_schema"]["schema"]["required"] == ["sunny"]
+
+    with pytest.raises(ValueError, match="`clock` is not strict"):  # as openai's parse() refuses it
+        asyncio.run(client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "?"}], tools=[
+            {"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}}]))
+    cut = _Answers('{"sunny": tr')
+
+    async def length(messages, **params):
+        return chat_completion("b", "m", '{"sunny": tr', {"finish_reason": "length"})
+
+    cut.complete = length
+    with pytest.raises(LengthFinishReasonError):
+        asyncio.run(AsyncOpenAIClient(cut).chat.completions.parse(
+            model="m", messages=[{"role": "user", "content": "?"}], response_format=Answer))

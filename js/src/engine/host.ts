@@ -347,7 +347,8 @@ export class WorkerEngine implements Engine {
       const dispatch = (globalThis as { __webllmWidgetDispatch?: "batched" | "upstream" }).__webllmWidgetDispatch;
       // and more kernels to compile on first use (tests of that path): window.__webllmWidgetDeferShaders
       const deferShaders = (globalThis as { __webllmWidgetDeferShaders?: string[] }).__webllmWidgetDeferShaders;
-      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string; decode_loop?: string; shaders?: ShaderStats }>(
+      const r = await this.call<{ model: string; gpu: GPUInfo; load_s: number; bytes?: number; dispatch?: string; decode_loop?: string;
+        prompt_cache?: string; shaders?: ShaderStats }>(
         { type: "load", key, model_id: spec.id, record: recordFor(spec), device: choice.device, dispatch,
           defer_shaders: deferShaders } as Omit<ToWorker, "id">,
         { onProgress: emit },
@@ -359,6 +360,7 @@ export class WorkerEngine implements Engine {
         schedule: choice.device === "webgpu" ? spec.schedule : undefined,
         dispatch: r.dispatch,
         ...(r.decode_loop ? { decode_loop: r.decode_loop } : {}),
+        ...(r.prompt_cache ? { prompt_cache: r.prompt_cache } : {}),
         ...(r.shaders ? { shaders: r.shaders } : {}),
       };
       if (spec.prebuilt && spec.hub) {
@@ -454,7 +456,10 @@ export class WorkerEngine implements Engine {
       try {
         // a page may ask for web-llm's own decode loop (tests and the GPU bench compare both): window.__webllmWidgetDecodeLoop
         const loop = (globalThis as { __webllmWidgetDecodeLoop?: "async" | "sync" }).__webllmWidgetDecodeLoop;
-        const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings, decode_loop: loop } as Omit<ToWorker, "id">, { onDelta }, id);
+        // and web-llm's clearing of the KV cache between requests (bench/prompt_cache.py): window.__webllmWidgetPromptCache
+        const cache = (globalThis as { __webllmWidgetPromptCache?: "on" | "off" }).__webllmWidgetPromptCache;
+        const r = await this.call<GenerateResult>({ type: "generate", key, messages, settings, decode_loop: loop, prompt_cache: cache } as Omit<ToWorker, "id">,
+          { onDelta }, id);
         const out: GenerateResult = { text: r.text, finish_reason: r.finish_reason, usage: r.usage, model: slot.result.model };
         if (r.choices) out.choices = r.choices;
         if (r.dispatch_stats) out.dispatch_stats = r.dispatch_stats;

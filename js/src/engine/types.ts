@@ -35,6 +35,9 @@ export interface ToolCallsFormat {
   trigger: string;
   /** Several calls allowed (else one). */
   parallel: boolean;
+  /** mode "auto" with a response_format: the answer is one call or text in this format (json_object, json_schema,
+   * grammar), not free text. */
+  content?: Exclude<ResponseFormat, ToolCallsFormat | { type: "text" }>;
 }
 
 /** One answer among the `n` of a request. */

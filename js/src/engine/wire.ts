@@ -13,7 +13,9 @@ export type ToWorker =
   | { type: "unload"; id: number; key: string }
   | { type: "generate"; id: number; key: string; messages: ChatMessage[]; settings: GenerateSettings;
       /** "sync": web-llm's own decode loop for this answer (comparisons); default the asynchronous one (async_decode.ts). */
-      decode_loop?: "async" | "sync" }
+      decode_loop?: "async" | "sync";
+      /** "off": this answer starts from a cleared KV cache, as web-llm does (comparisons); default on (prefix_cache.ts). */
+      prompt_cache?: "on" | "off" }
   | { type: "stop"; id: number }
   | { type: "reset"; id: number; key?: string }
   | { type: "gpu"; id: number };
@@ -22,7 +24,7 @@ export type FromWorker =
   | { type: "hello" }
   | { type: "progress"; id: number; progress: LoadProgress }
   | { type: "loaded"; id: number; model: string; gpu: GPUInfo; load_s: number; device: "webgpu" | "cpu"; bytes?: number; dispatch?: string;
-      decode_loop?: string; shaders?: ShaderStats }
+      decode_loop?: string; prompt_cache?: string; shaders?: ShaderStats }
   | { type: "delta"; id: number; text: string }
   | { type: "done"; id: number; text: string; finish_reason: string; usage: Usage; choices?: Choice[]; dispatch_stats?: DispatchStats | null; shaders?: ShaderStats }
   | { type: "reset-done"; id: number }

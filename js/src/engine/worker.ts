@@ -10,6 +10,7 @@ import { CpuEngine, type CpuModelRecord } from "./cpu/engine";
 import type { GPUInfo, ToWorker, FromWorker } from "./wire";
 import { LogprobRecorder } from "./logprobs";
 import { EngineError, type Choice, type ResponseFormat } from "./types";
+import { compactJSONGrammar } from "./json_grammar";
 import { structuralTagOf } from "./tool_grammar";
 import { foldSystemMessage } from "./cpu/template";
 import type { LogitProcessor } from "@mlc-ai/web-llm";
@@ -17,6 +18,7 @@ import type { DispatchStats } from "./dispatch";
 import { hasSlidingWindow, type ShaderStats } from "./shaders";
 import { loaded as dispatchOfLoad, nextLoad } from "./webllm_dispatch";
 import { decodeLoop, installAsyncDecode, setDecodeLoop } from "./async_decode";
+import { cachedTokens, forgetPrefix, installPrefixCache, setPromptCache } from "./prefix_cache";
 
 // The worker's global scope, typed by what is used here (the DOM lib has no worker scope type).
 const scope = globalThis as unknown as {
@@ -70,7 +72,7 @@ async function loadOnCpu(id: number, key: string, modelId: string, record: Model
   await cpu.load(record as unknown as CpuModelRecord, (p) => post({ type: "progress", id, progress: p }));
   slots.set(key, { backend: "cpu", modelId, cpu });
   gpu = gpu ?? (await probeGPU().catch(() => NO_ADAPTER));
-  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "cpu" });
+  post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "cpu", prompt_cache: "on" });
 }
 
 /**
@@ -147,13 +149,16 @@ async function load(id: number, key: string, modelId: string, record: ModelRecor
     throw err;
   }
   const d = dispatchOfLoad();
+  // prompt caching (prefix_cache.ts), installed first: the decode loop's wrappers then run around it, so a step it
+  // drops has left the cache before the prompt cache reads what the cache holds
+  const promptCache = installPrefixCache(rawPipelineOf(mlc, modelId));
   // web-llm's decode loop with the sampled ids read back asynchronously (async_decode.ts), or "sync: why"
   const loop = installAsyncDecode(rawPipelineOf(mlc, modelId));
   slots.set(key, { backend: "webgpu", modelId, mlc, dispatch: d.dispatch, stats: d.stats, decodeLoop: loop, shaders: d.shaders });
   // A prebuilt record says how much GPU memory it needs (local folders: the host counts their files).
   const vram = Number(appConfig.model_list.find((m) => m.model_id === modelId)?.vram_required_MB ?? 0);
   post({ type: "loaded", id, model: modelId, gpu, load_s: (performance.now() - t0) / 1000, device: "webgpu",
-    bytes: vram > 0 ? vram * 2 ** 20 : undefined, dispatch: d.dispatch, decode_loop: loop, shaders: d.shaders() });
+    bytes: vram > 0 ? vram * 2 ** 20 : undefined, dispatch: d.dispatch, decode_loop: loop, prompt_cache: promptCache, shaders: d.shaders() });
 }
 
 function slotFor(key: string): Slot {
@@ -191,16 +196,19 @@ function pipelineOf(slot: Extract<Slot, { backend: "webgpu" }>, required = true)
   return p;
 }
 
-/** OpenAI's response_format as web-llm 0.2.85 takes it (json_schema becomes json_object with a schema string; tool
- * calls a structural tag, tool_grammar.ts). */
+/** OpenAI's response_format as web-llm 0.2.85 takes it: JSON (json_object, json_schema) as the grammar of one-line
+ * JSON (json_grammar.ts; the CPU engine compiles the same), tool calls a structural tag (tool_grammar.ts). */
 async function webllmFormat(f: ResponseFormat | undefined): Promise<Record<string, unknown> | undefined> {
   if (!f || f.type === "text") return undefined;
-  // web-llm 0.2.85 compiles json_object without a schema as the schema `undefined` and fails; OpenAI's JSON mode
-  // asks for a JSON object, which is what the schema {"type": "object"} allows.
-  if (f.type === "json_object") return { type: "json_object", schema: f.schema ?? JSON.stringify({ type: "object" }) };
-  if (f.type === "json_schema") {
-    const schema = f.json_schema?.schema;
-    return { type: "json_object", ...(schema !== undefined ? { schema: typeof schema === "string" ? schema : JSON.stringify(schema) } : {}) };
+  if (f.type === "json_object" || f.type === "json_schema") {
+    // OpenAI's JSON mode asks for a JSON object, which is what the schema {"type": "object"} allows
+    const schema = f.type === "json_object" ? f.schema ?? { type: "object" } : f.json_schema?.schema ?? { type: "object" };
+    try {
+      return { type: "grammar", grammar: await compactJSONGrammar(schema) };
+    } catch (e) {
+      throw new EngineError("bad-request", `response_format ${f.type} could not be compiled: ${String((e as Error)?.message ?? e)}`,
+        { parameter: "response_format" });
+    }
   }
   if (f.type === "grammar") return { type: "grammar", grammar: f.grammar };
   if (f.type === "tool_calls") return { type: "structural_tag", structural_tag: await structuralTagOf(f) };
@@ -268,6 +276,8 @@ async function generateOne(id: number, msg: Extract<ToWorker, { type: "generate"
       usage.completion_tokens = ids.length;
       usage.total_tokens = Number(usage.prompt_tokens ?? 0) + ids.length;
     }
+    const cached = cachedTokens(rawPipelineOf(slot.mlc, slot.modelId));
+    if (usage && cached !== null) usage.cached_tokens = cached;
     // web-llm reports the grammar's times for json_object and grammar only: read them off the pipeline for every
     // constrained answer (the structural tags of tool calls too)
     const extra = usage?.extra as Record<string, number> | undefined;
@@ -288,17 +298,19 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
   const s = msg.settings;
   const n = Math.max(1, s.n ?? 1);
   const choices: Choice[] = [];
-  const total = { prompt_tokens: 0, completion_tokens: 0 };
+  const total = { prompt_tokens: 0, completion_tokens: 0, cached_tokens: undefined as number | undefined };
   let extra: Record<string, number> = {};
   const raw = rawPipelineOf(slot.mlc, slot.modelId);
   // a page may ask for web-llm's own loop (tests and the GPU bench compare both): msg.decode_loop "sync"
   setDecodeLoop(raw, msg.decode_loop === "sync" ? "sync" : "async");
+  setPromptCache(raw, msg.prompt_cache !== "off");
   try {
     for (let i = 0; i < n && !current?.stop; i++) {
       const r = await generateOne(id, msg, slot, s.seed === undefined ? undefined : s.seed + i, i === 0);
       choices.push({ index: i, text: r.text, finish_reason: r.finish, ...(r.logprobs ? { logprobs: r.logprobs } : {}) });
       total.prompt_tokens += Number(r.usage?.prompt_tokens ?? 0);
       total.completion_tokens += Number(r.usage?.completion_tokens ?? 0);
+      if (r.usage?.cached_tokens !== undefined) total.cached_tokens = (total.cached_tokens ?? 0) + Number(r.usage.cached_tokens);
       if (i === 0) extra = (r.usage?.extra ?? {}) as Record<string, number>;
     }
   } finally {
@@ -319,6 +331,7 @@ async function generate(id: number, msg: Extract<ToWorker, { type: "generate" }>
       prompt_tokens: total.prompt_tokens,
       completion_tokens: total.completion_tokens,
       total_tokens: total.prompt_tokens + total.completion_tokens,
+      ...(total.cached_tokens !== undefined ? { cached_tokens: total.cached_tokens } : {}),
       prefill_tokens_per_s: extra.prefill_tokens_per_s,
       decode_tokens_per_s: extra.decode_tokens_per_s,
       time_to_first_token_s: extra.time_to_first_token_s,
@@ -369,7 +382,10 @@ scope.onmessage = async (ev: MessageEvent<ToWorker>) => {
         const slot = msg.key ? slots.get(msg.key) : undefined;
         for (const s of slot ? [slot] : slots.values()) {
           if (s.backend === "cpu") s.cpu.reset();
-          else await s.mlc.resetChat();
+          else {
+            await s.mlc.resetChat();
+            forgetPrefix(rawPipelineOf(s.mlc, s.modelId)); // a reset empties the KV cache, prompt caching or not
+          }
         }
         post({ type: "reset-done", id: msg.id });
         break;

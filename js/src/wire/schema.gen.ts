@@ -219,6 +219,7 @@ export interface Usage {
   decode_tokens_per_s?: number;
   time_to_first_token_s?: number;
   e2e_latency_s?: number;
+  cached_tokens?: number;
   /** Compiling response_format's grammar and making its matcher (0 when reused). */
   grammar_init_s?: number;
   /** The grammar's mask and token check per answer token (CPU time). */
@@ -409,6 +410,7 @@ export interface ChatLoadResult {
   schedule: string | null;
   dispatch?: string;
   decode_loop?: string;
+  prompt_cache?: string;
   /** Kernels compiled at load and left for first use (WebGPU only). */
   shaders?: ShaderStats;
   cpu_build?: "relaxed-simd" | "simd128";

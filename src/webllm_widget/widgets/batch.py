@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from ..errors import WebLLMWidgetError
 from .messages import clean_text, conversation
-from .openai_format import TIMING_KEYS, USAGE_KEYS
+from .openai_format import TIMING_KEYS, openai_usage
 
 #: Errors of one prompt that do not stop the batch (the prompt itself is at fault).
 PER_PROMPT_ERRORS = ("context-overflow",)
@@ -43,7 +43,7 @@ def record(prompt: str, answer: str | None, result: dict | None, finish_reason: 
         "prompt": prompt,
         "answer": answer,
         "finish_reason": finish_reason,
-        "usage": {k: int(u.get(k) or 0) for k in USAGE_KEYS},
+        "usage": openai_usage(u),
         "timings": {k: u.get(k) for k in TIMING_KEYS},
         "error": error,
     }

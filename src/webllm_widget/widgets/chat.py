@@ -252,7 +252,7 @@ class Chat(anywidget.AnyWidget):
         name = g.get("description") or " ".join(x for x in (g.get("vendor"), g.get("architecture")) if x)
         self.backend = {"device": msg.get("device") or "webgpu", "reason": msg.get("device_reason") or "",
                         "schedule": msg.get("schedule"), "dispatch": msg.get("dispatch"),
-                        "decode_loop": msg.get("decode_loop"),
+                        "decode_loop": msg.get("decode_loop"), "prompt_cache": msg.get("prompt_cache"),
                         "shaders": msg.get("shaders"), "cpu_build": msg.get("cpu_build")}
         if self.backend["device"] == "cpu":
             build = ("WebAssembly relaxed SIMD, 8-bit dot products" if msg.get("cpu_build") == "relaxed-simd"
@@ -450,8 +450,9 @@ class Chat(anywidget.AnyWidget):
         honoured raises :class:`~webllm_widget.errors.UnsupportedParameter` naming it.
 
         Returns ``{"id", "object": "chat.completion", "created", "model", "choices": [{"index", "message",
-        "finish_reason", "logprobs"?}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens"},
-        "timings": {...}}``.
+        "finish_reason", "logprobs"?}], "usage": {"prompt_tokens", "completion_tokens", "total_tokens",
+        "prompt_tokens_details": {"cached_tokens"}}, "timings": {...}}``; ``cached_tokens`` are the prompt's tokens
+        found in the KV cache (a prefix shared with what the model last read), counted in ``prompt_tokens``.
 
         Example::
 
@@ -462,7 +463,7 @@ class Chat(anywidget.AnyWidget):
         settings, opts = request_settings(params, self._loaded)
         model = self._loaded or self.model
         fmt = self._tool_formats.get(model)  # the loaded model's, or (still loading) the one asked for
-        plan = tool_plan(opts["tools"], fmt, model)
+        plan = tool_plan(opts["tools"], fmt, model, settings.get("response_format"))
         msgs = tool_turns(request_messages(messages), fmt, plan, model)
         page = self._settings(settings)
         if plan is not None and plan.response_format is not None:

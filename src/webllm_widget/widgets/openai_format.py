@@ -46,6 +46,17 @@ MAX_N = 16
 MAX_TOP_LOGPROBS = 20
 
 
+def openai_usage(u: dict) -> dict:
+    """OpenAI's ``usage`` of the page's: ``prompt_tokens`` counts the whole prompt, its tokens found in the KV
+    cache included (the page counts only those it prefilled), and ``prompt_tokens_details.cached_tokens`` says how
+    many were found there (present when the engine reports it)."""
+    prompt, done, cached = (int(u.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "cached_tokens"))
+    out = {"prompt_tokens": prompt + cached, "completion_tokens": done, "total_tokens": prompt + cached + done}
+    if u.get("cached_tokens") is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
 def unsupported(name: str, why: str) -> UnsupportedParameter:
     return UnsupportedParameter(f"{name}: {why}. Leave `{name}` out of the request.", detail={"parameter": name})
 
@@ -162,10 +173,6 @@ def request_settings(params: dict, loaded_model: str | None = None) -> tuple[dic
         if not opts["stream"]:
             raise BadRequest("stream_options is only for stream=True", detail={"parameter": "stream_options"})
         opts["include_usage"] = bool(dict(so).get("include_usage"))
-    if opts["tools"].get("tools") and opts["tools"].get("tool_choice") != "none" and "response_format" in settings:
-        raise BadRequest("response_format and tools together: a tool call has the grammar of its function's "
-                         "parameters; ask for one or the other (tool_choice='none' keeps response_format)",
-                         detail={"parameter": "response_format"})
     if opts["stream"] and settings.get("n", 1) > 1:
         raise unsupported("n", "stream=True streams one answer; ask n > 1 without streaming")
     opts["timeout"] = params.get("timeout")
@@ -231,13 +238,13 @@ def chat_completion(answer_id: str, model: str, text: str, result: dict | None, 
         "created": int(time.time()),
         "model": model,
         "choices": _choices(text, r, tools),
-        "usage": {k: int(u.get(k) or 0) for k in USAGE_KEYS},
+        "usage": openai_usage(u),
         "timings": {**{k: u.get(k) for k in TIMING_KEYS},
                     **{k: u[k] for k in GRAMMAR_TIMING_KEYS if u.get(k) is not None}},
     }
     if parse is not None:
-        for c in out["choices"]:
-            c["message"]["parsed"] = parsed(c, parse)
+        for c in out["choices"]:  # an answer that calls tools has no content to parse
+            c["message"]["parsed"] = None if c["message"].get("tool_calls") else parsed(c, parse)
     return out
 
 
@@ -260,7 +267,7 @@ def chunk(answer_id: str, model: str, created: int, *, content: str | None = Non
     if final_usage:
         u = usage or {}
         out["choices"] = []
-        out["usage"] = {k: int(u.get(k) or 0) for k in USAGE_KEYS}
+        out["usage"] = openai_usage(u)
         return out
     delta: dict = {}
     if role is not None:

@@ -10,6 +10,10 @@ into ``mlc-chat-config.json`` (``tool_calls``; see :mod:`webllm_widget.tool_form
   admits only calls, each ``{"name": <a tool>, "arguments": <JSON valid for its parameters>}`` in the template's
   call tags, so every call parses and validates; ``"auto"``: the model may answer in text, and a call it starts is
   held to the same grammar; ``"none"``: the tools are left out of the prompt and the answer is text;
+- ``response_format`` with tools: a text answer is held to it (as OpenAI does). With ``"auto"`` the grammar admits
+  one call or an answer in that format (xgrammar's structural tag has no "or" over a list of calls, so
+  ``parallel_tool_calls=True`` is refused there, naming it); with ``"required"`` or a named function the answer is
+  calls, which have their own grammar;
 - the answer's calls come back as OpenAI ``tool_calls`` (ids ``call_…``, ``type: "function"``, ``arguments`` a JSON
   string) with ``finish_reason: "tool_calls"``.
 """
@@ -76,9 +80,10 @@ def _check_tools(tools: Any) -> list[dict]:
     return out
 
 
-def tool_plan(params: dict, fmt: dict | None, model: str) -> ToolPlan | None:
+def tool_plan(params: dict, fmt: dict | None, model: str, content: dict | None = None) -> ToolPlan | None:
     """The plan for ``params`` (``tools``, ``tool_choice``, ``parallel_tool_calls`` of a request), or None when the
-    request names no tools. Raises :class:`UnsupportedParameter` when the model's template calls no tools, and
+    request names no tools; ``content`` is the request's response_format as the page takes it (the format of a text
+    answer). Raises :class:`UnsupportedParameter` when the model's template calls no tools, and
     :class:`BadRequest` for a malformed value."""
     tools = params.get("tools")
     choice = params.get("tool_choice")
@@ -114,6 +119,14 @@ def tool_plan(params: dict, fmt: dict | None, model: str) -> ToolPlan | None:
              "end": call_end(fmt)} for t in chosen]
     rf = {"type": "tool_calls", "mode": mode, "tags": tags, "separator": fmt["call_sep"],
           "trigger": call_start(fmt), "parallel": parallel is not False}
+    if content is not None and mode == "auto":
+        if parallel:
+            raise UnsupportedParameter(
+                "parallel_tool_calls=True with response_format and tool_choice='auto': the page's grammar admits one "
+                "call or an answer in the response_format, not several calls. Leave `parallel_tool_calls` out (or "
+                "False), or ask with tool_choice='required' for several calls.",
+                detail={"parameter": "parallel_tool_calls"})
+        rf["content"], rf["parallel"] = content, False
     return ToolPlan(tools=tools, mode=mode, fmt=fmt, response_format=rf, names=names)
 
 

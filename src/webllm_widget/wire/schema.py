@@ -359,6 +359,9 @@ class Usage(Struct):
     decode_tokens_per_s: NotRequired[float]
     time_to_first_token_s: NotRequired[float]
     e2e_latency_s: NotRequired[float]
+    # Prompt tokens whose keys and values were already in the KV cache (a prefix shared with what the model last
+    # read), so not prefilled and not in prompt_tokens; OpenAI's prompt_tokens_details.cached_tokens.
+    cached_tokens: NotRequired[int]
     grammar_init_s: NotRequired[float]  # Compiling response_format's grammar and making its matcher (0 when reused).
     grammar_per_token_s: NotRequired[float]  # The grammar's mask and token check per answer token (CPU time).
     # WebGPU: the decode loop that made the answer: "async" (sampled ids read back one step behind,
@@ -552,6 +555,9 @@ class ChatLoadResult(Message):
     # WebGPU: the decode loop answers take: "async" (sampled ids read back one step behind,
     # js/src/engine/async_decode.ts), or "sync: why" (web-llm's own) when the engine cannot install it.
     decode_loop: NotRequired[str]
+    # Whether a prompt that starts with tokens already in the KV cache prefills only the rest: "on", or "off: why"
+    # (WebGPU: js/src/engine/prefix_cache.ts on web-llm's pipeline; the CPU engine always reuses its cache).
+    prompt_cache: NotRequired[str]
     shaders: NotRequired[ShaderStats]  # Kernels compiled at load and left for first use (WebGPU only).
     # On the CPU, which library build runs: "relaxed-simd" (8-bit dot products) or "simd128".
     cpu_build: NotRequired[Literal["relaxed-simd", "simd128"]]

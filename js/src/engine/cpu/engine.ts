@@ -204,12 +204,14 @@ export class CpuEngine {
       choices.push({ index: i, text: r.text, finish_reason: r.finish_reason, ...(r.choices?.[0]?.logprobs ? { logprobs: r.choices[0].logprobs } : {}) });
       usage.prompt_tokens += r.usage.prompt_tokens;
       usage.completion_tokens += r.usage.completion_tokens;
+      usage.cached_tokens = (usage.cached_tokens ?? 0) + (r.usage.cached_tokens ?? 0);
       if (r.finish_reason === "abort") break;
     }
     usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
     const f = first!;
     return { text: f.text, finish_reason: f.finish_reason, choices,
-      usage: { ...f.usage, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens } };
+      usage: { ...f.usage, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens,
+        cached_tokens: usage.cached_tokens } };
   }
 
   private async generateOne(messages: ChatMessage[], settings: GenerateSettings, onDelta?: (d: string) => void): Promise<GenerateResult> {
@@ -333,6 +335,7 @@ export class CpuEngine {
       usage: {
         // Tokens prefilled by this request (a conversation's earlier turns stay in the KV cache), as web-llm counts.
         prompt_tokens: pre.ran,
+        cached_tokens: prompt.length - pre.ran, // the conversation's prefix already in the KV cache
         completion_tokens: out.length,
         total_tokens: pre.ran + out.length,
         prefill_tokens_per_s: pre.ran / Math.max(1e-6, (t1 - t0) / 1000),

@@ -6,6 +6,7 @@
 import "@mlc-ai/web-xgrammar";
 import type * as XG from "@mlc-ai/web-xgrammar";
 import { EngineError, type ResponseFormat } from "../types";
+import { compactJSONGrammar } from "../json_grammar";
 import { structuralTagOf } from "../tool_grammar";
 
 // web-xgrammar ships a UMD file in a "type": "module" package (as web-tokenizers does, cpu/engine.ts): bundlers
@@ -62,7 +63,7 @@ export class CpuGrammars {
       c = (async () => {
         const compiler = await this.compilerOnce();
         const schema = schemaOf(format);
-        if (schema !== null) return compiler.compileJSONSchema(schema);
+        if (schema !== null) return compiler.compileGrammar(await compactJSONGrammar(schema)); // one line, as on WebGPU
         if (format.type === "grammar") return compiler.compileGrammar(format.grammar);
         if (format.type === "tool_calls") return compiler.compileStructuralTag(await structuralTagOf(format));
         throw new EngineError("bad-request", `response_format type ${(format as { type?: string }).type} is not one of text, json_object, json_schema, grammar`);
