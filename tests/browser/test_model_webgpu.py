@@ -55,11 +55,15 @@ def test_decode_attention_for_hardware_gpus_over_a_long_context(host_server, chr
     rng = np.random.default_rng(5)
     prompt = [int(t) for t in rng.integers(3, 200, 300)]
     forced = [7, 11]
-    got, _ = run_in_browser(host_server, chromium, lib, param_records(ArrayCheckpoint(tiny.weights), cfg, "q0f32"),
-                            ex.metadata, cfg, prompt=prompt, forced=forced)
+    got, out = run_in_browser(host_server, chromium, lib, param_records(ArrayCheckpoint(tiny.weights), cfg, "q0f32"),
+                              ex.metadata, cfg, prompt=prompt, forced=forced)
     want = reference_logits(tiny.weights, tiny.config, prompt, forced)
-    print(f"q0f32 webgpu (auto), 300-token context: max |logit error| = {np.abs(got - want).max():.2e}")
+    print(f"q0f32 webgpu (auto), 300-token context: max |logit error| = {np.abs(got - want).max():.2e}; "
+          f"kernel launches a decode step {out['decode_launches']}")
     np.testing.assert_allclose(got, want, atol=1e-2, rtol=0)
+    # a float model keeps its SwiGLU kernel (10 launches a layer, see the q4f32_1 case); the split context adds the
+    # merge of the slices: 11 a layer, + 3 (embedding, final norm, LM head)
+    assert out["decode_launches"] == [11 * tiny.config["num_hidden_layers"] + 3] * len(forced)
 
 
 @pytest.mark.parametrize("schedule", ["auto", "fallback"])
