@@ -65,12 +65,21 @@ def _tiny_cpu_folder() -> Any:
         return tiny_cpu_folder(Path(d))
 
 
-def _tiny_folder(name: str) -> Callable[[], Any]:
+def _tiny_folder(name: str, quantization: str = "q4f32_1") -> Callable[[], Any]:
     def build():
         from tiny import tiny_folder
 
-        return tiny_folder(name)
+        return tiny_folder(name, quantization=quantization)
     return build
+
+
+def _tiny_seed0_cpu() -> Any:
+    """What a CPU Chat of the suite's tiny_folder (or of its HF source) resolves: the source built for the CPU."""
+    from tiny import tiny_folder
+
+    from webllm_widget.models.devices import cpu_model_folder
+
+    return cpu_model_folder(str(tiny_folder("seed0")), progress=False)
 
 
 def _tiny_seed0_fallback() -> Any:
@@ -100,7 +109,8 @@ def _smollm2(device: str, schedule: str = "auto") -> Callable[[], Any]:
 
 def recipe(name: str) -> Callable[[], Any]:
     """The build called ``name``: ``family:<case>:<device>``, ``tiny-cpu-library:<isa>``, ``tiny-cpu-folder``,
-    ``tiny-library:<case>:<schedule>``, ``tiny-folder:<name>``, ``tiny-seed0-fallback``, ``smollm2-cpu``,
+    ``tiny-library:<case>:<schedule>``, ``tiny-folder:<name>[:<quantization>]``, ``tiny-seed0-fallback``,
+    ``tiny-seed0-cpu``, ``smollm2-cpu``,
     ``smollm2-webgpu:<schedule>`` (the built-in model's folders, as ``models.default`` builds them),
     ``project-wheel`` (``pip wheel .``, the built-in model's libraries inside)."""
     kind, _, rest = name.partition(":")
@@ -115,7 +125,10 @@ def recipe(name: str) -> Callable[[], Any]:
     if kind == "tiny-cpu-folder":
         return _tiny_cpu_folder
     if kind == "tiny-folder":
-        return _tiny_folder(rest)
+        name, _, quantization = rest.partition(":")
+        return _tiny_folder(name, quantization or "q4f32_1")
+    if kind == "tiny-seed0-cpu":
+        return _tiny_seed0_cpu
     if kind == "tiny-seed0-fallback":
         return _tiny_seed0_fallback
     if kind == "project-wheel":
@@ -141,6 +154,9 @@ SMOLLM2_WEBGPU = ["smollm2-webgpu:auto", "smollm2-webgpu:fallback"]
 MODULES = {
     "test_cpu_engine.py": ["tiny-cpu-folder"],
     "test_webgpu_library_pick.py": ["tiny-seed0-fallback"],
+    "test_openai_options.py": ["tiny-seed0-cpu"],
+    "test_colab_frames.py": ["tiny-seed0-cpu"],
+    "test_no_shader_f16.py": ["tiny-folder:seed0:q4f16_1"],
     "test_chat_jupyter.py": ["tiny-folder:seed0-ctx1024", "smollm2-webgpu:auto", "smollm2-cpu"],
     "test_cpu_smollm2.py": ["smollm2-cpu", "smollm2-webgpu:auto"],
     "test_light_install.py": ["smollm2-cpu", *SMOLLM2_WEBGPU, "project-wheel"],

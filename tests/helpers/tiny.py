@@ -425,17 +425,18 @@ def copy_gguf_with(src: Path, dst: Path, overrides: dict, extra: dict | None = N
 
 #: Tiny Llamas that tests build as q4f32_1 WebGPU model folders: name -> TinyLlama.make arguments
 TINY_FOLDERS = {
+    "seed0": dict(seed=0),  # the suite's tiny_folder (tests/conftest.py) and its other builds
     # the chat notebook's three turns, the typed one and their template tokens outgrow the default 256-token context
     "seed0-ctx1024": dict(seed=0, context=1024),
 }
 
 
-def tiny_folder(name: str, schedule: str = "auto") -> Path:
+def tiny_folder(name: str, schedule: str = "auto", quantization: str = "q4f32_1") -> Path:
     """The tiny Llama ``name`` (:data:`TINY_FOLDERS`) written as an HF folder under the cache's ``test-sources`` and
-    built as a q4f32_1 WebGPU model folder (cached by content: the background prebuild, tests/helpers/prebuild.py,
-    builds the same)."""
+    built as a WebGPU model folder (cached by content: the background prebuild, tests/helpers/prebuild.py, builds the
+    same)."""
     from webllm_widget.cache import cache_dir
     from webllm_widget.compile.pipeline import build_model_folder
 
     hf = TinyLlama.make(**TINY_FOLDERS[name]).write_hf(cache_dir() / "test-sources" / f"tiny-llama-{name}")
-    return build_model_folder(hf, quantization="q4f32_1", schedule=schedule, progress=False)
+    return build_model_folder(hf, quantization=quantization, schedule=schedule, progress=False)

@@ -24,13 +24,9 @@ PREBUILT_F32 = "SmolLM2-360M-Instruct-q4f32_1-MLC"
 @pytest.fixture(scope="module")
 def f16_folder():
     """The tiny Llama built with q4f16_1 (float16 compute: a real f16 model folder, library included)."""
-    from tiny import TinyLlama
+    from tiny import tiny_folder
 
-    from webllm_widget.cache import cache_dir
-    from webllm_widget.compile.pipeline import build_model_folder
-
-    hf = TinyLlama.make(seed=0).write_hf(cache_dir() / "test-sources" / "tiny-llama-seed0")
-    return build_model_folder(hf, quantization="q4f16_1", progress=False)
+    return tiny_folder("seed0", quantization="q4f16_1")
 
 
 @pytest.fixture(scope="module")
