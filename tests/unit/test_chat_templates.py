@@ -250,3 +250,42 @@ def test_gemma2_without_a_system_role_page_prompt_ids_equal_the_jinja_template_i
     gemma3 = jinja2.Environment().from_string(GEMMA3).render(
         messages=[{"role": "system", "content": system}] + messages, add_generation_prompt=True, bos_token="")
     assert "".join(prompt_pieces(conv, turns + [("assistant", None)], system=system)) == gemma3
+
+
+def test_hermes_tool_use_template_is_refused_with_the_reason(tmp_path):
+    """Hermes 3's (and Hermes 2 Pro's) ``tool_use`` template, which a checkpoint names beside its ChatML ``default``,
+    writes a system turn of its own before the conversation's, each tool as a Python-like signature, and results in
+    a ``tool`` turn ending without the newline of the other turns: the model's turns cannot carry it token for token,
+    so the build finds the template, records why, and a request with tools raises that reason."""
+    import json
+    from types import SimpleNamespace
+
+    from chat_templates import HERMES_3_TOOL_USE, QWEN2_5_TOOLS
+    from tiny import CHATML
+
+    from webllm_widget.compile.chat_config import chat_template_of, tool_use_template_of
+    from webllm_widget.compile.tool_calls import tool_format_or_reason
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": [
+        {"name": "default", "template": CHATML}, {"name": "tool_use", "template": HERMES_3_TOOL_USE}]}))
+    ckpt = SimpleNamespace(kind="hf", path=tmp_path)
+    assert chat_template_of(ckpt) == CHATML and tool_use_template_of(ckpt) == HERMES_3_TOOL_USE
+    _, ids, _ = _tokenizer(FAMILIES["qwen2.5"][1])
+    conv = conv_template_from_jinja(CHATML, ids)
+    fmt, why = tool_format_or_reason(HERMES_3_TOOL_USE, conv)
+    assert fmt is None and "system turn of its own" in why, why
+    # a template that calls no tools has no reason to give; Qwen2.5's has a format
+    assert tool_format_or_reason(CHATML, conv) == (None, None)
+    assert tool_format_or_reason(QWEN2_5_TOOLS, conv_template_from_jinja(QWEN2_5_TOOLS, ids))[0] is not None
+
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from webllm_widget import Chat, UnsupportedParameter
+
+    chat = Chat(model="default", autoload=False)
+    chat._tool_refusals["default"] = why  # what _spec reads from the folder's mlc-chat-config.json
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with ThreadPoolExecutor(1) as pool, pytest.raises(UnsupportedParameter, match="system turn of its own") as ei:
+        pool.submit(asyncio.run, chat.complete([{"role": "user", "content": "hi"}], tools=[tool])).result()
+    assert ei.value.detail == {"parameter": "tools", "model": "default", "refused": why}

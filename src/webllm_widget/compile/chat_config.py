@@ -193,6 +193,20 @@ def write_chat_config(folder: str | os.PathLike, doc: dict) -> Path:
     return path
 
 
+def tool_use_template_of(ckpt) -> str | None:
+    """The checkpoint's template for requests with tools, where it names one apart from its default (``tool_use``:
+    Hermes 2 Pro and Hermes 3 carry one beside a plain ChatML ``default``; GGUF ``tokenizer.chat_template.tool_use``),
+    else None."""
+    if ckpt.kind == "gguf":
+        return ckpt.metadata("tokenizer.chat_template.tool_use")
+    cfg = Path(ckpt.path) / "tokenizer_config.json"
+    if cfg.exists():
+        t = json.loads(cfg.read_text()).get("chat_template")
+        if isinstance(t, list):
+            return next((x.get("template") for x in t if x.get("name") == "tool_use"), None)
+    return None
+
+
 def chat_template_of(ckpt) -> str | None:
     """The Jinja chat template a checkpoint carries (GGUF metadata or HF ``tokenizer_config.json``)."""
     if ckpt.kind == "gguf":

@@ -28,8 +28,8 @@ from .. import cache
 from .._version import __version__
 from ..errors import BadModel, CompileError, WebLLMWidgetError
 from .arch import registry
-from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, write_chat_config
-from .tool_calls import tool_format_from_jinja
+from .chat_config import chat_config, chat_template_of, conv_template_from_jinja, tool_use_template_of, write_chat_config
+from .tool_calls import tool_format_or_reason
 from .tensor_cache import verify_tensor_cache, write_tensor_cache
 from .tokenizer import tokenizer_info, write_tokenizer
 from .checkpoint import Checkpoint, open_checkpoint
@@ -314,9 +314,13 @@ def _convert(ckpt: Checkpoint, cfg: Any, quant: Any, device: str, tmp: Path, pro
         prefill_chunk_size=cfg.prefill_chunk_size, conv_template=conv, tokenizer_files=tokenizer_files,
         bos_token_id=c.get("bos_token_id"), tokenizer_info=tokenizer_info(tok_doc),
         model_config={k: c[k] for k in registry.family_of(cfg).config_module.CHAT_CONFIG_KEYS if k in c})
-    tools = tool_format_from_jinja(template, conv)
-    if tools is not None:  # the template calls tools (Hermes / Qwen2.5 style): how its turns carry them
+    # the template calls tools (Qwen2.5 / Qwen3 style): how its turns carry them; a template that calls tools in a
+    # way the turns cannot carry is named, so a request with tools says why it is refused
+    tools, refused = tool_format_or_reason(tool_use_template_of(ckpt) or template, conv)
+    if tools is not None:
         chat["tool_calls"] = tools
+    elif refused is not None:
+        chat["tool_calls_refused"] = refused
     write_chat_config(tmp, chat)
     bar.update(1)
     return doc

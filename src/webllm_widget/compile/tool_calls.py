@@ -1,4 +1,4 @@
-"""The tool-call format of a Jinja chat template (Hermes / Qwen2.5 style), read off the template by rendering it.
+"""The tool-call format of a Jinja chat template (Qwen2.5 / Qwen3 style), read off the template by rendering it.
 
 web-llm 0.2.85 builds prompts from the JSON ``conv_template`` (:mod:`.chat_config`), which knows turns but not
 tools. A template that calls tools the Qwen2.5 way writes, inside the turns that template already has:
@@ -13,6 +13,11 @@ Hugging Face ``transformers`` renders chat templates: ``trim_blocks``, ``lstrip_
 ways (the template; the pieces in the turns of ``conv_template``) and keeps the format only when the two agree.
 The kernel writes a request's tools, calls and results into plain turns with it
 (:mod:`webllm_widget.widgets.tool_calls`), so both engines render them with the turns they already have.
+
+A template that calls tools otherwise gets no format and a reason (:func:`tool_format_or_reason`), which the build
+records as ``tool_calls_refused``: Hermes 2 Pro's and Hermes 3's ``tool_use`` template writes a system turn of its
+own before the conversation's, each tool as a Python-like signature, and the results in a ``tool`` turn that ends
+without the newline the other turns end with, which turns of one ``conv_template`` cannot reproduce.
 
 No library reads a tool format out of a template (``transformers`` renders templates; it does not take them apart),
 hence this module. The format is written into ``mlc-chat-config.json`` as ``tool_calls``::
@@ -32,7 +37,7 @@ from ..errors import CompileError
 from ..tool_format import FORMAT_KEYS, dumps, render_turns
 from .chat_config import prompt_pieces
 
-__all__ = ["hf_render", "tool_format_from_jinja"]
+__all__ = ["hf_render", "tool_format_from_jinja", "tool_format_or_reason"]
 
 _SYS, _USER, _USER2, _CONTENT = "SYS-PROBE", "USER-PROBE", "USER2-PROBE", "CONTENT-PROBE"
 _RESULTS = ("RESULT-PROBE-1", "RESULT-PROBE-2")
@@ -91,8 +96,14 @@ def _between(text: str, before: str, after: str) -> str | None:
 def tool_format_from_jinja(template: str | None, conv: dict) -> dict | None:
     """The tool format of ``template`` in the turns of ``conv`` (its ``conv_template``), or None when the template
     does not call tools in a way these turns can carry (checked by rendering, see the module docstring)."""
+    return tool_format_or_reason(template, conv)[0]
+
+
+def tool_format_or_reason(template: str | None, conv: dict) -> tuple[dict | None, str | None]:
+    """(the tool format, None), or (None, why not) for a template that writes tools and calls in a way the turns of
+    ``conv`` cannot carry token for token, or (None, None) for a template that calls no tools."""
     if not template or "tools" not in template or "tool_call" not in template:
-        return None
+        return None, None
     try:
         import jinja2  # noqa: F401
     except ImportError as e:
@@ -100,12 +111,18 @@ def tool_format_from_jinja(template: str | None, conv: dict) -> dict | None:
                            "(it comes with webllm-widget[compile])") from e
     try:
         fmt = _derive(template, conv)
-    except Exception:  # noqa: BLE001 - a template this reading does not fit (or that raises) has no tool format
-        return None
-    return fmt if fmt is not None and _agrees(template, conv, fmt) else None
+    except Exception as e:  # noqa: BLE001 - a template this reading does not fit (or that raises) has no tool format
+        return None, f"rendering it with tools raised {type(e).__name__}: {e}"
+    if isinstance(fmt, str):
+        return None, fmt
+    if not _agrees(template, conv, fmt):
+        return None, ("a longer conversation (calls with content, several results, a second round) renders otherwise "
+                      "than in the model's turns")
+    return fmt, None
 
 
-def _derive(template: str, conv: dict) -> dict | None:
+def _derive(template: str, conv: dict) -> dict | str:
+    """The format, or why the template's tools, calls or results do not fit the turns of ``conv``."""
     sysmsg, user, user2 = ({"role": "system", "content": _SYS}, {"role": "user", "content": _USER},
                            {"role": "user", "content": _USER2})
     # the system turn: the tools between a preamble and a closing text, after the system message or a default
@@ -113,14 +130,17 @@ def _derive(template: str, conv: dict) -> dict | None:
     two = _fill(conv, template, [sysmsg, user], _TOOLS, [("user", _USER)], "\0")
     default = _fill(conv, template, [user], _TOOLS[:1], [("user", _USER)], "\0")
     j1, j2 = dumps(_TOOLS[0]), dumps(_TOOLS[1])
-    if one is None or two is None or default is None or not one.startswith(_SYS) or j1 not in one:
-        return None
+    if one is None or two is None or default is None or not one.startswith(_SYS):
+        return ("it does not write the tools into the system turn after the conversation's system message (e.g. a "
+                "system turn of its own before it)")
+    if j1 not in one:
+        return "it does not list each tool as its JSON object (e.g. a Python-like signature written by a macro)"
     fmt: dict[str, Any] = {}
     block = one[len(_SYS):]
     fmt["tools_prefix"], _, fmt["tools_suffix"] = block.partition(j1)
     fmt["tools_sep"] = _between(two[len(_SYS):], fmt["tools_prefix"] + j1, j2 + fmt["tools_suffix"])
     if fmt["tools_sep"] is None or not default.endswith(j1 + fmt["tools_suffix"]):
-        return None
+        return "its list of several tools, or its system turn without a system message, does not follow one pattern"
     # without a system message: the template's default system text (Qwen2.5) or none (Qwen3), then the preamble
     fmt["alone_prefix"] = default[:len(default) - len(j1 + fmt["tools_suffix"])]
 
@@ -135,12 +155,12 @@ def _derive(template: str, conv: dict) -> dict | None:
     t2 = assistant({"role": "assistant", "content": "", "tool_calls": [c1, c2]})
     tc = assistant({"role": "assistant", "content": _CONTENT, "tool_calls": [c1]})
     if t1 is None or t2 is None or tc is None or k1 not in t1:
-        return None
+        return "it does not write an assistant's calls as {\"name\": ..., \"arguments\": ...} in an assistant turn"
     fmt["call_prefix"], _, fmt["call_suffix"] = t1.partition(k1)
     fmt["call_sep"] = _between(t2, t1, fmt["call_prefix"] + k2 + fmt["call_suffix"])
     fmt["content_sep"] = _between(tc, _CONTENT, t1)
     if fmt["call_sep"] is None or fmt["content_sep"] is None:
-        return None
+        return "it drops or moves an assistant's text beside its calls, or writes several calls unlike one"
 
     # the results: one user turn after the calls, each result wrapped
     calls = {"role": "assistant", "content": "", "tool_calls": [c1, c2]}
@@ -151,12 +171,13 @@ def _derive(template: str, conv: dict) -> dict | None:
 
     r1, r2 = results(1), results(2)
     if r1 is None or r2 is None or _RESULTS[0] not in r1:
-        return None
+        return ("it writes tool results otherwise than in a user turn of the model's turns (e.g. a 'tool' turn, or "
+                "one that ends without the newline every other turn ends with)")
     fmt["response_role"] = "user"
     fmt["response_prefix"], _, fmt["response_suffix"] = r1.partition(_RESULTS[0])
     fmt["response_sep"] = _between(r2, r1, fmt["response_prefix"] + _RESULTS[1] + fmt["response_suffix"])
     if fmt["response_sep"] is None:
-        return None
+        return "it writes several results unlike one"
     return {k: fmt[k] for k in FORMAT_KEYS}
 
 

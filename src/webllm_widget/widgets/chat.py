@@ -152,6 +152,7 @@ class Chat(anywidget.AnyWidget):
         self._load_reply = None
         #: model id -> its chat template's tool-call format (None: the template calls no tools, or is not known)
         self._tool_formats: dict[str, dict | None] = {}
+        self._tool_refusals: dict[str, str | None] = {}  # why a model's tool-calling template is not carried
         self._load_info: dict | None = None
         self._loaded: str | None = None
         self._loading_model = False
@@ -180,13 +181,15 @@ class Chat(anywidget.AnyWidget):
 
         # device="auto": both builds are offered (only the one the page picks travels); see models/devices.py.
         spec, paths = model_spec(model, self.device)
-        tool_format = None
+        tool_format = refused = None
         for f in spec_files(spec):
             self._blobs.offer(Blob.from_path(paths[f["sha256"]], name=f["name"], sha256=f["sha256"]))
             if f["name"].rsplit("/", 1)[-1] == "mlc-chat-config.json" and tool_format is None:
-                # the template's tool-call format, when the build found one (compile/tool_calls.py)
-                tool_format = json.loads(paths[f["sha256"]].read_text()).get("tool_calls")
+                # the template's tool-call format, when the build found one (compile/tool_calls.py), or why not
+                doc = json.loads(paths[f["sha256"]].read_text())
+                tool_format, refused = doc.get("tool_calls"), doc.get("tool_calls_refused")
         self._tool_formats[spec["id"]] = self._tool_formats[model] = tool_format
+        self._tool_refusals[spec["id"]] = self._tool_refusals[model] = refused
         self._describe(model, describe_spec(spec, paths))
         return spec
 
@@ -442,7 +445,7 @@ class Chat(anywidget.AnyWidget):
         (``{"type": "json_object"}``, ``{"type": "json_schema", "json_schema": {"name", "schema"}}``, a Pydantic
         model class: each message then carries ``parsed``, or ``{"type": "grammar", "grammar": EBNF}``; xgrammar
         masks the logits on both engines), ``tools``/``tool_choice``/``parallel_tool_calls`` for models whose chat
-        template calls tools (Hermes / Qwen2.5 style; see :mod:`webllm_widget.widgets.tool_calls`: calls come back as the message's
+        template calls tools (Qwen2.5 / Qwen3 style; see :mod:`webllm_widget.widgets.tool_calls`: calls come back as the message's
         ``tool_calls`` with ``finish_reason`` ``"tool_calls"``; assistant ``tool_calls`` and ``role: "tool"`` results
         in ``messages`` are written as the template writes them), ``stream`` (then an async iterator of
         ``chat.completion.chunk`` dicts is returned). ``model`` is
@@ -463,8 +466,9 @@ class Chat(anywidget.AnyWidget):
         settings, opts = request_settings(params, self._loaded)
         model = self._loaded or self.model
         fmt = self._tool_formats.get(model)  # the loaded model's, or (still loading) the one asked for
-        plan = tool_plan(opts["tools"], fmt, model, settings.get("response_format"))
-        msgs = tool_turns(request_messages(messages), fmt, plan, model)
+        refused = self._tool_refusals.get(model)
+        plan = tool_plan(opts["tools"], fmt, model, settings.get("response_format"), refused=refused)
+        msgs = tool_turns(request_messages(messages), fmt, plan, model, refused=refused)
         page = self._settings(settings)
         if plan is not None and plan.response_format is not None:
             page["response_format"] = plan.response_format

@@ -1,7 +1,7 @@
 """OpenAI ``tools`` / ``tool_choice`` for :meth:`Chat.complete`: the request checked against the model's tool format,
 its messages written as plain turns, the grammar the page constrains the answer with, and the calls read back.
 
-A model calls tools when its chat template does (Hermes / Qwen2.5 style); the build reads the template's format
+A model calls tools when its chat template does (Qwen2.5 / Qwen3 style); the build reads the template's format
 into ``mlc-chat-config.json`` (``tool_calls``; see :mod:`webllm_widget.tool_format`). With it:
 
 - ``tools`` go into the system turn, an assistant's ``tool_calls`` and the ``tool`` results into the turns the
@@ -33,15 +33,19 @@ TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def no_tool_format(model: str, parameter: str = "tools") -> UnsupportedParameter:
+def no_tool_format(model: str, parameter: str = "tools", refused: str | None = None) -> UnsupportedParameter:
+    """The error for a model without a tool format; ``refused``: why its template's way of calling tools is not
+    carried (the build's ``tool_calls_refused``)."""
+    why = (f"its template calls tools, but {refused}, which the model's turns cannot carry token for token"
+           if refused else "it writes no tool calls")
     return UnsupportedParameter(
-        f"{parameter}: the chat template of {model} does not call tools (webllm-widget knows the Hermes / Qwen2.5 "
-        "style: each tool's JSON listed in the system prompt, calls answered as <tool_call>{\"name\": ..., "
-        "\"arguments\": ...}</tool_call>; MLC prebuilt ids carry no template). Use a model whose template calls tools "
-        "(e.g. a Qwen2.5-Instruct or Qwen3 checkpoint built by webllm-widget), or describe the tools in the system "
-        "prompt and ask "
-        f"for their arguments with response_format. Leave `{parameter}` out of the request for {model}.",
-        detail={"parameter": parameter, "model": model})
+        f"{parameter}: the chat template of {model} does not call tools in a way webllm-widget carries ({why}; "
+        "webllm-widget knows the Qwen2.5 / Qwen3 style: each tool's JSON listed in the system turn, calls answered as "
+        "<tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>, results in a user turn; MLC prebuilt ids carry "
+        "no template). Use a model whose template calls tools that way (e.g. a Qwen2.5-Instruct or Qwen3 checkpoint "
+        "built by webllm-widget), or describe the tools in the system prompt and ask for their arguments with "
+        f"response_format. Leave `{parameter}` out of the request for {model}.",
+        detail={"parameter": parameter, "model": model, **({"refused": refused} if refused else {})})
 
 
 @dataclass
@@ -80,7 +84,8 @@ def _check_tools(tools: Any) -> list[dict]:
     return out
 
 
-def tool_plan(params: dict, fmt: dict | None, model: str, content: dict | None = None) -> ToolPlan | None:
+def tool_plan(params: dict, fmt: dict | None, model: str, content: dict | None = None,
+              refused: str | None = None) -> ToolPlan | None:
     """The plan for ``params`` (``tools``, ``tool_choice``, ``parallel_tool_calls`` of a request), or None when the
     request names no tools; ``content`` is the request's response_format as the page takes it (the format of a text
     answer). Raises :class:`UnsupportedParameter` when the model's template calls no tools, and
@@ -92,7 +97,7 @@ def tool_plan(params: dict, fmt: dict | None, model: str, content: dict | None =
             raise BadRequest(f"tool_choice {choice!r} needs tools", detail={"parameter": "tool_choice"})
         return None
     if fmt is None:
-        raise no_tool_format(model)
+        raise no_tool_format(model, refused=refused)
     tools = _check_tools(tools)
     names = [t["function"]["name"] for t in tools]
     parallel = params.get("parallel_tool_calls")
@@ -146,14 +151,15 @@ def _arguments(call: dict, i: int) -> Any:
     return args
 
 
-def tool_turns(messages: list[dict], fmt: dict | None, plan: ToolPlan | None, model: str) -> list[dict]:
+def tool_turns(messages: list[dict], fmt: dict | None, plan: ToolPlan | None, model: str,
+               refused: str | None = None) -> list[dict]:
     """``messages`` (roles and contents already read) as plain turns in the model's tool format; messages without
     tools, calls or results are returned as they are."""
     uses = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if plan is None and not uses:
         return messages
     if fmt is None:
-        raise no_tool_format(model, "messages")
+        raise no_tool_format(model, "messages", refused)
     msgs = []
     for m in messages:
         if m.get("tool_calls"):
