@@ -90,7 +90,10 @@ def test_q4f32_1_logits_on_webgpu_match_dequantized_reference(host_server, chrom
     assert out["decode_launches"] == [per_layer * layers + 3] * len(out["decode_launches"])
 
 
-@pytest.mark.parametrize("schedule", ["auto", "fallback"])
+#: opt-in (full_matrix): the software adapters' ggml path is test_schedules_prefill's ggml case (the same tiny GGUF
+#: layout, Q4_1 matrices and a Q8_0 embedding, fallback schedule, logits against the file's weights, in chunks of 7
+#: that each end in a partial token tile) and test_smollm2_webgpu_logits (the built-in model's file)
+@pytest.mark.parametrize("schedule", ["auto", pytest.param("fallback", marks=pytest.mark.full_matrix)])
 def test_lossless_ggml_logits_on_webgpu_match_the_gguf_weights_exactly(host_server, chromium, tmp_path, schedule):
     tiny, ckpt, cfg, quant, lib = tiny_library("ggml", schedule, tmp_path)  # Q4_1 matrices, Q8_0 embedding
     assert dict(quant.formats)["model.embed_tokens"] == "q8_0"

@@ -261,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     t_start = time.perf_counter()
+    parent = os.getppid()
     for name in args.names:
+        if os.getppid() != parent:  # the test session is gone (killed without its teardown): nobody needs the rest
+            print("prebuild: the test session ended; stopping", flush=True)
+            break
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"recipe": name}
         try:
