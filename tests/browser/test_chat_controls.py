@@ -43,6 +43,17 @@ def _fresh(host, chat, messages, **settings) -> dict:
     return {"text": r["choices"][0]["message"]["content"], "usage": r["usage"]}
 
 
+def _shown(page, chat, **values: str) -> None:
+    """Wait until ``chat``'s settings form shows ``values`` (opening it if closed): the page sends the settings it
+    holds, and a setting made in Python reaches it asynchronously, as it reaches what the user sees."""
+    root = f"#widget-{chat.comm.comm_id} .wlw-chat"
+    if not page.locator(f"{root} .wlw-settings").evaluate("d => d.open"):
+        page.click(f"{root} .wlw-settings summary")
+    checks = " && ".join(f"document.querySelector('{root} .wlw-set-{k}')?.value === {json.dumps(v)}"
+                         for k, v in values.items())
+    page.wait_for_function(f"() => {checks}")
+
+
 def test_settings_typed_in_the_page_reach_python_and_back_and_change_the_next_answer(widget_host, tiny_folder):
     page = widget_host.page
 
@@ -112,6 +123,7 @@ def test_regenerate_edit_copy_and_export(widget_host, tiny_folder, tmp_path):
     async def change():
         chat.temperature, chat.seed, chat.max_tokens = 1.0, 5, 6
     widget_host.run(change())
+    _shown(page, chat, max_tokens="6", temperature="1", seed="5")
     page.wait_for_function("() => document.querySelector('.wlw-chat .wlw-regenerate:not([hidden])') !== null")
     assert page.locator(".wlw-chat .wlw-regenerate:not([hidden])").count() == 1  # only on the last answer
     before = dict(chat.stats)
@@ -126,6 +138,7 @@ def test_regenerate_edit_copy_and_export(widget_host, tiny_folder, tmp_path):
     async def greedy():
         chat.temperature, chat.seed, chat.max_tokens = 0.0, None, 4
     widget_host.run(greedy())
+    _shown(page, chat, max_tokens="4", temperature="0", seed="")
     page.locator(".wlw-chat .wlw-turn-user .wlw-edit-btn").first.click()
     box = page.locator(".wlw-chat .wlw-edit-input")
     assert box.input_value() == "first question"

@@ -78,6 +78,13 @@ def test_tools_with_response_format_hold_a_text_answer_to_the_format():
     assert tool_plan(opts["tools"], FMT, "m", settings["response_format"]).response_format is None
 
 
+def _run(coro):
+    """Run ``coro`` on a fresh event loop in its own thread: other tests in the same process (widget hosts,
+    kernels) may leave an event loop running in this thread, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def test_a_model_whose_template_calls_no_tools_is_refused_naming_the_parameter_and_the_model():
     chat = Chat(model="default", autoload=False)
 
@@ -185,8 +192,8 @@ def test_parse_fills_parsed_and_parsed_arguments_as_the_openai_package_does():
     chat = _Answers(CALL + "\n" + call2, '{"sunny": true}')
     client = AsyncOpenAIClient(chat)
     assert client.beta.chat.completions is client.chat.completions  # the older openai versions' place for parse()
-    called = asyncio.run(client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "?"}],
-                                                       tools=tools, tool_choice="required"))
+    called = _run(client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "?"}],
+                                                tools=tools, tool_choice="required"))
     calls = called.choices[0].message.tool_calls
     assert calls[0].function.parsed_arguments == Weather(city="Paris", unit="c")
     assert calls[1].function.parsed_arguments == {"zone": "CET"}  # a strict tool given as a dict: the JSON
@@ -195,14 +202,14 @@ def test_parse_fills_parsed_and_parsed_arguments_as_the_openai_package_does():
     assert chat.requests[0]["plan"].response_format["tags"][0]["schema"] == tools[0]["function"]["parameters"]
 
     # tools and response_format together: a text answer is parsed as the class
-    answered = asyncio.run(client.chat.completions.parse(
+    answered = _run(client.chat.completions.parse(
         model="m", messages=[{"role": "user", "content": "?"}], tools=tools, response_format=Answer))
     assert answered.choices[0].message.parsed == Answer(sunny=True) and answered.choices[0].message.tool_calls is None
     sent = chat.requests[1]["plan"].response_format
     assert sent["mode"] == "auto" and sent["content"]["json_schema"]["schema"]["required"] == ["sunny"]
 
     with pytest.raises(ValueError, match="`clock` is not strict"):  # as openai's parse() refuses it
-        asyncio.run(client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "?"}], tools=[
+        _run(client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "?"}], tools=[
             {"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}}]))
     cut = _Answers('{"sunny": tr')
 
@@ -211,5 +218,5 @@ def test_parse_fills_parsed_and_parsed_arguments_as_the_openai_package_does():
 
     cut.complete = length
     with pytest.raises(LengthFinishReasonError):
-        asyncio.run(AsyncOpenAIClient(cut).chat.completions.parse(
+        _run(AsyncOpenAIClient(cut).chat.completions.parse(
             model="m", messages=[{"role": "user", "content": "?"}], response_format=Answer))
