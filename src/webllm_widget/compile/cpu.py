@@ -77,22 +77,19 @@ def interleaved(n: int) -> bool:
     return n % BLOCK_ROWS == 0
 
 
-def _interleave(a: np.ndarray, groups: int) -> np.ndarray:
+def _interleave(a: np.ndarray, groups: int, undo: bool = False) -> np.ndarray:
     """``[n, groups * e]`` -> the same shape with each block of 4 rows stored group by group: row ``4 b + r``'s group
-    ``g`` at ``[b, g, r]`` of a ``[n / 4, groups, 4, e]`` array."""
+    ``g`` at ``[b, g, r]`` of a ``[n / 4, groups, 4, e]`` array; with ``undo``, the inverse."""
     n, w = a.shape
     if not interleaved(n):
         return np.ascontiguousarray(a)
     e = w // groups
-    return np.ascontiguousarray(a.reshape(n // BLOCK_ROWS, BLOCK_ROWS, groups, e).swapaxes(1, 2)).reshape(n, w)
+    blocks = (groups, BLOCK_ROWS) if undo else (BLOCK_ROWS, groups)
+    return np.ascontiguousarray(a.reshape(n // BLOCK_ROWS, *blocks, e).swapaxes(1, 2)).reshape(n, w)
 
 
 def _deinterleave(a: np.ndarray, groups: int) -> np.ndarray:
-    n, w = a.shape
-    if not interleaved(n):
-        return np.ascontiguousarray(a)
-    e = w // groups
-    return np.ascontiguousarray(a.reshape(n // BLOCK_ROWS, groups, BLOCK_ROWS, e).swapaxes(1, 2)).reshape(n, w)
+    return _interleave(a, groups, undo=True)
 
 
 def pack_for_cpu(q_weight: np.ndarray, bits: int) -> np.ndarray:
