@@ -76,6 +76,18 @@ def wait_quiet(max_wait_s: float = 120.0, below: float = 0.5, window_s: float = 
                     "threshold_cores": below, "loadavg_1": round(os.getloadavg()[0], 2)}
 
 
+async def load_builtin(eng, device: str) -> tuple[dict, float]:
+    """Load the built-in model's ``device`` build into a started ``HeadlessEngine``: what the load reported and
+    how many seconds it took."""
+    from webllm_widget.models.devices import model_spec
+
+    spec, paths = model_spec(None, device)
+    eng.blobs.update(paths)
+    t = time.perf_counter()
+    info = await eng.load(dict(spec))
+    return info, time.perf_counter() - t
+
+
 def write_result(name: str, data: dict, out_dir: Path | None = None) -> Path:
     """Write ``<out_dir>/<name>.json`` atomically (with the machine and a UTC timestamp); return its path."""
     out_dir = Path(out_dir or RESULTS)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import load_builtin, write_result  # noqa: E402
 from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 SYSTEM = "You answer with JSON only."
@@ -55,15 +55,11 @@ def _median(xs: list) -> float | None:
 
 async def _engine(device: str, runs: int, max_tokens: int, profile: Path) -> dict:
     from webllm_widget.headless.engine import HeadlessEngine
-    from webllm_widget.models.devices import model_spec
 
-    spec, paths = model_spec(None, device)
     out: dict = {"device": device}
     async with HeadlessEngine(profile_dir=profile) as eng:
-        eng.blobs.update(paths)
-        t = time.perf_counter()
-        info = await eng.load(dict(spec))
-        out.update(load_s=time.perf_counter() - t, adapter=eng.adapter, schedule=info.get("schedule"),
+        info, load_s = await load_builtin(eng, device)
+        out.update(load_s=load_s, adapter=eng.adapter, schedule=info.get("schedule"),
                    engine=info.get("device"))
         # each answer prefills its whole prompt on WebGPU, as before prompt caching (bench/prompt_cache.py measures
         # that): the same prompt asked again would otherwise run one token

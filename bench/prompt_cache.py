@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH, ROOT, write_result  # noqa: E402
+from common import BENCH, ROOT, load_builtin, write_result  # noqa: E402
 from webllm_widget._aio import run as run_async  # asyncio.run fails under Playwright's sync API
 
 SYSTEM = "You answer with JSON only."
@@ -68,15 +68,11 @@ def _any_whitespace_ebnf(schema: dict) -> str:
 
 async def _run(runs: int, profile: Path) -> dict:
     from webllm_widget.headless.engine import HeadlessEngine
-    from webllm_widget.models.devices import model_spec
 
-    spec, paths = model_spec(None, "webgpu")
     out: dict = {}
     async with HeadlessEngine(profile_dir=profile) as eng:
-        eng.blobs.update(paths)
-        t = time.perf_counter()
-        info = await eng.load(dict(spec))
-        out.update(load_s=time.perf_counter() - t, adapter=eng.adapter, schedule=info.get("schedule"),
+        info, load_s = await load_builtin(eng, "webgpu")
+        out.update(load_s=load_s, adapter=eng.adapter, schedule=info.get("schedule"),
                    prompt_cache=info.get("prompt_cache"))
 
         async def ask(question: str, mode: str, **settings) -> dict:

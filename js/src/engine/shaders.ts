@@ -15,6 +15,10 @@
 // `mod.getFunction("webgpu.get_fmap")`: the module is handed on with that list filtered, and upstream's code does
 // the rest (its progress reports count the kernels it compiles).
 
+// What a load compiled and what it left for first use: the wire schema's record (sent to the kernel as-is).
+import type { ShaderStats } from "../wire/schema.gen";
+export type { ShaderStats };
+
 /** KV-cache kernel families a chat never launches (TVM 0.27's paged KV cache, nn.llm.kv_cache). */
 export const UNUSED_FAMILIES: readonly [RegExp, string][] = [
   [/^(batch_)?tree_attn/, "tree attention (speculative decoding)"],
@@ -37,20 +41,6 @@ export function hasSlidingWindow(cfg: Record<string, any> | null): boolean {
   if (!cfg) return true; // unknown: the windowed kernels are compiled at load
   const mc = (cfg.model_config ?? {}) as Record<string, unknown>;
   return [cfg.sliding_window_size, mc.sliding_window_size, mc.sliding_window].some((x) => Number(x) > 0);
-}
-
-/** What a load compiled, and what it left for first use. */
-export interface ShaderStats {
-  /** Kernels in the model library. */
-  library: number;
-  /** Kernels compiled while the model loaded. */
-  at_load: number;
-  /** Kernels left for first use, by name, with why. */
-  deferred: Record<string, string>;
-  /** Of those, the kernels compiled since, on first use, in order. */
-  compiled_later: string[];
-  /** "deferred", or "all at load: why" when this layer could not filter the load. */
-  mode: string;
 }
 
 interface TvmjsModule {
