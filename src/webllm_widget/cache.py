@@ -64,9 +64,13 @@ def build_lock(name: str, on_wait: Callable[[str], None] | None = None) -> Itera
     Two processes building the same entry (two notebooks, or a test run and its background prebuild) would
     otherwise both do the work, and the second's rename would replace a folder the first is reading. A caller
     checks the cache again once it holds the lock: the other process may have finished the entry meanwhile.
-    ``on_wait`` is called with a sentence when the lock is held elsewhere, before waiting for it. The lock is an
+    ``on_wait`` is called with a sentence when the lock is held elsewhere, before waiting for it and after (by
+    default the sentence goes to stderr, so a wait is never silent). The lock is an
     OS file lock (``fcntl.flock``; ``msvcrt.locking`` on Windows): a process that dies releases it.
     """
+    if on_wait is None:
+        def on_wait(text: str) -> None:
+            print(f"webllm-widget: {text}", file=sys.stderr, flush=True)
     path = cache_dir() / "locks" / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
@@ -102,12 +106,10 @@ def build_lock(name: str, on_wait: Callable[[str], None] | None = None) -> Itera
 
         if not take(block=False):
             t0 = time.perf_counter()
-            if on_wait is not None:
-                on_wait(f"another process is building {name}; waiting for it")
+            on_wait(f"another process is building {name}; waiting for it")
             take(block=True)
             LOCK_WAITS.append((name, time.perf_counter() - t0))
-            if on_wait is not None:
-                on_wait(f"waited {LOCK_WAITS[-1][1]:.1f} s for {name}")
+            on_wait(f"waited {LOCK_WAITS[-1][1]:.1f} s for {name}")
         try:
             yield
         finally:

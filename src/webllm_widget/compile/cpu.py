@@ -39,7 +39,6 @@ Example::
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -712,8 +711,7 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd
         return out
     # one build per library at a time across processes (they would share the temp file below); whoever waited
     # reads the other's result
-    with build_lock(f"model-lib-cpu-{out.stem}", on_wait=lambda text: print(f"webllm-widget: {text}",
-                                                                            file=sys.stderr, flush=True)):
+    with build_lock(f"model-lib-cpu-{out.stem}"):
         if use_cache and out.is_file():
             return out
         return _build_cpu_library(cfg, quant, isa, out, use_cache, progress)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -847,8 +846,7 @@ def build_model_library(config: Any, quantization: Quantization | str = "q4f32_1
     if (lib := cached()) is not None:
         return lib
     # one build per library at a time across processes; whoever waited reads the other's result
-    with build_lock(f"model-lib-{key}", on_wait=lambda text: print(f"webllm-widget: {text}", file=sys.stderr,
-                                                                   flush=True)):
+    with build_lock(f"model-lib-{key}"):
         if (lib := cached()) is not None:
             return lib
         return _build_model_library(cfg, quant, target, schedule, key, folder, progress)

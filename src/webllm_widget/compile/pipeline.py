@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,6 @@ LIBRARY_NAME = "model.wasm"
 DEVICES = {"webgpu": "webgpu", "cpu": "cpu"}
 #: Bump when this module changes what it writes (part of every folder's content hash).
 FOLDER_FORMAT = "1"
-
-
-def _say(text: str) -> None:
-    print(f"webllm-widget: {text}", file=sys.stderr, flush=True)
 
 
 def _tqdm(progress: bool, **kw):
@@ -210,7 +205,7 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     if _existing(dest, key):
         return dest
     # one build per folder at a time across processes; whoever waited finds the other's result
-    with cache.build_lock(f"model-{dest.name}", on_wait=_say):
+    with cache.build_lock(f"model-{dest.name}"):
         if _existing(dest, key):
             return dest
         if library:
