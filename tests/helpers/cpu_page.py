@@ -61,7 +61,7 @@ def tiny_ggml_cpu_library(folder: Path, isa: str):
     tiny = TinyLlama.make(seed=1)
     ckpt = open_checkpoint(tiny.write_gguf(Path(folder) / "t.gguf"))
     cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
-    quant = ggml_quantization(ckpt, cfg)
+    quant = ggml_quantization(ckpt, cfg, device="cpu")
     return tiny, ckpt, cfg, quant, build_cpu_library(cfg, quant, isa=isa, progress=False)
 
 

@@ -74,7 +74,8 @@ def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_wei
     k, t = 96, 5
     bits = 8 if fmt == "q8_0" else 4
     q = rng.integers(0, 1 << bits, (n, k), dtype=np.uint8)
-    s = rng.uniform(0.01, 0.1, (n, k // 32)).astype(np.float32)
+    # scales of either sign: a GGUF's Q4_0 blocks stored as q4 carry their scale negated (quant/ggml.py)
+    s = (rng.uniform(0.01, 0.1, (n, k // 32)) * rng.choice([-1, 1], (n, k // 32))).astype(np.float32)
     m = rng.uniform(-0.5, 0.5, (n, k // 32)).astype(np.float32)
     words = pack_for_cpu(_pack_bytes(q) if bits == 8 else _pack_nibbles(q), bits)
     off = {"q4": -7.0, "q8_0": -128.0}.get(fmt, 0.0)
@@ -130,9 +131,10 @@ def _hf_weights(records: dict, cfg: LlamaConfig, quant) -> dict:
     return out
 
 
-@pytest.mark.parametrize("source,isa", [("q4f32_1", "simd128"), ("gguf-Q4_1", "simd128"), ("gguf-Q4_1", "relaxed-simd")])
+@pytest.mark.parametrize("source,isa", [("q4f32_1", "simd128"), ("gguf", "simd128"), ("gguf", "relaxed-simd")])
 def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(source, isa, tmp_path):
-    """q4f32_1 exercises the symmetric 4-bit kernels; the GGUF mode Q4_1 matrices and the Q8_0 embedding/LM head.
+    """q4f32_1 exercises the symmetric 4-bit kernels; the GGUF (the CPU's ``ggml`` mode) Q4_1 attention matrices,
+    Q4_0 MLP matrices (stored as the symmetric ``q4``, scales negated) and the Q8_0 embedding/LM head.
 
     The kernels round each matrix product's input to 8-bit blocks of 32 (llama.cpp's rule): the logits are checked
     against the reference doing the same (``activations="q8"``) and the float one (tolerances in
@@ -141,10 +143,14 @@ def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(sourc
     the same arithmetic; the wasm instruction itself runs in the browser tests.
     """
     tiny = TinyLlama.make(seed=1)
-    if source.startswith("gguf"):
-        ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type=source.split("-")[1]))
+    if source == "gguf":
+        mlp = {n: "Q4_0" for n in tiny.weights if ".mlp." in n}
+        ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type="Q4_1", block_types=mlp))
         cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
-        quant = ggml_quantization(ckpt, cfg)
+        quant = ggml_quantization(ckpt, cfg, device="cpu")
+        formats = dict(quant.formats)
+        assert (formats["model.layers.0.mlp.down_proj"], formats["model.layers.0.mlp.gate_up_proj"],
+                formats["model.layers.0.self_attn.qkv_proj"]) == ("q4", "q4", "q4_1"), formats
     else:
         ckpt = ArrayCheckpoint(tiny.weights)
         cfg = LlamaConfig.from_dict(tiny.config, prefill_chunk_size=8)

@@ -29,8 +29,10 @@ def test_q4_packing_round_trips_within_half_a_step_per_group():
     assert (np.abs(back - w) <= step / 2 + 1e-6).all()
 
 
-@pytest.mark.parametrize("kind", ["Q4_1", "Q4_0", "Q8_0"])
-def test_gguf_blocks_repack_exactly(kind, monkeypatch):
+@pytest.mark.parametrize("kind,fmt", [("Q4_1", None), ("Q4_0", None), ("Q8_0", None), ("Q4_0", "q4")])
+def test_gguf_blocks_repack_exactly(kind, fmt, monkeypatch):
+    """Each block type in its natural format, and Q4_0 in the symmetric ``q4`` (the page CPU's: complemented nibbles,
+    negated scale), equal bit for bit to PyPI gguf's dequantizer."""
     monkeypatch.setattr("webllm_widget.compile.quant.ggml._ROWS_PER_CHUNK", 3)  # chunk edges inside the tensor
     import gguf
 
@@ -43,8 +45,10 @@ def test_gguf_blocks_repack_exactly(kind, monkeypatch):
         shape, ggml_type = w.shape, kind
         raw = np.frombuffer(np.ascontiguousarray(blocks).tobytes(), np.uint8)
 
-    fmt, arrays = ggml_blocks(T)
-    np.testing.assert_array_equal(dequantize(fmt, arrays), want)
+    got_fmt, arrays = ggml_blocks(T, fmt)
+    assert got_fmt == (fmt or ("q8_0" if kind == "Q8_0" else "q4_1"))
+    assert set(arrays) == ({"q_weight", "q_scale", "q_min"} if got_fmt == "q4_1" else {"q_weight", "q_scale"})
+    np.testing.assert_array_equal(dequantize(got_fmt, arrays), want)
 
 
 def test_truncated_blocks_are_a_bad_model_error():
@@ -83,6 +87,9 @@ def test_ggml_mode_keeps_the_gguf_blocks_and_matches_the_file_weights(tmp_path, 
     quant = ggml_quantization(ckpt, cfg)
     want_fmt = "q8_0" if matrix_type == "Q8_0" else "q4_1"
     assert dict(quant.formats)["model.layers.1.mlp.down_proj"] == want_fmt
+    # the page's CPU path stores Q4_0 matrices in the symmetric q4 layout (4 bytes a group less), the rest alike
+    cpu_fmt = "q4" if matrix_type == "Q4_0" else want_fmt
+    assert set(dict(ggml_quantization(ckpt, cfg, device="cpu").formats).values()) == {cpu_fmt, "q8_0"}
     got, ex = run_native(tiny, checkpoint=ckpt, quant=quant)
     assert ex.metadata["quantization"] == "ggml"
     np.testing.assert_allclose(got, reference_logits(tiny.gguf_weights, tiny.config), atol=1e-3, rtol=0)

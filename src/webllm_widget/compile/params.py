@@ -34,7 +34,7 @@ def param_records(checkpoint: Any, config: Any, quant: Quantization | str) -> It
             continue
         in_features = int(tensors[0].shape[1])
         fmt = quant.format_of(path, in_features)
-        if fmt in ("q4_1", "q8_0"):
+        if fmt in ("q4_1", "q8_0") or (fmt == "q4" and quant.name == "ggml"):
             parts = [ggml_blocks(t, fmt) for t in tensors]
             arrays = {key: np.concatenate([a[key] for _, a in parts], axis=0) for key in parts[0][1]}
         else:

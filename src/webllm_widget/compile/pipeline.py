@@ -118,7 +118,7 @@ def _slug(text: str) -> str:
 
 # ------------------------------------------------------------------------------------ the build
 
-def _resolve_quantization(ckpt: Checkpoint, cfg: Any, quantization: Any):
+def _resolve_quantization(ckpt: Checkpoint, cfg: Any, quantization: Any, device: str = "webgpu"):
     from .quant.ggml import ggml_quantization
     from .quant.modes import Quantization, as_quantization
 
@@ -131,7 +131,7 @@ def _resolve_quantization(ckpt: Checkpoint, cfg: Any, quantization: Any):
         if ckpt.kind != "gguf":
             raise BadModel(f"{ckpt.path}: the lossless 'ggml' mode keeps a GGUF file's blocks and needs a GGUF "
                            "input; for a Hugging Face folder use q4f32_1, q4f16_1 or q0f32.")
-        return ggml_quantization(ckpt, cfg)
+        return ggml_quantization(ckpt, cfg, device=device)
     return as_quantization(name)
 
 
@@ -187,7 +187,7 @@ def build_model_folder(source: str | os.PathLike, *, quantization: Any = None, d
     t_start = time.perf_counter()
     ckpt = open_checkpoint(source)
     cfg = registry.config_from_dict(ckpt.config)
-    quant = _resolve_quantization(ckpt, cfg, quantization)
+    quant = _resolve_quantization(ckpt, cfg, quantization, device)
     src_hash = source_hash(ckpt, progress)
     if device == "cpu":
         from .keys import CPU_KERNELS_VERSION

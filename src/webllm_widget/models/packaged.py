@@ -35,14 +35,15 @@ WEBGPU_SCHEDULE = "auto"
 FALLBACK_SCHEDULE = "fallback"
 
 
-def _config_and_quant(gguf: str | os.PathLike) -> tuple[Any, Any]:
+def _config_and_quant(gguf: str | os.PathLike, device: str = "webgpu") -> tuple[Any, Any]:
+    """The model's config and its ``ggml`` mode for ``device`` (the CPU path may store blocks differently)."""
     from ..compile.arch import registry
     from ..compile.checkpoint import open_checkpoint
     from ..compile.quant.ggml import ggml_quantization
 
     ckpt = open_checkpoint(gguf)
     cfg = registry.config_from_dict(ckpt.config)
-    return cfg, ggml_quantization(ckpt, cfg)
+    return cfg, ggml_quantization(ckpt, cfg, device=device)
 
 
 def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
@@ -54,9 +55,11 @@ def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
     from ..compile.keys import cpu_library_key, model_library_key
 
     cfg, quant = _config_and_quant(gguf)
+    _, cpu_quant = _config_and_quant(gguf, "cpu")
     return {"webgpu": model_library_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
             "webgpu-fallback": model_library_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE),
-            "cpu": cpu_library_key(cfg, quant), "cpu-relaxed-simd": cpu_library_key(cfg, quant, isa="relaxed-simd")}
+            "cpu": cpu_library_key(cfg, cpu_quant),
+            "cpu-relaxed-simd": cpu_library_key(cfg, cpu_quant, isa="relaxed-simd")}
 
 
 def _webgpu_cache_entry(key: str) -> Path:
@@ -121,6 +124,7 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
     out = Path(out)
     source = default_gguf(gguf, progress=progress)
     cfg, quant = _config_and_quant(source)
+    _, cpu_quant = _config_and_quant(source, "cpu")
     keys = library_keys(source)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*"):
@@ -139,10 +143,10 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
     shutil.copyfile(fb_entry / "model.wasm", out / fb_file)
     fb_info = json.loads((fb_entry / "info.json").read_text())
 
-    cpu_path = build_cpu_library(cfg, quant, progress=progress)
+    cpu_path = build_cpu_library(cfg, cpu_quant, progress=progress)
     cpu_file = f"cpu-{keys['cpu']}.wasm"
     shutil.copyfile(cpu_path, out / cpu_file)
-    relaxed_path = build_cpu_library(cfg, quant, isa="relaxed-simd", progress=progress)
+    relaxed_path = build_cpu_library(cfg, cpu_quant, isa="relaxed-simd", progress=progress)
     relaxed_file = f"cpu-relaxed-simd-{keys['cpu-relaxed-simd']}.wasm"
     shutil.copyfile(relaxed_path, out / relaxed_file)
 

@@ -23,7 +23,9 @@ Block types read (weights per block, bytes per block; ``w`` = the weight):
 
 Repacking, exact where the layout allows it: Q4_0, Q4_1 and Q4_K are all ``q * s + m`` per group of 32 with
 ``s`` and ``m`` exact in float32 (a float16 times a 6-bit integer fits float32's 24-bit significand), so they
-become ``q4_1`` bit for bit; Q8_0 becomes ``q8_0`` bit for bit. Q5_0, Q5_1, Q5_K and Q6_K have more than 4 bits
+become ``q4_1`` bit for bit; Q8_0 becomes ``q8_0`` bit for bit. Q4_0 also fits the symmetric ``q4`` layout
+(``(nib - 7) s``, no offset: 20 bytes per 32 weights instead of 24) with its nibbles complemented and its scale
+negated: ``d (q - 8) = (-d) ((15 - q) - 7)``; the page's CPU path stores it so (:func:`ggml_quantization`). Q5_0, Q5_1, Q5_K and Q6_K have more than 4 bits
 per weight and no 8-bit layout that keeps them exactly (Q6_K has a scale per 16 weights, the kernels one per
 32), so they are re-quantized from their exact values to ``q8_0`` (symmetric, a float32 scale per 32:
 error at most ``max|w| / 254`` per group).
@@ -157,16 +159,17 @@ def natural_format(ggml_type: str) -> str | None:
 
 
 def ggml_blocks(t: Any, fmt: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
-    """One GGUF tensor's blocks in ``fmt`` (default :func:`natural_format`): Q4_0/Q4_1/Q4_K as ``q4_1`` and Q8_0 as
-    ``q8_0`` exactly (float16 -> float32 is lossless); anything else asked as ``q8_0`` is re-quantized from its
-    exact values."""
+    """One GGUF tensor's blocks in ``fmt`` (default :func:`natural_format`): Q4_0/Q4_1/Q4_K as ``q4_1``, Q4_0 as
+    ``q4`` and Q8_0 as ``q8_0`` exactly (float16 -> float32 is lossless); anything else asked as ``q8_0`` is
+    re-quantized from its exact values."""
     n, k = int(t.shape[0]), int(t.shape[1])
     kind = t.ggml_type
     if getattr(t, "shift", 0.0):
         raise BadModel(f"{t.name}: a matrix whose stored values are offset from the model's cannot keep its blocks; "
                        "this is a bug in the family's GGUF name map.")
     fmt = fmt or natural_format(kind)
-    exact = (fmt == "q4_1" and kind in EXACT_Q4) or (fmt == "q8_0" and kind == "Q8_0")
+    exact = ((fmt == "q4_1" and kind in EXACT_Q4) or (fmt == "q8_0" and kind == "Q8_0")
+             or (fmt == "q4" and kind == "Q4_0"))
     if not exact:
         if fmt != "q8_0":
             raise BadModel(f"a {kind} tensor cannot be stored as {fmt}; plan the ggml mode with ggml_quantization().")
@@ -180,11 +183,11 @@ def ggml_blocks(t: Any, fmt: str | None = None) -> tuple[str, dict[str, np.ndarr
         raise BadModel(f"tensor of shape {t.shape} has {raw.size} bytes of {kind} blocks, expected {n * nb * size}; "
                        "the GGUF file looks truncated or corrupt: download it again.")
     blocks = raw.reshape(n, nb, size)
-    parts = [_repack_rows(kind, blocks[i:i + _ROWS_PER_CHUNK], k) for i in range(0, n, _ROWS_PER_CHUNK)]
+    parts = [_repack_rows(kind, blocks[i:i + _ROWS_PER_CHUNK], k, fmt) for i in range(0, n, _ROWS_PER_CHUNK)]
     return fmt, {key: np.concatenate([a[key] for _, a in parts], axis=0) for key in parts[0][1]}
 
 
-def _repack_rows(kind: str, blocks: np.ndarray, k: int) -> tuple[str, dict[str, np.ndarray]]:
+def _repack_rows(kind: str, blocks: np.ndarray, k: int, fmt: str) -> tuple[str, dict[str, np.ndarray]]:
     n = blocks.shape[0]
     if kind == "Q4_K":
         codes, scale, offset = _k4_parts(blocks.reshape(-1, blocks.shape[-1]), kind)
@@ -197,6 +200,8 @@ def _repack_rows(kind: str, blocks: np.ndarray, k: int) -> tuple[str, dict[str, 
     off = 4 if kind == "Q4_1" else 2
     qs = blocks[..., off:off + 16]
     nib = np.concatenate([qs & 15, qs >> 4], axis=-1)  # ggml: byte j holds weight j (low) and j+16 (high)
+    if fmt == "q4":  # Q4_0 symmetric: d (q - 8) = (-d) ((15 - q) - 7)
+        return "q4", {"q_weight": _pack_nibbles((15 - nib).reshape(n, k)), "q_scale": -d}
     if kind == "Q4_1":
         m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
     else:
@@ -204,13 +209,17 @@ def _repack_rows(kind: str, blocks: np.ndarray, k: int) -> tuple[str, dict[str, 
     return "q4_1", {"q_weight": _pack_nibbles(nib.reshape(n, k)), "q_scale": d, "q_min": m}
 
 
-def ggml_quantization(checkpoint: Any, cfg: Any = None) -> Quantization:
+def ggml_quantization(checkpoint: Any, cfg: Any = None, *, device: str = "webgpu") -> Quantization:
     """The ``ggml`` mode for a GGUF checkpoint: each matrix keeps its file's blocks where a layout holds them.
 
     Q4_0, Q4_1 and Q4_K are stored as ``q4_1`` exactly (Q4_0's ``(q - 8) d`` is ``q d + (-8 d)``; Q4_K's
     ``d sc q - dmin m`` is ``q s + m`` per 32), Q8_0 as ``q8_0`` exactly. A matrix with parts of more than 4 bits
     (Q5_0, Q5_1, Q5_K, Q6_K), alone or stacked with others (Q4_K_M files keep some ``attn_v`` in Q6_K next to
     Q4_K ``attn_q``/``attn_k``), is re-quantized to ``q8_0``; a matrix with a float part stays ``f32``.
+
+    ``device="cpu"`` (the page's CPU path, whose decode is bound by the bytes it reads): a matrix all of Q4_0
+    blocks is stored as the symmetric ``q4`` instead, exactly (module docstring), 20 bytes per 32 weights instead
+    of ``q4_1``'s 24. The WebGPU kernels keep reading ``q4_1``.
     """
     cfg = cfg or registry.config_from_dict(checkpoint.config)
     formats = []
@@ -218,7 +227,9 @@ def ggml_quantization(checkpoint: Any, cfg: Any = None) -> Quantization:
         if not is_matrix:
             continue
         kinds = {checkpoint.get(n).ggml_type for n in names}
-        if kinds <= set(EXACT_Q4):
+        if device == "cpu" and kinds == {"Q4_0"}:
+            formats.append((path, "q4"))
+        elif kinds <= set(EXACT_Q4):
             formats.append((path, "q4_1"))
         elif all(natural_format(k) for k in kinds):
             formats.append((path, "q8_0"))
