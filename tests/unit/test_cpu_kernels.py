@@ -41,22 +41,21 @@ def test_cpu_4bit_layout_puts_element_i_in_the_low_and_16_plus_i_in_the_high_nib
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-def test_cpu_layout_stores_each_block_of_four_rows_group_by_group(bits):
-    """Rows in blocks of 4 (N a multiple of 4): the block's group 0 of its 4 rows, then their group 1, ...; the scales
-    of a block's 4 rows side by side per group."""
+def test_cpu_layout_stores_each_block_of_four_rows_word_by_word(bits):
+    """Rows in blocks of 4 (N a multiple of 4): the block's 32-bit word 0 of its 4 rows, then their word 1, ...; the
+    scales of a block's 4 rows side by side per group."""
     rng = np.random.default_rng(2)
     n, k = 8, 64
     q = rng.integers(0, 1 << bits, (n, k), dtype=np.uint8)
-    w = pack_for_cpu(_pack_bytes(q) if bits == 8 else _pack_nibbles(q), bits)
-    gbytes = 32 * bits // 8
-    b = w.astype("<u4").view(np.uint8).reshape(-1)
-    rowwise = pack_for_cpu((_pack_bytes(q) if bits == 8 else _pack_nibbles(q))[:3], bits)  # 3 rows: not interleaved
-    rb = rowwise.astype("<u4").view(np.uint8).reshape(3, -1)
-    for r in range(3):
-        for g in range(k // 32):
-            at = ((r // 4 * (k // 32) + g) * 4 + r % 4) * gbytes
-            np.testing.assert_array_equal(b[at:at + gbytes], rb[r, g * gbytes:(g + 1) * gbytes])
-    np.testing.assert_array_equal(unpack_from_cpu(w, bits), _pack_bytes(q) if bits == 8 else _pack_nibbles(q))
+    packed = _pack_bytes(q) if bits == 8 else _pack_nibbles(q)
+    w = pack_for_cpu(packed, bits)
+    words = k * bits // 32
+    # every row in the within-group byte order, not interleaved (blocks of 3 and 2 rows are stored row after row)
+    rows = np.concatenate([pack_for_cpu(packed[i:i + 3], bits) for i in (0, 3, 6)])
+    for r in range(n):
+        for j in range(words):
+            assert w.reshape(-1)[(r // 4 * words + j) * 4 + r % 4] == rows[r, j]
+    np.testing.assert_array_equal(unpack_from_cpu(w, bits), packed)
     s = rng.standard_normal((n, k // 32)).astype(np.float32)
     ps = pack_scales_for_cpu(s)
     np.testing.assert_array_equal(ps.reshape(2, k // 32, 4)[1, 1], s[4:8, 1])

@@ -23,8 +23,9 @@ no hand-written wasm is needed):
   and activation bytes (16 products an instruction; a value byte and a residue byte, see :data:`XQ_MAX`); the
   SIMD128 build, and 8-bit weights in both, use ``i32x4.dot_i16x8_s`` with 16-bit activations (8 products; as
   fast as 8-bit ones there: :func:`activation_bits`). Both keep logits within ~0.005 of float. Every product
-  computes :data:`ROWS` output rows a step, one per lane, from weights stored 4 rows group by group (one stream of
-  bytes and one of scales); decode (one token) uses :func:`gemv_kernel`, prefill :func:`gemm_kernel`, which
+  computes :data:`ROWS` output rows a step, one per lane, from weights stored 4 rows 32-bit word by word (one
+  stream of bytes and one of scales), which lets every dot product's lanes be the 4 rows (:func:`qmatmul_kernel`:
+  no reduction across lanes); decode (one token) uses :func:`gemv_kernel`, prefill :func:`gemm_kernel`, which
   decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens.
 - **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page runs the one
   ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 by
@@ -65,8 +66,8 @@ def _bits(fmt: str) -> int:
     return 8 if fmt == "q8_0" else 4
 
 
-#: Rows whose groups are stored side by side (:func:`pack_for_cpu`): the kernels compute this many output rows at
-#: once, one per lane of a 4-lane vector.
+#: Rows whose 32-bit words are stored side by side (:func:`pack_for_cpu`): the kernels compute this many output rows
+#: at once, one per lane of a 4-lane vector.
 BLOCK_ROWS = 4
 
 
@@ -78,7 +79,8 @@ def interleaved(n: int) -> bool:
 
 def _interleave(a: np.ndarray, groups: int, undo: bool = False) -> np.ndarray:
     """``[n, groups * e]`` -> the same shape with each block of 4 rows stored group by group: row ``4 b + r``'s group
-    ``g`` at ``[b, g, r]`` of a ``[n / 4, groups, 4, e]`` array; with ``undo``, the inverse."""
+    ``g`` at ``[b, g, r]`` of a ``[n / 4, groups, 4, e]`` array (``groups`` = the row's width: element by element);
+    with ``undo``, the inverse."""
     n, w = a.shape
     if not interleaved(n):
         return np.ascontiguousarray(a)
@@ -98,26 +100,27 @@ def pack_for_cpu(q_weight: np.ndarray, bits: int) -> np.ndarray:
     Within a group: 4-bit, each group of 32 elements is 16 bytes, byte ``i`` holding element ``i`` in its low nibble
     and element ``16 + i`` in its high nibble, so one 8-byte load widened to 16-bit lanes, one mask and one shift
     give 8 consecutive elements each; 8-bit, unchanged (byte ``k`` is element ``k``). Rows: where ``N`` is a multiple
-    of :data:`BLOCK_ROWS` (:func:`interleaved`), each block of 4 rows is stored group by group (the 4 rows' group 0,
-    then their group 1, ...), so the kernels, which compute 4 rows at once, read one stream of bytes in order.
-    Shapes are unchanged (uint32 ``[N, W]``; bytes in little-endian order, as wasm reads them).
+    of :data:`BLOCK_ROWS` (:func:`interleaved`), each block of 4 rows is stored 32-bit word by word (the 4 rows' word
+    0, then their word 1, ...), so the kernels, which compute 4 rows at once, read one stream of bytes in order, and
+    each 16 bytes hold the same 4 (at 4 bits, 8) elements of the 4 rows: a dot product's lanes are rows
+    (:func:`qmatmul_kernel`). Shapes are unchanged (uint32 ``[N, W]``; bytes in little-endian order, as wasm reads
+    them).
     """
     q = np.ascontiguousarray(np.asarray(q_weight, dtype=np.uint32))
     n, w = q.shape
-    groups = w * 32 // bits // GROUP
     if bits == 8:
-        return _interleave(q, groups)
+        return _interleave(q, w)
     vals = ((q[..., None] >> (np.arange(8, dtype=np.uint32) * 4)) & np.uint32(15)).reshape(n, -1, 2, 16)
     packed = (vals[:, :, 0, :] | (vals[:, :, 1, :] << np.uint32(4))).astype("<u1")  # [N, groups, 16]
     words = np.ascontiguousarray(packed.reshape(n, -1)).view("<u4").reshape(n, w).astype(np.uint32)
-    return _interleave(words, groups)
+    return _interleave(words, w)
 
 
 def unpack_from_cpu(q_weight: np.ndarray, bits: int) -> np.ndarray:
     """Inverse of :func:`pack_for_cpu`."""
     q = np.ascontiguousarray(np.asarray(q_weight, dtype=np.uint32))
     n, w = q.shape
-    q = _deinterleave(q, w * 32 // bits // GROUP)
+    q = _deinterleave(q, w)
     if bits == 8:
         return q
     b = q.astype("<u4").view(np.uint8).reshape(n, -1, 16)
@@ -303,9 +306,9 @@ def quantize_activations(x: np.ndarray, form: str = "int16") -> tuple[np.ndarray
     return q.astype(np.int32).reshape(x.shape), d
 
 
-#: Output rows every product kernel computes per step, one per lane: their per-group integer sums are reduced
-#: into one vector (:func:`_reduce4`), so the scales and offsets of four rows are applied in one vector step, and the
-#: weights of these rows are stored group by group (:func:`pack_for_cpu`).
+#: Output rows every product kernel computes per step, one per lane: their per-group integer sums are one vector (the
+#: dot products' lanes where the rows are interleaved, :func:`_reduce4` otherwise), so the scales and offsets of four
+#: rows are applied in one vector step.
 ROWS = BLOCK_ROWS
 #: Lanes of the float vectors the products accumulate in (four rows).
 VEC = 4
@@ -324,15 +327,17 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
 
     Per tile of ``tile`` tokens, each group of 32 activations becomes integers and a scale
     (:func:`quantize_activations`), keeping the group's sum for the offset term. Per output row and group the raw
-    weight integers meet them in integer dot products (an int32x4 of partial sums); four such sums are reduced
-    into one vector (:func:`_reduce4`), converted to float and scaled by ``scale * x_scale`` in one step, and the
-    offset (``q_min``, or ``-7 s`` / ``-128 s``) against the group's activation sum is added the same way. The
-    four lanes are :data:`ROWS` output rows (a last partial block of rows, where ``n`` is not a multiple of 4,
-    repeats the last row); their scales and offsets are one 4-lane load where the rows are interleaved
-    (:func:`pack_for_cpu`). Each weight group is decoded once for the whole tile of ``tile`` tokens (one
-    accumulator vector per token; a last partial tile repeats the last token, the same values rewritten).
+    weight integers meet them in integer dot products. Where the rows are interleaved (:func:`pack_for_cpu`) each
+    dot's four lanes are the block's four rows (``quads4``: each weight load is 4 bytes of each row, the activations
+    splat across the vector); otherwise each row's dot is an int32x4 of partial sums and four of them are reduced
+    into one vector (:func:`_reduce4`). The sums are converted to float and scaled by ``scale * x_scale`` in one
+    step, and the offset (``q_min``, or ``-7 s`` / ``-128 s``) against the group's activation sum is added the same
+    way. The four lanes are :data:`ROWS` output rows (a last partial block of rows, where ``n`` is not a multiple of
+    4, repeats the last row); their scales and offsets are one 4-lane load where the rows are interleaved. Each
+    weight group is decoded once for the whole tile of ``tile`` tokens (one accumulator vector per token; a last
+    partial tile repeats the last token, the same values rewritten).
 
-    ``isa="simd128"``: 16-bit activations and weights widened to int16, ``i32x4.dot_i16x8_s`` (8 products each).
+    ``isa="simd128"``: 16-bit activations and weights as int16 lanes, ``i32x4.dot_i16x8_s`` (8 products each).
     ``isa="relaxed-simd"``: 4-bit weights are 7-bit operands as they stand, so with activation bytes one
     ``i32x4.relaxed_dot_i8x16_i7x16_add_s`` does 16 products (twice: value and residue byte, ``int8x2``); 8-bit
     weights (0..255 stored) are not 7-bit, and take the int16 path (:func:`activation_bits`). ``arch="x86_64"``
@@ -362,7 +367,7 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     dscale = 1.0 / LO_SCALE if act8 else 1.0
     rr = ROWS  # output rows per step, one per lane
     blocks = (n + rr - 1) // rr
-    inter = interleaved(n)  # the 4 rows of a block stored group by group, their scales side by side
+    inter = interleaved(n)  # the 4 rows of a block stored word by word, their scales side by side
 
     def row(rb, r):
         return T.min(rb * rr + r, n - 1) if n % rr else rb * rr + r
@@ -406,6 +411,59 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
         return _reduce4(T, dot_group(wv, wb, xq, 0, u, g), dot_group(wv, wb, xq, 1, u, g),
                         dot_group(wv, wb, xq, 2, u, g), dot_group(wv, wb, xq, 3, u, g))
 
+    gwords = GROUP * bits // 32  # 32-bit words per row and group: 4 at 4 bits, 8 at 8 bits
+
+    def tree(terms):
+        """Sum of int32x4 terms as a balanced tree (short dependency chains)."""
+        while len(terms) > 1:
+            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        return terms[0]
+
+    def xsplat(xw, u, p, at):
+        """32 bits of token ``u``'s activations (part ``p``) from element slot ``at`` on, repeated across the
+        vector (one splat load): 4 bytes (relaxed), or 2 int16 (stored in :func:`xslot` order)."""
+        i = ((u * parts + p) * k + at) // (4 if act8 else 2)
+        return T.reinterpret("int8x16" if act8 else "int16x8", T.Broadcast(xw[i], 4))
+
+    def quads4(wh, wq, xw, g, u):
+        """Interleaved rows (:func:`pack_for_cpu`): one group's integer sums of the block's four rows against token
+        ``u``, as one int32x4 with a row per lane, without any reduction across lanes. Word ``c`` of the block
+        holds 4 bytes of each of the 4 rows: their elements ``4c .. 4c + 3`` (at 4 bits, the low nibbles; the high
+        ones ``16 + 4c ..``). Byte dots (relaxed): a 16-byte load is a row per lane, each lane's 4 products against
+        4 activations splat across the vector. int16 dots: as eight 16-bit lanes the load is 2 lanes a row, lane
+        ``2r + j`` holding bytes ``2j``, ``2j + 1`` of row ``r``; one mask (and shift) leaves in each lane one
+        element, elements ``4c + j * 2`` (or ``4c + 1 + j * 2``, ...) of row ``r``, and the dot with those two
+        activations splat across the vector (:func:`xslot` stores them side by side) adds both into lane ``r``."""
+        if act8:
+            zero = T.Broadcast(T.int32(0), 4)
+            part = []
+            for p in range(parts):
+                lo_chain, hi_chain = zero, zero
+                for c in range(gwords):
+                    lo_chain = rdot(xsplat(xw, u, p, g * GROUP + 4 * c), wq[c, 0, T.Ramp(0, 1, 16)], lo_chain)
+                    hi_chain = rdot(xsplat(xw, u, p, g * GROUP + 16 + 4 * c), wq[c, 1, T.Ramp(0, 1, 16)], hi_chain)
+                part.append(lo_chain + hi_chain)
+            return part[0] * T.Broadcast(T.int32(int(LO_SCALE)), 4) + part[1]
+        terms = []
+        for c in range(gwords):
+            for e in range(4 if four else 2):  # four: byte 0 low, byte 1 low, byte 0 high, byte 1 high
+                at = g * GROUP + 4 * c + (e % 2) * 2 + (e // 2) * 16
+                terms.append(idot(wh[c, e, T.Ramp(0, 1, 8)], xsplat(xw, u, 0, at)))
+        return tree(terms)
+
+    def xslot(i):
+        """Where element ``i`` of a group of activations is stored: in order for the byte dots and rows stored one
+        after another; for the int16 dots of interleaved rows (:func:`quads4`) each 4 elements as 0, 2, 1, 3, so
+        that elements ``4c``, ``4c + 2`` (and ``4c + 1``, ``4c + 3``) are one 32-bit word."""
+        if act8 or not inter:
+            return i
+        return i // 4 * 4 + i % 2 * 2 + i // 2 % 2
+
+    def sums(wv, wb, wh, wq, xq, xw, g, u):
+        """One group's integer sums of the block's four rows against token ``u``: :func:`quads4` where the rows are
+        interleaved, :func:`lanes4` (row after row) otherwise."""
+        return quads4(wh, wq, xw, g, u) if inter else lanes4(wv, wb, xq, g, u)
+
     def f32(e):
         return T.Cast("float32x4", e)
 
@@ -437,6 +495,11 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                 lm = T.sblock_alloc_buffer((VEC,), "float32")  # ... and their q_min
                 wv = T.sblock_alloc_buffer((rr, 4, 8), "int16")
                 wb = T.sblock_alloc_buffer((rr, 2, 16), "uint8")
+                wh = T.sblock_alloc_buffer((gwords, 4, 8), "int16")  # interleaved, int16 dots: word, element
+                wq = T.sblock_alloc_buffer((gwords, 2, 16), "uint8")  # interleaved, byte dots: word, lo / hi
+                # the weights as 16-bit lanes and the activations as 32-bit words (splat loads)
+                w16 = T.decl_buffer((n * rowbytes // 2,), "uint16", data=w.data)
+                xw = T.decl_buffer((tt * parts * k * (1 if act8 else 2) // 4,), "int32", data=xq.data)
                 for tb in T.serial((t + tt - 1) // tt):
                     for u, g in T.grid(tt, groups):
                         red[0] = T.float32(0)
@@ -447,36 +510,56 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                         isum[0] = 0
                         for i in T.serial(GROUP):
                             red[2] = x[vb, T.min(tb * tt + u, t - 1), g * GROUP + i] * red[1]
-                            xq[u, 0, g * GROUP + i] = T.Cast(xdtype, T.round(red[2]))
+                            xq[u, 0, g * GROUP + xslot(i)] = T.Cast(xdtype, T.round(red[2]))
                             if act8:
                                 xq[u, parts - 1, g * GROUP + i] = T.Cast(xdtype, T.round(
                                     (red[2] - T.Cast("float32", xq[u, 0, g * GROUP + i])) * T.float32(LO_SCALE)))
                                 isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + i]) * int(LO_SCALE) \
                                     + T.Cast("int32", xq[u, parts - 1, g * GROUP + i])
                             else:
-                                isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + i])
+                                isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + xslot(i)])
                         xo[g, u] = T.Cast("float32", isum[0]) * xd[g, u]
                         xi[g, u] = isum[0] * int(off)
                     for rb in T.serial(blocks):
                         for u in T.unroll(tt):
                             acc[u, V4] = T.Broadcast(T.float32(0), VEC)
                         for g in T.serial(groups):
-                            for r in T.unroll(rr):
-                                if act8:
-                                    wbytes = w8[T.Ramp(wat(rb, r, g), 1, 16)]
-                                    wb[r, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(wbytes, T.Broadcast(T.uint8(15), 16))
-                                    wb[r, 1, T.Ramp(0, 1, 16)] = T.shift_right(wbytes, T.Broadcast(T.uint8(4), 16))
-                                elif four:
-                                    lo = T.Cast("int16x8", w8[T.Ramp(wat(rb, r, g), 1, 8)])
-                                    hi = T.Cast("int16x8", w8[T.Ramp(wat(rb, r, g) + 8, 1, 8)])
-                                    wv[r, 0, T.Ramp(0, 1, 8)] = T.bitwise_and(lo, T.Broadcast(T.int16(15), 8))
-                                    wv[r, 1, T.Ramp(0, 1, 8)] = T.bitwise_and(hi, T.Broadcast(T.int16(15), 8))
-                                    wv[r, 2, T.Ramp(0, 1, 8)] = T.shift_right(lo, T.Broadcast(T.int16(4), 8))
-                                    wv[r, 3, T.Ramp(0, 1, 8)] = T.shift_right(hi, T.Broadcast(T.int16(4), 8))
-                                else:
-                                    for c in T.unroll(4):
-                                        wv[r, c, T.Ramp(0, 1, 8)] = T.Cast(
-                                            "int16x8", w8[T.Ramp(wat(rb, r, g) + c * 8, 1, 8)])
+                            if inter:
+                                for c in T.unroll(gwords):
+                                    at = ((rb * groups + g) * gwords + c) * (rr * 4)
+                                    if act8:
+                                        wbytes = w8[T.Ramp(at, 1, 16)]
+                                        wq[c, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(wbytes, T.Broadcast(T.uint8(15), 16))
+                                        wq[c, 1, T.Ramp(0, 1, 16)] = T.shift_right(wbytes, T.Broadcast(T.uint8(4), 16))
+                                    else:
+                                        v = w16[T.Ramp(at // 2, 1, 8)]
+                                        if four:  # byte 0 low nibble, byte 1 low, byte 0 high, byte 1 high
+                                            for e in T.unroll(4):
+                                                wh[c, e, T.Ramp(0, 1, 8)] = T.reinterpret("int16x8", T.bitwise_and(
+                                                    T.shift_right(v, T.Broadcast(T.uint16(e % 2 * 8 + e // 2 * 4), 8)),
+                                                    T.Broadcast(T.uint16(15), 8)))
+                                        else:  # byte 0, byte 1
+                                            for e in T.unroll(2):
+                                                wh[c, e, T.Ramp(0, 1, 8)] = T.reinterpret("int16x8", T.bitwise_and(
+                                                    T.shift_right(v, T.Broadcast(T.uint16(e * 8), 8)),
+                                                    T.Broadcast(T.uint16(255), 8)))
+                            else:
+                                for r in T.unroll(rr):
+                                    if act8:
+                                        wbytes = w8[T.Ramp(wat(rb, r, g), 1, 16)]
+                                        wb[r, 0, T.Ramp(0, 1, 16)] = T.bitwise_and(wbytes, T.Broadcast(T.uint8(15), 16))
+                                        wb[r, 1, T.Ramp(0, 1, 16)] = T.shift_right(wbytes, T.Broadcast(T.uint8(4), 16))
+                                    elif four:
+                                        lo = T.Cast("int16x8", w8[T.Ramp(wat(rb, r, g), 1, 8)])
+                                        hi = T.Cast("int16x8", w8[T.Ramp(wat(rb, r, g) + 8, 1, 8)])
+                                        wv[r, 0, T.Ramp(0, 1, 8)] = T.bitwise_and(lo, T.Broadcast(T.int16(15), 8))
+                                        wv[r, 1, T.Ramp(0, 1, 8)] = T.bitwise_and(hi, T.Broadcast(T.int16(15), 8))
+                                        wv[r, 2, T.Ramp(0, 1, 8)] = T.shift_right(lo, T.Broadcast(T.int16(4), 8))
+                                        wv[r, 3, T.Ramp(0, 1, 8)] = T.shift_right(hi, T.Broadcast(T.int16(4), 8))
+                                    else:
+                                        for c in T.unroll(4):
+                                            wv[r, c, T.Ramp(0, 1, 8)] = T.Cast(
+                                                "int16x8", w8[T.Ramp(wat(rb, r, g) + c * 8, 1, 8)])
                             if inter:
                                 ls[V4] = sf[T.Ramp((rb * groups + g) * VEC, 1, VEC)]
                                 if has_min:
@@ -488,11 +571,11 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                                         lm[r] = mf[row(rb, r) * groups + g]
                             for u in T.unroll(tt):
                                 if has_min:
-                                    acc[u, V4] = acc[u, V4] + f32(lanes4(wv, wb, xq, g, u)) * ls[V4] \
+                                    acc[u, V4] = acc[u, V4] + f32(sums(wv, wb, wh, wq, xq, xw, g, u)) * ls[V4] \
                                         * bc(xd[g, u]) + lm[V4] * bc(xo[g, u])
                                 else:
                                     acc[u, V4] = acc[u, V4] + ls[V4] * f32(
-                                        lanes4(wv, wb, xq, g, u) + T.Broadcast(xi[g, u], VEC)) * bc(xd[g, u])
+                                        sums(wv, wb, wh, wq, xq, xw, g, u) + T.Broadcast(xi[g, u], VEC)) * bc(xd[g, u])
                         for u in T.unroll(tt):
                             if inter:
                                 y[vb, T.min(tb * tt + u, t - 1), T.Ramp(rb * rr, 1, VEC)] = acc[u, V4]
@@ -553,13 +636,15 @@ def take_kernel(fmt: str, vocab: int, hidden: int):
     inter = interleaved(vocab)
 
     # Where element c of row r sits in the layout of pack_for_cpu: 8-bit, byte c % 32 of its group g; 4-bit, byte
-    # c % 16 of its group, low nibble for the group's first 16 elements, high nibble for the next 16. Groups: g of
-    # row r at group slot (r // 4 * groups + g) * 4 + r % 4 where the rows are interleaved, r * groups + g otherwise.
+    # c % 16 of its group, low nibble for the group's first 16 elements, high nibble for the next 16; word j of the
+    # row at (r // 4 * words + j) * 4 + r % 4 where the rows are interleaved, r * words + j otherwise. Scales: group
+    # g of row r at slot (r // 4 * groups + g) * 4 + r % 4 where interleaved, r * groups + g otherwise.
     def slot(r, g):
         return (r // BLOCK_ROWS * groups + g) * BLOCK_ROWS + r % BLOCK_ROWS if inter else r * groups + g
 
     def word(r, c):
-        return slot(r, c // GROUP) * gwords + (c % GROUP // 4 if bits == 8 else c % 16 // 4)
+        j = c // GROUP * gwords + (c % GROUP // 4 if bits == 8 else c % 16 // 4)  # the word within row r
+        return (r // BLOCK_ROWS * words + j) * BLOCK_ROWS + r % BLOCK_ROWS if inter else r * words + j
 
     def shift(c):
         return T.Cast("uint32", c % 4 * 8 if bits == 8 else c % 4 * 8 + c % GROUP // 16 * 4)
