@@ -32,7 +32,7 @@ __all__ = ["ABI_VERSION", "EXTRA", "compiler_available", "require_compiler", "tv
 #: Bump when the generated code changes in a way the content hash cannot see.
 ABI_VERSION = "1"
 #: Bump when the CPU kernels (compile/cpu.py) or their weight layout change.
-CPU_KERNELS_VERSION = "12"
+CPU_KERNELS_VERSION = "13"
 #: The CPU library's builds (compile/cpu.py ISAS), each with its own key.
 CPU_ISAS = ("simd128", "relaxed-simd")
 #: What a user installs to compile.
