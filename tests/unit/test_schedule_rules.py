@@ -50,6 +50,9 @@ def test_every_matrix_product_of_the_builtin_model_gets_a_product_rule(fused, sc
     assert len(products) == 9, report
     prefill = {n: r for n, r in products.items() if r == "TokenTileGemm"}
     assert len(prefill) == 4, products
+    # one token's products: lanes along the input on hardware GPUs, register tiles on software adapters
+    decode = {r for n, r in products.items() if r != "TokenTileGemm"}
+    assert decode == {"LaneGemv" if schedule == "auto" else "RowTileGemv"}, products
 
 
 def test_a_product_left_to_the_generic_rules_is_reported(fused):

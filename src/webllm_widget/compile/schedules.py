@@ -321,6 +321,117 @@ class RowTileGemv(_GpuRule):
         return sch
 
 
+class LaneGemv(RowTileGemv):
+    """Matrix-vector products on hardware GPUs: ``lanes`` threads share each output row's sum.
+
+    A workgroup is ``groups`` x ``lanes`` threads and computes ``groups x rows`` output rows; thread
+    (group g, lane l) keeps ``rows`` running sums in registers. Step ``s`` of the sum has lane ``l`` read
+    the packed word ``s * lanes + l`` of each of its rows (8 inputs of a 4-bit code row): neighbouring lanes
+    read neighbouring words, so a group's read of one row is one contiguous run of ``4 x lanes`` bytes, and
+    each input (with any prologue, SwiGLU's ``silu(gate) * up``) is computed once for the thread's rows.
+    At the end the ``lanes`` partial sums of a row are added across threads (one shared-memory reduction a
+    row), and the elementwise epilogues (residual add) are applied to the result before the store.
+
+    TVM's generic ``GEMV`` rule on the WebGPU target gives every output row its own workgroup of 64 threads
+    that reads 4 words per thread and then spends six barriers adding them up: on a 2048-wide input each
+    workgroup does almost no work between its barriers. Applies to one-token products (no symbolic extent)
+    whose reduction is the last loop and a multiple of ``8 x lanes`` (``lanes`` halves down to 8 to fit) and
+    whose rows tile; others fall through to the next rule.
+    """
+
+    def __init__(self, groups: int = 8, lanes: int = 32, rows: int = 4, unroll: int = 4):
+        super().__init__(threads=groups, rows=rows)
+        self.lanes, self.unroll = lanes, unroll
+
+    def _apply(self, func: tirx.PrimFunc):
+        got = self._blocks(func)
+        if got is None:
+            return None
+        sch, infos, reductions = got
+        if len(reductions) != 1:
+            return None
+        red = reductions[0]
+        kinds = red.dom_kind()
+        if kinds.count("R") != 1 or not kinds.endswith("R") or len(kinds) < 2:
+            return None
+        block = red.block_rv
+        loops = sch.get_loops(block)
+        exts = [sch.get(lp).extent for lp in loops]
+        if not all(isinstance(e, tirx.IntImm) for e in exts):
+            return None  # a symbolic token count: the prompt's products (TokenTileGemm)
+        n_ext, k_ext = int(exts[-2].value), int(exts[-1].value)
+        lanes = self.lanes
+        while lanes > 8 and k_ext % (8 * lanes):
+            lanes //= 2
+        if k_ext % (8 * lanes):
+            return None
+        fit = self._tile(n_ext)
+        if fit is None:
+            return None
+        groups, rows = fit
+        rest = [b for b in infos if b.block_rv != block]
+        if not _epilogues_fit(red, rest):
+            return None
+        rest = [b.block_rv for b in rest]
+        stmt = sch.get(block)
+        n_var, k_var = stmt.iter_vars[len(kinds) - 2].var, stmt.iter_vars[-1].var
+        per_row = []  # weights and group scales: read once per row and word into a register
+        for region in stmt.reads:
+            used = set()
+            for r in region.region:
+                used.update(tirx.analysis.undefined_vars(r.min))
+            if n_var in used and k_var in used:
+                per_row.append(region.source)
+        lead, n, k = loops[:-2], loops[-2], loops[-1]
+        st = sch.fuse(*lead) if len(lead) > 1 else (lead[0] if lead else None)
+        nb, ty, ri = sch.split(n, [None, groups, rows])
+        ko, tx, kj = sch.split(k, [None, lanes, 8])
+        sch.reorder(*([st] if st is not None else []), nb, ty, ri, tx, ko, kj)
+        bx = sch.fuse(st, nb) if st is not None else nb
+        # partial sums per lane (rf), then the sum across lanes (the original block, a cross-thread reduction)
+        rf = sch.rfactor(tx, factor_axis=0)
+        bx, ty, ri, tx, ko, kj = sch.get_loops(rf)[-6:]
+        sch.reorder(bx, ty, tx, ko, ri, kj)
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(ty, "threadIdx.y")
+        sch.bind(tx, "threadIdx.x")
+        sch.set_scope(rf, 0, "local")
+        ko_ext = int(sch.get(ko).extent)
+        if ko_ext > self.unroll and ko_ext % self.unroll == 0:
+            _, ku = sch.split(ko, [None, self.unroll])
+            sch.unroll(ku)
+        elif ko_ext <= self.unroll:
+            sch.unroll(ko)
+        sch.unroll(ri)
+        sch.unroll(kj)
+        for buf in per_row:
+            i = [j for j, r in enumerate(sch.get(rf).reads) if r.source.same_as(buf)][0]
+            c = sch.cache_read(rf, i, "local")
+            sch.compute_at(c, ri, preserve_unit_loops=True)
+            for lp in sch.get_loops(c)[len(sch.get_loops(rf)) - 1:]:
+                sch.unroll(lp)
+        sch.decompose_reduction(rf, sch.get_loops(rf)[3])
+        sch.reverse_compute_at(block, sch.get_loops(rf)[0], preserve_unit_loops=True)
+        # the loops reverse_compute_at made follow the block's iterators: the lanes' axis and the rows
+        ivs = [iv for iv in sch.get(block).iter_vars if int(iv.dom.extent) > 1]
+        a, b = sch.get_loops(block)[-2:]
+        r_loop, s_loop = (a, b) if ivs[0].iter_type == tirx.IterVar.CommReduce else (b, a)
+        so, si = sch.split(s_loop, [groups, rows])
+        sch.reorder(si, so, r_loop)
+        sch.bind(so, "threadIdx.y")
+        sch.bind(r_loop, "threadIdx.x")
+        if rest:
+            sch.set_scope(block, 0, "local")
+            for b in rest[:-1]:
+                sch.reverse_compute_inline(b)
+            last = rest[-1]
+            sch.reverse_compute_at(last, sch.get_loops(rf)[0], preserve_unit_loops=True)
+            e_loop = sch.fuse(*sch.get_loops(last)[1:])
+            eo, ei = sch.split(e_loop, [groups, rows])
+            sch.bind(eo, "threadIdx.y")
+        return sch
+
+
 def _depth(sch, block, loop) -> int:
     """How many loops enclose ``block`` down to and including ``loop``."""
     stmt = sch.get(loop)
@@ -951,7 +1062,7 @@ def use_fallback_attention(mod: tvm.IRModule, num_kv_heads: int, num_qo_heads: i
 
 #: Rules that schedule matrix products for what they are; any other rule that takes a product is TVM's generic
 #: default for reductions (one workgroup per output row, or one thread per output), far slower on a real GPU.
-PRODUCT_RULES = ("TokenTileGemm", "RowTileGemv", "GEMV", "Matmul")
+PRODUCT_RULES = ("TokenTileGemm", "LaneGemv", "RowTileGemv", "GEMV", "Matmul")
 
 
 def _rules(schedule: str) -> list:
@@ -959,7 +1070,8 @@ def _rules(schedule: str) -> list:
         return [TokenTileGemm(), RowTileGemv(), RowPerThread(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
     # dlight's Matmul declines products whose weights are decoded inside the sum (packed 4-bit codes read as
     # w[n, k // 8]): over a prompt those take the token tiles, with a workgroup of 64 threads on a real GPU.
-    return [dl.gpu.Matmul(), TokenTileGemm(threads=64, rows=4, tokens=8), dl.gpu.GEMV(), dl.gpu.Reduction(),
+    # One token's products: LaneGemv (rows per workgroup, lanes along the input); what it declines goes to dlight.
+    return [dl.gpu.Matmul(), TokenTileGemm(threads=64, rows=4, tokens=8), LaneGemv(), dl.gpu.GEMV(), dl.gpu.Reduction(),
             dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
 
 
