@@ -55,6 +55,7 @@ def _build_wheel(out: Path) -> Path:
     (built,) = tmp.glob("webllm_widget-*.whl")
     out.mkdir(parents=True, exist_ok=True)
     os.replace(built, out / built.name)
+    tmp.rmdir()
     return out / built.name
 
 

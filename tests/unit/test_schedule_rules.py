@@ -16,13 +16,13 @@ from tvm.script import tirx as T
 from webllm_widget import models
 from webllm_widget.compile import schedules
 from webllm_widget.compile.model_lib import _for_schedule, export_model, webgpu_target
-from webllm_widget.models.packaged import _config_and_quant
+from webllm_widget.models.packaged import _plan
 
 
 @pytest.fixture(scope="module")
 def fused():
     """The built-in model's kernels just before scheduling, per WebGPU schedule (built once for the module)."""
-    cfg, quant = _config_and_quant(models.default_gguf(progress=False))
+    cfg, quant, _ = _plan(models.default_gguf(progress=False))
     tgt = webgpu_target()
     out = {}
     for schedule in ("auto", "fallback"):

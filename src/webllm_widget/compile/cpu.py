@@ -639,12 +639,15 @@ def take_kernel(fmt: str, vocab: int, hidden: int):
     # c % 16 of its group, low nibble for the group's first 16 elements, high nibble for the next 16; word j of the
     # row at (r // 4 * words + j) * 4 + r % 4 where the rows are interleaved, r * words + j otherwise. Scales: group
     # g of row r at slot (r // 4 * groups + g) * 4 + r % 4 where interleaved, r * groups + g otherwise.
+    def at(r, j, width):
+        """Flat index of item ``j`` of row ``r`` in a ``[vocab, width]`` array stored by :func:`_interleave`."""
+        return (r // BLOCK_ROWS * width + j) * BLOCK_ROWS + r % BLOCK_ROWS if inter else r * width + j
+
     def slot(r, g):
-        return (r // BLOCK_ROWS * groups + g) * BLOCK_ROWS + r % BLOCK_ROWS if inter else r * groups + g
+        return at(r, g, groups)
 
     def word(r, c):
-        j = c // GROUP * gwords + (c % GROUP // 4 if bits == 8 else c % 16 // 4)  # the word within row r
-        return (r // BLOCK_ROWS * words + j) * BLOCK_ROWS + r % BLOCK_ROWS if inter else r * words + j
+        return at(r, c // GROUP * gwords + (c % GROUP // 4 if bits == 8 else c % 16 // 4), words)
 
     def shift(c):
         return T.Cast("uint32", c % 4 * 8 if bits == 8 else c % 4 * 8 + c % GROUP // 16 * 4)

@@ -76,6 +76,14 @@ class _GpuRule(dl.ScheduleRule):
         raise NotImplementedError
 
 
+def _region_vars(region) -> set:
+    """The loop variables the start indices of a block's read ``region`` use."""
+    used = set()
+    for r in region.region:
+        used.update(tirx.analysis.undefined_vars(r.min))
+    return used
+
+
 def _epilogues_fit(red, rest) -> bool:
     """Whether every block besides the reduction ``red`` is elementwise over its output (bias add, residual
     add, cast): then it folds into the reduction's store. A broadcast after the reduction (RMSNorm's
@@ -195,9 +203,7 @@ class RowTileGemv(_GpuRule):
         k_var = stmt.iter_vars[-1].var
         reads = []
         for i, region in enumerate(stmt.reads):
-            used = set()
-            for r in region.region:
-                used.update(tirx.analysis.undefined_vars(r.min))
+            used = _region_vars(region)
             reads.append((i, region.source, n_var in used, k_var in used))
         rest = [b.block_rv for b in infos if b.block_rv != block]
         local = sch.cache_write(block, 0, "local")
@@ -326,7 +332,7 @@ class RowTileGemv(_GpuRule):
         return sch
 
 
-class LaneGemv(RowTileGemv):
+class LaneGemv(_GpuRule):
     """Matrix-vector products on hardware GPUs: ``lanes`` threads share each output row's sum.
 
     A workgroup is ``groups`` x ``lanes`` threads and computes ``groups x rows`` output rows; thread
@@ -345,11 +351,10 @@ class LaneGemv(RowTileGemv):
     """
 
     def __init__(self, groups: int = 8, lanes: int = 32, rows: int = 4, unroll: int = 4):
-        super().__init__(threads=groups, rows=rows)  # self.threads: groups
-        self.lanes, self.unroll = lanes, unroll
+        self.groups, self.lanes, self.rows, self.unroll = groups, lanes, rows, unroll
 
     def _apply(self, func: tirx.PrimFunc):
-        got = self._blocks(func)
+        got = RowTileGemv._blocks(func)
         if got is None:
             return None
         sch, infos, reductions = got
@@ -365,7 +370,7 @@ class LaneGemv(RowTileGemv):
         if not all(isinstance(e, tirx.IntImm) for e in exts):
             return None  # a symbolic token count: the prompt's products (TokenTileGemm)
         n_ext, k_ext = int(exts[-2].value), int(exts[-1].value)
-        groups, lanes = self.threads, self.lanes
+        groups, lanes = self.groups, self.lanes
         if k_ext >= 8 * 8 * 2 * lanes and n_ext <= 4096:  # a deep, narrow product: more lanes a row, fewer rows
             groups, lanes = groups // 2, lanes * 2
         while lanes > 8 and k_ext % (8 * lanes):
@@ -386,10 +391,7 @@ class LaneGemv(RowTileGemv):
         n_var, k_var = stmt.iter_vars[len(kinds) - 2].var, stmt.iter_vars[-1].var
         per_row = []  # weights and group scales: read once per row and word into a register
         for region in stmt.reads:
-            used = set()
-            for r in region.region:
-                used.update(tirx.analysis.undefined_vars(r.min))
-            if n_var in used and k_var in used:
+            if {n_var, k_var} <= _region_vars(region):
                 per_row.append(region.source)
         lead, n, k = loops[:-2], loops[-2], loops[-1]
         st = sch.fuse(*lead) if len(lead) > 1 else (lead[0] if lead else None)
@@ -1105,9 +1107,7 @@ def is_product(func: tirx.PrimFunc) -> bool:
         for region in node.reads:
             if region.source in local or len(region.source.shape) != 2:
                 continue
-            used = set()
-            for r in region.region:
-                used.update(tirx.analysis.undefined_vars(r.min))
+            used = _region_vars(region)
             if red[0] in used and used & spatial:
                 found.append(node.name_hint)
 

@@ -35,15 +35,25 @@ WEBGPU_SCHEDULE = "auto"
 FALLBACK_SCHEDULE = "fallback"
 
 
-def _config_and_quant(gguf: str | os.PathLike, device: str = "webgpu") -> tuple[Any, Any]:
-    """The model's config and its ``ggml`` mode for ``device`` (the CPU path may store blocks differently)."""
+def _plan(gguf: str | os.PathLike) -> tuple[Any, Any, Any]:
+    """The model's config and its ``ggml`` modes for WebGPU and for the CPU path (which may store blocks
+    differently), from one read of the file."""
     from ..compile.arch import registry
     from ..compile.checkpoint import open_checkpoint
     from ..compile.quant.ggml import ggml_quantization
 
     ckpt = open_checkpoint(gguf)
     cfg = registry.config_from_dict(ckpt.config)
-    return cfg, ggml_quantization(ckpt, cfg, device=device)
+    return cfg, ggml_quantization(ckpt, cfg), ggml_quantization(ckpt, cfg, device="cpu")
+
+
+def _keys(cfg: Any, quant: Any, cpu_quant: Any) -> dict[str, str]:
+    from ..compile.keys import cpu_library_key, model_library_key
+
+    return {"webgpu": model_library_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
+            "webgpu-fallback": model_library_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE),
+            "cpu": cpu_library_key(cfg, cpu_quant),
+            "cpu-relaxed-simd": cpu_library_key(cfg, cpu_quant, isa="relaxed-simd")}
 
 
 def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
@@ -52,14 +62,7 @@ def library_keys(gguf: str | os.PathLike) -> dict[str, str]:
     ``{"webgpu": ..., "webgpu-fallback": ..., "cpu": ..., "cpu-relaxed-simd": ...}``; the same keys name the
     compiler's cache entries.
     """
-    from ..compile.keys import cpu_library_key, model_library_key
-
-    cfg, quant = _config_and_quant(gguf)
-    _, cpu_quant = _config_and_quant(gguf, "cpu")
-    return {"webgpu": model_library_key(cfg, quant, "webgpu", WEBGPU_SCHEDULE),
-            "webgpu-fallback": model_library_key(cfg, quant, "webgpu", FALLBACK_SCHEDULE),
-            "cpu": cpu_library_key(cfg, cpu_quant),
-            "cpu-relaxed-simd": cpu_library_key(cfg, cpu_quant, isa="relaxed-simd")}
+    return _keys(*_plan(gguf))
 
 
 def _webgpu_cache_entry(key: str) -> Path:
@@ -123,9 +126,8 @@ def build_packaged_libraries(out: str | os.PathLike, gguf: str | os.PathLike | N
 
     out = Path(out)
     source = default_gguf(gguf, progress=progress)
-    cfg, quant = _config_and_quant(source)
-    _, cpu_quant = _config_and_quant(source, "cpu")
-    keys = library_keys(source)
+    cfg, quant, cpu_quant = _plan(source)
+    keys = _keys(cfg, quant, cpu_quant)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*"):
         if stale.is_file():
