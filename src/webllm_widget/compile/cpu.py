@@ -26,16 +26,17 @@ no hand-written wasm is needed):
   computes :data:`ROWS` output rows a step, one per lane, from weights stored 4 rows 32-bit word by word (one
   stream of bytes and one of scales), which lets every dot product's lanes be the 4 rows (:func:`qmatmul_kernel`:
   no reduction across lanes); decode (one token) uses :func:`gemv_kernel`, prefill :func:`gemm_kernel`, which
-  decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens. How the relaxed build adds its byte dots
-  (:data:`RELAXED_DOTS`) and single-byte activations (``int8``) have variants that no model folder carries:
-  :func:`build_cpu_library_variant` builds them for ``bench/cpu_variants.py``. Measured there, every form with
-  ~15-bit activations runs at the same speed whatever its instruction count (one byte dot product, ``vpdpbusd``,
-  per 16 weights and byte with AVX-VNNI; two instructions with 16-bit sums; ``pmaddwd`` + ``paddd`` per 8 in
-  SIMD128): each needs one multiply instruction per 8 weight-activation products, and only single bytes (16 a
-  multiply) move it.
+  decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens. Variants of the relaxed build's 4-bit
+  products that no model folder carries (:data:`RELAXED_DOTS`' ``"i16x8"`` 16-bit sums; single-byte ``int8``
+  activations) are built by :func:`build_cpu_library_variant` for ``bench/cpu_variants.py``. Measured there
+  (Chromium 156, x86-64): every form with ~15-bit activations runs at 0.8-1.1x the SIMD128 build, whether V8
+  emits one ``vpdpbusd`` per 16 byte products (AVX-VNNI), ``pmaddubsw`` + ``paddw`` (16-bit sums) or ``pmaddwd``
+  + ``paddd`` per 8 (SIMD128), and the ``"i32x4"`` chains fall to ~0.6x prefill without AVX-VNNI: each form needs
+  one multiply instruction per 8 weight-activation products. Only single bytes (16 a multiply) are faster
+  (~1.5-2x prefill), at llama.cpp's precision, which changes the built-in model's greedy answer.
 - **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page runs the one
-  ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 by
-  ``bench/cpu.py``), the SIMD128 one elsewhere, and says which (``js/src/engine/cpu/features.ts``).
+  ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 without
+  AVX-VNNI by ``bench/cpu.py``, as fast with it), the SIMD128 one elsewhere, and says which (``js/src/engine/cpu/features.ts``).
 
 Example::
 
