@@ -121,13 +121,18 @@ class Meter:
 # -- the page's CPU path -------------------------------------------------------------------------------
 
 class Page:
-    """One Chromium without WebGPU and a blank page on a loopback server, shared by every CPU-path measurement."""
+    """One Chromium without WebGPU and a blank page on a loopback server, shared by every CPU-path measurement
+    (``js_flags``: V8 flags, e.g. ``--no-enable-avx-vnni``)."""
+
+    def __init__(self, js_flags: str = ""):
+        self.js_flags = js_flags
 
     def __enter__(self):
         from browser import HostServer, launch_chromium
 
         self.server = HostServer()
-        self.browser = launch_chromium(self.server.origin + "/blank.html", webgpu=False)
+        extra = (f"--js-flags={self.js_flags}",) if self.js_flags else ()
+        self.browser = launch_chromium(self.server.origin + "/blank.html", webgpu=False, extra_args=extra)
         self.page = self.browser.new_page()
         self.page.goto(self.server.origin + "/blank.html")
         self.build = self.page.evaluate("async () => (await import('/static/cpu_model.js')).detectCpuBuild()")

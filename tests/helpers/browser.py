@@ -117,14 +117,16 @@ def stop_playwright() -> None:
         _PLAYWRIGHT = None
 
 
-def launch_chromium(probe_url: str, *, webgpu: bool = True, probe_timeout_ms: int = 15000) -> Chromium:
+def launch_chromium(probe_url: str, *, webgpu: bool = True, probe_timeout_ms: int = 15000,
+                    extra_args: tuple[str, ...] = ()) -> Chromium:
     """Start headless Chromium; with ``webgpu`` try each flag set until a page at ``probe_url`` gets an adapter.
 
     Without ``webgpu`` the browser starts without ``--enable-unsafe-webgpu`` (for no-WebGPU tests).
+    ``extra_args`` are added to every flag set (e.g. ``--js-flags=...`` for a benchmark).
     Raises RuntimeError listing every flag set tried and why it failed.
     """
     exe = find_chromium()
-    sets = WEBGPU_FLAG_SETS if webgpu else [["--disable-gpu"]]
+    sets = [[*f, *extra_args] for f in (WEBGPU_FLAG_SETS if webgpu else [["--disable-gpu"]])]
     tried = []
     pw = playwright_instance()
     for flags in sets:

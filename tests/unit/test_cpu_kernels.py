@@ -94,6 +94,67 @@ def test_integer_dot_kernel_equals_the_product_of_8bit_activation_blocks_and_wei
         np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [8, 6])
+def test_relaxed_byte_dots_summed_as_int16_are_exact_at_their_bound(n):
+    """The relaxed kernels' ``i16x8`` variant adds a group's byte dots as 16-bit sums before widening them
+    (``I16_SUMS``): at the bound
+    (4-bit weights all 15 against value and residue bytes of +-127, every product of a lane of one sign) the sums
+    reach 30480 of int16's 32767 and the products must still equal numpy's exactly (an int16 sum that wrapped would
+    be off by 65536 times a scale). Interleaved rows (8) and rows one after another (6)."""
+    from webllm_widget.compile.cpu import I16_SUMS, LO_SCALE
+
+    k = 64
+    q = np.full((n, k), 15, np.uint8)
+    q[n // 2:] = np.random.default_rng(4).integers(0, 16, (n - n // 2, k))
+    s = np.ones((n, k // 32), np.float32)
+    group = np.full(32, 126.5, np.float32)
+    group[2] = 127.0  # the group's amax: its scale is 1, 126.5 rounds to 126 (ties to even), residue +0.5 * 254
+    x = np.stack([np.full(k, 127.0, np.float32),  # value bytes all 127, residues 0
+                  np.tile(group, 2), -np.tile(group, 2),  # residue bytes +127 (-127) beside values 126 (-126)
+                  np.tile(np.where(group == 127.0, 127.0, 125.5), 2).astype(np.float32)])[None]  # 126 and -127
+    xq, xd = quantize_activations(x, "int8x2")
+    hi = np.rint(x)  # scale 1 (amax 127): the value bytes, and the residue bytes below
+    assert (xq == hi * LO_SCALE + np.rint((x - hi) * LO_SCALE)).all()
+    assert np.abs(hi).max() == 127 and np.abs(np.rint((x - hi) * LO_SCALE)).max() == 127
+    # the largest 16-bit sum: a lane's 16 products (2 of each of the group's 8 byte dots) of 127 * 15, one sign
+    assert I16_SUMS * 2 * 127 * 15 == 30480 <= 32767
+    w = (q.astype(np.float64) - 7.0) * np.repeat(s, 32, axis=1)
+    want = (xq.astype(np.float64) * np.repeat(xd, 32, axis=-1)) @ w.T
+    words = pack_for_cpu(_pack_nibbles(q), 4)
+    for tile in (1, 4):
+        f = tvm.compile(qmatmul_kernel("q4", k, n, tile=tile, isa="relaxed-simd", arch="x86_64", dot="i16x8")
+                        .with_attr("global_symbol", "f"), target=tvm.target.Target(NATIVE))
+        y = tvm.runtime.tensor(np.zeros((1, 4, n), np.float32))
+        f(tvm.runtime.tensor(x), tvm.runtime.tensor(words), tvm.runtime.tensor(pack_scales_for_cpu(s)), y)
+        np.testing.assert_allclose(y.numpy(), want, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("dot,act", [("i16x8", None), ("i32x4", "int8"), ("i16x8", "int8")])
+@pytest.mark.parametrize("n", [42, 44])
+def test_relaxed_kernel_variants_equal_the_product_of_their_activation_blocks(dot, act, n):
+    """The relaxed build's other ways to add its byte dots (16-bit sums widened once a group) and single-byte
+    activations (``int8``, llama.cpp's rounding), which ``bench/cpu_variants.py`` measures: each equals numpy's
+    product of the blocks ``quantize_activations`` gives for its form, rows interleaved (44) or not (42), decode and
+    a prefill tile."""
+    rng = np.random.default_rng(7)
+    k, t = 96, 5
+    q = rng.integers(0, 16, (n, k), dtype=np.uint8)
+    s = (rng.uniform(0.01, 0.1, (n, k // 32)) * rng.choice([-1, 1], (n, k // 32))).astype(np.float32)
+    w = (q.astype(np.float64) - 7.0) * np.repeat(s, 32, axis=1)
+    x = rng.standard_normal((1, t, k)).astype(np.float32)
+    xq, xd = quantize_activations(x, act or "int8x2")
+    if act == "int8":
+        assert np.abs(xq).max() == 127 and np.abs(xq - np.rint(xq)).max() == 0
+    want = (xq.astype(np.float64) * np.repeat(xd, 32, axis=-1)) @ w.T
+    words, scales = pack_for_cpu(_pack_nibbles(q), 4), pack_scales_for_cpu(s)
+    for tile in (1, 8):
+        f = tvm.compile(qmatmul_kernel("q4", k, n, tile=tile, isa="relaxed-simd", arch="x86_64", act=act, dot=dot)
+                        .with_attr("global_symbol", "f"), target=tvm.target.Target(NATIVE))
+        y = tvm.runtime.tensor(np.zeros((1, t, n), np.float32))
+        f(tvm.runtime.tensor(x), tvm.runtime.tensor(words), tvm.runtime.tensor(scales), y)
+        np.testing.assert_allclose(y.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 def test_cpu_8bit_layout_keeps_element_k_in_byte_k():
     rng = np.random.default_rng(1)
     q = rng.integers(0, 256, (2, 64), dtype=np.uint8)
@@ -167,6 +228,30 @@ def test_simd_kernels_match_the_numpy_reference_on_the_weights_they_encode(sourc
     want = LlamaReference(weights, tiny.config, activations=bits).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
     exact = LlamaReference(weights, tiny.config).forward(PROMPT + FORCED)[len(PROMPT) - 1:]
     check_integer_activation_logits(got, want, exact)
+
+
+def test_single_byte_activations_match_the_numpy_reference_rounding_the_same_way(tmp_path):
+    """The relaxed build's single-byte variant (``act="int8"``, only built by ``bench/cpu_variants.py``): the tiny GGUF
+    model's logits equal the numpy reference rounding every 4-bit product's input to 8-bit blocks the same way
+    (``activations=8``; the Q8_0 LM head keeps 16 bits), and differ from the float and value + residue ones by far
+    more than that (what single bytes cost: SmolLM2's greedy answer changes, ``compile/cpu.py`` ACTIVATIONS)."""
+    tiny = TinyLlama.make(seed=1)
+    mlp = {n: "Q4_0" for n in tiny.weights if ".mlp." in n}
+    ckpt = open_checkpoint(tiny.write_gguf(tmp_path / "t.gguf", matrix_type="Q4_1", block_types=mlp))
+    cfg = LlamaConfig.from_dict(ckpt.config, prefill_chunk_size=8)
+    quant = ggml_quantization(ckpt, cfg, device="cpu")
+    ex = export_model(cfg, quant, tvm.target.Target({"kind": "llvm"}))
+    records = list(param_records(ckpt, cfg, quant))
+    mod = specialize_for_cpu(ex.mod, tvm.target.Target(NATIVE), "relaxed-simd", kv_cache=ex.metadata["kv_cache"],
+                             variant={"act": "int8"})
+    got = _logits(mod, ex, list(cpu_param_records(records)), cfg)
+    weights = _hf_weights(dict(records), cfg, quant)
+    ref = {form: LlamaReference(weights, tiny.config, activations=form and {"*": form, "lm_head": 16})
+           .forward(PROMPT + FORCED)[len(PROMPT) - 1:] for form in (8, "int8x2", None)}
+    np.testing.assert_allclose(got, ref[8], atol=7.5e-3, rtol=0)
+    assert np.abs(got - ref["int8x2"]).max() > 0.05 and np.abs(got - ref[None]).max() > 0.05
+    with pytest.raises(ValueError, match="relaxed-SIMD build"):
+        specialize_for_cpu(ex.mod, tvm.target.Target(NATIVE), "simd128", variant={"act": "int8"})
 
 
 def _run_attention(func, args, scalars):

@@ -26,10 +26,17 @@ no hand-written wasm is needed):
   computes :data:`ROWS` output rows a step, one per lane, from weights stored 4 rows 32-bit word by word (one
   stream of bytes and one of scales), which lets every dot product's lanes be the 4 rows (:func:`qmatmul_kernel`:
   no reduction across lanes); decode (one token) uses :func:`gemv_kernel`, prefill :func:`gemm_kernel`, which
-  decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens.
+  decodes each weight group once for a tile of :data:`TOKEN_TILE` tokens. Variants of the relaxed build's 4-bit
+  products that no model folder carries (:data:`RELAXED_DOTS`' ``"i16x8"`` 16-bit sums; single-byte ``int8``
+  activations) are built by :func:`build_cpu_library_variant` for ``bench/cpu_variants.py``. Measured there
+  (Chromium 156, x86-64): every form with ~15-bit activations runs at 0.8-1.1x the SIMD128 build, whether V8
+  emits one ``vpdpbusd`` per 16 byte products (AVX-VNNI), ``pmaddubsw`` + ``paddw`` (16-bit sums) or ``pmaddwd``
+  + ``paddd`` per 8 (SIMD128), and the ``"i32x4"`` chains fall to ~0.6x prefill without AVX-VNNI: each form needs
+  one multiply instruction per 8 weight-activation products. Only single bytes (16 a multiply) are faster
+  (~1.5-2x prefill), at llama.cpp's precision, which changes the built-in model's greedy answer.
 - **Which build runs.** A CPU model folder holds both libraries (:data:`LIBRARY_FILES`); the page runs the one
-  ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 by
-  ``bench/cpu.py``), the SIMD128 one elsewhere, and says which (``js/src/engine/cpu/features.ts``).
+  ``PREFERRED_CPU_BUILD`` names where it validates (SIMD128: measured faster than the relaxed build on x86 without
+  AVX-VNNI by ``bench/cpu.py``, as fast with it), the SIMD128 one elsewhere, and says which (``js/src/engine/cpu/features.ts``).
 
 Example::
 
@@ -189,8 +196,24 @@ LIBRARY_FILES = {"simd128": "model.wasm", "relaxed-simd": "model-relaxed-simd.wa
 DOT_INTRINSICS = {"wasm32": "llvm.wasm.dot", "x86_64": "llvm.x86.sse2.pmadd.wd"}
 #: wasm's 8-bit dot product with accumulate (relaxed SIMD): signed bytes times 7-bit bytes, 4 products per lane.
 RELAXED_DOT = "llvm.wasm.relaxed.dot.i8x16.i7x16.add.signed"
-#: x86's unsigned-by-signed byte product with pairwise add (the native stand-in for RELAXED_DOT in tests).
+#: wasm's 8-bit dot product without accumulate (relaxed SIMD, ``i16x8.relaxed_dot_i8x16_i7x16_s``): signed bytes
+#: times 7-bit bytes, 2 adjacent products summed per 16-bit lane.
+RELAXED_DOT16 = "llvm.wasm.relaxed.dot.i8x16.i7x16.signed"
+#: x86's unsigned-by-signed byte product with pairwise add into 16-bit lanes (``pmaddubsw``: the same arithmetic as
+#: RELAXED_DOT16 for 7-bit second operands; the native stand-in for both relaxed dots in tests).
 X86_BYTE_DOT = "llvm.x86.ssse3.pmadd.ub.sw.128"
+#: How the relaxed build's byte dot products add up (:func:`qmatmul_kernel`), as V8 lowers them:
+#: ``"i32x4"`` chains ``i32x4.relaxed_dot_i8x16_i7x16_add_s`` (one ``vpdpbusd`` on x86 with AVX-VNNI, one ``sdot``
+#: on ARM with the dot-product extension; ``pmaddubsw`` + ``pmaddwd`` + ``paddd`` on x86 without AVX-VNNI);
+#: ``"i16x8"`` adds ``i16x8.relaxed_dot_i8x16_i7x16_s`` results as 16-bit sums (:data:`I16_SUMS` of them) and widens
+#: them once per group (``pmaddubsw`` + ``paddw`` on every x86, one ``pmaddwd`` a group; ``smull`` + ``smull2`` +
+#: ``addp`` + ``add`` on ARM). The library builds use ``"i32x4"``; ``bench/cpu_variants.py`` measures the other.
+RELAXED_DOTS = ("i32x4", "i16x8")
+#: 16-bit sums of byte dots added before one widening (``"i16x8"``): a lane of one byte dot is ``a0 w0 + a1 w1``
+#: with ``|a| <= 127`` (value and residue bytes alike, :func:`quantize_activations`) and ``0 <= w <= 15`` (4-bit
+#: weights), so at most ``2 * 127 * 15 = 3810``; 8 of them at most 30480 <= 32767, and a group of 32 weights of four
+#: interleaved rows is exactly 8 byte dots.
+I16_SUMS = 8
 
 
 def _arch(target=None) -> str:
@@ -229,7 +252,7 @@ def _layout(fmt: str) -> tuple[int, int, int]:
     return bits, per_word, GROUP // (LANES * per_word)
 
 
-def gemv_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32"):
+def gemv_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32", **variant):
     """Decode's ``y[b, t, :] = x[b, t, :] @ W.T`` for W ``[n, k]`` stored in ``fmt``, as a TIR PrimFunc.
 
     Parameters, in the order the model's ``call_tir`` passes them: ``x`` ``[b, t, k]`` float32, the
@@ -241,7 +264,7 @@ def gemv_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "was
     if k % GROUP:
         raise ValueError(f"input features {k} is not a multiple of {GROUP}")
     if fmt != "f32":
-        return qmatmul_kernel(fmt, k, n, tile=1, isa=isa, arch=arch)
+        return qmatmul_kernel(fmt, k, n, tile=1, isa=isa, arch=arch, **variant)
 
     @T.prim_func(private=True, s_tir=True)
     def gemv_f32(var_x: T.handle, w: T.Buffer((n, k), "float32"), var_y: T.handle):
@@ -275,8 +298,8 @@ def gemv_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "was
 #: turns the built-in model's greedy answer to "What is the capital of France?" from "The capital of France is
 #: Paris." into "L'Étoile, la Mar..." (llama.cpp's own answer on one thread); the residue byte keeps ~15 bits, as
 #: close to float as int16 (logits within ~0.005), for two more byte dot products per group.
-ACTIVATIONS = ("int16", "int8x2")
-XQ_MAX = {"int16": 32767.0, "int8x2": 127.0}
+ACTIVATIONS = ("int16", "int8x2", "int8")
+XQ_MAX = {"int16": 32767.0, "int8x2": 127.0, "int8": 127.0}
 LO_SCALE = 254.0
 
 
@@ -322,7 +345,8 @@ def _reduce4(T, a, b, c, d):
     return T.Shuffle([ab, cd], [0, 1, 4, 5]) + T.Shuffle([ab, cd], [2, 3, 6, 7])
 
 
-def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128", arch: str = "wasm32"):
+def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128", arch: str = "wasm32",
+                   act: str | None = None, dot: str = "i32x4"):
     """``y = x @ W.T`` for quantized W (layout of :func:`pack_for_cpu`) with integer activations and integer dots.
 
     Per tile of ``tile`` tokens, each group of 32 activations becomes integers and a scale
@@ -342,6 +366,12 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     ``i32x4.relaxed_dot_i8x16_i7x16_add_s`` does 16 products (twice: value and residue byte, ``int8x2``); 8-bit
     weights (0..255 stored) are not 7-bit, and take the int16 path (:func:`activation_bits`). ``arch="x86_64"``
     builds the same arithmetic from x86 instructions for native tests.
+
+    Variants of the relaxed build's 4-bit products (:func:`build_cpu_library_variant`): ``dot="i16x8"`` adds the
+    group's ``i16x8.relaxed_dot_i8x16_i7x16_s`` results as 16-bit sums (lanes ``2r``, ``2r + 1`` of row ``r``;
+    :data:`I16_SUMS` bounds them) and widens each part once with ``i32x4.dot_i16x8_s`` against ``LO_SCALE`` or 1:
+    the same integer sums as the default ``"i32x4"`` chains. ``act`` overrides :func:`activation_bits`'s form:
+    ``"int8"`` drops the residue byte (half the byte dots, llama.cpp's rounding, other logits).
     """
     from tvm.script import tirx as T
 
@@ -360,11 +390,18 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
     has_min = fmt == "q4_1"
     off = -7.0 if fmt == "q4" else -128.0
     four = bits == 4
-    act8 = activation_bits(fmt, isa) == "int8x2"  # bytes into relaxed_dot; otherwise int16 lanes into dot_i16x8_s
+    form = act or activation_bits(fmt, isa)
+    if form not in ACTIVATIONS or (form != "int16" and (isa != "relaxed-simd" or not four)):
+        raise ValueError(f"activations {form!r} with {fmt} weights in the {isa} build: byte activations need "
+                         "relaxed SIMD and 4-bit weights")
+    act8 = form != "int16"  # bytes into the relaxed byte dots; otherwise int16 lanes into dot_i16x8_s
+    if dot not in RELAXED_DOTS:
+        raise ValueError(f"relaxed byte dot {dot!r} is not one of {', '.join(RELAXED_DOTS)}")
+    sums16 = act8 and dot == "i16x8"
     xdtype = "int8" if act8 else "int16"
-    xmax = XQ_MAX[activation_bits(fmt, isa)]
-    parts = 2 if act8 else 1  # int8x2: the rounded value and its residue times LO_SCALE
-    dscale = 1.0 / LO_SCALE if act8 else 1.0
+    xmax = XQ_MAX[form]
+    parts = 2 if form == "int8x2" else 1  # int8x2: the rounded value and its residue times LO_SCALE
+    dscale = 1.0 / LO_SCALE if parts == 2 else 1.0
     rr = ROWS  # output rows per step, one per lane
     blocks = (n + rr - 1) // rr
     inter = interleaved(n)  # the 4 rows of a block stored word by word, their scales side by side
@@ -388,19 +425,35 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
         pairs = T.call_llvm_pure_intrin("int16x8", X86_BYTE_DOT, b, a)
         return idot(pairs, T.Broadcast(T.int16(1), 8)) + c
 
+    def bdot(a, b):
+        """i16x8.relaxed_dot_i8x16_i7x16_s(a signed bytes, b 7-bit bytes): lane ``j`` = ``a[2j] b[2j] + a[2j+1]
+        b[2j+1]`` (x86: ``pmaddubsw(b, a)``, which treats ``b`` as unsigned: the same for 0 <= b <= 127; its
+        saturation, like the relaxed instruction's, is never reached here, :data:`I16_SUMS`)."""
+        if arch == "wasm32":
+            return T.call_llvm_pure_intrin("int16x8", RELAXED_DOT16, a, b)
+        return T.call_llvm_pure_intrin("int16x8", X86_BYTE_DOT, b, a)
+
+    def widen(s16, p):
+        """int16x8 sums of part ``p`` -> int32x4, lane ``r`` = lanes ``2r + 2r+1``, times LO_SCALE for the value
+        part: one ``i32x4.dot_i16x8_s`` against a constant (``pmaddwd``)."""
+        return idot(s16, T.Broadcast(T.int16(int(LO_SCALE) if p == 0 and parts == 2 else 1), 8))
+
     def x16(xq, u, at):
         """8 activations as int16 lanes."""
         return xq[u, 0, T.Ramp(at, 1, 8)]
 
     def dot_group(wv, wb, xq, r, u, g):
         """Integer dot of one group of row ``r``: 32 weights against 32 activations (int32x4 partial sums)."""
+        if sums16:  # per part two byte dots of 16 weights, added as int16 (2 <= I16_SUMS), widened once
+            return tree([widen(bdot(xq[u, p, T.Ramp(g * GROUP, 1, 16)], wb[r, 0, T.Ramp(0, 1, 16)])
+                               + bdot(xq[u, p, T.Ramp(g * GROUP + 16, 1, 16)], wb[r, 1, T.Ramp(0, 1, 16)]), p)
+                         for p in range(parts)])
         if act8:
             zero = T.Broadcast(T.int32(0), 4)
-            hi = rdot(xq[u, 0, T.Ramp(g * GROUP + 16, 1, 16)], wb[r, 1, T.Ramp(0, 1, 16)],
-                      rdot(xq[u, 0, T.Ramp(g * GROUP, 1, 16)], wb[r, 0, T.Ramp(0, 1, 16)], zero))
-            lo = rdot(xq[u, 1, T.Ramp(g * GROUP + 16, 1, 16)], wb[r, 1, T.Ramp(0, 1, 16)],
-                      rdot(xq[u, 1, T.Ramp(g * GROUP, 1, 16)], wb[r, 0, T.Ramp(0, 1, 16)], zero))
-            return hi * T.Broadcast(T.int32(int(LO_SCALE)), 4) + lo
+            part = [rdot(xq[u, p, T.Ramp(g * GROUP + 16, 1, 16)], wb[r, 1, T.Ramp(0, 1, 16)],
+                         rdot(xq[u, p, T.Ramp(g * GROUP, 1, 16)], wb[r, 0, T.Ramp(0, 1, 16)], zero))
+                    for p in range(parts)]
+            return part[0] * T.Broadcast(T.int32(int(LO_SCALE)), 4) + part[1] if parts == 2 else part[0]
         return (idot(wv[r, 0, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP))
                 + idot(wv[r, 1, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 8))
                 + idot(wv[r, 2, T.Ramp(0, 1, 8)], x16(xq, u, g * GROUP + 16))
@@ -434,7 +487,7 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
         ``2r + j`` holding bytes ``2j``, ``2j + 1`` of row ``r``; one mask (and shift) leaves in each lane one
         element, elements ``4c + j * 2`` (or ``4c + 1 + j * 2``, ...) of row ``r``, and the dot with those two
         activations splat across the vector (:func:`xslot` stores them side by side) adds both into lane ``r``."""
-        if act8:
+        if act8 and not sums16:
             zero = T.Broadcast(T.int32(0), 4)
             part = []
             for p in range(parts):
@@ -443,7 +496,19 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                     lo_chain = rdot(xsplat(xw, u, p, g * GROUP + 4 * c), wq[c, 0, T.Ramp(0, 1, 16)], lo_chain)
                     hi_chain = rdot(xsplat(xw, u, p, g * GROUP + 16 + 4 * c), wq[c, 1, T.Ramp(0, 1, 16)], hi_chain)
                 part.append(lo_chain + hi_chain)
-            return part[0] * T.Broadcast(T.int32(int(LO_SCALE)), 4) + part[1]
+            return part[0] * T.Broadcast(T.int32(int(LO_SCALE)), 4) + part[1] if parts == 2 else part[0]
+        if act8:
+            # per part (value, residue byte) the group's 8 byte dots (I16_SUMS) are added as int16: lanes 2r, 2r + 1
+            # hold row r's sums of elements 4c, 4c + 1 and 4c + 2, 4c + 3; one widening adds each pair into lane r
+            part = []
+            for p in range(parts):
+                terms = []
+                for c in range(gwords):
+                    terms.append(bdot(xsplat(xw, u, p, g * GROUP + 4 * c), wq[c, 0, T.Ramp(0, 1, 16)]))
+                    terms.append(bdot(xsplat(xw, u, p, g * GROUP + 16 + 4 * c), wq[c, 1, T.Ramp(0, 1, 16)]))
+                assert len(terms) <= I16_SUMS
+                part.append(widen(tree(terms), p))
+            return tree(part)
         terms = []
         for c in range(gwords):
             for e in range(4 if four else 2):  # four: byte 0 low, byte 1 low, byte 0 high, byte 1 high
@@ -511,7 +576,7 @@ def qmatmul_kernel(fmt: str, k: int, n: int, tile: int = 1, isa: str = "simd128"
                         for i in T.serial(GROUP):
                             red[2] = x[vb, T.min(tb * tt + u, t - 1), g * GROUP + i] * red[1]
                             xq[u, 0, g * GROUP + xslot(i)] = T.Cast(xdtype, T.round(red[2]))
-                            if act8:
+                            if parts == 2:
                                 xq[u, parts - 1, g * GROUP + i] = T.Cast(xdtype, T.round(
                                     (red[2] - T.Cast("float32", xq[u, 0, g * GROUP + i])) * T.float32(LO_SCALE)))
                                 isum[0] = isum[0] + T.Cast("int32", xq[u, 0, g * GROUP + i]) * int(LO_SCALE) \
@@ -712,16 +777,20 @@ def _format_of(params_sinfo: list, k: int) -> str:
     return "q4" if words * 8 == k else "q8_0"
 
 
-def specialize_for_cpu(mod, target=None, isa: str = "simd128", kv_cache: dict | None = None):
+def specialize_for_cpu(mod, target=None, isa: str = "simd128", kv_cache: dict | None = None,
+                       variant: dict | None = None):
     """Replace the model's dequantizing matmul/embedding PrimFuncs by the SIMD kernels above, and, given the model's
     ``kv_cache`` dimensions (``_metadata["kv_cache"]``), the KV cache's CPU attention by :mod:`.cpu_attention`'s.
 
     The kernels read weights in the layout of :func:`pack_for_cpu`, so the parameters must come through
     :func:`cpu_param_records`. Shapes and formats are read off each ``call_tir`` site. ``isa`` picks the
     kernels' instruction set (:data:`ISAS`), ``target`` the architecture whose instructions carry it: the page's
-    wasm32 by default, x86-64 for native tests.
+    wasm32 by default, x86-64 for native tests. ``variant`` (relaxed build only, for measurements:
+    :func:`build_cpu_library_variant`) gives the 4-bit products :func:`qmatmul_kernel`'s ``act`` and ``dot``.
     """
     arch = _arch(target)
+    if variant and isa != "relaxed-simd":
+        raise ValueError(f"kernel variant {variant} is for the relaxed-SIMD build, not {isa}")
     _check_isa(isa)
     import tvm
     from tvm import relax
@@ -750,8 +819,10 @@ def specialize_for_cpu(mod, target=None, isa: str = "simd128", kv_cache: dict | 
                 k = int(dims[-1])
                 n = int(expr.ty_args[0].shape.values[-1])
                 one_token = isinstance(dims[1], tvm.tirx.IntImm) and int(dims[1]) == 1
-                found[gv] = (gemv_kernel(_format_of(params, k), k, n, isa=isa, arch=arch) if one_token
-                             else gemm_kernel(_format_of(params, k), k, n, isa=isa, arch=arch))
+                fmt = _format_of(params, k)
+                opts = dict(variant or {}) if fmt in ("q4", "q4_1") else {}
+                found[gv] = (gemv_kernel(fmt, k, n, isa=isa, arch=arch, **opts) if one_token
+                             else gemm_kernel(fmt, k, n, isa=isa, arch=arch, **opts))
 
     for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
@@ -805,14 +876,30 @@ def build_cpu_library(config, quantization: Any = "q4f32_1", *, isa: str = "simd
         return _build_cpu_library(cfg, quant, isa, out, use_cache, progress)
 
 
-def _build_cpu_library(cfg: Any, quant: Any, isa: str, out: Path, use_cache: bool, progress: bool) -> Path:
+def build_cpu_library_variant(config, quantization: Any, out: Path, *, dot: str = "i32x4", act: str | None = None,
+                              progress: bool = False) -> Path:
+    """The relaxed-SIMD library with its 4-bit products built another way (:func:`qmatmul_kernel`'s ``dot`` and
+    ``act``), written to ``out`` and not cached: for ``bench/cpu_variants.py``, which measures such variants beside
+    the folder's own builds. ``act="int8"`` rounds activations to single bytes (llama.cpp's rule; other logits,
+    :data:`XQ_MAX`) and is never what a model folder carries."""
+    from .arch import registry
+    from .quant.modes import as_quantization
+
+    if dot not in RELAXED_DOTS:
+        raise ValueError(f"relaxed byte dot {dot!r} is not one of {', '.join(RELAXED_DOTS)}")
+    return _build_cpu_library(registry.config_from_dict(config), as_quantization(quantization), "relaxed-simd",
+                              Path(out), False, progress, variant={"dot": dot, "act": act})
+
+
+def _build_cpu_library(cfg: Any, quant: Any, isa: str, out: Path, use_cache: bool, progress: bool,
+                       variant: dict | None = None) -> Path:
     from ..cache import atomic_write_bytes
     from .build import compile_module, link_executable
     from .model_lib import export_model
 
     target = cpu_target(isa)
     exported = export_model(cfg, quant, target)
-    mod = specialize_for_cpu(exported.mod, target, isa, kv_cache=exported.metadata["kv_cache"])
+    mod = specialize_for_cpu(exported.mod, target, isa, kv_cache=exported.metadata["kv_cache"], variant=variant)
     ex = compile_module(mod, target=target)
     tmp = out.with_suffix(".linking.wasm")
     link_executable(ex, tmp, target="cpu", use_cache=use_cache, progress=progress)
@@ -825,9 +912,9 @@ def _build_cpu_library(cfg: Any, quant: Any, isa: str, out: Path, use_cache: boo
 TOKEN_TILE = 8
 
 
-def gemm_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32"):
+def gemm_kernel(fmt: str, k: int, n: int, isa: str = "simd128", arch: str = "wasm32", **variant):
     """Prefill's ``y = x @ W.T`` for ``t`` tokens: :func:`qmatmul_kernel` with :data:`TOKEN_TILE` tokens per
     decoded weight group (``f32`` weights: the decode kernel, token by token)."""
     if fmt == "f32":
         return gemv_kernel(fmt, k, n)
-    return qmatmul_kernel(fmt, k, n, tile=TOKEN_TILE, isa=isa, arch=arch)
+    return qmatmul_kernel(fmt, k, n, tile=TOKEN_TILE, isa=isa, arch=arch, **variant)

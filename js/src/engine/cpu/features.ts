@@ -29,7 +29,10 @@ function validates(bytes: Uint8Array<ArrayBuffer>): boolean {
  * Chromium 156 on x86-64): the SIMD128 build prefills ~1.5x and decodes ~1.2x faster than the relaxed-SIMD one.
  * V8 lowers i32x4.relaxed_dot_i8x16_i7x16_add_s to three instructions on x86 without AVX-VNNI, and the relaxed
  * build's 4-bit products need two of them per 16 weights (value and residue bytes), where SIMD128's
- * i32x4.dot_i16x8_s is one instruction per 8.
+ * i32x4.dot_i16x8_s is one instruction per 8. With AVX-VNNI (one vpdpbusd) the relaxed build runs at the SIMD128
+ * build's speed, not faster, as does a variant adding i16x8.relaxed_dot_i8x16_i7x16_s results (one pmaddubsw)
+ * without it (bench/cpu_variants.py); only single-byte activations, which change the built-in model's greedy
+ * answers, beat SIMD128 with relaxed SIMD.
  */
 export const PREFERRED_CPU_BUILD: CpuBuild = "simd128";
 
