@@ -181,6 +181,9 @@ OFFICIAL = {"repo": "mlc-ai/binary-mlc-llm-libs",
             "path": "web-llm-models/v0_2_48/Qwen2-0.5B-Instruct-q4f32_1-ctx4k_cs1k-webgpu.wasm",
             "web_llm": "0.2.79", "beside": "qwen2-0.5b"}
 OFFICIAL_DIR = ROOT / "bench" / "official"
+#: Suffix of a shape's job that runs an earlier library of it (``prepare --shape-baseline-lib SHAPE=FILE``), same
+#: weights; ``collect-shapes`` puts it beside the shape as ``before_same_call``.
+BASELINE = "-baseline"
 
 
 def shape_job(shape: str, prompt_lengths: list[int], max_tokens: int, runs: int, quantization: str = "q4f32_1"):
@@ -338,6 +341,11 @@ def prepare(args) -> dict:
         shapes_wanted.insert(0, OFFICIAL["beside"])
     for shape in shapes_wanted:
         jobs.append((shape, shape_job(shape, lengths, args.max_tokens, args.runs)))
+    for item in getattr(args, "shape_baseline_lib", None) or []:  # SHAPE=FILE: an earlier build of that shape
+        shape, lib = item.split("=", 1)
+        bjob, bpaths = baseline_job(next(j for n, j in jobs if n == shape), Path(lib))
+        bjob["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": shape}  # the shape's own weights
+        jobs.append((shape + BASELINE, (bjob, bpaths)))
     if getattr(args, "official_lib", None):
         beside = next(j for n, j in jobs if n == OFFICIAL["beside"])
         jobs.append(("official", official_job(Path(args.official_lib), beside, work)))
@@ -377,8 +385,9 @@ def prepare(args) -> dict:
         if tar.suffix == ".xz":
             manifest["jobs"][name]["tar_xz"] = True
         manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
-        if name == "baseline":  # its weights travel with (or are generated for) the model job
-            manifest["jobs"][name].update(shares="model", weights=manifest["jobs"]["model"]["weights"])
+        if name == "baseline" or name.endswith(BASELINE):  # its weights travel with (or are generated for) its job
+            other = "model" if name == "baseline" else name[:-len(BASELINE)]
+            manifest["jobs"][name].update(shares=other, weights=manifest["jobs"][other]["weights"])
         if job.get("generate"):  # shards written on the GPU machine (bench/gpu/random_weights.py)
             manifest["jobs"][name]["generate"] = job.pop("generate")
     (work / "manifest.json").write_text(json.dumps(manifest))
@@ -680,7 +689,7 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
               "datasheet_GBps": sheet}
     shapes = {}
     for name, (c, man, e) in entries.items():
-        if name == "official":
+        if name == "official" or name.endswith(BASELINE):
             continue
         job = man.get("job") or {}
         shapes[name] = {**common, "model": (job.get("spec") or {}).get("id"), "hf_config": (job.get("shape") or {}).get("hf_config"),
@@ -694,8 +703,28 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
                                + e["how"]}
         if e.get("error"):
             shapes[name]["stderr_tail"] = e.get("stderr_tail")
+        if name + BASELINE in entries:  # an earlier library of the shape, same weights, same call
+            bc, bman, be = entries[name + BASELINE]
+            bspec = (bman.get("job") or {}).get("spec") or {}
+            per = e["per_prompt"]
+            shapes[name]["before_same_call"] = {
+                "model": bspec.get("id"), "error": be.get("error"),
+                "library_sha256": next((f["sha256"] for f in bspec.get("files", []) if f["name"] == bspec.get("lib")), None),
+                "what": "an earlier library of the same shape (prepare --shape-baseline-lib), same weights, same call",
+                **{k: {n: b.get(k) for n, b in be["per_prompt"].items()}
+                   for k in ("decode_tok_s", "prefill_tok_s", "share_of_bound", "decode_loop")},
+                "decode_new_over_before": {n: (per.get(n) or {}).get("decode_tok_s", 0) / b["decode_tok_s"]
+                                           for n, b in be["per_prompt"].items()
+                                           if b.get("decode_tok_s") and (per.get(n) or {}).get("decode_tok_s")}}
+        old = (res.get("shapes") or {}).get(name)
+        if old and old.get("when") != common["when"]:  # the shape's last record, in short
+            shapes[name]["previous"] = {"when": old.get("when"), "gpu": old.get("gpu"), "source_commit": old.get("source_commit"),
+                                        "library_sha256": old.get("library_sha256"),
+                                        "decode_tok_s": {n: b.get("decode_tok_s") for n, b in (old.get("per_prompt") or {}).items()},
+                                        "before_same_call": {k: v for k, v in (old.get("before_same_call") or {}).items()
+                                                             if k in ("source_commit", "decode_tok_s", "what")} or None}
     if shapes:
-        res["shapes"] = shapes
+        res["shapes"] = {**(res.get("shapes") or {}), **shapes}
         res["summary"]["shapes"] = {n: {"model": v["model"], "gpu": gpu_name, "when": v["when"], "per_prompt": {
             k: {kk: b.get(kk) for kk in ("decode_tok_s", "prefill_tok_s", "bound_tok_s", "share_of_bound")}
             for k, b in v["per_prompt"].items()}} for n, v in shapes.items()}
@@ -894,6 +923,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "then runs them instead of those packed with Chromium)")
             p.add_argument("--shape", action="append", choices=sorted(SHAPES),
                            help="a real model shape with random weights (job named so; shards made on the GPU machine)")
+            p.add_argument("--shape-baseline-lib", action="append", metavar="SHAPE=FILE",
+                           help="an earlier model.wasm of a --shape (e.g. main's build): staged as job SHAPE-baseline "
+                                "with the same generated weights, collected as the shape's before_same_call")
             p.add_argument("--official-lib", help=f"MLC's prebuilt {OFFICIAL['path'].rsplit('/', 1)[1]} (from "
                                                   f"{OFFICIAL['repo']}): job 'official', run by web-llm "
                                                   f"{OFFICIAL['web_llm']} beside job '{OFFICIAL['beside']}'")

@@ -66,7 +66,7 @@ def _cases() -> list[np.ndarray]:
 def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium, hardware):
     """Both builds: the software adapter's insertion passes and the hardware GPUs' ranking passes
     (``_add_sampling(hardware=True)``: chunks ranked in shared memory, candidates placed by binary searches in the
-    chunks whose head comes first), the hardware build's two-pass softmax against numpy's, and greedy decoding's
+    chunks whose head comes first, the rest placed a token a thread), the hardware build's two-pass softmax against numpy's, and greedy decoding's
     ``argmax_logits`` (ties: the lowest id) against numpy's argmax."""
     bb = relax.BlockBuilder()
     _add_sampling(bb, gpu=True, hardware=hardware)
