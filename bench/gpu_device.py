@@ -184,6 +184,9 @@ OFFICIAL_DIR = ROOT / "bench" / "official"
 #: Suffix of a shape's job that runs an earlier library of it (``prepare --shape-baseline-lib SHAPE=FILE``), same
 #: weights; ``collect-shapes`` puts it beside the shape as ``before_same_call``.
 BASELINE = "-baseline"
+#: Prefix of a job that runs another library of the built-in model (``prepare --lib-variant NAME=FILE``: a build
+#: with one kernel changed, say), same weights; ``collect --chrome-lib-variant`` puts it beside the model's run.
+VARIANT = "model-"
 
 
 def shape_job(shape: str, prompt_lengths: list[int], max_tokens: int, runs: int, quantization: str = "q4f32_1"):
@@ -336,6 +339,13 @@ def prepare(args) -> dict:
         jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib))))
         if getattr(args, "generate_weights", False):  # the model job's random shards, not the real ones
             jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
+    for item in getattr(args, "lib_variant", None) or []:  # NAME=FILE: another library of the model, job model-NAME
+        vname, lib = item.split("=", 1)
+        model = next(j for n, j in jobs if n == "model")
+        jobs.append((VARIANT + vname, baseline_job(model, Path(lib))))
+        jobs[-1][1][0]["spec"]["id"] = model[0]["spec"]["id"] + "-" + vname
+        if getattr(args, "generate_weights", False):
+            jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
     shapes_wanted = list(getattr(args, "shape", None) or [])
     if getattr(args, "official_lib", None) and OFFICIAL["beside"] not in shapes_wanted:
         shapes_wanted.insert(0, OFFICIAL["beside"])
@@ -385,8 +395,8 @@ def prepare(args) -> dict:
         if tar.suffix == ".xz":
             manifest["jobs"][name]["tar_xz"] = True
         manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
-        if name == "baseline" or name.endswith(BASELINE):  # its weights travel with (or are generated for) its job
-            other = "model" if name == "baseline" else name[:-len(BASELINE)]
+        if name == "baseline" or name.endswith(BASELINE) or name.startswith(VARIANT):  # weights: another job's
+            other = "model" if name == "baseline" or name.startswith(VARIANT) else name[:-len(BASELINE)]
             manifest["jobs"][name].update(shares=other, weights=manifest["jobs"][other]["weights"])
         if job.get("generate"):  # shards written on the GPU machine (bench/gpu/random_weights.py)
             manifest["jobs"][name]["generate"] = job.pop("generate")
@@ -493,7 +503,7 @@ def datasheet(name: str) -> int | None:
 
 
 def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | None = None,
-            chrome_baseline: Path | None = None) -> Path:
+            chrome_baseline: Path | None = None, chrome_variants: list[Path] | None = None) -> Path:
     """gpu_raw.json from the GPU machine -> gpu.json: speeds, the GPU, the bandwidth bound beside them; with
     chrome_paths (chrome_raw.json files of bench/gpu/chrome_run.py, the same machine) the browser's run beside Node's:
     the first in full, later ones as repeats (their per-prompt medians)."""
@@ -626,6 +636,18 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                 "decode_new_over_baseline": ((new.get(n) or {}).get("decode_tok_s") or 0) / b["decode_tok_s"]
                 if b.get("decode_tok_s") else None}
             for n, b in e["per_prompt"].items()}
+    for vp in chrome_variants or []:  # other libraries of the model, same call (prepare --lib-variant)
+        vjob = job_of(vp)
+        c = json.loads(vp.read_text())
+        e = chrome_entry(c, measured, sheet, model.get("weights") or {})
+        vspec = (raw.get("manifest", {}).get("jobs", {}).get(vjob) or {}).get("job", {}).get("spec") or {}
+        new = ((res.get("chrome") or {}).get("per_prompt")) or {}
+        res.setdefault("chrome_lib_variants", {})[vjob[len(VARIANT):]] = {
+            "model": (c.get("job") or {}).get("model"), "when": c.get("when"), "error": e.get("error"),
+            "library_sha256": next((f["sha256"] for f in vspec.get("files", []) if f["name"] == vspec.get("lib", "model.wasm")), None),
+            "per_prompt": {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s", "decode_loop")} for n, b in e["per_prompt"].items()},
+            "decode_variant_over_model": {n: b["decode_tok_s"] / new[n]["decode_tok_s"] for n, b in e["per_prompt"].items()
+                                          if b.get("decode_tok_s") and (new.get(n) or {}).get("decode_tok_s")}}
     if old.exists():
         o = json.loads(old.read_text())
         prev = previous_run(o, res["summary"]["model"])
@@ -703,6 +725,8 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
                                + e["how"]}
         if e.get("error"):
             shapes[name]["stderr_tail"] = e.get("stderr_tail")
+        if c.get("kernels"):  # chrome_run.py --kernels: a compute pass per kernel, timed
+            shapes[name]["kernels"] = kernel_step_summary(c["kernels"], top=14)
         if name + BASELINE in entries:  # an earlier library of the shape, same weights, same call
             bc, bman, be = entries[name + BASELINE]
             bspec = (bman.get("job") or {}).get("spec") or {}
@@ -716,6 +740,8 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
                 "decode_new_over_before": {n: (per.get(n) or {}).get("decode_tok_s", 0) / b["decode_tok_s"]
                                            for n, b in be["per_prompt"].items()
                                            if b.get("decode_tok_s") and (per.get(n) or {}).get("decode_tok_s")}}
+            if bc.get("kernels"):
+                shapes[name]["before_same_call"]["kernels"] = kernel_step_summary(bc["kernels"], top=14)
         old = (res.get("shapes") or {}).get(name)
         if old and old.get("when") != common["when"]:  # the shape's last record, in short
             shapes[name]["previous"] = {"when": old.get("when"), "gpu": old.get("gpu"), "source_commit": old.get("source_commit"),
@@ -923,6 +949,9 @@ def main(argv: list[str] | None = None) -> int:
                                 "then runs them instead of those packed with Chromium)")
             p.add_argument("--shape", action="append", choices=sorted(SHAPES),
                            help="a real model shape with random weights (job named so; shards made on the GPU machine)")
+            p.add_argument("--lib-variant", action="append", metavar="NAME=FILE",
+                           help="another model.wasm of the model (a variant build): staged as job model-NAME with the "
+                                "model's weights, collected by collect --chrome-lib-variant beside the model's run")
             p.add_argument("--shape-baseline-lib", action="append", metavar="SHAPE=FILE",
                            help="an earlier model.wasm of a --shape (e.g. main's build): staged as job SHAPE-baseline "
                                 "with the same generated weights, collected as the shape's before_same_call")
@@ -937,6 +966,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("raw", type=Path)
     c.add_argument("--chrome", type=Path, nargs="*", default=None,
                    help="chrome_raw.json files (bench/gpu/chrome_run.py, same machine) to put beside; first in full")
+    c.add_argument("--chrome-lib-variant", type=Path, nargs="*", default=None,
+                   help="chrome_raw_model-NAME.json of staged --lib-variant jobs (other libraries, same call)")
     c.add_argument("--chrome-baseline", type=Path, default=None,
                    help="chrome_raw.json of the staged 'baseline' job (another library, same call) to put beside")
     c.add_argument("--out", type=Path, default=None)
@@ -959,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "collect-shapes":
         collect_shapes(args.raw, {job_of(p): p for p in args.chrome}, args.out)
     elif args.cmd == "collect":
-        collect(args.raw, args.out, args.chrome, args.chrome_baseline)
+        collect(args.raw, args.out, args.chrome, args.chrome_baseline, args.chrome_lib_variant)
     else:
         if not has_gpu():
             print("gpu_device: no NVIDIA GPU on this machine; skipped (run it where one is: see the docstring)")

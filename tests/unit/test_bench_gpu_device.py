@@ -170,6 +170,16 @@ def test_collect_browser_only_puts_batched_dispatch_beside_upstream_and_the_new_
     assert res["chrome"]["per_prompt"]["32"]["bound_tok_s"]  # weights from the manifest without a Node run
     text = "\n".join(gpu_summary(res))
     assert "90.0 vs 60.0 (x1.50)" in text and "prefill x2.00, decode x1.12" in text
+    # another library of the model in the same call (prepare --lib-variant NAME=FILE: job model-NAME)
+    raw["manifest"]["jobs"]["model-wide"] = {"job": {"spec": {"id": "m-wide", "lib": "model.wasm", "files": [
+        {"name": "model.wasm", "sha256": "cd" * 32}]}}, "shares": "model"}
+    (tmp_path / "raw" / "gpu_raw.json").write_text(json.dumps(raw))
+    var = tmp_path / "chrome_raw_model-wide.json"
+    var.write_text(_chrome_raw(tmp_path, "var", {"32": 108.0}).read_text())
+    res = json.loads(gpu_device.collect(tmp_path / "raw" / "gpu_raw.json", tmp_path / "out", [new], old, [var]).read_text())
+    v = res["chrome_lib_variants"]["wide"]
+    assert v["library_sha256"] == "cd" * 32 and v["per_prompt"]["32"]["decode_tok_s"] == 108.0
+    assert v["decode_variant_over_model"]["32"] == pytest.approx(108.0 / 90.0)
 
 
 # -- real model shapes with weights written on the GPU machine, and MLC's prebuilt library beside them --------------
