@@ -279,7 +279,8 @@ class AsyncDecode {
       const tvm = this.p.tvm;
       tvm.beginScope();
       try {
-        this.fargmax = tvm.detachFromCurrentScope(this.p.vm.getFunction("argmax_logits")) as (logits: TvmTensor) => TvmTensor;
+        const f = this.p.vm.getFunction("argmax_logits");
+        this.fargmax = typeof f === "function" ? tvm.detachFromCurrentScope(f) as (logits: TvmTensor) => TvmTensor : null;
       } catch {
         this.fargmax = null;
       } finally {
