@@ -41,6 +41,20 @@ records match, as they do), so a 1B model travels as its ~10 MB library and layo
 
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
 
+New beside old in one call: ``--baseline-lib OLD.wasm`` (the built-in model: job ``baseline``),
+``--shape-baseline-lib SHAPE=OLD.wasm`` (job ``SHAPE-baseline``: the shape's earlier library, its weights;
+``collect-shapes`` makes it the shape's ``before_same_call``) and ``--lib-variant NAME=FILE`` (job ``model-NAME``:
+another build of the built-in model, e.g. ``bench/attention_slice_lib.py``'s; ``collect --chrome-lib-variant``)::
+
+    python bench/gpu_device.py prepare --no-node --generate-weights --xz-jobs --static --runs 3 \
+        --baseline-lib MAIN/smollm2.wasm --lib-variant slice64=S64.wasm --shape llama3.2-1b \
+        --shape-baseline-lib llama3.2-1b=MAIN/llama1b.wasm          # one part (~16 MiB) beside c1, c2
+    # there, after c1 and c2 were stashed: chrome_run.py --static /tmp/wlw-gpu-stage --job JOB
+    #   --raw-name chrome_raw_JOB.json [--kernels --kernel-runs 1] for each job, device_run.py probe
+    python bench/gpu_device.py collect DIR/gpu_raw.json --chrome DIR/chrome_raw_model.json \
+        --chrome-baseline DIR/chrome_raw_baseline.json --chrome-lib-variant DIR/chrome_raw_model-slice64.json
+    python bench/gpu_device.py collect-shapes DIR/gpu_raw.json DIR/chrome_raw_llama3.2-1b*.json
+
 One transfer for a whole Node + Dawn run: ``prepare --generate-weights --xz-jobs`` stages the built-in model (and
 ``--baseline-lib``, ``--shape``) without parameter shards, written on the GPU machine as random ones of the same
 layout, and compresses each job's files, so node, dawn.node, the engine and several libraries fit one part
