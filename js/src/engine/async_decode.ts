@@ -21,10 +21,11 @@
 // is a sample of softmax(logits / 1e-6), which differs from the argmax only where the two largest logits are
 // within ~1e-5 of each other (it then picks either by the uniform draw). The uniform is still drawn every step,
 // so the generator stays where web-llm's loop would leave it. `decodeLoop()` says "async: argmax" for such an
-// answer, and "async: greedy by sampling (why)" when the library lacks the function. Written against web-llm's LLMChatPipeline
-// (pinned version): `checkPipeline` names what it needs, and a pipeline that lacks it keeps web-llm's loop,
-// which the load and every answer report ("sync: why"); tests/browser/test_chat_engine.py checks both loops
-// give the same tokens.
+// answer, and "async: greedy by sampling (why)" when the library lacks the function.
+//
+// Written against web-llm's LLMChatPipeline (pinned version): `checkPipeline` names what it needs, and a pipeline
+// that lacks it keeps web-llm's loop, which the load and every answer report ("sync: why");
+// tests/browser/test_chat_engine.py checks both loops give the same tokens.
 
 interface TvmTensor {
   shape: number[];

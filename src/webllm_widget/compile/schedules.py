@@ -761,9 +761,9 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     TX = 2 * S
     U = 4  # positions a thread takes at once
     SPAN = slice_positions or TX * U  # positions of one slice (the default: one step for every thread)
-    if SPAN % page_size:
-        raise ValueError(f"slice_positions {SPAN} is not a multiple of the page size {page_size}")
-    PPS = SPAN // page_size  # pages of one slice
+    if slice_positions and slice_positions % page_size:
+        raise ValueError(f"slice_positions {slice_positions} is not a multiple of the page size {page_size}")
+    PPS = max(1, SPAN // page_size)  # pages of one slice
 
     @T.prim_func(s_tir=True)
     def batch_decode_paged_kv(q_handle: T.handle, pages_handle: T.handle, indptr_handle: T.handle,
