@@ -41,6 +41,20 @@ records match, as they do), so a 1B model travels as its ~10 MB library and layo
 
     python bench/gpu_device.py run --if-gpu   # all three on this machine when it has an NVIDIA GPU (make bench)
 
+New beside old in one call: ``--baseline-lib OLD.wasm`` (the built-in model: job ``baseline``),
+``--shape-baseline-lib SHAPE=OLD.wasm`` (job ``SHAPE-baseline``: the shape's earlier library, its weights;
+``collect-shapes`` makes it the shape's ``before_same_call``) and ``--lib-variant NAME=FILE`` (job ``model-NAME``:
+another build of the built-in model, e.g. ``bench/attention_slice_lib.py``'s; ``collect --chrome-lib-variant``)::
+
+    python bench/gpu_device.py prepare --no-node --generate-weights --xz-jobs --static --runs 3 \
+        --baseline-lib MAIN/smollm2.wasm --lib-variant slice64=S64.wasm --shape llama3.2-1b \
+        --shape-baseline-lib llama3.2-1b=MAIN/llama1b.wasm          # one part (~16 MiB) beside c1, c2
+    # there, after c1 and c2 were stashed: chrome_run.py --static /tmp/wlw-gpu-stage --job JOB
+    #   --raw-name chrome_raw_JOB.json [--kernels --kernel-runs 1] for each job, device_run.py probe
+    python bench/gpu_device.py collect DIR/gpu_raw.json --chrome DIR/chrome_raw_model.json \
+        --chrome-baseline DIR/chrome_raw_baseline.json --chrome-lib-variant DIR/chrome_raw_model-slice64.json
+    python bench/gpu_device.py collect-shapes DIR/gpu_raw.json DIR/chrome_raw_llama3.2-1b*.json
+
 One transfer for a whole Node + Dawn run: ``prepare --generate-weights --xz-jobs`` stages the built-in model (and
 ``--baseline-lib``, ``--shape``) without parameter shards, written on the GPU machine as random ones of the same
 layout, and compresses each job's files, so node, dawn.node, the engine and several libraries fit one part
@@ -181,6 +195,12 @@ OFFICIAL = {"repo": "mlc-ai/binary-mlc-llm-libs",
             "path": "web-llm-models/v0_2_48/Qwen2-0.5B-Instruct-q4f32_1-ctx4k_cs1k-webgpu.wasm",
             "web_llm": "0.2.79", "beside": "qwen2-0.5b"}
 OFFICIAL_DIR = ROOT / "bench" / "official"
+#: Suffix of a shape's job that runs an earlier library of it (``prepare --shape-baseline-lib SHAPE=FILE``), same
+#: weights; ``collect-shapes`` puts it beside the shape as ``before_same_call``.
+BASELINE = "-baseline"
+#: Prefix of a job that runs another library of the built-in model (``prepare --lib-variant NAME=FILE``: a build
+#: with one kernel changed, say), same weights; ``collect --chrome-lib-variant`` puts it beside the model's run.
+VARIANT = "model-"
 
 
 def shape_job(shape: str, prompt_lengths: list[int], max_tokens: int, runs: int, quantization: str = "q4f32_1"):
@@ -333,11 +353,23 @@ def prepare(args) -> dict:
         jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib))))
         if getattr(args, "generate_weights", False):  # the model job's random shards, not the real ones
             jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
+    for item in getattr(args, "lib_variant", None) or []:  # NAME=FILE: another library of the model, job model-NAME
+        vname, lib = item.split("=", 1)
+        model = next(j for n, j in jobs if n == "model")
+        jobs.append((VARIANT + vname, baseline_job(model, Path(lib))))
+        jobs[-1][1][0]["spec"]["id"] = model[0]["spec"]["id"] + "-" + vname
+        if getattr(args, "generate_weights", False):
+            jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
     shapes_wanted = list(getattr(args, "shape", None) or [])
     if getattr(args, "official_lib", None) and OFFICIAL["beside"] not in shapes_wanted:
         shapes_wanted.insert(0, OFFICIAL["beside"])
     for shape in shapes_wanted:
         jobs.append((shape, shape_job(shape, lengths, args.max_tokens, args.runs)))
+    for item in getattr(args, "shape_baseline_lib", None) or []:  # SHAPE=FILE: an earlier build of that shape
+        shape, lib = item.split("=", 1)
+        bjob, bpaths = baseline_job(next(j for n, j in jobs if n == shape), Path(lib))
+        bjob["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": shape}  # the shape's own weights
+        jobs.append((shape + BASELINE, (bjob, bpaths)))
     if getattr(args, "official_lib", None):
         beside = next(j for n, j in jobs if n == OFFICIAL["beside"])
         jobs.append(("official", official_job(Path(args.official_lib), beside, work)))
@@ -377,8 +409,9 @@ def prepare(args) -> dict:
         if tar.suffix == ".xz":
             manifest["jobs"][name]["tar_xz"] = True
         manifest["jobs"][name]["weights"] = weight_bytes(paths, job["spec"])
-        if name == "baseline":  # its weights travel with (or are generated for) the model job
-            manifest["jobs"][name].update(shares="model", weights=manifest["jobs"]["model"]["weights"])
+        if name == "baseline" or name.endswith(BASELINE) or name.startswith(VARIANT):  # weights: another job's
+            other = "model" if name == "baseline" or name.startswith(VARIANT) else name[:-len(BASELINE)]
+            manifest["jobs"][name].update(shares=other, weights=manifest["jobs"][other]["weights"])
         if job.get("generate"):  # shards written on the GPU machine (bench/gpu/random_weights.py)
             manifest["jobs"][name]["generate"] = job.pop("generate")
     (work / "manifest.json").write_text(json.dumps(manifest))
@@ -484,7 +517,7 @@ def datasheet(name: str) -> int | None:
 
 
 def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | None = None,
-            chrome_baseline: Path | None = None) -> Path:
+            chrome_baseline: Path | None = None, chrome_variants: list[Path] | None = None) -> Path:
     """gpu_raw.json from the GPU machine -> gpu.json: speeds, the GPU, the bandwidth bound beside them; with
     chrome_paths (chrome_raw.json files of bench/gpu/chrome_run.py, the same machine) the browser's run beside Node's:
     the first in full, later ones as repeats (their per-prompt medians)."""
@@ -617,6 +650,18 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
                 "decode_new_over_baseline": ((new.get(n) or {}).get("decode_tok_s") or 0) / b["decode_tok_s"]
                 if b.get("decode_tok_s") else None}
             for n, b in e["per_prompt"].items()}
+    for vp in chrome_variants or []:  # other libraries of the model, same call (prepare --lib-variant)
+        vjob = job_of(vp)
+        c = json.loads(vp.read_text())
+        e = chrome_entry(c, measured, sheet, model.get("weights") or {})
+        vspec = (raw.get("manifest", {}).get("jobs", {}).get(vjob) or {}).get("job", {}).get("spec") or {}
+        new = ((res.get("chrome") or {}).get("per_prompt")) or {}
+        res.setdefault("chrome_lib_variants", {})[vjob[len(VARIANT):]] = {
+            "model": (c.get("job") or {}).get("model"), "when": c.get("when"), "error": e.get("error"),
+            "library_sha256": next((f["sha256"] for f in vspec.get("files", []) if f["name"] == vspec.get("lib", "model.wasm")), None),
+            "per_prompt": {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s", "decode_loop")} for n, b in e["per_prompt"].items()},
+            "decode_variant_over_model": {n: b["decode_tok_s"] / new[n]["decode_tok_s"] for n, b in e["per_prompt"].items()
+                                          if b.get("decode_tok_s") and (new.get(n) or {}).get("decode_tok_s")}}
     if old.exists():
         o = json.loads(old.read_text())
         prev = previous_run(o, res["summary"]["model"])
@@ -680,7 +725,7 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
               "datasheet_GBps": sheet}
     shapes = {}
     for name, (c, man, e) in entries.items():
-        if name == "official":
+        if name == "official" or name.endswith(BASELINE):
             continue
         job = man.get("job") or {}
         shapes[name] = {**common, "model": (job.get("spec") or {}).get("id"), "hf_config": (job.get("shape") or {}).get("hf_config"),
@@ -694,8 +739,32 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
                                + e["how"]}
         if e.get("error"):
             shapes[name]["stderr_tail"] = e.get("stderr_tail")
+        if c.get("kernels"):  # chrome_run.py --kernels: a compute pass per kernel, timed
+            shapes[name]["kernels"] = kernel_step_summary(c["kernels"], top=14)
+        if name + BASELINE in entries:  # an earlier library of the shape, same weights, same call
+            bc, bman, be = entries[name + BASELINE]
+            bspec = (bman.get("job") or {}).get("spec") or {}
+            per = e["per_prompt"]
+            shapes[name]["before_same_call"] = {
+                "model": bspec.get("id"), "error": be.get("error"),
+                "library_sha256": next((f["sha256"] for f in bspec.get("files", []) if f["name"] == bspec.get("lib")), None),
+                "what": "an earlier library of the same shape (prepare --shape-baseline-lib), same weights, same call",
+                **{k: {n: b.get(k) for n, b in be["per_prompt"].items()}
+                   for k in ("decode_tok_s", "prefill_tok_s", "share_of_bound", "decode_loop")},
+                "decode_new_over_before": {n: (per.get(n) or {}).get("decode_tok_s", 0) / b["decode_tok_s"]
+                                           for n, b in be["per_prompt"].items()
+                                           if b.get("decode_tok_s") and (per.get(n) or {}).get("decode_tok_s")}}
+            if bc.get("kernels"):
+                shapes[name]["before_same_call"]["kernels"] = kernel_step_summary(bc["kernels"], top=14)
+        old = (res.get("shapes") or {}).get(name)
+        if old and old.get("when") != common["when"]:  # the shape's last record, in short
+            shapes[name]["previous"] = {"when": old.get("when"), "gpu": old.get("gpu"), "source_commit": old.get("source_commit"),
+                                        "library_sha256": old.get("library_sha256"),
+                                        "decode_tok_s": {n: b.get("decode_tok_s") for n, b in (old.get("per_prompt") or {}).items()},
+                                        "before_same_call": {k: v for k, v in (old.get("before_same_call") or {}).items()
+                                                             if k in ("source_commit", "decode_tok_s", "what")} or None}
     if shapes:
-        res["shapes"] = shapes
+        res["shapes"] = {**(res.get("shapes") or {}), **shapes}
         res["summary"]["shapes"] = {n: {"model": v["model"], "gpu": gpu_name, "when": v["when"], "per_prompt": {
             k: {kk: b.get(kk) for kk in ("decode_tok_s", "prefill_tok_s", "bound_tok_s", "share_of_bound")}
             for k, b in v["per_prompt"].items()}} for n, v in shapes.items()}
@@ -894,6 +963,12 @@ def main(argv: list[str] | None = None) -> int:
                                 "then runs them instead of those packed with Chromium)")
             p.add_argument("--shape", action="append", choices=sorted(SHAPES),
                            help="a real model shape with random weights (job named so; shards made on the GPU machine)")
+            p.add_argument("--lib-variant", action="append", metavar="NAME=FILE",
+                           help="another model.wasm of the model (a variant build): staged as job model-NAME with the "
+                                "model's weights, collected by collect --chrome-lib-variant beside the model's run")
+            p.add_argument("--shape-baseline-lib", action="append", metavar="SHAPE=FILE",
+                           help="an earlier model.wasm of a --shape (e.g. main's build): staged as job SHAPE-baseline "
+                                "with the same generated weights, collected as the shape's before_same_call")
             p.add_argument("--official-lib", help=f"MLC's prebuilt {OFFICIAL['path'].rsplit('/', 1)[1]} (from "
                                                   f"{OFFICIAL['repo']}): job 'official', run by web-llm "
                                                   f"{OFFICIAL['web_llm']} beside job '{OFFICIAL['beside']}'")
@@ -905,6 +980,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("raw", type=Path)
     c.add_argument("--chrome", type=Path, nargs="*", default=None,
                    help="chrome_raw.json files (bench/gpu/chrome_run.py, same machine) to put beside; first in full")
+    c.add_argument("--chrome-lib-variant", type=Path, nargs="*", default=None,
+                   help="chrome_raw_model-NAME.json of staged --lib-variant jobs (other libraries, same call)")
     c.add_argument("--chrome-baseline", type=Path, default=None,
                    help="chrome_raw.json of the staged 'baseline' job (another library, same call) to put beside")
     c.add_argument("--out", type=Path, default=None)
@@ -927,7 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "collect-shapes":
         collect_shapes(args.raw, {job_of(p): p for p in args.chrome}, args.out)
     elif args.cmd == "collect":
-        collect(args.raw, args.out, args.chrome, args.chrome_baseline)
+        collect(args.raw, args.out, args.chrome, args.chrome_baseline, args.chrome_lib_variant)
     else:
         if not has_gpu():
             print("gpu_device: no NVIDIA GPU on this machine; skipped (run it where one is: see the docstring)")

@@ -30,9 +30,12 @@ RUN_JS = """async ({lib, cases}) => {
     const smh = tvm.detachFromCurrentScope(tvm.empty([1, 1, p.length], 'float32', tvm.cpu()).copyFrom(sm));
     const sp = tvm.detachFromCurrentScope(tvm.empty([1, p.length], 'float32', tvm.cpu()).copyFrom(r.get(0)));
     const si = tvm.detachFromCurrentScope(tvm.empty([1, p.length], 'int32', tvm.cpu()).copyFrom(r.get(1)));
+    const am = vm.getFunction('argmax_logits')(probs.view([1, 1, p.length]));  // greedy: the rows as logits
+    const amh = tvm.detachFromCurrentScope(tvm.empty([1], 'int32', tvm.cpu()).copyFrom(am));
     tvm.endScope();
     await dev.sync();
-    out.push({p: Array.from(sp.toArray()), i: Array.from(si.toArray()), s: Array.from(smh.toArray())});
+    out.push({p: Array.from(sp.toArray()), i: Array.from(si.toArray()), s: Array.from(smh.toArray()),
+              a: amh.toArray()[0]});
   }
   return out;
 }"""
@@ -50,14 +53,21 @@ def _cases() -> list[np.ndarray]:
     q[100:110] = 2e-3
     out.append(q)
     out.append(np.full(20, 0.05, np.float32))  # fewer tokens than the sorted head: all of it is the head
+    # Llama 3's 128,256 tokens (251 chunks of the hardware argsort, the last one short) with ties everywhere: 64
+    # levels, so the head and the cut fall inside runs of equal values spread over every chunk; the largest value
+    # first at a high id, then again at lower ones
+    r = (rng.integers(0, 64, 128256) ** 2).astype(np.float32)
+    r[[128000, 70000, 3]] = 4000.0
+    out.append(r / r.sum())
     return out
 
 
 @pytest.mark.parametrize("hardware", [False, True], ids=["software-adapter", "hardware"])
 def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium, hardware):
     """Both builds: the software adapter's insertion passes and the hardware GPUs' ranking passes
-    (``_add_sampling(hardware=True)``: chunks ranked in shared memory, candidates merged by rank), and the
-    hardware build's two-pass softmax against numpy's."""
+    (``_add_sampling(hardware=True)``: chunks ranked in shared memory, candidates placed by binary searches in the
+    chunks whose head comes first, the rest placed a token a thread), the hardware build's two-pass softmax against numpy's, and greedy decoding's
+    ``argmax_logits`` (ties: the lowest id) against numpy's argmax."""
     bb = relax.BlockBuilder()
     _add_sampling(bb, gpu=True, hardware=hardware)
     lib = build(bb.finalize(), target="webgpu", progress=False)
@@ -76,3 +86,4 @@ def test_gpu_argsort_probs_matches_the_top_first_order(host_server, chromium, ha
         x = p.astype(np.float64) / 0.7  # softmax_with_temperature at 0.7 of the same row, taken as logits
         e = np.exp(x - x.max())
         np.testing.assert_allclose(np.array(g["s"]), e / e.sum(), rtol=1e-4, atol=1e-9)
+        assert g["a"] == int(np.argmax(p)), (g["a"], int(np.argmax(p)))  # greedy: the first maximum

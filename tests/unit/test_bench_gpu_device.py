@@ -170,6 +170,16 @@ def test_collect_browser_only_puts_batched_dispatch_beside_upstream_and_the_new_
     assert res["chrome"]["per_prompt"]["32"]["bound_tok_s"]  # weights from the manifest without a Node run
     text = "\n".join(gpu_summary(res))
     assert "90.0 vs 60.0 (x1.50)" in text and "prefill x2.00, decode x1.12" in text
+    # another library of the model in the same call (prepare --lib-variant NAME=FILE: job model-NAME)
+    raw["manifest"]["jobs"]["model-wide"] = {"job": {"spec": {"id": "m-wide", "lib": "model.wasm", "files": [
+        {"name": "model.wasm", "sha256": "cd" * 32}]}}, "shares": "model"}
+    (tmp_path / "raw" / "gpu_raw.json").write_text(json.dumps(raw))
+    var = tmp_path / "chrome_raw_model-wide.json"
+    var.write_text(_chrome_raw(tmp_path, "var", {"32": 108.0}).read_text())
+    res = json.loads(gpu_device.collect(tmp_path / "raw" / "gpu_raw.json", tmp_path / "out", [new], old, [var]).read_text())
+    v = res["chrome_lib_variants"]["wide"]
+    assert v["library_sha256"] == "cd" * 32 and v["per_prompt"]["32"]["decode_tok_s"] == 108.0
+    assert v["decode_variant_over_model"]["32"] == pytest.approx(108.0 / 90.0)
 
 
 # -- real model shapes with weights written on the GPU machine, and MLC's prebuilt library beside them --------------
@@ -357,3 +367,35 @@ def test_collect_shapes_puts_project_over_official_and_the_share_of_the_bound_in
 def _raw_dir(d: Path, gbps, params, kv, prompts) -> Path:
     d.mkdir(parents=True)
     return _raw(d, gbps, params, kv, prompts)
+
+
+def test_collect_shapes_puts_an_earlier_library_of_the_shape_beside_it_and_keeps_the_last_record(tmp_path):
+    """A shape's job SHAPE-baseline (prepare --shape-baseline-lib: an earlier library, same weights, same call) is
+    no shape of its own: it becomes the shape's before_same_call with new / before per prompt; the shape's record
+    from an earlier call stays in short as ``previous``, and other shapes already in gpu.json stay."""
+    raw = json.loads(_raw(tmp_path, 3000.0, 1, 1, {}).read_text())
+    raw["jobs"], raw["when"] = {}, "2026-12-08T02:50:00Z"
+    w = {"params_bytes": 700_000_000, "kv_bytes_per_position": 65536}
+    spec = lambda sha: {"id": "l", "lib": "model.wasm", "files": [{"name": "model.wasm", "sha256": sha}]}  # noqa: E731
+    raw["manifest"]["jobs"] = {"llama3.2-1b": {"job": {"spec": spec("aa" * 32), "max_tokens": 64}, "weights": w},
+                               "llama3.2-1b-baseline": {"job": {"spec": spec("bb" * 32), "max_tokens": 64},
+                                                        "weights": w, "shares": "llama3.2-1b"}}
+    (tmp_path / "raw" / "gpu_raw.json").write_text(json.dumps(raw))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gpu.json").write_text(json.dumps({"shapes": {
+        "llama3.2-1b": {"when": "2026-12-07T23:43:17Z", "source_commit": "e88bb5b", "per_prompt": {"32": {"decode_tok_s": 323.5}}},
+        "qwen2-0.5b": {"when": "2026-12-07T16:56:36Z"}}}))
+    new = _shape_chrome(tmp_path, "llama3.2-1b", {"32": 400.0, "512": 380.0}, {"32": 700.0, "512": 2700.0}, 64 * 150, "ab")
+    old = _shape_chrome(tmp_path, "llama3.2-1b-baseline", {"32": 320.0, "512": 304.0}, {"32": 700.0, "512": 2700.0},
+                        64 * 160, "ab")
+    res = json.loads(gpu_device.collect_shapes(tmp_path / "raw" / "gpu_raw.json",
+                                               {"llama3.2-1b": new, "llama3.2-1b-baseline": old}, out).read_text())
+    assert set(res["shapes"]) == {"llama3.2-1b", "qwen2-0.5b"}
+    s = res["shapes"]["llama3.2-1b"]
+    b = s["before_same_call"]
+    assert b["library_sha256"] == "bb" * 32 and s["library_sha256"] == "aa" * 32
+    assert b["decode_tok_s"] == {"32": 320.0, "512": 304.0}
+    assert b["decode_new_over_before"]["32"] == pytest.approx(1.25) and b["decode_new_over_before"]["512"] == pytest.approx(1.25)
+    assert s["previous"]["decode_tok_s"] == {"32": 323.5} and s["previous"]["source_commit"] == "e88bb5b"
+    assert "llama3.2-1b-baseline" not in res["summary"]["shapes"]

@@ -13,10 +13,19 @@
 // The sampling is web-llm's own GPU path (softmax_with_temperature, argsort_probs, sample_with_top_p and one
 // uniform draw a step from the same generator), so the ids equal those of web-llm's loop. What needs the logits
 // on the CPU or the previous id before the next step (logprobs, logit processors, penalties, logit_bias, grammars)
-// keeps web-llm's loop: `decodeLoop()` says which loop ran and why. Written against web-llm's LLMChatPipeline
-// (pinned version): `checkPipeline` names what it needs, and a pipeline that lacks it keeps web-llm's loop,
-// which the load and every answer report ("sync: why"); tests/browser/test_chat_engine.py checks both loops
-// give the same tokens.
+// keeps web-llm's loop: `decodeLoop()` says which loop ran and why.
+//
+// Greedy decoding (temperature 0, or anything at web-llm's floor of 1e-6) takes the library's `argmax_logits`
+// instead when the library has it: the id of the largest logit, ties to the lowest id, in two small kernels
+// instead of the softmax, the vocabulary-wide argsort and the top-p walk. web-llm's own path at that temperature
+// is a sample of softmax(logits / 1e-6), which differs from the argmax only where the two largest logits are
+// within ~1e-5 of each other (it then picks either by the uniform draw). The uniform is still drawn every step,
+// so the generator stays where web-llm's loop would leave it. `decodeLoop()` says "async: argmax" for such an
+// answer, and "async: greedy by sampling (why)" when the library lacks the function.
+//
+// Written against web-llm's LLMChatPipeline (pinned version): `checkPipeline` names what it needs, and a pipeline
+// that lacks it keeps web-llm's loop, which the load and every answer report ("sync: why");
+// tests/browser/test_chat_engine.py checks both loops give the same tokens.
 
 interface TvmTensor {
   shape: number[];
@@ -38,6 +47,7 @@ interface Tvm {
   detachFromCurrentScope<T>(x: T): T;
   empty(shape: number[], dtype: string, dev: unknown): TvmTensor;
   uniform(shape: number[], low: number, high: number, dev: unknown): TvmTensor;
+  rng?: { randomFloat(): number };
   makeShapeTuple(shape: number[]): unknown;
   scalar(value: number, dtype: string): unknown;
   getGlobalFunc(name: string): (...args: unknown[]) => unknown;
@@ -56,6 +66,7 @@ type GenConfig = Record<string, unknown> | undefined;
 /** The parts of web-llm's LLMChatPipeline this loop uses. */
 interface Pipeline {
   tvm: Tvm;
+  vm: { getFunction(name: string): unknown };
   device: unknown;
   params: unknown;
   kvCache: unknown;
@@ -91,11 +102,13 @@ interface Pipeline {
 const METHODS = ["embed", "invokeDecode", "getActiveKVStates", "fKVCacheBeginForward", "fKVCacheEndForward",
   "fsoftmaxWithTemperature", "fargsortProbs", "fsampleWithTopP", "processNextToken", "decodeStep", "prefillStep",
   "triggerStop", "resetChat"];
-const FIELDS = ["params", "kvCache", "config", "fullVocabSize", "contextWindowSize", "slidingWindowSize",
+const FIELDS = ["vm", "params", "kvCache", "config", "fullVocabSize", "contextWindowSize", "slidingWindowSize",
   "filledKVCacheLength", "outputIds", "stopTriggered", "sampleIndicesDevice", "decodingTotalTime", "decodingTotalTokens",
   "curRoundDecodingTotalTime", "curRoundDecodingTotalTokens"];
 
 const STATE = Symbol.for("webllmWidget.asyncDecode");
+/** web-llm's floor of the temperature (sampleTokenFromLogits): an answer at it is greedy. */
+const GREEDY = 1e-6;
 /** MAP_READ buffers of the ring: a step's id is read while at most one more step is in flight. */
 const RING = 4;
 
@@ -139,7 +152,8 @@ export function setDecodeLoop(p: unknown, mode: "async" | "sync"): void {
   if (s) s.mode = mode;
 }
 
-/** The loop the last answer of `p` ran: "async", or "sync: why"; null before any answer. */
+/** The loop the last answer of `p` ran: "async" (sampled on the GPU), "async: argmax" (greedy, argmax_logits),
+ * "async: greedy by sampling (why)", or "sync: why"; null before any answer. */
 export function decodeLoop(p: unknown): string | null {
   const s = (p as Record<symbol, AsyncDecode> | null)?.[STATE];
   return s ? s.last : null;
@@ -166,6 +180,8 @@ class AsyncDecode {
   private settings: [number, number] = [NaN, NaN];
   private inflight: Step | null = null; // a submitted step whose id has not been processed yet
   private round: string | null = null; // this answer's loop, decided at its first decode step
+  private greedy = false; // this answer takes argmax_logits
+  private fargmax: ((logits: TvmTensor) => TvmTensor) | null | undefined = undefined; // looked up once
 
   constructor(private readonly p: Pipeline) {
     this.ctx = p.tvm.lib.webGPUContext as WebGPUContext;
@@ -209,9 +225,15 @@ class AsyncDecode {
     if (this.round === null) {
       const why = this.needsSync(g);
       this.round = why ? `sync: ${why}` : "async";
+      this.greedy = false;
+      if (!why && this.temperatureOf(g) <= GREEDY) {
+        const f = this.argmaxFunc();
+        this.greedy = typeof f !== "string";
+        this.round = this.greedy ? "async: argmax" : `async: greedy by sampling (${f})`;
+      }
       this.last = this.round;
     }
-    if (this.round !== "async") return this.orig.decodeStep.call(p, g);
+    if (!this.round.startsWith("async")) return this.orig.decodeStep.call(p, g);
     if (p.stopTriggered) throw new Error("Cannot run decode when stopped");
     const t0 = performance.now();
     if (!this.inflight) {
@@ -233,7 +255,7 @@ class AsyncDecode {
     p.decodingTotalTokens += 1;
     p.curRoundDecodingTotalTokens += 1;
     p.curRoundDecodingTotalTime += (t1 - t0) / 1e3;
-    if (token < 0) throw new Error("InternalError: failed to sample a valid token.");
+    if (token < 0 || token >= p.fullVocabSize) throw new Error("InternalError: failed to sample a valid token.");
     // web-llm's stop checks count the cache as it was after this id's step: the step in flight is not in it yet
     const ahead = this.inflight ? 1 : 0;
     p.filledKVCacheLength -= ahead;
@@ -245,12 +267,36 @@ class AsyncDecode {
     if (p.stopTriggered) this.discard(true);
   }
 
+  /** The answer's temperature as web-llm's sampleTokenFromLogits takes it: at least 1e-6 (GREEDY), 1.0 when unset. */
+  private temperatureOf(g: GenConfig): number {
+    const c = this.p.config;
+    const t = g && has(g.temperature) ? Number(g.temperature) : has(c.temperature) ? Number(c.temperature) : 1.0;
+    return Math.max(GREEDY, t);
+  }
+
+  /** The library's argmax_logits, or why there is none (a library built before it, or not by this project). */
+  private argmaxFunc(): ((logits: TvmTensor) => TvmTensor) | string {
+    if (this.fargmax === undefined) {
+      const tvm = this.p.tvm;
+      tvm.beginScope();
+      try {
+        const f = this.p.vm.getFunction("argmax_logits");
+        this.fargmax = typeof f === "function" ? tvm.detachFromCurrentScope(f) as (logits: TvmTensor) => TvmTensor : null;
+      } catch {
+        this.fargmax = null;
+      } finally {
+        tvm.endScope();
+      }
+    }
+    return this.fargmax ?? "the library has no argmax_logits";
+  }
+
   /** Device tensors of the answer's sampling settings (written when they change) and of the id. */
   private prepare(g: GenConfig): void {
     const p = this.p, tvm = p.tvm, c = p.config;
     const pick = (k: string) => (g && has(g[k]) ? Number(g[k]) : has(c[k]) ? Number(c[k]) : undefined);
     // as web-llm's sampleTokenFromLogits: temperature at least 1e-6, top_p 1.0 when unset and at least 1e-5
-    const temperature = Math.max(1e-6, pick("temperature") ?? 1.0);
+    const temperature = this.temperatureOf(g);
     const topP = Math.max(pick("top_p") ?? 1.0, 1e-5);
     if (!this.ids) {
       tvm.beginScope();
@@ -281,12 +327,19 @@ class AsyncDecode {
       const ret = p.invokeDecode(emb.view([1].concat(emb.shape)));
       for (let i = states.length - 1; i >= 0; --i) p.fKVCacheEndForward(states[i]);
       p.filledKVCacheLength += 1;
-      const logits = ret.get(0);
-      const probs = p.fsoftmaxWithTemperature(logits.view([1, 1, p.fullVocabSize]), this.temperature as TvmTensor)
-        .view([1, p.fullVocabSize]);
-      const sorted = p.fargsortProbs(probs);
-      const uniform = tvm.uniform([1], 0.0, 1.0, p.device);
-      const sampled = p.fsampleWithTopP(sorted.get(0), sorted.get(1), uniform, p.sampleIndicesDevice, this.topP as TvmTensor);
+      const logits = ret.get(0).view([1, 1, p.fullVocabSize]);
+      let sampled: TvmTensor;
+      if (this.greedy) {
+        // the uniform web-llm's loop draws each step, drawn here too so later answers sample alike
+        if (tvm.rng && typeof tvm.rng.randomFloat === "function") tvm.rng.randomFloat();
+        else tvm.uniform([1], 0.0, 1.0, p.device);
+        sampled = (this.fargmax as (logits: TvmTensor) => TvmTensor)(logits);
+      } else {
+        const probs = p.fsoftmaxWithTemperature(logits, this.temperature as TvmTensor).view([1, p.fullVocabSize]);
+        const sorted = p.fargsortProbs(probs);
+        const uniform = tvm.uniform([1], 0.0, 1.0, p.device);
+        sampled = p.fsampleWithTopP(sorted.get(0), sorted.get(1), uniform, p.sampleIndicesDevice, this.topP as TvmTensor);
+      }
       (this.ids as TvmTensor).copyFrom(sampled); // on the GPU: the next step's input
       const buf = this.free.pop() ?? this.ctx.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
       let enc = this.ctx.pendingEncoder;

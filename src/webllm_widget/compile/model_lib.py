@@ -13,6 +13,7 @@ The functions and their argument order (read off web-llm's ``llm_chat.ts``)::
     apply_penalty_inplace(logits[b, v], seq_ids[s], pos2seq[t], token_ids[t], token_cnt[t], penalties[s, 3])
     apply_logit_bias_inplace(logits[b, v], pos2seq[t], token_ids[t], bias[t])
     apply_bitmask_inplace(logits[b, v], seq_ids[s], bitmask[b, ceil(v / 32)])
+    argmax_logits(logits[b, 1, v]) -> ids[b] i32     (WebGPU only: greedy decoding's token, the project's own loop)
 
 Example::
 
@@ -369,14 +370,18 @@ def _top_first_rank_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     waiting on the last. Here a workgroup takes ``_RANK_CHUNK`` tokens into shared memory and each thread counts,
     for its tokens, how many of the chunk come before them in (probability descending, id ascending) order: that
     count is the token's place, and the ``TOP_SORTED`` first places are the chunk's candidates, in order. The merge
-    does the same over every chunk's candidates, a thread each, reading them through shared memory a workgroup's
-    worth at a time (straight from the buffer, each thread's 3,072 dependent loads took 505 us on an H100). The
-    order is a strict total one (ties go by id), so
+    gives each candidate (a thread each) its place among all of them: the sum over chunks of how many of the chunk's
+    sorted candidates come before it. Only chunks whose head (first candidate) comes before it can add any, so the
+    heads pass through shared memory a workgroup's worth at a time and a binary search in the chunk's list counts
+    the rest; a candidate stops searching once ``TOP_SORTED`` come before it, so it makes at most ``TOP_SORTED``
+    searches (counting every candidate against every other, 8,032 for a 128k vocabulary, took 340 us of an H100
+    decode step). The order is a strict total one (ties go by id), so
     places never collide and the output equals the insertion passes' (``top_first_rest`` then writes the rest).
     Chunks with fewer tokens than ``TOP_SORTED`` leave their unused places at probability -1, which the merge skips.
     """
     K, CH, WG, MWG = TOP_SORTED, _RANK_CHUNK, _RANK_WG, _MERGE_WG
     per = CH // WG
+    half, steps = K // 2, (K // 2).bit_length()  # the binary search's first step, and its steps
 
     @T.prim_func(s_tir=True)
     def top_first_chunk_rank(var_probs: T.handle, var_cp: T.handle, var_ci: T.handle):
@@ -432,27 +437,38 @@ def _top_first_rank_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
                 with T.sblock("merge_rank"):
                     T.reads(cand_p[0:b, 0:nq], cand_i[0:b, 0:nq])
                     T.writes(top_p[0:b, 0:K], top_i[0:b, 0:K])
-                    tp = T.sblock_alloc_buffer((MWG,), "float32", scope="shared")
-                    ti = T.sblock_alloc_buffer((MWG,), "int32", scope="shared")
+                    hp = T.sblock_alloc_buffer((MWG,), "float32", scope="shared")
+                    hi = T.sblock_alloc_buffer((MWG,), "int32", scope="shared")
                     r = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    lo = T.sblock_alloc_buffer((1,), "int32", scope="local")
                     cur = T.sblock_alloc_buffer((1,), "float32", scope="local")
                     cid = T.sblock_alloc_buffer((1,), "int32", scope="local")
                     row: T.let[T.int32] = bx // T.ceildiv(nq, MWG)
                     q: T.let[T.int32] = (bx % T.ceildiv(nq, MWG)) * MWG + th
+                    nc: T.let[T.int32] = nq // K
                     p: T.let[T.float32] = T.if_then_else(q < nq, cand_p[row, T.min(q, nq - 1)], T.float32(-1))
                     i: T.let[T.int32] = T.if_then_else(q < nq, cand_i[row, T.min(q, nq - 1)], -1)
                     r[0] = 0
-                    # every candidate of the row passes through shared memory, a workgroup's worth at a time
-                    for tile in T.serial(T.ceildiv(nq, MWG)):
-                        tp[th] = T.if_then_else(tile * MWG + th < nq,
-                                                cand_p[row, T.min(tile * MWG + th, nq - 1)], T.float32(-1))
-                        ti[th] = T.if_then_else(tile * MWG + th < nq,
-                                                cand_i[row, T.min(tile * MWG + th, nq - 1)], -1)
+                    # the chunks' heads pass through shared memory, a workgroup's worth at a time
+                    for tile in T.serial(T.ceildiv(nc, MWG)):
+                        hp[th] = T.if_then_else(tile * MWG + th < nc,
+                                                cand_p[row, T.min(tile * MWG + th, nc - 1) * K], T.float32(-1))
+                        hi[th] = T.if_then_else(tile * MWG + th < nc,
+                                                cand_i[row, T.min(tile * MWG + th, nc - 1) * K], -1)
                         T.tvm_storage_sync("shared")
                         for o in T.serial(MWG):
-                            cur[0] = tp[o]
-                            cid[0] = ti[o]
-                            r[0] = r[0] + T.if_then_else(cur[0] > p or (cur[0] == p and cid[0] < i), 1, 0)
+                            cur[0] = hp[o]
+                            cid[0] = hi[o]
+                            if r[0] < K and (cur[0] > p or (cur[0] == p and cid[0] < i)):
+                                # the head precedes: count the chunk's candidates that do (its list is sorted)
+                                lo[0] = 1
+                                for s in T.unroll(steps):
+                                    at: T.let[T.int32] = (tile * MWG + o) * K + lo[0] + (half >> s) - 1
+                                    if lo[0] + (half >> s) <= K and (
+                                            cand_p[row, T.min(at, nq - 1)] > p or (
+                                                cand_p[row, T.min(at, nq - 1)] == p and cand_i[row, T.min(at, nq - 1)] < i)):
+                                        lo[0] = lo[0] + (half >> s)
+                                r[0] = r[0] + lo[0]
                         T.tvm_storage_sync("shared")
                     rk: T.let[T.int32] = r[0]
                     if p >= T.float32(0) and rk < K:
@@ -460,6 +476,62 @@ def _top_first_rank_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
                         top_i[row, rk] = i
 
     return top_first_chunk_rank, top_first_merge_rank
+
+
+#: Threads per workgroup of the hardware argsort's last pass (a token each).
+_REST_TOKEN_WG = 256
+
+
+def _top_first_rest_by_token() -> tirx.PrimFunc:
+    """The last pass of the "top-first" argsort for hardware GPUs: a thread per token; same output as
+    :func:`_top_first_gpu_kernels`' ``top_first_rest``.
+
+    A token after the head goes to place ``K + id - (head tokens of lower id)``: the rest keeps id order and skips
+    the head's ids. A token is in the head exactly when it does not come after the head's last token (the order is
+    a strict total one), so each thread decides and places its own token from the head alone (read into shared
+    memory once a workgroup); the head's own ``K`` places are copied by the first threads. ``top_first_rest``
+    gives each of 256 threads a slice of the vocabulary to walk, one dependent store after another: 220-260 us a
+    decode step for a 128k vocabulary on an H100.
+    """
+    K, WG = TOP_SORTED, _REST_TOKEN_WG
+
+    @T.prim_func(s_tir=True)
+    def top_first_rest_token(var_probs: T.handle, var_top_p: T.handle, var_top_i: T.handle, var_out_p: T.handle,
+                             var_out_i: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v = T.int32(), T.int32()
+        probs = T.match_buffer(var_probs, (b, v), "float32")
+        top_p = T.match_buffer(var_top_p, (b, K), "float32")
+        top_i = T.match_buffer(var_top_i, (b, K), "int32")
+        out_p = T.match_buffer(var_out_p, (b, v), "float32")
+        out_i = T.match_buffer(var_out_i, (b, v), "int32")
+        for bx in T.thread_binding(b * T.ceildiv(v, WG), "blockIdx.x"):
+            for th in T.thread_binding(WG, "threadIdx.x"):
+                with T.sblock("rest_token"):
+                    T.reads(probs[0:b, 0:v], top_p[0:b, 0:K], top_i[0:b, 0:K])
+                    T.writes(out_p[0:b, 0:v], out_i[0:b, 0:v])
+                    hi = T.sblock_alloc_buffer((K,), "int32", scope="shared")
+                    c = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    row: T.let[T.int32] = bx // T.ceildiv(v, WG)
+                    j: T.let[T.int32] = (bx % T.ceildiv(v, WG)) * WG + th
+                    n: T.let[T.int32] = T.min(v, K)
+                    if th < K:
+                        hi[th] = T.if_then_else(th < n, top_i[row, T.min(th, n - 1)], v)
+                    T.tvm_storage_sync("shared")
+                    if j < n:
+                        out_p[row, j] = top_p[row, j]
+                        out_i[row, j] = top_i[row, j]
+                    pj: T.let[T.float32] = probs[row, T.min(j, v - 1)]
+                    last_p: T.let[T.float32] = top_p[row, n - 1]
+                    last_i: T.let[T.int32] = top_i[row, n - 1]
+                    if j < v and (pj < last_p or (pj == last_p and j > last_i)):
+                        c[0] = 0
+                        for t in T.serial(K):
+                            c[0] = c[0] + T.if_then_else(hi[t] < j, 1, 0)
+                        out_p[row, n + j - c[0]] = pj
+                        out_i[row, n + j - c[0]] = j
+
+    return top_first_rest_token
 
 
 #: Slices of the vocabulary the hardware softmax reduces in its first pass (a workgroup each), and its threads.
@@ -555,6 +627,131 @@ def _softmax_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     return softmax_parts, softmax_normalize
 
 
+#: Threads of the greedy argmax's workgroups, and logits each thread of its first pass reads.
+_AM_WG, _AM_PER = 256, 8
+
+
+def _argmax_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """Greedy decoding's token: the id of the largest logit, ties to the lowest id, in two passes.
+
+    Temperature 0 needs neither the softmax nor the top-first argsort (``softmax_with_temperature`` at web-llm's
+    floor of 1e-6, ``argsort_probs`` and ``sample_with_top_p``: ~600 us a token for a 128k vocabulary on an H100).
+    The first pass gives each workgroup ``_AM_WG * _AM_PER`` logits (each thread ``_AM_PER``, neighbouring threads
+    neighbouring logits) and reduces them to one (value, id) pair in shared memory (16 threads 16 pairs each, then
+    one thread the 16: pairs of a value and an id cannot be reduced in place, level by level, within TVM's
+    barrier rules); the second, a workgroup a row,
+    reduces the pairs. Every comparison takes the larger value, and of equal values the lower id, so the result is
+    the first maximum whatever the order of the reductions. A NaN logit never wins a comparison.
+    """
+    WG, PER = _AM_WG, _AM_PER
+    G = 16  # WG == G * G
+
+    @T.prim_func(s_tir=True)
+    def argmax_parts(var_logits: T.handle, var_pv: T.handle, var_pi: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, v, np_ = T.int32(), T.int32(), T.int32()
+        logits = T.match_buffer(var_logits, (b, 1, v), "float32")
+        part_v = T.match_buffer(var_pv, (b, np_), "float32")
+        part_i = T.match_buffer(var_pi, (b, np_), "int32")
+        for bx in T.thread_binding(b * np_, "blockIdx.x"):
+            for th in T.thread_binding(WG, "threadIdx.x"):
+                with T.sblock("argmax_parts"):
+                    T.reads(logits[0:b, 0, 0:v])
+                    T.writes(part_v[0:b, 0:np_], part_i[0:b, 0:np_])
+                    rv = T.sblock_alloc_buffer((WG,), "float32", scope="shared")
+                    ri = T.sblock_alloc_buffer((WG,), "int32", scope="shared")
+                    gv = T.sblock_alloc_buffer((G,), "float32", scope="shared")
+                    gi = T.sblock_alloc_buffer((G,), "int32", scope="shared")
+                    bv = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    bi = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    ov = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    oi = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    row: T.let[T.int32] = bx // np_
+                    start: T.let[T.int32] = (bx % np_) * (WG * PER)
+                    bv[0] = T.min_value("float32")
+                    bi[0] = v
+                    for e in T.unroll(PER):
+                        at: T.let[T.int32] = start + e * WG + th
+                        x: T.let[T.float32] = logits[row, 0, T.min(at, v - 1)]
+                        if at < v and (x > bv[0] or (x == bv[0] and at < bi[0])):
+                            bv[0] = x
+                            bi[0] = at
+                    rv[th] = bv[0]
+                    ri[th] = bi[0]
+                    T.tvm_storage_sync("shared")
+                    if th < G:  # G threads reduce G pairs each into a second buffer, then one thread those
+                        for j in T.unroll(G):
+                            ov[0] = rv[th * G + j]
+                            oi[0] = ri[th * G + j]
+                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
+                                bv[0] = ov[0]
+                                bi[0] = oi[0]
+                        gv[th] = bv[0]
+                        gi[th] = bi[0]
+                    T.tvm_storage_sync("shared")
+                    if th == 0:
+                        for j in T.serial(G):
+                            ov[0] = gv[j]
+                            oi[0] = gi[j]
+                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
+                                bv[0] = ov[0]
+                                bi[0] = oi[0]
+                        part_v[row, bx % np_] = bv[0]
+                        part_i[row, bx % np_] = bi[0]
+
+    @T.prim_func(s_tir=True)
+    def argmax_final(var_pv: T.handle, var_pi: T.handle, var_out: T.handle):
+        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+        b, np_ = T.int32(), T.int32()
+        part_v = T.match_buffer(var_pv, (b, np_), "float32")
+        part_i = T.match_buffer(var_pi, (b, np_), "int32")
+        out = T.match_buffer(var_out, (b,), "int32")
+        for bx in T.thread_binding(b, "blockIdx.x"):
+            for th in T.thread_binding(WG, "threadIdx.x"):
+                with T.sblock("argmax_final"):
+                    T.reads(part_v[0:b, 0:np_], part_i[0:b, 0:np_])
+                    T.writes(out[0:b])
+                    rv = T.sblock_alloc_buffer((WG,), "float32", scope="shared")
+                    ri = T.sblock_alloc_buffer((WG,), "int32", scope="shared")
+                    gv = T.sblock_alloc_buffer((G,), "float32", scope="shared")
+                    gi = T.sblock_alloc_buffer((G,), "int32", scope="shared")
+                    bv = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    bi = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    ov = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                    oi = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    bv[0] = T.min_value("float32")
+                    bi[0] = 2147483647
+                    for j in T.serial(T.ceildiv(np_, WG)):
+                        if j * WG + th < np_:
+                            if part_v[bx, j * WG + th] > bv[0] or (
+                                    part_v[bx, j * WG + th] == bv[0] and part_i[bx, j * WG + th] < bi[0]):
+                                bv[0] = part_v[bx, j * WG + th]
+                                bi[0] = part_i[bx, j * WG + th]
+                    rv[th] = bv[0]
+                    ri[th] = bi[0]
+                    T.tvm_storage_sync("shared")
+                    if th < G:  # G threads reduce G pairs each into a second buffer, then one thread those
+                        for j in T.unroll(G):
+                            ov[0] = rv[th * G + j]
+                            oi[0] = ri[th * G + j]
+                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
+                                bv[0] = ov[0]
+                                bi[0] = oi[0]
+                        gv[th] = bv[0]
+                        gi[th] = bi[0]
+                    T.tvm_storage_sync("shared")
+                    if th == 0:
+                        for j in T.serial(G):
+                            ov[0] = gv[j]
+                            oi[0] = gi[j]
+                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
+                                bv[0] = ov[0]
+                                bi[0] = oi[0]
+                        out[bx] = bi[0]
+
+    return argmax_parts, argmax_final
+
+
 def _sample_top_p(nest: _Nest) -> tirx.PrimFunc:
     """Nucleus sampling from ``argsort_probs``' output, one thread per sample.
 
@@ -609,9 +806,9 @@ def _sample_top_p(nest: _Nest) -> tirx.PrimFunc:
 
 def _add_sampling(bb: relax.BlockBuilder, gpu: bool, hardware: bool = False) -> None:
     """softmax_with_temperature, argsort_probs and sample_with_top_p as Relax functions. ``hardware`` (the
-    schedules for hardware GPUs) takes the softmax and the argsort's first passes written for many threads
-    (:func:`_softmax_gpu_kernels`, :func:`_top_first_rank_kernels`); a software adapter keeps the passes that
-    suit a few CPU cores (same results)."""
+    schedules for hardware GPUs) takes the softmax and the argsort's passes written for many threads
+    (:func:`_softmax_gpu_kernels`, :func:`_top_first_rank_kernels`, :func:`_top_first_rest_by_token`); a software
+    adapter keeps the passes that suit a few CPU cores (same results). GPUs also get ``argmax_logits``."""
     b, v = tirx.Var("batch_size", "int64"), tirx.Var("vocab_size", "int64")
     n = tirx.Var("num_samples", "int64")
     hardware = gpu and hardware
@@ -641,9 +838,10 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool, hardware: bool = False) -> 
         cand_func, merge_func, rest_func = _top_first_gpu_kernels()
         if hardware:
             cand_func, merge_func = _top_first_rank_kernels()
+            rest_func = _top_first_rest_by_token()
         cand_kernel = bb.add_func(cand_func, "top_first_chunk_rank" if hardware else "top_first_candidates")
         merge_kernel = bb.add_func(merge_func, "top_first_merge_rank" if hardware else "top_first_merge")
-        rest_kernel = bb.add_func(rest_func, "top_first_rest")
+        rest_kernel = bb.add_func(rest_func, "top_first_rest_token" if hardware else "top_first_rest")
     else:
         sort_kernel = bb.add_func(_top_first_kernel(_Nest(gpu)), "top_first_sort")
     parts_n = (v + _RANK_CHUNK - 1) // _RANK_CHUNK if hardware else _SORT_PARTS
@@ -665,6 +863,21 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool, hardware: bool = False) -> 
                 out = bb.emit(relax.call_tir(sort_kernel, [probs2], out_types))
             out = bb.emit_output(out)
         bb.emit_func_output(out)
+
+    if gpu:  # greedy decoding's token without the softmax and the argsort (js/src/engine/async_decode.ts)
+        am_parts, am_final = _argmax_gpu_kernels()
+        am_parts_kernel = bb.add_func(am_parts, "argmax_parts")
+        am_final_kernel = bb.add_func(am_final, "argmax_final")
+        logits_am = relax.Var("logits", relax.TensorType([b, 1, v], "float32"))
+        with bb.function("argmax_logits", [logits_am]):
+            with bb.dataflow():
+                np_ = (v + _AM_WG * _AM_PER - 1) // (_AM_WG * _AM_PER)
+                parts = bb.emit(relax.call_tir(am_parts_kernel, [logits_am], [
+                    relax.TensorType([b, np_], "float32"), relax.TensorType([b, np_], "int32")]))
+                ids = bb.emit_output(relax.call_tir(am_final_kernel, [relax.TupleGetItem(parts, 0),
+                                                                      relax.TupleGetItem(parts, 1)],
+                                                    relax.TensorType([b], "int32")))
+            bb.emit_func_output(ids)
 
     sp = relax.Var("sorted_probs", relax.TensorType([b, v], "float32"))
     si = relax.Var("sorted_indices", relax.TensorType([b, v], "int32"))

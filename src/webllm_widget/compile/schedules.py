@@ -723,7 +723,8 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
 
 
 def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dtype: str = "float32",
-                         page_size: int = 16, softcap: float | None = None) -> tirx.PrimFunc:
+                         page_size: int = 16, softcap: float | None = None,
+                         slice_positions: int | None = None) -> tirx.PrimFunc:
     """Paged-KV decode attention for hardware GPUs: one workgroup per query head and slice of the context, its
     threads splitting the slice's positions; long contexts split across workgroups and merged (flash-decoding).
 
@@ -742,7 +743,10 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     its slice of the positions, writing a normalised partial output and its ``lse`` to a workspace; a second
     kernel (one workgroup per query head, a thread per output dimension, no barriers) merges the slices by their
     ``lse``. So every workgroup does the work of a short context, whatever the context length, and the GPU gets
-    ``slices`` times the workgroups; short contexts keep one dispatch.
+    ``slices`` times the workgroups; short contexts keep one dispatch. ``slice_positions`` (a multiple of
+    ``page_size``; default ``T * 4``) sets a slice's length: a shorter one splits shorter contexts into more
+    workgroups (a thread then reads fewer positions), a longer one splits later. Positions past a slice's end read
+    the slice's last position (weighed 0), so a short slice reads no rows of the next one.
 
     Measured before the split (a compute pass per kernel timed by timestamp queries, ~9 us of each pass being
     the pass itself; bench/gpu_device.py): 27 us a layer at 32 positions and 63 us at 512 on an H100 (each
@@ -756,7 +760,9 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     S = max(1, min(32, 2048 // D))  # rows of the shared merge buffer (8 KB)
     TX = 2 * S
     U = 4  # positions a thread takes at once
-    SPAN = TX * U  # positions of one slice: one step for every thread
+    SPAN = slice_positions or TX * U  # positions of one slice (the default: one step for every thread)
+    if slice_positions and slice_positions % page_size:
+        raise ValueError(f"slice_positions {slice_positions} is not a multiple of the page size {page_size}")
     PPS = max(1, SPAN // page_size)  # pages of one slice
 
     @T.prim_func(s_tir=True)
@@ -819,8 +825,8 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
                     # U positions a step (tx, tx + TX, ...): their loads are independent, so they overlap
                     for i in T.serial((hi - lo + TX * U - 1) // (TX * U)):
                         for u in T.unroll(U):
-                            # past the end: read the last position (in bounds), weigh it 0
-                            at[u] = T.max(T.min(lo + (i * U + u) * TX + tx, n - 1), 0)
+                            # past the slice's end: read its last position (in bounds), weigh it 0
+                            at[u] = T.max(T.min(lo + (i * U + u) * TX + tx, hi - 1), 0)
                             pg[u] = values[begin + at[u] // page_size]
                             s[u] = T.float32(0)
                             for d in T.unroll(D):

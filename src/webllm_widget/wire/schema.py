@@ -365,7 +365,9 @@ class Usage(Struct):
     grammar_init_s: NotRequired[float]  # Compiling response_format's grammar and making its matcher (0 when reused).
     grammar_per_token_s: NotRequired[float]  # The grammar's mask and token check per answer token (CPU time).
     # WebGPU: the decode loop that made the answer: "async" (sampled ids read back one step behind,
-    # js/src/engine/async_decode.ts) or "sync: why" (web-llm's own, which waits for each id).
+    # js/src/engine/async_decode.ts), "async: argmax" (the same loop, greedy: the library's argmax_logits instead of
+    # the softmax and argsort), "async: greedy by sampling (why)" (greedy through the sampling kernels: a library
+    # without argmax_logits) or "sync: why" (web-llm's own, which waits for each id).
     decode_loop: NotRequired[str]
 
 
