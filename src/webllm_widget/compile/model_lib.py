@@ -646,6 +646,34 @@ def _argmax_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     WG, PER = _AM_WG, _AM_PER
     G = 16  # WG == G * G
 
+    @T.macro
+    def take(bv, bi, value, at):
+        """The pair (``value``, ``at``) into ``bv[0]``, ``bi[0]`` where it comes first (``bv[1]``, ``bi[1]`` hold it
+        while compared)."""
+        bv[1] = value
+        bi[1] = at
+        if bv[1] > bv[0] or (bv[1] == bv[0] and bi[1] < bi[0]):
+            bv[0] = bv[1]
+            bi[0] = bi[1]
+
+    @T.macro
+    def first_of_workgroup(rv, ri, gv, gi, bv, bi, th):
+        """Every thread's pair (``bv[0]``, ``bi[0]``) through shared memory, G threads taking G pairs each (their
+        results in ``gv``, ``gi``: a buffer of its own, so no barrier falls inside the condition), then thread 0
+        those G: the workgroup's first maximum ends in thread 0's ``bv[0]``, ``bi[0]``."""
+        rv[th] = bv[0]
+        ri[th] = bi[0]
+        T.tvm_storage_sync("shared")
+        if th < G:
+            for j in T.unroll(G):
+                take(bv, bi, rv[th * G + j], ri[th * G + j])
+            gv[th] = bv[0]
+            gi[th] = bi[0]
+        T.tvm_storage_sync("shared")
+        if th == 0:
+            for j in T.serial(G):
+                take(bv, bi, gv[j], gi[j])
+
     @T.prim_func(s_tir=True)
     def argmax_parts(var_logits: T.handle, var_pv: T.handle, var_pi: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
@@ -662,40 +690,18 @@ def _argmax_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
                     ri = T.sblock_alloc_buffer((WG,), "int32", scope="shared")
                     gv = T.sblock_alloc_buffer((G,), "float32", scope="shared")
                     gi = T.sblock_alloc_buffer((G,), "int32", scope="shared")
-                    bv = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    bi = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    ov = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    oi = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    bv = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                    bi = T.sblock_alloc_buffer((2,), "int32", scope="local")
                     row: T.let[T.int32] = bx // np_
                     start: T.let[T.int32] = (bx % np_) * (WG * PER)
                     bv[0] = T.min_value("float32")
                     bi[0] = v
                     for e in T.unroll(PER):
                         at: T.let[T.int32] = start + e * WG + th
-                        x: T.let[T.float32] = logits[row, 0, T.min(at, v - 1)]
-                        if at < v and (x > bv[0] or (x == bv[0] and at < bi[0])):
-                            bv[0] = x
-                            bi[0] = at
-                    rv[th] = bv[0]
-                    ri[th] = bi[0]
-                    T.tvm_storage_sync("shared")
-                    if th < G:  # G threads reduce G pairs each into a second buffer, then one thread those
-                        for j in T.unroll(G):
-                            ov[0] = rv[th * G + j]
-                            oi[0] = ri[th * G + j]
-                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
-                                bv[0] = ov[0]
-                                bi[0] = oi[0]
-                        gv[th] = bv[0]
-                        gi[th] = bi[0]
-                    T.tvm_storage_sync("shared")
+                        if at < v:
+                            take(bv, bi, logits[row, 0, at], at)
+                    first_of_workgroup(rv, ri, gv, gi, bv, bi, th)
                     if th == 0:
-                        for j in T.serial(G):
-                            ov[0] = gv[j]
-                            oi[0] = gi[j]
-                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
-                                bv[0] = ov[0]
-                                bi[0] = oi[0]
                         part_v[row, bx % np_] = bv[0]
                         part_i[row, bx % np_] = bi[0]
 
@@ -715,38 +721,15 @@ def _argmax_gpu_kernels() -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
                     ri = T.sblock_alloc_buffer((WG,), "int32", scope="shared")
                     gv = T.sblock_alloc_buffer((G,), "float32", scope="shared")
                     gi = T.sblock_alloc_buffer((G,), "int32", scope="shared")
-                    bv = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    bi = T.sblock_alloc_buffer((1,), "int32", scope="local")
-                    ov = T.sblock_alloc_buffer((1,), "float32", scope="local")
-                    oi = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    bv = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                    bi = T.sblock_alloc_buffer((2,), "int32", scope="local")
                     bv[0] = T.min_value("float32")
                     bi[0] = 2147483647
                     for j in T.serial(T.ceildiv(np_, WG)):
                         if j * WG + th < np_:
-                            if part_v[bx, j * WG + th] > bv[0] or (
-                                    part_v[bx, j * WG + th] == bv[0] and part_i[bx, j * WG + th] < bi[0]):
-                                bv[0] = part_v[bx, j * WG + th]
-                                bi[0] = part_i[bx, j * WG + th]
-                    rv[th] = bv[0]
-                    ri[th] = bi[0]
-                    T.tvm_storage_sync("shared")
-                    if th < G:  # G threads reduce G pairs each into a second buffer, then one thread those
-                        for j in T.unroll(G):
-                            ov[0] = rv[th * G + j]
-                            oi[0] = ri[th * G + j]
-                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
-                                bv[0] = ov[0]
-                                bi[0] = oi[0]
-                        gv[th] = bv[0]
-                        gi[th] = bi[0]
-                    T.tvm_storage_sync("shared")
+                            take(bv, bi, part_v[bx, j * WG + th], part_i[bx, j * WG + th])
+                    first_of_workgroup(rv, ri, gv, gi, bv, bi, th)
                     if th == 0:
-                        for j in T.serial(G):
-                            ov[0] = gv[j]
-                            oi[0] = gi[j]
-                            if ov[0] > bv[0] or (ov[0] == bv[0] and oi[0] < bi[0]):
-                                bv[0] = ov[0]
-                                bi[0] = oi[0]
                         out[bx] = bi[0]
 
     return argmax_parts, argmax_final
