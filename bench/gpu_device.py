@@ -163,9 +163,11 @@ def model_job(prompt_lengths: list[int], max_tokens: int, runs: int, folder: Pat
     return job, paths
 
 
-def baseline_job(model: tuple[dict, dict], lib: Path) -> tuple[dict, dict]:
+def baseline_job(model: tuple[dict, dict], lib: Path, suffix: str = "-baseline",
+                 weights_of: str | None = None) -> tuple[dict, dict]:
     """The model job with another model library (same weights): an earlier build to time beside the new one in the
-    same run. Only the library travels; the device joins it to the model job's files."""
+    same run, its id the model's plus ``suffix``. Only the library travels; the device joins it to the model job's
+    files, or, given ``weights_of`` (that job's name), writes the same random shards as that job does."""
     import hashlib
 
     job, _paths = model
@@ -174,8 +176,16 @@ def baseline_job(model: tuple[dict, dict], lib: Path) -> tuple[dict, dict]:
     sha = hashlib.sha256(data).hexdigest()
     name = spec.get("lib", "model.wasm")
     spec["files"] = [dict(f, sha256=sha, size=len(data)) if f["name"] == name else f for f in spec["files"]]
-    spec["id"] = spec["id"] + "-baseline"
-    return dict(job, spec=spec), {sha: lib}
+    spec["id"] = spec["id"] + suffix
+    job = dict(job, spec=spec)
+    if weights_of:
+        job["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": weights_of}
+    return job, {sha: lib}
+
+
+def library_sha(spec: dict) -> str | None:
+    """sha256 of a job spec's model library."""
+    return next((f["sha256"] for f in spec.get("files", []) if f["name"] == spec.get("lib", "model.wasm")), None)
 
 
 def without_shards(job: dict, paths: dict) -> tuple[dict, dict]:
@@ -350,16 +360,14 @@ def prepare(args) -> dict:
         if getattr(args, "generate_weights", False):
             jobs[-1] = ("model", without_shards(*jobs[-1][1]))
     if getattr(args, "baseline_lib", None):
-        jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib))))
-        if getattr(args, "generate_weights", False):  # the model job's random shards, not the real ones
-            jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
+        # with --generate-weights: the model job's random shards, not the real ones
+        jobs.append(("baseline", baseline_job(jobs[-1][1], Path(args.baseline_lib),
+                                              weights_of="model" if getattr(args, "generate_weights", False) else None)))
     for item in getattr(args, "lib_variant", None) or []:  # NAME=FILE: another library of the model, job model-NAME
         vname, lib = item.split("=", 1)
         model = next(j for n, j in jobs if n == "model")
-        jobs.append((VARIANT + vname, baseline_job(model, Path(lib))))
-        jobs[-1][1][0]["spec"]["id"] = model[0]["spec"]["id"] + "-" + vname
-        if getattr(args, "generate_weights", False):
-            jobs[-1][1][0]["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": "model"}
+        jobs.append((VARIANT + vname, baseline_job(
+            model, Path(lib), "-" + vname, weights_of="model" if getattr(args, "generate_weights", False) else None)))
     shapes_wanted = list(getattr(args, "shape", None) or [])
     if getattr(args, "official_lib", None) and OFFICIAL["beside"] not in shapes_wanted:
         shapes_wanted.insert(0, OFFICIAL["beside"])
@@ -367,9 +375,8 @@ def prepare(args) -> dict:
         jobs.append((shape, shape_job(shape, lengths, args.max_tokens, args.runs)))
     for item in getattr(args, "shape_baseline_lib", None) or []:  # SHAPE=FILE: an earlier build of that shape
         shape, lib = item.split("=", 1)
-        bjob, bpaths = baseline_job(next(j for n, j in jobs if n == shape), Path(lib))
-        bjob["generate"] = {"cache": "tensor-cache.json", "seed": 0, "same_as": shape}  # the shape's own weights
-        jobs.append((shape + BASELINE, (bjob, bpaths)))
+        jobs.append((shape + BASELINE, baseline_job(next(j for n, j in jobs if n == shape), Path(lib),
+                                                    weights_of=shape)))  # the shape's own generated weights
     if getattr(args, "official_lib", None):
         beside = next(j for n, j in jobs if n == OFFICIAL["beside"])
         jobs.append(("official", official_job(Path(args.official_lib), beside, work)))
@@ -580,7 +587,7 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
     baseline_sha = None
     if chrome_baseline:
         bspec = (raw.get("manifest", {}).get("jobs", {}).get("baseline") or {}).get("job", {}).get("spec") or {}
-        baseline_sha = next((f["sha256"] for f in bspec.get("files", []) if f["name"] == bspec.get("lib", "model.wasm")), None)
+        baseline_sha = library_sha(bspec)
     res["summary"] = {
         "gpu": gpu_name, "copy_GBps": measured, "datasheet_GBps": sheet, "model": model.get("model"),
         "model_lib": model_lib(raw.get("manifest") or {}),
@@ -658,7 +665,7 @@ def collect(raw_path: Path, out_dir: Path | None, chrome_paths: list[Path] | Non
         new = ((res.get("chrome") or {}).get("per_prompt")) or {}
         res.setdefault("chrome_lib_variants", {})[vjob[len(VARIANT):]] = {
             "model": (c.get("job") or {}).get("model"), "when": c.get("when"), "error": e.get("error"),
-            "library_sha256": next((f["sha256"] for f in vspec.get("files", []) if f["name"] == vspec.get("lib", "model.wasm")), None),
+            "library_sha256": library_sha(vspec),
             "per_prompt": {n: {k: b.get(k) for k in ("decode_tok_s", "prefill_tok_s", "decode_loop")} for n, b in e["per_prompt"].items()},
             "decode_variant_over_model": {n: b["decode_tok_s"] / new[n]["decode_tok_s"] for n, b in e["per_prompt"].items()
                                           if b.get("decode_tok_s") and (new.get(n) or {}).get("decode_tok_s")}}
@@ -729,8 +736,7 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
             continue
         job = man.get("job") or {}
         shapes[name] = {**common, "model": (job.get("spec") or {}).get("id"), "hf_config": (job.get("shape") or {}).get("hf_config"),
-                        "library_sha256": next((f["sha256"] for f in (job.get("spec") or {}).get("files", [])
-                                                if f["name"] == (job.get("spec") or {}).get("lib")), None),
+                        "library_sha256": library_sha(job.get("spec") or {}),
                         "source_commit": (raw.get("manifest") or {}).get("source_commit"),
                         "weights": man.get("weights"), "max_tokens": job.get("max_tokens"), "runs": job.get("runs"),
                         "chromium": e.get("chromium"), "adapter": e.get("adapter_info"), "error": e.get("error"),
@@ -747,7 +753,7 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
             per = e["per_prompt"]
             shapes[name]["before_same_call"] = {
                 "model": bspec.get("id"), "error": be.get("error"),
-                "library_sha256": next((f["sha256"] for f in bspec.get("files", []) if f["name"] == bspec.get("lib")), None),
+                "library_sha256": library_sha(bspec),
                 "what": "an earlier library of the same shape (prepare --shape-baseline-lib), same weights, same call",
                 **{k: {n: b.get(k) for n, b in be["per_prompt"].items()}
                    for k in ("decode_tok_s", "prefill_tok_s", "share_of_bound", "decode_loop")},

@@ -818,10 +818,10 @@ def _add_sampling(bb: relax.BlockBuilder, gpu: bool, hardware: bool = False) -> 
     probs2 = relax.Var("probs", relax.TensorType([b, v], "float32"))
     out_types = [relax.TensorType([b, v], "float32"), relax.TensorType([b, v], "int32")]
     if gpu:
-        cand_func, merge_func, rest_func = _top_first_gpu_kernels()
         if hardware:
-            cand_func, merge_func = _top_first_rank_kernels()
-            rest_func = _top_first_rest_by_token()
+            (cand_func, merge_func), rest_func = _top_first_rank_kernels(), _top_first_rest_by_token()
+        else:
+            cand_func, merge_func, rest_func = _top_first_gpu_kernels()
         cand_kernel = bb.add_func(cand_func, "top_first_chunk_rank" if hardware else "top_first_candidates")
         merge_kernel = bb.add_func(merge_func, "top_first_merge_rank" if hardware else "top_first_merge")
         rest_kernel = bb.add_func(rest_func, "top_first_rest_token" if hardware else "top_first_rest")
