@@ -1,10 +1,10 @@
 """The built-in model's hardware-GPU library with another slice length of the split decode attention, for an A/B
 in one GPU call (``bench/gpu_device.py prepare --lib-variant NAME=FILE``).
 
-    python bench/attention_slice_lib.py 64 /tmp/smollm2-slice64.wasm        # slices of 64 positions
+    python bench/attention_slice_lib.py 256 /tmp/smollm2-slice256.wasm       # slices of 256 positions
     python bench/attention_slice_lib.py 1048576 /tmp/smollm2-noslice.wasm   # one slice whatever the context
 
-``schedules.decode_attention_gpu(slice_positions=N)`` (default 256 on SmolLM2's head size) replaces the KV cache's
+``schedules.decode_attention_gpu(slice_positions=N)`` (default ``schedules.SLICE_POSITIONS``, 64) replaces the KV cache's
 decode kernel as the library is built. The build runs in its own cache folder (``$WEBLLM_WIDGET_CACHE``, the
 compiler's runtime and sources linked from the usual one), since the cache keys see the compiler's sources, not
 this argument.

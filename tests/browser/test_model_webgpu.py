@@ -47,8 +47,8 @@ def test_q0f32_logits_on_webgpu_match_numpy_reference(host_server, chromium):
 def test_decode_attention_for_hardware_gpus_over_a_long_context(host_server, chromium):
     """The hardware build's decode attention (schedules.decode_attention_gpu: 64 threads a query head, each taking
     4 positions a step, partial softmax states merged through shared memory) after a 300-token prompt: the context
-    is past one slice of 256 positions, so each decode step splits it across two workgroups per query head (the
-    second slice only partly filled) and merges them by their lse in a second kernel; the logits of the decode
+    is past one slice of 64 positions, so each decode step splits it across five workgroups per query head (the
+    last slice only partly filled) and merges them by their lse in a second kernel; the logits of the decode
     steps match numpy's (a merge that ignores the lse gave errors of ~15)."""
     tiny, _, cfg, _, lib = tiny_library("q0f32-long", schedule="auto")  # context 512, prefill chunks of 64
     ex = export_model(cfg, "q0f32")

@@ -722,6 +722,10 @@ def decode_attention_fallback(num_kv_heads: int, num_qo_heads: int, head_dim: in
     return batch_decode_paged_kv
 
 
+#: Positions of one slice of :func:`decode_attention_gpu`'s split context (the measured choice; see its docstring).
+SLICE_POSITIONS = 64
+
+
 def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dtype: str = "float32",
                          page_size: int = 16, softcap: float | None = None,
                          slice_positions: int | None = None) -> tirx.PrimFunc:
@@ -737,21 +741,21 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     output dimensions). Three barriers in all; shared memory stays at 8 KB plus two floats a thread.
     ``softcap`` as :func:`decode_attention_fallback`'s.
 
-    Split-KV: while the batch's pages (``nnz_pages``, known to the host) fit one slice of ``T * 4`` positions (a
-    single step for every thread) the kernel runs as described, one workgroup per query head, and writes the
-    result. Past that, the host launches ``ceil(nnz_pages / slice pages)`` workgroups per query head, each over
+    Split-KV: while the batch's pages (``nnz_pages``, known to the host) fit one slice of ``slice_positions``
+    (default :data:`SLICE_POSITIONS`, 64) the kernel runs as described, one workgroup per query head, and writes
+    the result. Past that, the host launches ``ceil(nnz_pages / slice pages)`` workgroups per query head, each over
     its slice of the positions, writing a normalised partial output and its ``lse`` to a workspace; a second
     kernel (one workgroup per query head, a thread per output dimension, no barriers) merges the slices by their
     ``lse``. So every workgroup does the work of a short context, whatever the context length, and the GPU gets
-    ``slices`` times the workgroups; short contexts keep one dispatch. ``slice_positions`` (a multiple of
-    ``page_size``; default ``T * 4``) sets a slice's length: a shorter one splits shorter contexts into more
-    workgroups (a thread then reads fewer positions), a longer one splits later. Positions past a slice's end read
-    the slice's last position (weighed 0), so a short slice reads no rows of the next one.
+    ``slices`` times the workgroups; short contexts keep one dispatch. ``slice_positions`` must be a multiple of
+    ``page_size``: a shorter slice splits shorter contexts into more workgroups (a thread then reads fewer
+    positions), a longer one splits later. Positions past a slice's end read the slice's last position (weighed
+    0), so a short slice reads no rows of the next one; with slices of 64 and 64 threads a thread's step of four
+    positions holds one real one.
 
-    Measured before the split (a compute pass per kernel timed by timestamp queries, ~9 us of each pass being
-    the pass itself; bench/gpu_device.py): 27 us a layer at 32 positions and 63 us at 512 on an H100 (each
-    thread then walking two steps), while SmolLM2's decode ran as fast at 129-256 positions (one step a
-    thread) as at 32, which is the slice chosen here.
+    Measured (bench/gpu_device.py, H100, Chromium 156, SmolLM2-135M, the same library built with three slice
+    lengths in one call, median decode tok/s at prompts 32 / 128 / 512): slices of 64 positions 356 / 338 / 326,
+    of 256 (one step of four positions a thread) 375 / 337 / 284, one slice whatever the context 368 / 334 / 269.
     """
     from .attention import score_cap
 
@@ -760,7 +764,7 @@ def decode_attention_gpu(num_kv_heads: int, num_qo_heads: int, head_dim: int, dt
     S = max(1, min(32, 2048 // D))  # rows of the shared merge buffer (8 KB)
     TX = 2 * S
     U = 4  # positions a thread takes at once
-    SPAN = slice_positions or TX * U  # positions of one slice (the default: one step for every thread)
+    SPAN = slice_positions or SLICE_POSITIONS  # positions of one slice
     if slice_positions and slice_positions % page_size:
         raise ValueError(f"slice_positions {slice_positions} is not a multiple of the page size {page_size}")
     PPS = max(1, SPAN // page_size)  # pages of one slice
