@@ -43,8 +43,10 @@ records match, as they do), so a 1B model travels as its ~10 MB library and layo
 
 New beside old in one call: ``--baseline-lib OLD.wasm`` (the built-in model: job ``baseline``),
 ``--shape-baseline-lib SHAPE=OLD.wasm`` (job ``SHAPE-baseline``: the shape's earlier library, its weights;
-``collect-shapes`` makes it the shape's ``before_same_call``) and ``--lib-variant NAME=FILE`` (job ``model-NAME``:
-another build of the built-in model, e.g. ``bench/attention_slice_lib.py``'s; ``collect --chrome-lib-variant``)::
+``collect-shapes`` makes it the shape's ``before_same_call``), ``--shape-lib-variant SHAPE:NAME=FILE`` (job
+``SHAPE--NAME``: another build of the shape, e.g. ``bench/lane_gemv_lib.py``'s, its weights; ``collect-shapes`` puts
+it in the shape's ``variants_same_call``) and ``--lib-variant NAME=FILE`` (job ``model-NAME``: another build of the
+built-in model, e.g. ``bench/attention_slice_lib.py``'s; ``collect --chrome-lib-variant``)::
 
     python bench/gpu_device.py prepare --no-node --generate-weights --xz-jobs --static --runs 3 \
         --baseline-lib MAIN/smollm2.wasm --lib-variant slice64=S64.wasm --shape llama3.2-1b \
@@ -208,6 +210,9 @@ OFFICIAL_DIR = ROOT / "bench" / "official"
 #: Suffix of a shape's job that runs an earlier library of it (``prepare --shape-baseline-lib SHAPE=FILE``), same
 #: weights; ``collect-shapes`` puts it beside the shape as ``before_same_call``.
 BASELINE = "-baseline"
+#: Between a shape and a variant's name in the job of another build of that shape (``prepare --shape-lib-variant
+#: SHAPE:NAME=FILE``: job ``SHAPE--NAME``, same weights); ``collect-shapes`` puts it in the shape's ``variants_same_call``.
+SHAPE_VARIANT = "--"
 #: Prefix of a job that runs another library of the built-in model (``prepare --lib-variant NAME=FILE``: a build
 #: with one kernel changed, say), same weights; ``collect --chrome-lib-variant`` puts it beside the model's run.
 VARIANT = "model-"
@@ -377,6 +382,11 @@ def prepare(args) -> dict:
         shape, lib = item.split("=", 1)
         jobs.append((shape + BASELINE, baseline_job(next(j for n, j in jobs if n == shape), Path(lib),
                                                     weights_of=shape)))  # the shape's own generated weights
+    for item in getattr(args, "shape_lib_variant", None) or []:  # SHAPE:NAME=FILE: another build of that shape
+        head, lib = item.split("=", 1)
+        shape, vname = head.split(":", 1)
+        jobs.append((shape + SHAPE_VARIANT + vname, baseline_job(next(j for n, j in jobs if n == shape), Path(lib),
+                                                                 SHAPE_VARIANT + vname, weights_of=shape)))
     if getattr(args, "official_lib", None):
         beside = next(j for n, j in jobs if n == OFFICIAL["beside"])
         jobs.append(("official", official_job(Path(args.official_lib), beside, work)))
@@ -732,7 +742,7 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
               "datasheet_GBps": sheet}
     shapes = {}
     for name, (c, man, e) in entries.items():
-        if name == "official" or name.endswith(BASELINE):
+        if name == "official" or name.endswith(BASELINE) or SHAPE_VARIANT in name:
             continue
         job = man.get("job") or {}
         shapes[name] = {**common, "model": (job.get("spec") or {}).get("id"), "hf_config": (job.get("shape") or {}).get("hf_config"),
@@ -762,6 +772,20 @@ def collect_shapes(raw_path: Path, chrome: dict[str, Path], out_dir: Path | None
                                            if b.get("decode_tok_s") and (per.get(n) or {}).get("decode_tok_s")}}
             if bc.get("kernels"):
                 shapes[name]["before_same_call"]["kernels"] = kernel_step_summary(bc["kernels"], top=14)
+        for vjob, (vc, vman, ve) in entries.items():  # other builds of the shape, same weights, same call
+            if not vjob.startswith(name + SHAPE_VARIANT):
+                continue
+            per = e["per_prompt"]
+            v = {"model": ((vman.get("job") or {}).get("spec") or {}).get("id"), "error": ve.get("error"),
+                 "library_sha256": library_sha((vman.get("job") or {}).get("spec") or {}),
+                 **{k: {n: b.get(k) for n, b in ve["per_prompt"].items()}
+                    for k in ("decode_tok_s", "prefill_tok_s", "share_of_bound", "decode_loop")},
+                 "decode_variant_over_shape": {n: b["decode_tok_s"] / per[n]["decode_tok_s"]
+                                               for n, b in ve["per_prompt"].items()
+                                               if b.get("decode_tok_s") and (per.get(n) or {}).get("decode_tok_s")}}
+            if vc.get("kernels"):
+                v["kernels"] = kernel_step_summary(vc["kernels"], top=14)
+            shapes[name].setdefault("variants_same_call", {})[vjob[len(name + SHAPE_VARIANT):]] = v
         old = (res.get("shapes") or {}).get(name)
         if old and old.get("when") != common["when"]:  # the shape's last record, in short
             shapes[name]["previous"] = {"when": old.get("when"), "gpu": old.get("gpu"), "source_commit": old.get("source_commit"),
@@ -975,6 +999,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--shape-baseline-lib", action="append", metavar="SHAPE=FILE",
                            help="an earlier model.wasm of a --shape (e.g. main's build): staged as job SHAPE-baseline "
                                 "with the same generated weights, collected as the shape's before_same_call")
+            p.add_argument("--shape-lib-variant", action="append", metavar="SHAPE:NAME=FILE",
+                           help="another model.wasm of a --shape (a variant build, e.g. bench/lane_gemv_lib.py's): "
+                                "staged as job SHAPE--NAME with the shape's generated weights, collected into the "
+                                "shape's variants_same_call")
             p.add_argument("--official-lib", help=f"MLC's prebuilt {OFFICIAL['path'].rsplit('/', 1)[1]} (from "
                                                   f"{OFFICIAL['repo']}): job 'official', run by web-llm "
                                                   f"{OFFICIAL['web_llm']} beside job '{OFFICIAL['beside']}'")

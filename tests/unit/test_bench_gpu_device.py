@@ -371,7 +371,8 @@ def _raw_dir(d: Path, gbps, params, kv, prompts) -> Path:
 
 def test_collect_shapes_puts_an_earlier_library_of_the_shape_beside_it_and_keeps_the_last_record(tmp_path):
     """A shape's job SHAPE-baseline (prepare --shape-baseline-lib: an earlier library, same weights, same call) is
-    no shape of its own: it becomes the shape's before_same_call with new / before per prompt; the shape's record
+    no shape of its own: it becomes the shape's before_same_call with new / before per prompt (a job SHAPE--NAME, another
+    build, goes into its variants_same_call); the shape's record
     from an earlier call stays in short as ``previous``, and other shapes already in gpu.json stay."""
     raw = json.loads(_raw(tmp_path, 3000.0, 1, 1, {}).read_text())
     raw["jobs"], raw["when"] = {}, "2026-12-08T02:50:00Z"
@@ -379,7 +380,8 @@ def test_collect_shapes_puts_an_earlier_library_of_the_shape_beside_it_and_keeps
     spec = lambda sha: {"id": "l", "lib": "model.wasm", "files": [{"name": "model.wasm", "sha256": sha}]}  # noqa: E731
     raw["manifest"]["jobs"] = {"llama3.2-1b": {"job": {"spec": spec("aa" * 32), "max_tokens": 64}, "weights": w},
                                "llama3.2-1b-baseline": {"job": {"spec": spec("bb" * 32), "max_tokens": 64},
-                                                        "weights": w, "shares": "llama3.2-1b"}}
+                                                        "weights": w, "shares": "llama3.2-1b"},
+                               "llama3.2-1b--lanes64": {"job": {"spec": spec("cc" * 32), "max_tokens": 64}, "weights": w}}
     (tmp_path / "raw" / "gpu_raw.json").write_text(json.dumps(raw))
     out = tmp_path / "out"
     out.mkdir()
@@ -389,8 +391,12 @@ def test_collect_shapes_puts_an_earlier_library_of_the_shape_beside_it_and_keeps
     new = _shape_chrome(tmp_path, "llama3.2-1b", {"32": 400.0, "512": 380.0}, {"32": 700.0, "512": 2700.0}, 64 * 150, "ab")
     old = _shape_chrome(tmp_path, "llama3.2-1b-baseline", {"32": 320.0, "512": 304.0}, {"32": 700.0, "512": 2700.0},
                         64 * 160, "ab")
+    var = _shape_chrome(tmp_path, "llama3.2-1b--lanes64", {"32": 500.0, "512": 190.0}, {"32": 700.0, "512": 2700.0},
+                        64 * 150, "ab")
+    assert gpu_device.job_of(var) == "llama3.2-1b--lanes64"
     res = json.loads(gpu_device.collect_shapes(tmp_path / "raw" / "gpu_raw.json",
-                                               {"llama3.2-1b": new, "llama3.2-1b-baseline": old}, out).read_text())
+                                               {"llama3.2-1b": new, "llama3.2-1b-baseline": old,
+                                                "llama3.2-1b--lanes64": var}, out).read_text())
     assert set(res["shapes"]) == {"llama3.2-1b", "qwen2-0.5b"}
     s = res["shapes"]["llama3.2-1b"]
     b = s["before_same_call"]
@@ -399,3 +405,7 @@ def test_collect_shapes_puts_an_earlier_library_of_the_shape_beside_it_and_keeps
     assert b["decode_new_over_before"]["32"] == pytest.approx(1.25) and b["decode_new_over_before"]["512"] == pytest.approx(1.25)
     assert s["previous"]["decode_tok_s"] == {"32": 323.5} and s["previous"]["source_commit"] == "e88bb5b"
     assert "llama3.2-1b-baseline" not in res["summary"]["shapes"]
+    # another build of the shape (prepare --shape-lib-variant llama3.2-1b:lanes64=FILE): beside it, not a shape
+    v = s["variants_same_call"]["lanes64"]
+    assert v["library_sha256"] == "cc" * 32 and v["decode_tok_s"] == {"32": 500.0, "512": 190.0}
+    assert v["decode_variant_over_shape"]["32"] == pytest.approx(1.25) and v["decode_variant_over_shape"]["512"] == pytest.approx(0.5)
