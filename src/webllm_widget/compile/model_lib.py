@@ -924,10 +924,12 @@ def export_model(config: Any, quantization: Quantization | str = "q0f32",
     quant = as_quantization(quantization)
     tgt = _target(target)
     gpu = tgt.kind.name != "llvm"
-    # hardware GPUs: decode's SwiGLU inside the down projection (one dispatch a layer fewer); the software
-    # adapters' schedule keeps its factored products
+    # hardware GPUs: decode's SwiGLU inside the down projection and each RMSNorm inside the product that reads
+    # it (three dispatches a layer fewer, and the final norm); the software adapters' schedule keeps its factored
+    # products
+    hardware = gpu and schedule != "fallback"
     model = quantize_module(family.model(cfg), quant, factored=gpu and schedule == "fallback",
-                            fuse_glu=gpu and schedule != "fallback")
+                            fuse_glu=hardware, fuse_norm=hardware)
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = expected_params(named_params)
     metadata = {

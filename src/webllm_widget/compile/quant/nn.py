@@ -101,11 +101,20 @@ def _matvec_factored(x: Tensor, fmt: str, params: list[Tensor], n: int, k: int, 
 
 
 def _matvec(x: Tensor, fmt: str, params: list[Tensor], n: int, k: int, out_dtype: str, name: str,
-            factored: bool = False, glu: bool = False) -> Tensor:
+            factored: bool = False, glu: bool = False, norm: tuple[Tensor, float] | None = None) -> Tensor:
     """``x @ W.T`` with W dequantized inside the reduction (no dequantized copy is ever stored).
 
     ``glu``: ``x`` is a gate/up product ``[.., 2k]`` and the input of the product is ``silu(gate) * up``, computed
-    where each input is read (the SwiGLU that otherwise runs as a kernel of its own between the two products)."""
+    where each input is read (the SwiGLU that otherwise runs as a kernel of its own between the two products).
+
+    ``norm``: ``(weight, eps)`` of an RMSNorm of ``x`` taken into the product, ``rsqrt(mean(x^2) + eps) *
+    sum_k x_k g_k W[n, k]``: one reduction of two sums (``x^2`` and the product) walking the same inputs, the
+    scalar applied to the result (exact up to rounding; both sums in float32). A separate norm kernel costs ~10 us
+    of wall time a launch on an H100 and one-token decode launched 2 a layer + 1 (61 a SmolLM2-135M token)."""
+    if norm is not None:
+        if glu or factored:
+            raise ValueError("a norm is fused only into a plain (unfactored, non-SwiGLU) product")
+        return _matvec_normed(x, fmt, params, n, k, out_dtype, name, norm)
     if factored and fmt in FACTORABLE and k % GROUP == 0 and not glu:
         return _matvec_factored(x, fmt, params, n, k, out_dtype, name)
     acc = out_dtype
@@ -131,6 +140,52 @@ def _matvec(x: Tensor, fmt: str, params: list[Tensor], n: int, k: int, out_dtype
     return op.tensor_expr_op(compute, name, [x, x, *params] if glu else [x, *params])
 
 
+def _matvec_normed(x: Tensor, fmt: str, params: list[Tensor], n: int, k: int, out_dtype: str, name: str,
+                   norm: tuple[Tensor, float]) -> Tensor:
+    """``rms_norm(x, g, eps) @ W.T`` as one reduction with two sums (see :func:`_matvec`'s ``norm``).
+
+    The two sums are one block (a tuple reducer), so that the schedule that walks ``k`` for a row's product
+    (:class:`webllm_widget.compile.schedules.LaneGemv`) accumulates ``x^2`` in the same loop and adds the lanes'
+    partial sums of both in the same cross-thread reduction."""
+    weight, eps = norm
+    acc = "float32"
+    pair = te.comm_reducer(lambda a, b: (a[0] + b[0], a[1] + b[1]),
+                           lambda t0, t1: (tirx.const(0, t0), tirx.const(0, t1)), name="sum_pair")
+
+    def compute(xt: te.Tensor, gt: te.Tensor, *ps: te.Tensor):
+        r = te.reduce_axis((0, k), name="k")
+        lead = list(xt.shape[:-1])
+
+        def body(*idx):
+            xv = xt[(*idx[:-1], r)].astype(acc)
+            w = _dequant(fmt, list(ps), idx[-1], r, acc)
+            return pair((xv * xv, xv * gt[r].astype(acc) * w), axis=r)
+
+        sq, prod = te.compute((*lead, n), body, name=name + "_sums")
+        inv_k = tirx.const(1.0 / k, acc)
+        return te.compute((*lead, n), lambda *i: (prod[i] * tirx.rsqrt(sq[i] * inv_k + tirx.const(eps, acc)))
+                          .astype(out_dtype), name=name)
+
+    return op.tensor_expr_op(compute, name, [x, weight, *params])
+
+
+def norm_fits(n: int, k: int) -> bool:
+    """Whether a one-token product of ``n`` rows over ``k`` inputs may take in its input's RMSNorm: where the
+    hardware schedule's :class:`~webllm_widget.compile.schedules.LaneGemv` tiles it (elsewhere the two-sum
+    reduction would go to TVM's generic rules, slower than the separate norm)."""
+    from ..schedules import LaneGemv
+
+    return LaneGemv().tiling(n, k) is not None
+
+
+def _norm_of(norm: nn.Module) -> tuple[Tensor, float]:
+    """``(weight, eps)`` of a plain RMSNorm over the last axis (no bias); anything else is refused."""
+    axes = norm.axes if isinstance(norm.axes, (list, tuple)) else [norm.axes]
+    if type(norm) is not nn.RMSNorm or norm.bias is not None or list(axes) != [-1]:
+        raise ValueError(f"only a plain RMSNorm over the last axis fuses into a product, not {type(norm).__name__}")
+    return norm.weight, float(norm.epsilon)
+
+
 class QuantizedLinear(nn.Module):
     """``y = x W^T (+ b)`` with W stored in a packed format and dequantized on the fly."""
 
@@ -149,6 +204,17 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = _matvec(x, self.fmt, [getattr(self, p) for p in self._names], self.out_features,
                     self.in_features, self.out_dtype, f"dequant_matmul_{self.fmt}", self.factored)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    #: Whether :meth:`forward_norm` may take the RMSNorm of the input into the product (``quantize_module``'s ``fuse_norm``).
+    fuse_norm = False
+
+    def forward_norm(self, x: Tensor, norm: nn.Module) -> Tensor:
+        """``rms_norm(x) W^T (+ b)`` in one kernel (``norm``: a plain :class:`nn.RMSNorm`; see :func:`_matvec`)."""
+        y = _matvec(x, self.fmt, [getattr(self, p) for p in self._names], self.out_features,
+                    self.in_features, self.out_dtype, f"dequant_norm_matmul_{self.fmt}", norm=_norm_of(norm))
         if self.bias is not None:
             y = y + self.bias
         return y
@@ -186,16 +252,54 @@ class QuantizedEmbedding(nn.Module):
         return _matvec(x, self.fmt, [getattr(self, p) for p in self._names], self.vocab_size,
                        self.hidden_size, "float32", f"dequant_lm_head_{self.fmt}", self.factored)
 
+    #: Whether :meth:`lm_head_norm_forward` may take the final RMSNorm into the LM head (``fuse_norm``).
+    fuse_norm = False
+
+    def lm_head_norm_forward(self, x: Tensor, norm: nn.Module) -> Tensor:
+        """The tied LM head of ``norm(x)`` in one kernel (see :func:`_matvec`'s ``norm``)."""
+        return _matvec(x, self.fmt, [getattr(self, p) for p in self._names], self.vocab_size,
+                       self.hidden_size, "float32", f"dequant_norm_lm_head_{self.fmt}", norm=_norm_of(norm))
+
+
+class FloatLinear(nn.Linear):
+    """A float ``nn.Linear`` (same parameters, same ``forward``) whose one-token product can take in the RMSNorm of its
+    input (:meth:`forward_norm`); what ``quantize_module(fuse_norm=True)`` leaves of a ``q0f32`` model's linears."""
+
+    fuse_norm = True
+
+    def forward_norm(self, x: Tensor, norm: nn.Module) -> Tensor:
+        """``rms_norm(x) W^T (+ b)`` in one kernel (see :func:`_matvec`'s ``norm``)."""
+        out_dtype = self.out_dtype or self.weight.dtype
+        y = _matvec(x, "f32", [self.weight], int(self.out_features), int(self.in_features), out_dtype,
+                    "norm_matmul_f32", norm=_norm_of(norm))
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class FloatEmbedding(Embedding):
+    """A float :class:`Embedding` whose tied LM head can take in the final RMSNorm (:meth:`lm_head_norm_forward`)."""
+
+    fuse_norm = True
+
+    def lm_head_norm_forward(self, x: Tensor, norm: nn.Module) -> Tensor:
+        """The tied LM head of ``norm(x)`` in one kernel (see :func:`_matvec`'s ``norm``)."""
+        return _matvec(x, "f32", [self.weight], self.vocab_size, self.hidden_size, "float32", "norm_lm_head_f32",
+                       norm=_norm_of(norm))
+
 
 def quantize_module(model: nn.Module, quant: Quantization | str, *, factored: bool = False,
-                    fuse_glu: bool = False) -> nn.Module:
+                    fuse_glu: bool = False, fuse_norm: bool = False) -> nn.Module:
     """Replace the model's matrices by packed versions for ``quant`` (in place; returns the model).
 
     Norms and biases stay in the compute dtype. ``q4f16_1`` converts the model to float16 first.
     ``factored`` computes the matrix-vector products with the group scale/offset outside the inner
     sum (see :func:`_matvec_factored`; the software-adapter schedules are written for it). ``fuse_glu``
     lets an MLP's down projection read ``silu(gate) * up`` straight from the gate/up product
-    (:meth:`QuantizedLinear.forward_glu`; one kernel a layer fewer where the MLP asks for it).
+    (:meth:`QuantizedLinear.forward_glu`; one kernel a layer fewer where the MLP asks for it). ``fuse_norm`` lets
+    the products that read an RMSNorm's output compute the norm themselves (:meth:`QuantizedLinear.forward_norm`,
+    :meth:`QuantizedEmbedding.lm_head_norm_forward`; where the decoder asks for it, on one token); a ``q0f32`` model's
+    float linears and embedding become :class:`FloatLinear` / :class:`FloatEmbedding` for that (same parameters).
     """
     quant = as_quantization(quant)
     if quant.compute_dtype != "float32":
@@ -214,11 +318,21 @@ def quantize_module(model: nn.Module, quant: Quantization | str, *, factored: bo
                     q = QuantizedLinear(int(child.in_features), int(child.out_features), fmt,
                                         dtype, child.bias is not None, child.out_dtype, factored)
                     q.fuse_glu = fuse_glu
+                    q.fuse_norm = fuse_norm and norm_fits(q.out_features, q.in_features)
                     setattr(node, attr, q)
+                elif fuse_norm and norm_fits(int(child.out_features), int(child.in_features)):
+                    # a float model keeps nn.Linear's product; its one-token products may still take in the norm
+                    setattr(node, attr, FloatLinear(int(child.in_features), int(child.out_features),
+                                                    child.bias is not None, child.weight.dtype, child.out_dtype))
             elif isinstance(child, Embedding):
                 fmt = quant.format_of(path, child.hidden_size)
+                fits = fuse_norm and norm_fits(child.vocab_size, child.hidden_size)
                 if fmt != "f32" or quant.name != "q0f32":
-                    setattr(node, attr, QuantizedEmbedding(child.vocab_size, child.hidden_size, fmt, dtype, factored))
+                    e = QuantizedEmbedding(child.vocab_size, child.hidden_size, fmt, dtype, factored)
+                    e.fuse_norm = fits
+                    setattr(node, attr, e)
+                elif fits:
+                    setattr(node, attr, FloatEmbedding(child.vocab_size, child.hidden_size))
             elif isinstance(child, nn.Module):
                 walk(child, f"{path}.")
 

@@ -25,15 +25,27 @@ from ..layers import Embedding, last_token
 from .config import LlamaConfig
 
 
+def _one_token(x: Tensor) -> bool:
+    """Whether ``x`` ``[.., s, hidden]`` is one token of a static shape (decode), where products may take in a norm."""
+    return isinstance(x.shape[-2], int) and x.shape[-2] == 1
+
+
+def _fuses_norm(proj: nn.Module, norm: nn.Module, x: Tensor) -> bool:
+    """Whether ``proj`` computes ``norm(x)`` itself (the hardware library's one-token products, see
+    ``quant.nn.QuantizedLinear.forward_norm``): a plain RMSNorm, one token, a product built with ``fuse_norm``."""
+    return getattr(proj, "fuse_norm", False) and type(norm) is nn.RMSNorm and _one_token(x)
+
+
 class LlamaMLP(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         self.intermediate_size = cfg.intermediate_size
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate_up = self.gate_up_proj(x)
-        if getattr(self.down_proj, "fuse_glu", False) and isinstance(x.shape[-2], int) and x.shape[-2] == 1:
+    def forward(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        """The MLP of ``x``, or of ``norm(x)`` computed inside the gate/up product when ``norm`` is given."""
+        gate_up = self.gate_up_proj(x) if norm is None else self.gate_up_proj.forward_norm(x, norm)
+        if getattr(self.down_proj, "fuse_glu", False) and _one_token(x):
             # one token (decode): the down projection computes silu(gate) * up as it reads its input
             return self.down_proj.forward_glu(gate_up)
         gate, up = op.split(gate_up, 2, axis=-1)
@@ -57,10 +69,12 @@ class LlamaAttention(nn.Module):
         """RoPE applied by the model (none here: the KV cache applies it as K is stored; see :func:`kv_cache_rope`)."""
         return qkv
 
-    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int, norm: nn.Module | None = None) -> Tensor:
+        """Attention over ``x``, or over ``norm(x)`` computed inside the q/k/v product when ``norm`` is given."""
         d, hq, hkv = self.head_dim, self.num_q_heads, self.num_kv_heads
         b, s, _ = x.shape
-        qkv = self.heads(op.reshape(self.qkv_proj(x), (b, s, hq + 2 * hkv, d)))
+        qkv = self.qkv_proj(x) if norm is None else self.qkv_proj.forward_norm(x, norm)
+        qkv = self.heads(op.reshape(qkv, (b, s, hq + 2 * hkv, d)))
         qkv = self.rotate(qkv, kv_cache)
         out = kv_cache.attention_with_fused_qkv(layer_id, qkv, hq, sm_scale=d ** -0.5)
         return self.o_proj(op.reshape(out, (b, s, hq * d)))
@@ -77,7 +91,14 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False)
 
     def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), kv_cache, layer_id)
+        # one token on the hardware library: each norm is computed by the product that reads it (the residual
+        # stream x stays un-normed)
+        if _fuses_norm(self.self_attn.qkv_proj, self.input_layernorm, x):
+            x = x + self.self_attn(x, kv_cache, layer_id, norm=self.input_layernorm)
+        else:
+            x = x + self.self_attn(self.input_layernorm(x), kv_cache, layer_id)
+        if _fuses_norm(self.mlp.gate_up_proj, self.post_attention_layernorm, x):
+            return x + self.mlp(x, norm=self.post_attention_layernorm)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -91,9 +112,13 @@ class LlamaModel(nn.Module):
         self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False)
 
     def forward(self, x: Tensor, kv_cache: PagedKVCache) -> Tensor:
+        return self.norm(self.hidden(x, kv_cache))
+
+    def hidden(self, x: Tensor, kv_cache: PagedKVCache) -> Tensor:
+        """The decoder stack's output before the final norm."""
         for i, layer in enumerate(self.layers):
             x = layer(x, kv_cache, i)
-        return self.norm(x)
+        return x
 
 
 class LlamaForCausalLM(nn.Module):
@@ -121,14 +146,33 @@ class LlamaForCausalLM(nn.Module):
             logits = self.lm_head(h)
         return logits if logits.dtype == "float32" else logits.astype("float32")
 
+    def _head(self) -> nn.Module:
+        return self.model.embed_tokens if self.config.tie_word_embeddings else self.lm_head
+
+    def _head_fuses_norm(self) -> bool:
+        """Whether the LM head computes the final RMSNorm as it reads its one token (the hardware library; a family
+        with another decoder stack or its own logits keeps the separate norm)."""
+        return (isinstance(self.model, LlamaModel) and type(self)._logits is LlamaForCausalLM._logits
+                and getattr(self._head(), "fuse_norm", False) and type(self.model.norm) is nn.RMSNorm)
+
+    def _normed_logits(self, h: Tensor) -> Tensor:
+        """The logits of ``model.norm(h)`` for one token ``h`` (un-normed), the norm inside the LM head's product."""
+        head, norm = self._head(), self.model.norm
+        logits = head.lm_head_norm_forward(h, norm) if self.config.tie_word_embeddings else head.forward_norm(h, norm)
+        return logits if logits.dtype == "float32" else logits.astype("float32")
+
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens(input_ids)
 
     def prefill(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        if self._head_fuses_norm():  # the last token only is normed, inside the LM head (the decode step's kernel)
+            return self._normed_logits(last_token(self.model.hidden(input_embed, kv_cache))), kv_cache
         h = self.model(input_embed, kv_cache)
         return self._logits(last_token(h)), kv_cache
 
     def decode(self, input_embed: Tensor, kv_cache: PagedKVCache):
+        if self._head_fuses_norm():
+            return self._normed_logits(self.model.hidden(input_embed, kv_cache)), kv_cache
         h = self.model(input_embed, kv_cache)
         return self._logits(h), kv_cache
 
