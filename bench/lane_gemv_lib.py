@@ -6,7 +6,7 @@ for an A/B in one GPU call (``bench/gpu_device.py prepare --shape-lib-variant SH
     python bench/lane_gemv_lib.py llama3.2-1b rows=2,min_groups=512 /tmp/l1b-rows2.wasm
     python bench/lane_gemv_lib.py builtin unroll=8 /tmp/smollm2-unroll8.wasm
 
-Parameters: ``groups``, ``lanes``, ``rows``, ``unroll`` (LaneGemv's constructor) and ``min_groups``
+Parameters: ``groups``, ``lanes``, ``rows``, ``unroll``, ``words`` (LaneGemv's constructor) and ``min_groups``
 (``schedules._MIN_GROUPS``, the workgroups a product aims to launch at least). The build runs in its own cache
 folder (``$WEBLLM_WIDGET_CACHE``, the compiler's runtime and sources linked from the usual one), since the cache
 keys see the compiler's sources, not these arguments.
@@ -25,9 +25,9 @@ HERE = Path(__file__).resolve().parent
 def main(argv: list[str]) -> int:
     model, params, out = argv[0], argv[1], Path(argv[2])
     kv = {k: int(v) for k, v in (item.split("=", 1) for item in params.split(",") if item)}
-    unknown = set(kv) - {"groups", "lanes", "rows", "unroll", "min_groups"}
+    unknown = set(kv) - {"groups", "lanes", "rows", "unroll", "words", "min_groups"}
     if unknown:
-        raise SystemExit(f"unknown LaneGemv parameter(s) {sorted(unknown)}: use groups, lanes, rows, unroll, min_groups")
+        raise SystemExit(f"unknown LaneGemv parameter(s) {sorted(unknown)}: use groups, lanes, rows, unroll, words, min_groups")
     from webllm_widget.cache import cache_dir
 
     usual = cache_dir()

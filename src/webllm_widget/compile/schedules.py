@@ -353,19 +353,22 @@ class LaneGemv(_GpuRule):
     workgroup does almost no work between its barriers. Applies to one-token products (no symbolic extent)
     whose reduction is the last loop and a multiple of ``8 x lanes`` (``lanes`` halves down to 8 to fit) and
     whose rows tile; others fall through to the next rule.
+
+    ``words`` (1 unless a benchmark variant asks, ``bench/lane_gemv_lib.py``): a lane reads that many consecutive
+    packed words of a row a step (a ``vec<words>`` in WGSL) instead of one.
     """
 
-    def __init__(self, groups: int = 8, lanes: int = 32, rows: int = 4, unroll: int = 4):
-        self.groups, self.lanes, self.rows, self.unroll = groups, lanes, rows, unroll
+    def __init__(self, groups: int = 8, lanes: int = 32, rows: int = 4, unroll: int = 4, words: int = 1):
+        self.groups, self.lanes, self.rows, self.unroll, self.words = groups, lanes, rows, unroll, words
 
     def tiling(self, n_ext: int, k_ext: int) -> tuple[int, int, int] | None:
         """(groups, lanes, rows a thread) for ``n_ext`` output rows over ``k_ext`` inputs, or None where they do not tile."""
         groups, lanes = self.groups, self.lanes
         if k_ext >= 8 * 8 * 2 * lanes and n_ext <= 4096:  # a deep, narrow product: more lanes a row, fewer rows
             groups, lanes = groups // 2, lanes * 2
-        while lanes > 8 and k_ext % (8 * lanes):
+        while lanes > 8 and k_ext % (8 * lanes * self.words):
             lanes //= 2
-        if k_ext % (8 * lanes):
+        if k_ext % (8 * lanes * self.words):
             return None
         rows = self.rows * (2 if n_ext >= _WIDE_ROWS else 1)
         # enough workgroups to fill the GPU: fewer rows a thread where the output is narrow
@@ -409,13 +412,14 @@ class LaneGemv(_GpuRule):
         lead, n, k = loops[:-2], loops[-2], loops[-1]
         st = sch.fuse(*lead) if len(lead) > 1 else (lead[0] if lead else None)
         nb, ty, ri = sch.split(n, [None, groups, rows])
-        ko, tx, kj = sch.split(k, [None, lanes, 8])
-        sch.reorder(*([st] if st is not None else []), nb, ty, ri, tx, ko, kj)
+        W = self.words
+        ko, tx, kw, kj = sch.split(k, [None, lanes, W, 8])
+        sch.reorder(*([st] if st is not None else []), nb, ty, ri, tx, ko, kw, kj)
         bx = sch.fuse(st, nb) if st is not None else nb
         # partial sums per lane (rf), then the sum across lanes (the original block, a cross-thread reduction)
         rf = sch.rfactor(tx, factor_axis=0)
-        bx, ty, ri, tx, ko, kj = sch.get_loops(rf)[-6:]
-        sch.reorder(bx, ty, tx, ko, ri, kj)
+        bx, ty, ri, tx, ko, kw, kj = sch.get_loops(rf)[-7:]
+        sch.reorder(bx, ty, tx, ko, ri, kw, kj)
         sch.bind(bx, "blockIdx.x")
         sch.bind(ty, "threadIdx.y")
         sch.bind(tx, "threadIdx.x")
@@ -428,13 +432,19 @@ class LaneGemv(_GpuRule):
         elif ko_ext <= self.unroll:
             sch.unroll(ko)
         sch.unroll(ri)
+        sch.unroll(kw)
         sch.unroll(kj)
         for buf in per_row:
             i = [j for j, r in enumerate(sch.get(rf).reads) if r.source.same_as(buf)][0]
             c = sch.cache_read(rf, i, "local")
             sch.compute_at(c, ri, preserve_unit_loops=True)
-            for lp in sch.get_loops(c)[len(sch.get_loops(rf)) - 1:]:
-                sch.unroll(lp)
+            own = sch.get_loops(c)[len(sch.get_loops(rf)) - 2:]  # the cache's loops under the rows' loop
+            for lp in own:
+                ext = sch.get(lp).extent
+                if W > 1 and lp.same_as(own[-1]) and isinstance(ext, tirx.IntImm) and int(ext) == W:
+                    sch.vectorize(lp)  # a lane's W consecutive packed words as one vector
+                else:
+                    sch.unroll(lp)
         sch.decompose_reduction(rf, sch.get_loops(rf)[3])
         sch.reverse_compute_at(block, sch.get_loops(rf)[0], preserve_unit_loops=True)
         # the loops reverse_compute_at made follow the block's iterators: the lanes' axis and the rows
