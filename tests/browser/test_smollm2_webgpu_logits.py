@@ -5,8 +5,10 @@ prompt is prefilled, then the reference's own greedy answer is forced one token 
 last-position logits after the prefill and after every forced decode step are compared with
 ``tests/helpers/reference.py`` run on the GGUF file's weights (``open_checkpoint(gguf)`` + ``to_numpy``).
 
-What runs in the page is the folder ``models.default(schedule="fallback")`` builds (the same one
-tests/browser/test_structured_output.py gives web-llm, so no extra library is linked): its ``model.wasm``
+What runs in the page is the folder ``models.default(schedule=...)`` builds, for both WebGPU schedules: the
+software adapters' ``fallback`` (the same one tests/browser/test_structured_output.py gives web-llm) and the
+hardware GPUs' ``auto`` (the one tests/browser/test_light_install.py builds; its norms computed inside the
+products, the decode attention split into slices), so no extra library is linked: its ``model.wasm``
 and its tensor-cache shards, loaded with tvmjs web-llm's way through the driver of
 tests/helpers/webgpu_model.py (``RUN_JS``). Mode ``ggml`` (the file's Q4_1/Q8_0 blocks kept as they
 are), f32 compute.
@@ -61,11 +63,11 @@ def _folder_params(folder: Path) -> tuple[bytes, list[dict]]:
     return bytes(blob), params
 
 
-@pytest.fixture(scope="module")
-def smollm2_webgpu():
+@pytest.fixture(scope="module", params=["fallback", "auto"])
+def smollm2_webgpu(request):
     from webllm_widget import models
 
-    return models.default_gguf(progress=False), models.default(progress=False, schedule="fallback")
+    return models.default_gguf(progress=False), models.default(progress=False, schedule=request.param), request.param
 
 
 def test_smollm2_teacher_forced_logits_on_webgpu_match_the_numpy_reference(host_server, chromium, smollm2_webgpu):
@@ -73,7 +75,7 @@ def test_smollm2_teacher_forced_logits_on_webgpu_match_the_numpy_reference(host_
 
     from webllm_widget.compile.checkpoint import open_checkpoint
 
-    gguf, folder = smollm2_webgpu
+    gguf, folder, schedule = smollm2_webgpu
     chat_cfg = json.loads((folder / "mlc-chat-config.json").read_text())
     assert chat_cfg["quantization"] == "ggml"
     ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(_chatml_prompt(chat_cfg["conv_template"],
@@ -104,10 +106,15 @@ def test_smollm2_teacher_forced_logits_on_webgpu_match_the_numpy_reference(host_
     err = np.abs(got - want).max(axis=-1)
     top2 = np.sort(want, axis=-1)[:, -2:]
     gap = top2[:, 1] - top2[:, 0]
-    print(f"SmolLM2 webgpu (fallback schedule): {len(ids)} prompt + {len(forced)} forced tokens; "
+    print(f"SmolLM2 webgpu ({schedule} schedule): {len(ids)} prompt + {len(forced)} forced tokens; "
           f"max |logit error| per step {np.array2string(err, precision=4)}; top-2 gaps {np.array2string(gap, precision=3)}; "
           f"logit range {float(want.max() - want.min()):.1f}")
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    # which library ran, by its kernel launches a decode step: the hardware one computes each norm inside the
+    # product that reads it (7 a layer + embedding and LM head), the software one keeps them (10 a layer + 3)
+    layers = chat_cfg["model_config"]["num_hidden_layers"]
+    print(f"kernel launches a decode step: {out['decode_launches']}")
+    assert out["decode_launches"] == [(7 * layers + 2) if schedule == "auto" else (10 * layers + 3)] * len(forced)
     clear = gap > ATOL
     np.testing.assert_array_equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
     if clear[0]:
