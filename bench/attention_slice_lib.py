@@ -12,32 +12,21 @@ this argument.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import copy_builtin_webgpu_library, private_cache  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     n, out = int(argv[0]), Path(argv[1])
-    from webllm_widget.cache import cache_dir
+    with private_cache(f"wlw-slice{n}-"):
+        from webllm_widget.compile import schedules
 
-    usual = cache_dir()
-    mine = Path(tempfile.mkdtemp(prefix=f"wlw-slice{n}-"))
-    for entry in usual.iterdir():  # everything but the built models and libraries
-        if entry.name not in ("models", "model-libs", "libs", "locks"):
-            os.symlink(entry, mine / entry.name)
-    os.environ["WEBLLM_WIDGET_CACHE"] = str(mine)
-    from webllm_widget.compile import schedules
-    from webllm_widget.models.devices import model_spec
-
-    schedules.decode_attention_gpu = functools.partial(schedules.decode_attention_gpu, slice_positions=n)
-    spec, paths = model_spec(None, "webgpu")
-    lib = next(f for f in spec["files"] if f["name"] == spec.get("lib", "model.wasm"))
-    shutil.copyfile(paths[lib["sha256"]], out)
-    print(f"{out}: {spec['id']} with decode attention slices of {n} positions")
-    shutil.rmtree(mine, ignore_errors=True)
+        schedules.decode_attention_gpu = functools.partial(schedules.decode_attention_gpu, slice_positions=n)
+        name = copy_builtin_webgpu_library(out)
+    print(f"{out}: {name} with decode attention slices of {n} positions")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Shared by the benchmarks: where results go, what machine ran them, and the browser/JupyterLab harness."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -112,3 +113,42 @@ def esbuild(entry: Path, out: Path) -> Path:
                     # tvmjs reaches for Node modules only under Node; the page never loads them.
                     *[f"--external:{m}" for m in ("fs", "path", "perf_hooks", "crypto", "ws", "url", "child_process")]], check=True)
     return out
+
+
+@contextlib.contextmanager
+def private_cache(prefix: str):
+    """A model cache of this process's own for the block (``$WEBLLM_WIDGET_CACHE``): models and libraries are
+    built anew, the compiler's runtime and sources are linked from the usual cache. For a library built with
+    arguments the cache keys do not see (they see the compiler's sources): a schedule variant for an A/B."""
+    import shutil
+    import tempfile
+
+    from webllm_widget.cache import cache_dir
+
+    usual = cache_dir()
+    mine = Path(tempfile.mkdtemp(prefix=prefix))
+    for entry in usual.iterdir():  # everything but the built models and libraries
+        if entry.name not in ("models", "model-libs", "libs", "locks"):
+            os.symlink(entry, mine / entry.name)
+    before = os.environ.get("WEBLLM_WIDGET_CACHE")
+    os.environ["WEBLLM_WIDGET_CACHE"] = str(mine)
+    try:
+        yield mine
+    finally:
+        if before is None:
+            os.environ.pop("WEBLLM_WIDGET_CACHE", None)
+        else:
+            os.environ["WEBLLM_WIDGET_CACHE"] = before
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def copy_builtin_webgpu_library(out: Path) -> str:
+    """Build (or find) the built-in model's hardware-GPU folder and copy its model library to ``out``; its id."""
+    import shutil
+
+    from webllm_widget.models.devices import model_spec
+
+    spec, paths = model_spec(None, "webgpu")
+    lib = next(f for f in spec["files"] if f["name"] == spec.get("lib", "model.wasm"))
+    shutil.copyfile(paths[lib["sha256"]], out)
+    return spec["id"]

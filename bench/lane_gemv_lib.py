@@ -13,13 +13,13 @@ keys see the compiler's sources, not these arguments.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import copy_builtin_webgpu_library, private_cache  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
@@ -28,44 +28,30 @@ def main(argv: list[str]) -> int:
     unknown = set(kv) - {"groups", "lanes", "rows", "unroll", "words", "min_groups"}
     if unknown:
         raise SystemExit(f"unknown LaneGemv parameter(s) {sorted(unknown)}: use groups, lanes, rows, unroll, words, min_groups")
-    from webllm_widget.cache import cache_dir
+    with private_cache("wlw-lanegemv-"):
+        from webllm_widget.compile import schedules
 
-    usual = cache_dir()
-    mine = Path(tempfile.mkdtemp(prefix="wlw-lanegemv-"))
-    for entry in usual.iterdir():  # everything but the built models and libraries
-        if entry.name not in ("models", "model-libs", "libs", "locks"):
-            os.symlink(entry, mine / entry.name)
-    os.environ["WEBLLM_WIDGET_CACHE"] = str(mine)
-    from webllm_widget.compile import schedules
+        if "min_groups" in kv:
+            schedules._MIN_GROUPS = kv.pop("min_groups")
+        base = schedules.LaneGemv
 
-    if "min_groups" in kv:
-        schedules._MIN_GROUPS = kv.pop("min_groups")
-    base = schedules.LaneGemv
+        class Variant(base):
+            def __init__(self, **given):
+                super().__init__(**{**given, **kv})
 
-    class Variant(base):
-        def __init__(self, **given):
-            super().__init__(**{**given, **kv})
+        schedules.LaneGemv = Variant
+        if model == "builtin":
+            name = copy_builtin_webgpu_library(out)
+        else:
+            import gpu_device
+            import shapes
+            from webllm_widget.compile.pipeline import build_model_folder
 
-    schedules.LaneGemv = Variant
-    if model == "builtin":
-        from webllm_widget.models.devices import model_spec
-
-        spec, paths = model_spec(None, "webgpu")
-        lib = next(f for f in spec["files"] if f["name"] == spec.get("lib", "model.wasm"))
-        shutil.copyfile(paths[lib["sha256"]], out)
-        name = spec["id"]
-    else:
-        sys.path.insert(0, str(HERE))
-        import gpu_device
-        import shapes
-        from webllm_widget.compile.pipeline import build_model_folder
-
-        folder = build_model_folder(shapes.hf_shape_folder(getattr(shapes, gpu_device.SHAPES[model])),
-                                    quantization="q4f32_1")
-        shutil.copyfile(folder / "model.wasm", out)
-        name = folder.name
+            folder = build_model_folder(shapes.hf_shape_folder(getattr(shapes, gpu_device.SHAPES[model])),
+                                        quantization="q4f32_1")
+            shutil.copyfile(folder / "model.wasm", out)
+            name = folder.name
     print(f"{out}: {name} with LaneGemv {params}")
-    shutil.rmtree(mine, ignore_errors=True)
     return 0
 
 
