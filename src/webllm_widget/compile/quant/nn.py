@@ -186,6 +186,13 @@ def _norm_of(norm: nn.Module) -> tuple[Tensor, float]:
     return norm.weight, float(norm.epsilon)
 
 
+def _normed_linear(x: Tensor, norm: nn.Module, fmt: str, params: list[Tensor], n: int, k: int, out_dtype: str,
+                   name: str, bias: Tensor | None) -> Tensor:
+    """``rms_norm(x) W^T (+ b)``: the product with the norm inside (:func:`_matvec`'s ``norm``), then the bias."""
+    y = _matvec(x, fmt, params, n, k, out_dtype, name, norm=_norm_of(norm))
+    return y if bias is None else y + bias
+
+
 class QuantizedLinear(nn.Module):
     """``y = x W^T (+ b)`` with W stored in a packed format and dequantized on the fly."""
 
@@ -213,11 +220,8 @@ class QuantizedLinear(nn.Module):
 
     def forward_norm(self, x: Tensor, norm: nn.Module) -> Tensor:
         """``rms_norm(x) W^T (+ b)`` in one kernel (``norm``: a plain :class:`nn.RMSNorm`; see :func:`_matvec`)."""
-        y = _matvec(x, self.fmt, [getattr(self, p) for p in self._names], self.out_features,
-                    self.in_features, self.out_dtype, f"dequant_norm_matmul_{self.fmt}", norm=_norm_of(norm))
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        return _normed_linear(x, norm, self.fmt, [getattr(self, p) for p in self._names], self.out_features,
+                              self.in_features, self.out_dtype, f"dequant_norm_matmul_{self.fmt}", self.bias)
 
     def forward_glu(self, gate_up: Tensor) -> Tensor:
         """``(silu(gate) * up) W^T (+ b)`` from the stacked ``gate_up`` product ``[.., 2 in_features]``, in one kernel."""
@@ -269,12 +273,8 @@ class FloatLinear(nn.Linear):
 
     def forward_norm(self, x: Tensor, norm: nn.Module) -> Tensor:
         """``rms_norm(x) W^T (+ b)`` in one kernel (see :func:`_matvec`'s ``norm``)."""
-        out_dtype = self.out_dtype or self.weight.dtype
-        y = _matvec(x, "f32", [self.weight], int(self.out_features), int(self.in_features), out_dtype,
-                    "norm_matmul_f32", norm=_norm_of(norm))
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        return _normed_linear(x, norm, "f32", [self.weight], int(self.out_features), int(self.in_features),
+                              self.out_dtype or self.weight.dtype, "norm_matmul_f32", self.bias)
 
 
 class FloatEmbedding(Embedding):
